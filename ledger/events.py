@@ -1,0 +1,240 @@
+"""Signed audit events: the format in docs/event-format.md, built, signed, parsed and checked.
+
+An *event* is a JSON object; its canonical bytes are RFC 8785 (JCS). The producer signs those
+bytes with Ed25519. The *envelope* {"event": ..., "sig": base64} is what goes into the log: the
+Merkle leaf entry is JCS(envelope). Sensitive body values are replaced by salted SHA-256
+commitments; their openings (salt and clear value) travel beside the envelope and are stored
+encrypted, never in the leaf.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .errors import CanonicalError, EventError, SignatureError
+from .jcs import canonicalize
+from .keys import Signer, verify
+
+EVENT_VERSION = 1
+MAX_EVENT_BYTES = 64 * 1024  # canonical bytes of one event, body included
+MAX_OPENINGS_BYTES = 1024 * 1024  # canonical bytes of one event's openings (clear payloads)
+COMMITMENT_KEY = "$commitment"
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){0,7}$")
+_HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
+_TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
+_COMMIT_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_FIELDS = ("v", "log_id", "run_id", "type", "producer", "seq", "prev", "ts", "body")
+_MAX_SEQ = 2**53 - 1
+
+
+def now_ts() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_ts(ts: str) -> datetime:
+    return datetime.strptime(ts if "." in ts else ts.replace("Z", ".0Z"), "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=timezone.utc
+    )
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def leaf_hash(entry: bytes) -> bytes:
+    """RFC 9162 leaf hash of a log entry."""
+    return hashlib.sha256(b"\x00" + entry).digest()
+
+
+# --- commitments -------------------------------------------------------------------------
+
+
+def commit_value(value: Any, salt: bytes) -> str:
+    """Salted commitment: "sha256:" + hex SHA-256(salt || JCS(value)), salt 32 random bytes."""
+    if len(salt) != 32:
+        raise ValueError("commitment salt must be 32 bytes")
+    return "sha256:" + hashlib.sha256(salt + canonicalize(value)).hexdigest()
+
+
+def commit_fields(body: dict, fields: list[str] | tuple[str, ...]) -> tuple[dict, dict]:
+    """Replace the named top-level body fields by commitments.
+
+    Returns (committed body, openings) where openings = {field: {"salt": b64, "value": v}}.
+    """
+    out = dict(body)
+    openings: dict[str, dict] = {}
+    for name in fields:
+        if name not in out:
+            continue
+        salt = os.urandom(32)
+        openings[name] = {"salt": base64.b64encode(salt).decode(), "value": out[name]}
+        out[name] = {COMMITMENT_KEY: commit_value(out[name], salt)}
+    return out, openings
+
+
+def check_openings(body: dict, openings: Any, *, where: str = "openings") -> None:
+    """Every opening must open the commitment at the same body field."""
+    if openings is None:
+        return
+    if not isinstance(openings, dict):
+        raise EventError("must be an object of field -> {salt, value}", where=where)
+    if len(canonicalize(openings)) > MAX_OPENINGS_BYTES:
+        raise EventError(f"larger than {MAX_OPENINGS_BYTES} bytes", where=where)
+    for name, op in openings.items():
+        w = f"{where}.{name}"
+        target = body.get(name)
+        if not (isinstance(target, dict) and set(target) == {COMMITMENT_KEY}):
+            raise EventError("body has no commitment at this field", where=w)
+        if not isinstance(op, dict) or set(op) != {"salt", "value"} or not isinstance(op["salt"], str):
+            raise EventError("opening must be {salt: base64, value: any}", where=w)
+        try:
+            salt = base64.b64decode(op["salt"], validate=True)
+        except ValueError:
+            raise EventError("salt is not base64", where=w) from None
+        if len(salt) != 32 or commit_value(op["value"], salt) != target[COMMITMENT_KEY]:
+            raise EventError("opening does not match the commitment", where=w)
+
+
+# --- building and signing ----------------------------------------------------------------
+
+
+def make_event(
+    *,
+    log_id: str,
+    run_id: str,
+    type: str,
+    producer: str,
+    seq: int,
+    prev: str | None,
+    body: dict,
+    ts: str | None = None,
+) -> dict:
+    event = {
+        "v": EVENT_VERSION,
+        "log_id": log_id,
+        "run_id": run_id,
+        "type": type,
+        "producer": producer,
+        "seq": seq,
+        "prev": prev,
+        "ts": ts or now_ts(),
+        "body": body,
+    }
+    validate_event(event)
+    return event
+
+
+def sign_event(event: dict, signer: Signer) -> dict:
+    """Return the envelope {"event", "sig"}; the producer field must be the signer's key id."""
+    if event.get("producer") != signer.key_id:
+        raise EventError("producer is not the signing key's id", where="event.producer")
+    sig = signer.sign(canonicalize(event))
+    return {"event": event, "sig": base64.b64encode(sig).decode("ascii")}
+
+
+# --- parsing and checking ----------------------------------------------------------------
+
+
+def _req(cond: bool, msg: str, where: str) -> None:
+    if not cond:
+        raise EventError(msg, where=where)
+
+
+def validate_event(event: Any, where: str = "event") -> bytes:
+    """Check the schema of an event; return its canonical bytes."""
+    _req(isinstance(event, dict), "must be a JSON object", where)
+    missing = [k for k in _FIELDS if k not in event]
+    _req(not missing, f"missing field(s): {', '.join(missing)}", where)
+    extra = sorted(set(event) - set(_FIELDS))
+    _req(not extra, f"unknown field(s): {', '.join(extra)}", where)
+    _req(type(event["v"]) is int and event["v"] == EVENT_VERSION, f"must be {EVENT_VERSION}", f"{where}.v")
+    for k in ("log_id", "run_id"):
+        v = event[k]
+        _req(isinstance(v, str) and bool(_ID_RE.match(v)), "must match [A-Za-z0-9][A-Za-z0-9._:/-]{0,127}", f"{where}.{k}")
+    _req(isinstance(event["type"], str) and bool(_TYPE_RE.match(event["type"])), "must be dotted lower-case words", f"{where}.type")
+    _req(isinstance(event["producer"], str) and bool(_HEX64_RE.match(event["producer"])), "must be a 64-hex key id", f"{where}.producer")
+    seq = event["seq"]
+    _req(type(seq) is int and 0 <= seq <= _MAX_SEQ, "must be an integer >= 0", f"{where}.seq")
+    prev = event["prev"]
+    if seq == 0:
+        _req(prev is None, "must be null when seq is 0", f"{where}.prev")
+    else:
+        _req(isinstance(prev, str) and bool(_HEX64_RE.match(prev)), "must be the 64-hex hash of the producer's previous event", f"{where}.prev")
+    ts = event["ts"]
+    _req(isinstance(ts, str) and bool(_TS_RE.match(ts)), "must be an RFC 3339 UTC time like 2026-01-31T12:00:00.000000Z", f"{where}.ts")
+    try:
+        parse_ts(ts)
+    except ValueError:
+        raise EventError("is not a valid date and time", where=f"{where}.ts") from None
+    _req(isinstance(event["body"], dict), "must be a JSON object", f"{where}.body")
+    for k, v in event["body"].items():
+        if isinstance(v, dict) and COMMITMENT_KEY in v:
+            _req(set(v) == {COMMITMENT_KEY} and isinstance(v[COMMITMENT_KEY], str) and bool(_COMMIT_RE.match(v[COMMITMENT_KEY])),
+                 "a commitment must be {\"$commitment\": \"sha256:<64 hex>\"}", f"{where}.body.{k}")
+    try:
+        raw = canonicalize(event)
+    except CanonicalError as e:
+        raise EventError(e.message, where=where) from None
+    _req(len(raw) <= MAX_EVENT_BYTES, f"canonical size {len(raw)} exceeds the limit of {MAX_EVENT_BYTES} bytes", where)
+    return raw
+
+
+@dataclass
+class ParsedEvent:
+    """An envelope that passed schema checks, with its derived bytes and hashes."""
+
+    event: dict
+    sig: bytes
+    event_bytes: bytes
+    entry: bytes
+    openings: dict | None = None
+    event_id: str = field(init=False)
+    leaf_hash: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.event_id = sha256_hex(self.event_bytes)
+        self.leaf_hash = leaf_hash(self.entry)
+
+    @property
+    def producer(self) -> str:
+        return self.event["producer"]
+
+    def verify_signature(self, public_key: bytes, where: str = "sig") -> None:
+        if not verify(public_key, self.event_bytes, self.sig):
+            raise SignatureError("Ed25519 signature does not verify against the producer's key", where=where)
+
+
+def parse_envelope(obj: Any, where: str = "event") -> ParsedEvent:
+    """Check an envelope {"event", "sig"[, "openings"]} and compute its bytes and hashes."""
+    _req(isinstance(obj, dict), "must be a JSON object with 'event' and 'sig'", where)
+    extra = sorted(set(obj) - {"event", "sig", "openings"})
+    _req(not extra, f"unknown field(s): {', '.join(extra)}", where)
+    _req("event" in obj and "sig" in obj, "must have 'event' and 'sig'", where)
+    event_bytes = validate_event(obj["event"], f"{where}.event")
+    sig_text = obj["sig"]
+    _req(isinstance(sig_text, str), "must be a base64 string", f"{where}.sig")
+    try:
+        sig = base64.b64decode(sig_text, validate=True)
+    except ValueError:
+        raise EventError("is not valid base64", where=f"{where}.sig") from None
+    _req(len(sig) == 64, f"must decode to 64 bytes, got {len(sig)}", f"{where}.sig")
+    canonical_sig = base64.b64encode(sig).decode("ascii")
+    entry = b'{"event":' + event_bytes + b',"sig":"' + canonical_sig.encode() + b'"}'
+    openings = obj.get("openings")
+    check_openings(obj["event"]["body"], openings, where=f"{where}.openings")
+    return ParsedEvent(event=obj["event"], sig=sig, event_bytes=event_bytes, entry=entry, openings=openings)
+
+
+def envelope_of(entry: bytes) -> dict:
+    """Inverse of the leaf entry encoding (for display and export)."""
+    import json
+
+    return json.loads(entry)

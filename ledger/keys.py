@@ -1,0 +1,180 @@
+"""Ed25519 keys: derived key ids, signing, and key files encrypted at rest.
+
+Key id (producers and the log alike) = lowercase hex SHA-256 of the raw 32-byte public key,
+so an id can never be chosen, only derived (docs/event-format.md).
+
+Key files (docs/keys.md) are JSON: the 32-byte Ed25519 seed sealed with XSalsa20-Poly1305
+(nacl SecretBox) under a key stretched from a passphrase with Argon2id. The passphrase comes
+from an environment variable (default RLHF_LEDGER_PASSPHRASE) or an interactive prompt; a key
+is never written unencrypted.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import nacl.exceptions
+import nacl.pwhash
+import nacl.secret
+import nacl.signing
+import nacl.utils
+
+from .errors import KeyFileError
+
+KEY_FILE_FORMAT = "rlhf-ledger-key/v1"
+PASSPHRASE_ENV = "RLHF_LEDGER_PASSPHRASE"
+
+
+def key_id(public_key: bytes) -> str:
+    if len(public_key) != 32:
+        raise ValueError("an Ed25519 public key is 32 bytes")
+    return hashlib.sha256(public_key).hexdigest()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text: str, *, what: str = "base64 value", length: int | None = None) -> bytes:
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (ValueError, TypeError):
+        raise ValueError(f"{what} is not valid base64") from None
+    if length is not None and len(raw) != length:
+        raise ValueError(f"{what} must decode to {length} bytes, got {len(raw)}")
+    return raw
+
+
+@dataclass(frozen=True)
+class Signer:
+    """An Ed25519 signing key with its derived id."""
+
+    signing_key: nacl.signing.SigningKey
+
+    @classmethod
+    def generate(cls) -> "Signer":
+        return cls(nacl.signing.SigningKey.generate())
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> "Signer":
+        return cls(nacl.signing.SigningKey(seed))
+
+    @property
+    def public_key(self) -> bytes:
+        return bytes(self.signing_key.verify_key)
+
+    @property
+    def key_id(self) -> str:
+        return key_id(self.public_key)
+
+    def sign(self, message: bytes) -> bytes:
+        return self.signing_key.sign(message).signature
+
+    def __repr__(self) -> str:  # never show key material
+        return f"Signer(key_id={self.key_id[:16]}...)"
+
+
+def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    try:
+        nacl.signing.VerifyKey(public_key).verify(message, signature)
+        return True
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError, TypeError):
+        return False
+
+
+def _kdf(passphrase: str, salt: bytes, opslimit: int, memlimit: int) -> bytes:
+    return nacl.pwhash.argon2id.kdf(
+        nacl.secret.SecretBox.KEY_SIZE, passphrase.encode("utf-8"), salt, opslimit=opslimit, memlimit=memlimit
+    )
+
+
+def encrypt_key(signer: Signer, passphrase: str, *, label: str = "") -> dict:
+    if not passphrase:
+        raise KeyFileError("refusing to write a key file with an empty passphrase")
+    salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
+    ops, mem = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE, nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE
+    box = nacl.secret.SecretBox(_kdf(passphrase, salt, ops, mem))
+    sealed = box.encrypt(bytes(signer.signing_key))
+    return {
+        "format": KEY_FILE_FORMAT,
+        "label": label,
+        "algorithm": "ed25519",
+        "key_id": signer.key_id,
+        "public_key": b64(signer.public_key),
+        "kdf": {"name": "argon2id", "salt": b64(salt), "opslimit": ops, "memlimit": mem},
+        "cipher": "xsalsa20-poly1305",
+        "sealed_seed": b64(bytes(sealed)),
+    }
+
+
+def decrypt_key(doc: dict, passphrase: str, *, where: str = "key file") -> Signer:
+    try:
+        if doc.get("format") != KEY_FILE_FORMAT:
+            raise KeyFileError(f"unknown key file format {doc.get('format')!r}", where=where)
+        kdf = doc["kdf"]
+        key = _kdf(passphrase, unb64(kdf["salt"]), int(kdf["opslimit"]), int(kdf["memlimit"]))
+        seed = nacl.secret.SecretBox(key).decrypt(unb64(doc["sealed_seed"]))
+    except nacl.exceptions.CryptoError:
+        raise KeyFileError("wrong passphrase or corrupted key file", where=where) from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise KeyFileError(f"malformed key file ({e})", where=where) from None
+    signer = Signer.from_seed(seed)
+    if signer.key_id != doc.get("key_id"):
+        raise KeyFileError("key id in the file does not match its key", where=where)
+    return signer
+
+
+def write_key_file(path: Path, signer: Signer, passphrase: str, *, label: str = "") -> None:
+    path = Path(path)
+    if path.exists():
+        raise KeyFileError("refusing to overwrite an existing key file", where=str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(encrypt_key(signer, passphrase, label=label), f, indent=2)
+        f.write("\n")
+
+
+def read_key_file(path: Path, passphrase: str | None = None, *, env: str = PASSPHRASE_ENV) -> Signer:
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise KeyFileError("no such key file", where=str(path)) from None
+    except (OSError, ValueError) as e:
+        raise KeyFileError(f"cannot read key file: {e}", where=str(path)) from None
+    if passphrase is None:
+        passphrase = passphrase_from_env_or_prompt(env)
+    return decrypt_key(doc, passphrase, where=str(path))
+
+
+def read_public_key_file(path: Path) -> bytes:
+    """The public key of a key file (no passphrase needed)."""
+    try:
+        doc = json.loads(Path(path).read_text())
+        return unb64(doc["public_key"], what="public_key", length=32)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise KeyFileError(f"cannot read public key: {e}", where=str(path)) from None
+
+
+def passphrase_from_env_or_prompt(env: str = PASSPHRASE_ENV, *, confirm: bool = False) -> str:
+    value = os.environ.get(env)
+    if value:
+        return value
+    import sys
+
+    if not sys.stdin.isatty():
+        raise KeyFileError(f"no passphrase: set {env} or run interactively")
+    import getpass
+
+    value = getpass.getpass("Key passphrase: ")
+    if confirm and getpass.getpass("Repeat passphrase: ") != value:
+        raise KeyFileError("passphrases do not match")
+    if not value:
+        raise KeyFileError("empty passphrase")
+    return value
