@@ -1,0 +1,408 @@
+"""ChainClient: the ProvenanceAnchor contract over any EVM JSON-RPC endpoint (web3.py 8).
+
+- Transactions are signed locally with the anchoring key (anchoring/keystore.py) and sent raw;
+  the node never holds the key.
+- Fees are EIP-1559: maxPriorityFeePerGas = the median tip of recent blocks (eth_feeHistory,
+  50th percentile), at least `min_priority_fee_wei`; maxFeePerGas = 2 x next base fee + tip, so a
+  transaction stays valid through several blocks of base-fee growth.
+- Nonces are tracked locally (one lock around sign-and-send) and resynchronised from the node's
+  pending count when the node answers "nonce too low" or the transaction is a known replacement.
+- Transient RPC failures (connection refused/reset, timeouts, HTTP 5xx and 429) are retried with
+  bounded exponential backoff. Reverts are never retried: gas is estimated first, so a call that
+  would revert fails before sending with ContractRevert naming the contract's custom error.
+
+Spec of the contract: docs/contract.md. logId convention: log_id_for_origin().
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+from eth_abi import decode as abi_decode
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak, to_checksum_address
+from web3 import HTTPProvider, Web3
+from web3.exceptions import ProviderConnectionError, RequestTimedOut, TooManyRequests
+
+from ledger.errors import LedgerError
+
+from .keystore import account_from_private_key
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_PATH = Path(__file__).resolve().parent / "artifacts" / "ProvenanceAnchor.json"
+T = TypeVar("T")
+
+
+def log_id_for_origin(origin: str) -> bytes:
+    """logId = SHA-256 of the log's origin string (the checkpoint's first line), UTF-8 encoded."""
+    return hashlib.sha256(origin.encode("utf-8")).digest()
+
+
+def load_artifact(path: Path = ARTIFACT_PATH) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+class ChainError(LedgerError):
+    code = "chain_error"
+
+
+class RPCError(ChainError):
+    """The node answered a JSON-RPC error object (kept in `rpc_error`: code, message, data)."""
+
+    code = "rpc_error"
+
+    def __init__(self, method: str, error: Any, *, where: str):
+        message = error.get("message", error) if isinstance(error, dict) else error
+        super().__init__(f"{method}: {message}", where=where)
+        self.rpc_error = error
+
+
+class ChainUnavailable(ChainError):
+    """The RPC endpoint kept failing transiently after all retries."""
+
+    code = "chain_unavailable"
+
+
+class ContractRevert(ChainError):
+    """The contract rejected the call; `error_name` and `error_args` decode its custom error."""
+
+    code = "contract_revert"
+
+    def __init__(self, message: str, *, where: str, error_name: str | None, error_args: tuple[Any, ...] = ()):
+        super().__init__(message, where=where)
+        self.error_name = error_name
+        self.error_args = error_args
+
+
+class TransactionFailed(ChainError):
+    """A mined transaction has status 0."""
+
+    code = "tx_failed"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff: delay_i = min(base * 2**i, max_delay), at most `attempts` tries."""
+
+    attempts: int = 6
+    base_delay: float = 0.2
+    max_delay: float = 5.0
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Connection errors, timeouts, HTTP 5xx/429: worth retrying. Anything else (reverts, bad input,
+    JSON-RPC errors with a code) is not."""
+    if isinstance(exc, (requests.ConnectionError, requests.Timeout, ProviderConnectionError,
+                        RequestTimedOut, TooManyRequests, ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, requests.HTTPError):
+        status = exc.response.status_code if exc.response is not None else None
+        return status is not None and (status >= 500 or status == 429)
+    return False
+
+
+class ChainClient:
+    """The ProvenanceAnchor contract on one chain, driven by one locally held key."""
+
+    def __init__(
+        self,
+        rpc_url: str,
+        account: LocalAccount | str | bytes,
+        *,
+        contract_address: str | None = None,
+        artifact: dict[str, Any] | None = None,
+        request_timeout: float = 10.0,
+        retry: RetryPolicy = RetryPolicy(),
+        min_priority_fee_wei: int = 1_000_000,  # 0.001 gwei: dev chains report zero tips
+        gas_margin: float = 1.25,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.rpc_url = rpc_url
+        self.account: LocalAccount = (
+            account if isinstance(account, LocalAccount) else account_from_private_key(account, where="anchoring key")
+        )
+        # web3's own retry layer is off: retries are ours, bounded and visible (is_transient()).
+        self.w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": request_timeout},
+                                    exception_retry_configuration=None))
+        self.artifact = artifact or load_artifact()
+        self.retry_policy = retry
+        self.min_priority_fee_wei = min_priority_fee_wei
+        self.gas_margin = gas_margin
+        self._sleep = sleep
+        self._nonce: int | None = None
+        self._lock = threading.Lock()
+        self._chain_id: int | None = None
+        self._errors = {
+            "0x" + keccak(text=f"{e['name']}({','.join(i['type'] for i in e['inputs'])})")[:4].hex():
+                (e["name"], [i["type"] for i in e["inputs"]])
+            for e in self.artifact["abi"] if e["type"] == "error"
+        }
+        self.contract_address = to_checksum_address(contract_address) if contract_address else None
+        self.retries_done = 0  # transient failures retried so far (observability, tests)
+
+    def __repr__(self) -> str:  # never show the key
+        return f"ChainClient(rpc_url={self.rpc_url!r}, address={self.address}, contract={self.contract_address})"
+
+    # -- basics ----------------------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        return self.account.address
+
+    @property
+    def chain_id(self) -> int:
+        if self._chain_id is None:
+            self._chain_id = self._retry("eth_chainId", lambda: int(self.w3.eth.chain_id))
+        return self._chain_id
+
+    @property
+    def contract(self):  # type: ignore[no-untyped-def]
+        if self.contract_address is None:
+            raise ChainError("no contract address: deploy() first or pass contract_address", where=self.rpc_url)
+        return self.w3.eth.contract(address=self.contract_address, abi=self.artifact["abi"])
+
+    def _retry(self, what: str, fn: Callable[[], T]) -> T:
+        """Run fn, retrying transient RPC failures with bounded exponential backoff."""
+        policy = self.retry_policy
+        for attempt in range(policy.attempts):
+            try:
+                return fn()
+            except Exception as exc:  # noqa: BLE001 - classified right below
+                if not is_transient(exc):
+                    raise
+                if attempt == policy.attempts - 1:
+                    raise ChainUnavailable(
+                        f"{what} failed after {policy.attempts} attempts: {exc.__class__.__name__}: {exc}",
+                        where=self.rpc_url,
+                    ) from exc
+                delay = min(policy.base_delay * (2 ** attempt), policy.max_delay)
+                log.warning("%s: transient RPC failure (%s), retry %d in %.2fs",
+                            what, exc.__class__.__name__, attempt + 1, delay)
+                self.retries_done += 1
+                self._sleep(delay)
+        raise AssertionError("unreachable")
+
+    def rpc(self, method: str, params: list[Any]) -> Any:
+        """A raw JSON-RPC call (results unformatted), with retries; JSON-RPC errors raise ChainError."""
+        def call() -> Any:
+            response = self.w3.provider.make_request(method, params)  # type: ignore[arg-type]
+            if "error" in response:
+                raise RPCError(method, response["error"], where=self.rpc_url)
+            return response.get("result")
+        return self._retry(method, call)
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def receipt(self, tx_hash: str | bytes) -> dict[str, Any] | None:
+        """The raw receipt, or None while pending/unknown."""
+        return self.rpc("eth_getTransactionReceipt", [_hex(tx_hash)])
+
+    def transaction(self, tx_hash: str | bytes) -> dict[str, Any] | None:
+        return self.rpc("eth_getTransactionByHash", [_hex(tx_hash)])
+
+    def block(self, block: int | str | bytes, *, full_transactions: bool = False) -> dict[str, Any]:
+        """A raw block by number, hash (0x + 64 hex or 32 bytes) or tag (latest, safe, finalized)."""
+        if isinstance(block, bytes) or (isinstance(block, str) and len(block) == 66 and block.startswith("0x")):
+            result = self.rpc("eth_getBlockByHash", [_hex(block), full_transactions])
+        else:
+            tag = hex(block) if isinstance(block, int) else block
+            result = self.rpc("eth_getBlockByNumber", [tag, full_transactions])
+        if result is None:
+            raise ChainError(f"block {block!r} not found", where=self.rpc_url)
+        return result
+
+    def block_number(self, tag: str = "latest") -> int | None:
+        """Number of the latest / safe / finalized block; None if the node has no such block yet."""
+        if tag not in ("latest", "safe", "finalized", "earliest", "pending"):
+            raise ValueError(f"unknown block tag {tag!r}")
+        try:
+            result = self.rpc("eth_getBlockByNumber", [tag, False])
+        except ChainError as e:  # some nodes answer an error instead of null for unknown tags
+            if "finalized" in str(e) or "safe" in str(e):
+                return None
+            raise
+        return None if result is None else int(result["number"], 16)
+
+    def confirmations(self, tx_hash: str | bytes) -> int:
+        """Blocks on top of and including the tx's block (1 = just mined); 0 if not mined."""
+        rcpt = self.receipt(tx_hash)
+        if rcpt is None or rcpt.get("blockNumber") is None:
+            return 0
+        head = self.block_number("latest")
+        assert head is not None
+        return max(0, head - int(rcpt["blockNumber"], 16) + 1)
+
+    def latest(self, log_id: bytes) -> tuple[int, bytes]:
+        """(size, root) of the latest anchored checkpoint of log_id; (0, 32 zero bytes) if none."""
+        size, root = self._retry("latest()", lambda: self.contract.functions.latest(_b32(log_id)).call())
+        return int(size), bytes(root)
+
+    def is_authorized(self, account: str) -> bool:
+        return bool(self._retry("authorized()", lambda: self.contract.functions.authorized(
+            to_checksum_address(account)).call()))
+
+    def owner(self) -> str:
+        return str(self._retry("owner()", lambda: self.contract.functions.owner().call()))
+
+    def pending_owner(self) -> str:
+        return str(self._retry("pendingOwner()", lambda: self.contract.functions.pendingOwner().call()))
+
+    def wait_for_receipt(self, tx_hash: str | bytes, *, timeout: float = 60.0, poll: float = 0.1) -> dict[str, Any]:
+        """Poll until mined; raises TransactionFailed if status is 0, ChainError on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rcpt = self.receipt(tx_hash)
+            if rcpt is not None and rcpt.get("blockNumber") is not None:
+                if int(rcpt["status"], 16) != 1:
+                    raise TransactionFailed(f"transaction {_hex(tx_hash)} reverted in block "
+                                            f"{int(rcpt['blockNumber'], 16)}", where=self.rpc_url)
+                return rcpt
+            if time.monotonic() >= deadline:
+                raise ChainError(f"transaction {_hex(tx_hash)} not mined within {timeout}s", where=self.rpc_url)
+            time.sleep(poll)
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def deploy(self, *, timeout: float = 60.0) -> str:
+        """Deploy ProvenanceAnchor (the signer becomes owner); returns and remembers its address."""
+        factory = self.w3.eth.contract(abi=self.artifact["abi"], bytecode=self.artifact["bytecode"])
+        data = factory.constructor().build_transaction({"from": self.address, "gas": 0, "nonce": 0,
+                                                        "maxFeePerGas": 0, "maxPriorityFeePerGas": 0,
+                                                        "chainId": self.chain_id})["data"]
+        tx_hash = self.send(None, data, what="deploy")
+        rcpt = self.wait_for_receipt(tx_hash, timeout=timeout)
+        self.contract_address = to_checksum_address(rcpt["contractAddress"])
+        return self.contract_address
+
+    def anchor(self, log_id: bytes, tree_size: int, root_hash: bytes, cid: str) -> str:
+        """Send anchor(logId, treeSize, rootHash, cid); returns the tx hash (0x hex) once accepted
+        by the node. Raises ContractRevert (e.g. SizeNotIncreasing, NotAuthorized) before sending."""
+        if not 0 < tree_size < 2**64:
+            raise ValueError(f"tree_size {tree_size} out of uint64 range (and must be >= 1)")
+        fn = self.contract.functions.anchor(_b32(log_id), tree_size, _b32(root_hash), cid)
+        return self.send(self.contract_address, fn._encode_transaction_data(), what="anchor")
+
+    def authorize(self, account: str) -> str:
+        fn = self.contract.functions.authorize(to_checksum_address(account))
+        return self.send(self.contract_address, fn._encode_transaction_data(), what="authorize")
+
+    def revoke(self, account: str) -> str:
+        fn = self.contract.functions.revoke(to_checksum_address(account))
+        return self.send(self.contract_address, fn._encode_transaction_data(), what="revoke")
+
+    def transfer_ownership(self, new_owner: str) -> str:
+        fn = self.contract.functions.transferOwnership(to_checksum_address(new_owner))
+        return self.send(self.contract_address, fn._encode_transaction_data(), what="transferOwnership")
+
+    def accept_ownership(self) -> str:
+        fn = self.contract.functions.acceptOwnership()
+        return self.send(self.contract_address, fn._encode_transaction_data(), what="acceptOwnership")
+
+    def fees(self) -> tuple[int, int]:
+        """(maxFeePerGas, maxPriorityFeePerGas) from eth_feeHistory over the last 5 blocks."""
+        history = self.rpc("eth_feeHistory", [hex(5), "latest", [50]])
+        next_base = int(history["baseFeePerGas"][-1], 16)  # base fee of the next block
+        tips = sorted(int(r[0], 16) for r in history.get("reward") or [] if r)
+        tip = max(tips[len(tips) // 2] if tips else 0, self.min_priority_fee_wei)
+        return 2 * next_base + tip, tip
+
+    def send(self, to: str | None, data: str, *, what: str, value: int = 0) -> str:
+        """Estimate gas (reverts surface here as ContractRevert), sign locally with the next local
+        nonce, send raw; resync the nonce and re-sign when the node says the nonce is stale."""
+        tx: dict[str, Any] = {"from": self.address, "data": data, "value": value, "chainId": self.chain_id}
+        if to is not None:
+            tx["to"] = to
+        gas = self._estimate_gas(tx, what)
+        tx["gas"] = int(gas * self.gas_margin)
+        tx["maxFeePerGas"], tx["maxPriorityFeePerGas"] = self.fees()
+        tx["type"] = 2
+        del tx["from"]
+        with self._lock:
+            for attempt in range(3):
+                if self._nonce is None:
+                    self._nonce = self._pending_nonce()
+                tx["nonce"] = self._nonce
+                signed = self.account.sign_transaction(tx)
+                tx_hash = "0x" + bytes(signed.hash).hex()
+                raw = "0x" + bytes(signed.raw_transaction).hex()
+                try:
+                    self.rpc("eth_sendRawTransaction", [raw])
+                except ChainError as e:
+                    msg = str(e).lower()
+                    if "already known" in msg or "known transaction" in msg:
+                        pass  # an earlier (timed-out) attempt got through: same bytes, same hash
+                    elif "nonce too low" in msg or "replacement transaction underpriced" in msg:
+                        if self.transaction(tx_hash) is not None:
+                            pass  # our own earlier attempt was mined or is pending
+                        else:
+                            log.warning("%s: node says nonce %d is stale (%s); resyncing", what, self._nonce,
+                                        msg.split(":")[-1].strip()[:80])
+                            self._nonce = None
+                            continue
+                    else:
+                        raise
+                self._nonce += 1
+                return tx_hash
+        raise ChainError(f"{what}: nonce kept being rejected after resync", where=self.rpc_url)
+
+    def reset_nonce(self) -> None:
+        """Forget the local nonce; the next send reads the node's pending count."""
+        with self._lock:
+            self._nonce = None
+
+    def _pending_nonce(self) -> int:
+        return int(self.rpc("eth_getTransactionCount", [self.address, "pending"]), 16)
+
+    def _estimate_gas(self, tx: dict[str, Any], what: str) -> int:
+        call = {k: (hex(v) if isinstance(v, int) else v) for k, v in tx.items() if k != "chainId"}
+        try:
+            return int(self.rpc("eth_estimateGas", [call]), 16)
+        except ChainError as e:
+            raise self._revert_error(e, what) from None
+
+    def _revert_error(self, e: ChainError, what: str) -> ChainError:
+        """Turn a JSON-RPC execution error into ContractRevert with the decoded custom error."""
+        payload = e.rpc_error if isinstance(e, RPCError) else None
+        data = payload.get("data") if isinstance(payload, dict) else None
+        where = self.contract_address or self.rpc_url
+        if isinstance(data, str) and data.startswith("0x") and len(data) >= 10:
+            selector = data[:10].lower()
+            if selector in self._errors:
+                name, types = self._errors[selector]
+                args = tuple(abi_decode(types, bytes.fromhex(data[10:])))
+                shown = ", ".join(_show(a) for a in args)
+                return ContractRevert(f"{what} reverted: {name}({shown})", where=where,
+                                      error_name=name, error_args=args)
+        if "revert" in str(e).lower():
+            return ContractRevert(f"{what} reverted: {e.message}", where=where, error_name=None)
+        return e
+
+
+def _hex(value: str | bytes) -> str:
+    return value if isinstance(value, str) else "0x" + bytes(value).hex()
+
+
+def _b32(value: bytes) -> bytes:
+    if not isinstance(value, (bytes, bytearray)) or len(value) != 32:
+        raise ValueError("expected 32 bytes")
+    return bytes(value)
+
+
+def _show(value: Any) -> str:
+    return "0x" + value.hex() if isinstance(value, bytes) else str(value)
+
+
+__all__ = [
+    "ARTIFACT_PATH", "ChainClient", "ChainError", "ChainUnavailable", "ContractRevert", "RPCError",
+    "RetryPolicy", "TransactionFailed", "is_transient", "load_artifact", "log_id_for_origin",
+]

@@ -1,0 +1,425 @@
+"""Offline anchor evidence: proof that an Anchored event is in a block, checkable against the block
+hash alone (format: docs/anchor-evidence.md).
+
+build_evidence() fetches, for one anchor transaction, the block header, every receipt of the block,
+rebuilds the receipt trie (py-trie) and checks it against the header's receiptsRoot, then returns a
+JSON-able dict: the header RLP, the receipt's consensus encoding, the Merkle-Patricia proof of the
+receipt, and the decoded Anchored log.
+
+verify_evidence() re-checks such a dict with no network and without py-trie (its own small
+Merkle-Patricia proof walker), so a builder bug is not mirrored in the check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import rlp
+from eth_utils import keccak, to_checksum_address
+from trie import HexaryTrie
+
+from ledger.errors import ProofError
+
+from .chain import ChainClient, ChainError
+
+EVIDENCE_FORMAT = "rlhf-anchor-evidence"
+EVIDENCE_VERSION = 1
+ANCHORED_SIGNATURE = "Anchored(bytes32,uint64,bytes32,string,address)"
+ANCHORED_TOPIC = keccak(text=ANCHORED_SIGNATURE)
+
+# Header fields in consensus order: (JSON-RPC name, kind). The first 15 are the pre-London header;
+# each later fork appends fields. A header has a prefix of this list: a field is included when
+# the node reports it (the fork is active), and a later field never appears without the earlier ones.
+HEADER_FIELDS: tuple[tuple[str, str], ...] = (
+    ("parentHash", "hash"),
+    ("sha3Uncles", "hash"),
+    ("miner", "address"),
+    ("stateRoot", "hash"),
+    ("transactionsRoot", "hash"),
+    ("receiptsRoot", "hash"),
+    ("logsBloom", "bloom"),
+    ("difficulty", "int"),
+    ("number", "int"),
+    ("gasLimit", "int"),
+    ("gasUsed", "int"),
+    ("timestamp", "int"),
+    ("extraData", "bytes"),
+    ("mixHash", "hash"),
+    ("nonce", "nonce"),
+    ("baseFeePerGas", "int"),          # London (EIP-1559)
+    ("withdrawalsRoot", "hash"),       # Shanghai (EIP-4895)
+    ("blobGasUsed", "int"),            # Cancun (EIP-4844)
+    ("excessBlobGas", "int"),          # Cancun (EIP-4844)
+    ("parentBeaconBlockRoot", "hash"), # Cancun (EIP-4788)
+    ("requestsHash", "hash"),          # Prague (EIP-7685)
+)
+_FIXED_LEN = {"hash": 32, "address": 20, "bloom": 256, "nonce": 8}
+
+
+class EvidenceError(ProofError):
+    code = "bad_anchor_evidence"
+
+
+# -- encoding helpers (shared by builder and checker only where they are pure data conversions) --
+
+def _unhex(value: str, *, where: str) -> bytes:
+    if not isinstance(value, str) or not value.startswith("0x"):
+        raise EvidenceError("expected a 0x-prefixed hex string", where=where)
+    try:
+        return bytes.fromhex(value[2:])
+    except ValueError:
+        raise EvidenceError("invalid hex", where=where) from None
+
+
+def _int_bytes(value: int) -> bytes:
+    """RLP integer: big-endian with no leading zeros; zero is the empty string."""
+    return value.to_bytes((value.bit_length() + 7) // 8, "big") if value else b""
+
+
+def header_rlp(block: dict[str, Any]) -> bytes:
+    """RLP of the header of a JSON-RPC block object, fields per HEADER_FIELDS."""
+    items: list[bytes] = []
+    missing_from: str | None = None
+    for name, kind in HEADER_FIELDS:
+        if block.get(name) is None:
+            missing_from = missing_from or name
+            continue
+        if missing_from is not None:
+            raise EvidenceError(f"header has {name} but not the earlier field {missing_from}",
+                                where=f"block {block.get('hash')}")
+        value = block[name]
+        if kind == "int":
+            items.append(_int_bytes(int(value, 16)))
+        else:
+            raw = _unhex(value, where=f"block.{name}")
+            if kind in _FIXED_LEN and len(raw) != _FIXED_LEN[kind]:
+                raise EvidenceError(f"{name} must be {_FIXED_LEN[kind]} bytes", where=f"block {block.get('hash')}")
+            items.append(raw)
+    return rlp.encode(items)
+
+
+def receipt_rlp(receipt: dict[str, Any]) -> bytes:
+    """Consensus encoding of a JSON-RPC receipt (EIP-2718): legacy receipts are
+    rlp([status, cumulativeGasUsed, logsBloom, logs]); typed ones are type_byte || that RLP."""
+    if receipt.get("status") is None:
+        raise EvidenceError("pre-Byzantium receipt (state root instead of status) is not supported",
+                            where=f"receipt {receipt.get('transactionHash')}")
+    logs = [
+        [_unhex(lg["address"], where="log.address"),
+         [_unhex(t, where="log.topic") for t in lg["topics"]],
+         _unhex(lg["data"], where="log.data")]
+        for lg in receipt["logs"]
+    ]
+    body = rlp.encode([
+        _int_bytes(int(receipt["status"], 16)),
+        _int_bytes(int(receipt["cumulativeGasUsed"], 16)),
+        _unhex(receipt["logsBloom"], where="receipt.logsBloom"),
+        logs,
+    ])
+    tx_type = int(receipt.get("type") or "0x0", 16)
+    return body if tx_type == 0 else bytes([tx_type]) + body
+
+
+def decode_anchored_data(data: bytes, *, where: str = "log.data") -> tuple[int, bytes, str]:
+    """Strict ABI decoding of the Anchored data (uint64 treeSize, bytes32 rootHash, string cid):
+    exactly the canonical encoding Solidity emits, nothing more."""
+    if len(data) < 128 or len(data) % 32:
+        raise EvidenceError(f"Anchored data must be 128+32k bytes, got {len(data)}", where=where)
+    size_word, root, offset_word, len_word = data[0:32], data[32:64], data[64:96], data[96:128]
+    if size_word[:24] != bytes(24):
+        raise EvidenceError("treeSize does not fit uint64", where=where)
+    if int.from_bytes(offset_word, "big") != 96:
+        raise EvidenceError("string offset must be 96 (0x60)", where=where)
+    length = int.from_bytes(len_word, "big")
+    padded = (length + 31) // 32 * 32
+    if len(data) != 128 + padded:
+        raise EvidenceError(f"data length {len(data)} does not match cid length {length}", where=where)
+    raw, padding = data[128:128 + length], data[128 + length:]
+    if padding != bytes(len(padding)):
+        raise EvidenceError("non-zero padding after cid", where=where)
+    try:
+        cid = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise EvidenceError("cid is not UTF-8", where=where) from None
+    return int.from_bytes(size_word, "big"), root, cid
+
+
+# -- building ------------------------------------------------------------------------------------
+
+def _block_receipts(client: ChainClient, block: dict[str, Any]) -> list[dict[str, Any]]:
+    try:
+        receipts = client.rpc("eth_getBlockReceipts", [block["hash"]])
+    except ChainError:  # not every node has eth_getBlockReceipts; one call per transaction then
+        receipts = None
+    if receipts is None:
+        receipts = [client.receipt(h) for h in block["transactions"]]
+    receipts = sorted(receipts, key=lambda r: int(r["transactionIndex"], 16))
+    if len(receipts) != len(block["transactions"]):
+        raise EvidenceError(f"got {len(receipts)} receipts for {len(block['transactions'])} transactions",
+                            where=f"block {block['hash']}")
+    return receipts
+
+
+def build_receipt_trie(encoded_receipts: list[bytes]) -> HexaryTrie:
+    t = HexaryTrie(db={})
+    for index, value in enumerate(encoded_receipts):
+        t.set(rlp.encode(index), value)
+    return t
+
+
+def build_evidence(client: ChainClient, tx_hash: str, *, contract: str | None = None) -> dict[str, Any]:
+    """Evidence for the single Anchored log of `contract` (default: client's contract) in tx_hash."""
+    contract_addr = to_checksum_address(contract or client.contract_address or "")
+    rcpt = client.receipt(tx_hash)
+    if rcpt is None or rcpt.get("blockHash") is None:
+        raise EvidenceError("transaction not mined (no receipt)", where=tx_hash)
+    if int(rcpt["status"], 16) != 1:
+        raise EvidenceError("transaction reverted: no anchor", where=tx_hash)
+    block = client.block(rcpt["blockHash"])
+    header = header_rlp(block)
+    if keccak(header) != _unhex(block["hash"], where="block.hash"):
+        raise EvidenceError("keccak(header RLP) != block hash: the node reports header fields this "
+                            "builder does not know (new fork?)", where=f"block {block['hash']}")
+
+    receipts = _block_receipts(client, block)
+    encoded = [receipt_rlp(r) for r in receipts]
+    receipts_trie = build_receipt_trie(encoded)
+    if receipts_trie.root_hash != _unhex(block["receiptsRoot"], where="block.receiptsRoot"):
+        raise EvidenceError("rebuilt receipt trie root != header receiptsRoot", where=f"block {block['hash']}")
+
+    tx_index = int(rcpt["transactionIndex"], 16)
+    mine = receipts[tx_index]
+    if mine["transactionHash"].lower() != tx_hash.lower():
+        raise EvidenceError(f"receipt at index {tx_index} is for {mine['transactionHash']}", where=tx_hash)
+    key = rlp.encode(tx_index)
+    proof = [rlp.encode(node) for node in receipts_trie.get_proof(key)]
+
+    positions = [
+        i for i, lg in enumerate(mine["logs"])
+        if to_checksum_address(lg["address"]) == contract_addr and lg["topics"]
+        and _unhex(lg["topics"][0], where="topic0") == ANCHORED_TOPIC
+    ]
+    if len(positions) != 1:
+        raise EvidenceError(f"expected exactly one Anchored log of {contract_addr}, found {len(positions)}",
+                            where=tx_hash)
+    position = positions[0]
+    lg = mine["logs"][position]
+    if len(lg["topics"]) != 3:
+        raise EvidenceError("Anchored log must have 3 topics", where=tx_hash)
+    tree_size, root_hash, cid = decode_anchored_data(_unhex(lg["data"], where="log.data"))
+    submitter_word = _unhex(lg["topics"][2], where="topic2")
+    chain_id = client.chain_id
+
+    evidence = {
+        "format": EVIDENCE_FORMAT,
+        "version": EVIDENCE_VERSION,
+        "chain_id": chain_id,
+        "contract": contract_addr,
+        "tx_hash": "0x" + _unhex(tx_hash, where="tx_hash").hex(),
+        "tx_index": tx_index,
+        "block_number": int(block["number"], 16),
+        "block_hash": block["hash"].lower(),
+        "log_index": int(lg["logIndex"], 16),
+        "receipt_log_position": position,
+        "block_header_rlp": "0x" + header.hex(),
+        "receipt_rlp": "0x" + encoded[tx_index].hex(),
+        "receipt_proof": ["0x" + node.hex() for node in proof],
+        "log_id": lg["topics"][1].lower(),
+        "tree_size": tree_size,
+        "root_hash": "0x" + root_hash.hex(),
+        "cid": cid,
+        "submitter": to_checksum_address(submitter_word[12:]),
+    }
+    # Builder's own consistency: the block-level log index is the logs of earlier receipts + position.
+    earlier = sum(len(r["logs"]) for r in receipts[:tx_index])
+    if earlier + position != evidence["log_index"]:
+        raise EvidenceError(f"log_index {evidence['log_index']} != {earlier} earlier logs + position {position}",
+                            where=tx_hash)
+    verify_evidence(evidence)
+    return evidence
+
+
+# -- independent check ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VerifiedAnchor:
+    """What verified evidence proves (given that block_hash is trusted / on the canonical chain)."""
+
+    chain_id: int
+    contract: str
+    block_number: int
+    block_hash: bytes
+    timestamp: int
+    log_id: bytes
+    tree_size: int
+    root_hash: bytes
+    cid: str
+    submitter: str
+
+
+def _nibbles(key: bytes) -> list[int]:
+    out: list[int] = []
+    for b in key:
+        out += [b >> 4, b & 0x0F]
+    return out
+
+
+def _decode_compact_path(encoded: bytes) -> tuple[list[int], bool]:
+    """Hex-prefix encoding (Yellow Paper appendix C): returns (nibbles, is_leaf)."""
+    if not encoded:
+        raise EvidenceError("empty hex-prefix path", where="receipt_proof")
+    flag = encoded[0] >> 4
+    if flag > 3:
+        raise EvidenceError("bad hex-prefix flag", where="receipt_proof")
+    nibbles = _nibbles(encoded)
+    nibbles = nibbles[1:] if flag & 1 else nibbles[2:]
+    return nibbles, bool(flag & 2)
+
+
+def verify_mpt_proof(root: bytes, key: bytes, proof: list[bytes]) -> bytes:
+    """Walk a Merkle-Patricia proof from `root`; return the value stored at `key`.
+
+    proof[0] must hash to root; each later node must hash to the 32-byte reference in its parent.
+    A child reference shorter than 32 bytes is an embedded node (its RLP inline in the parent) and
+    takes no proof entry. Every proof entry must be used."""
+    path = _nibbles(key)
+    expected: bytes | list = root  # a 32-byte hash, or an already-decoded embedded node
+    used = 0
+    while True:
+        if isinstance(expected, bytes):
+            if used >= len(proof):
+                raise EvidenceError(f"proof ends after {used} nodes before the key was reached", where="receipt_proof")
+            raw = proof[used]
+            if keccak(raw) != expected:
+                raise EvidenceError(f"node {used} does not hash to the reference in its parent"
+                                    + (" (receiptsRoot)" if used == 0 else ""), where=f"receipt_proof[{used}]")
+            used += 1
+            try:
+                node = rlp.decode(raw)
+            except rlp.exceptions.DecodingError:
+                raise EvidenceError("node is not RLP", where=f"receipt_proof[{used - 1}]") from None
+        else:
+            node = expected
+        if not isinstance(node, list):
+            raise EvidenceError("trie node is not a list", where=f"receipt_proof[{used - 1}]")
+        if len(node) == 17:
+            if not path:
+                value = node[16]
+                break
+            child = node[path[0]]
+            path = path[1:]
+        elif len(node) == 2:
+            node_path, is_leaf = _decode_compact_path(node[0])
+            if path[:len(node_path)] != node_path:
+                raise EvidenceError("key not in trie (path diverges)", where="receipt_proof")
+            path = path[len(node_path):]
+            if is_leaf:
+                if path:
+                    raise EvidenceError("key not in trie (leaf for a different key)", where="receipt_proof")
+                value = node[1]
+                break
+            child = node[1]
+        else:
+            raise EvidenceError(f"trie node with {len(node)} items", where=f"receipt_proof[{used - 1}]")
+        if isinstance(child, list):
+            expected = child  # embedded node
+        elif len(child) == 32:
+            expected = child
+        elif child == b"":
+            raise EvidenceError("key not in trie (empty branch)", where="receipt_proof")
+        else:
+            raise EvidenceError("child reference is neither a 32-byte hash nor an embedded node",
+                                where="receipt_proof")
+    if not isinstance(value, bytes) or value == b"":
+        raise EvidenceError("no value at key", where="receipt_proof")
+    if used != len(proof):
+        raise EvidenceError(f"{len(proof) - used} unused proof nodes", where="receipt_proof")
+    return value
+
+
+def _require(ev: dict[str, Any], name: str, typ: type) -> Any:
+    if name not in ev:
+        raise EvidenceError("missing field", where=f"evidence.{name}")
+    value = ev[name]
+    if typ is int and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise EvidenceError("must be a non-negative integer", where=f"evidence.{name}")
+    if typ is not int and not isinstance(value, typ):
+        raise EvidenceError(f"must be a {typ.__name__}", where=f"evidence.{name}")
+    return value
+
+
+def verify_evidence(ev: dict[str, Any], *, block_hash: str | bytes | None = None) -> VerifiedAnchor:
+    """Check anchor evidence offline (docs/anchor-evidence.md, "Verification"). If `block_hash` is
+    given (the caller's trusted block hash), the evidence must be for that block."""
+    if ev.get("format") != EVIDENCE_FORMAT or ev.get("version") != EVIDENCE_VERSION:
+        raise EvidenceError(f"format/version must be {EVIDENCE_FORMAT}/{EVIDENCE_VERSION}", where="evidence")
+    bhash = _unhex(_require(ev, "block_hash", str), where="evidence.block_hash")
+    if block_hash is not None:
+        trusted = block_hash if isinstance(block_hash, bytes) else _unhex(block_hash, where="block_hash")
+        if trusted != bhash:
+            raise EvidenceError("evidence is for another block than the trusted block hash", where="evidence.block_hash")
+
+    # 1. header hashes to the block hash; take number and receiptsRoot from it.
+    header = _unhex(_require(ev, "block_header_rlp", str), where="evidence.block_header_rlp")
+    if keccak(header) != bhash:
+        raise EvidenceError("keccak-256(block_header_rlp) != block_hash", where="evidence.block_header_rlp")
+    fields = rlp.decode(header)
+    if not isinstance(fields, list) or len(fields) < 15 or not all(isinstance(f, bytes) for f in fields):
+        raise EvidenceError("header is not a list of at least 15 byte strings", where="evidence.block_header_rlp")
+    receipts_root, number, timestamp = fields[5], int.from_bytes(fields[8], "big"), int.from_bytes(fields[11], "big")
+    if number != _require(ev, "block_number", int):
+        raise EvidenceError(f"block_number {ev['block_number']} != header number {number}", where="evidence.block_number")
+
+    # 2. the receipt is in the receipt trie at key rlp(tx_index).
+    tx_index = _require(ev, "tx_index", int)
+    receipt = _unhex(_require(ev, "receipt_rlp", str), where="evidence.receipt_rlp")
+    proof_hex = _require(ev, "receipt_proof", list)
+    proof = [_unhex(p, where=f"evidence.receipt_proof[{i}]") for i, p in enumerate(proof_hex)]
+    value = verify_mpt_proof(receipts_root, rlp.encode(tx_index), proof)
+    if value != receipt:
+        raise EvidenceError("receipt_rlp differs from the value proven in the receipt trie", where="evidence.receipt_rlp")
+
+    # 3. decode the receipt: optional type byte (< 0x80 for typed receipts), then the RLP list.
+    body = receipt[1:] if receipt and receipt[0] < 0x80 else receipt
+    try:
+        status, _cumulative, _bloom, logs = rlp.decode(body)
+    except (rlp.exceptions.DecodingError, ValueError):
+        raise EvidenceError("receipt is not [status, cumulativeGasUsed, logsBloom, logs]", where="evidence.receipt_rlp") from None
+    if status != b"\x01":
+        raise EvidenceError("receipt status is not success (1)", where="evidence.receipt_rlp")
+
+    # 4. the Anchored log at receipt_log_position, emitted by `contract`.
+    pos = _require(ev, "receipt_log_position", int)
+    if pos >= len(logs):
+        raise EvidenceError(f"receipt has {len(logs)} logs", where="evidence.receipt_log_position")
+    address, topics, data = logs[pos]
+    contract = _require(ev, "contract", str)
+    if to_checksum_address(contract) != contract:
+        raise EvidenceError("must be an EIP-55 checksummed address", where="evidence.contract")
+    if address != _unhex(contract, where="evidence.contract"):
+        raise EvidenceError(f"log emitted by 0x{address.hex()}, not the contract", where="evidence.contract")
+    if len(topics) != 3 or topics[0] != ANCHORED_TOPIC:
+        raise EvidenceError(f"log is not {ANCHORED_SIGNATURE} (topic0 and 3 topics)", where="evidence.receipt_log_position")
+    tree_size, root_hash, cid = decode_anchored_data(data, where="evidence.receipt_rlp log data")
+    if topics[2][:12] != bytes(12):
+        raise EvidenceError("submitter topic is not a left-padded address", where="evidence.receipt_rlp")
+    submitter = to_checksum_address(topics[2][12:])
+
+    # 5. the decoded fields the evidence states must be the log's.
+    claims = {
+        "log_id": "0x" + topics[1].hex(), "tree_size": tree_size, "root_hash": "0x" + root_hash.hex(), "cid": cid,
+    }
+    for name, actual in claims.items():
+        stated = ev.get(name)
+        if isinstance(stated, str) and name in ("log_id", "root_hash"):
+            stated = stated.lower()
+        if stated != actual:
+            raise EvidenceError(f"states {ev.get(name)!r} but the log has {actual!r}", where=f"evidence.{name}")
+    if "submitter" in ev and ev["submitter"] != submitter:
+        raise EvidenceError(f"states {ev['submitter']} but the log has {submitter}", where="evidence.submitter")
+    _require(ev, "chain_id", int)
+    return VerifiedAnchor(
+        chain_id=ev["chain_id"], contract=contract, block_number=number, block_hash=bhash, timestamp=timestamp,
+        log_id=topics[1], tree_size=tree_size, root_hash=root_hash, cid=cid, submitter=submitter,
+    )
