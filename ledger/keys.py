@@ -178,3 +178,46 @@ def passphrase_from_env_or_prompt(env: str = PASSPHRASE_ENV, *, confirm: bool = 
     if not value:
         raise KeyFileError("empty passphrase")
     return value
+
+
+SECRET_FILE_FORMAT = "rlhf-ledger-secret/v1"
+
+
+def write_secret_file(path: Path, secret: bytes, passphrase: str, *, label: str) -> None:
+    """Seal an arbitrary 32-byte secret (e.g. the payload key-encryption key) like a key file."""
+    if not passphrase:
+        raise KeyFileError("refusing to write a secret file with an empty passphrase")
+    path = Path(path)
+    if path.exists():
+        raise KeyFileError("refusing to overwrite an existing secret file", where=str(path))
+    salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
+    ops, mem = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE, nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE
+    sealed = nacl.secret.SecretBox(_kdf(passphrase, salt, ops, mem)).encrypt(secret)
+    doc = {
+        "format": SECRET_FILE_FORMAT,
+        "label": label,
+        "kdf": {"name": "argon2id", "salt": b64(salt), "opslimit": ops, "memlimit": mem},
+        "cipher": "xsalsa20-poly1305",
+        "sealed": b64(bytes(sealed)),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f, indent=2)
+
+
+def read_secret_file(path: Path, passphrase: str) -> bytes:
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+        if doc.get("format") != SECRET_FILE_FORMAT:
+            raise KeyFileError("unknown secret file format", where=str(path))
+        kdf = doc["kdf"]
+        key = _kdf(passphrase, unb64(kdf["salt"]), int(kdf["opslimit"]), int(kdf["memlimit"]))
+        return nacl.secret.SecretBox(key).decrypt(unb64(doc["sealed"]))
+    except nacl.exceptions.CryptoError:
+        raise KeyFileError("wrong passphrase or corrupted secret file", where=str(path)) from None
+    except FileNotFoundError:
+        raise KeyFileError("no such secret file", where=str(path)) from None
+    except (OSError, KeyError, TypeError, ValueError) as e:
+        raise KeyFileError(f"malformed secret file ({e})", where=str(path)) from None

@@ -1,0 +1,181 @@
+"""Database schema (SQLAlchemy Core) and engine set-up for SQLite (default) and PostgreSQL.
+
+The schema is created and upgraded only by Alembic migrations (ledger/migrations); these table
+objects describe it for queries. See docs/storage.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+metadata = sa.MetaData()
+
+logs = sa.Table(
+    "logs",
+    metadata,
+    sa.Column("log_id", sa.String(128), primary_key=True),
+    sa.Column("origin", sa.String(256), nullable=False),
+    sa.Column("public_key", sa.LargeBinary, nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("checkpoint_every_events", sa.Integer, nullable=False),
+    sa.Column("checkpoint_every_seconds", sa.Float, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+producers = sa.Table(
+    "producers",
+    metadata,
+    sa.Column("log_id", sa.String(128), primary_key=True),
+    sa.Column("key_id", sa.String(64), primary_key=True),
+    sa.Column("public_key", sa.LargeBinary, nullable=False),
+    sa.Column("label", sa.String(256), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # active | revoked
+    sa.Column("registered_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float),
+)
+
+entries = sa.Table(
+    "entries",
+    metadata,
+    sa.Column("log_id", sa.String(128), primary_key=True),
+    sa.Column("idx", sa.BigInteger, primary_key=True),
+    sa.Column("event_id", sa.String(64), nullable=False),
+    sa.Column("leaf_hash", sa.LargeBinary, nullable=False),
+    sa.Column("entry", sa.LargeBinary, nullable=False),
+    sa.Column("run_id", sa.String(128), nullable=False),
+    sa.Column("producer", sa.String(64), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("ts", sa.String(32), nullable=False),
+    sa.Column("appended_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("log_id", "event_id", name="uq_entries_event"),
+    sa.UniqueConstraint("log_id", "run_id", "producer", "seq", name="uq_entries_seq"),
+)
+
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("log_id", sa.String(128), primary_key=True),
+    sa.Column("level", sa.Integer, primary_key=True),
+    sa.Column("idx", sa.BigInteger, primary_key=True),
+    sa.Column("hash", sa.LargeBinary, nullable=False),
+)
+
+heads = sa.Table(
+    "heads",
+    metadata,
+    sa.Column("log_id", sa.String(128), primary_key=True),
+    sa.Column("run_id", sa.String(128), primary_key=True),
+    sa.Column("producer", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("event_hash", sa.String(64), nullable=False),
+)
+
+checkpoints = sa.Table(
+    "checkpoints",
+    metadata,
+    sa.Column("log_id", sa.String(128), primary_key=True),
+    sa.Column("size", sa.BigInteger, primary_key=True),
+    sa.Column("root", sa.LargeBinary, nullable=False),
+    sa.Column("note", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+run_keys = sa.Table(
+    "run_keys",
+    metadata,
+    sa.Column("log_id", sa.String(128), primary_key=True),
+    sa.Column("run_id", sa.String(128), primary_key=True),
+    sa.Column("wrapped_key", sa.LargeBinary),  # NULL once erased
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("erased_at", sa.Float),
+)
+
+payloads = sa.Table(
+    "payloads",
+    metadata,
+    sa.Column("log_id", sa.String(128), primary_key=True),
+    sa.Column("idx", sa.BigInteger, primary_key=True),
+    sa.Column("run_id", sa.String(128), nullable=False),
+    sa.Column("nonce", sa.LargeBinary, nullable=False),
+    sa.Column("ciphertext", sa.LargeBinary, nullable=False),
+)
+
+anchors = sa.Table(
+    "anchors",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("log_id", sa.String(128), nullable=False),
+    sa.Column("checkpoint_size", sa.BigInteger, nullable=False),
+    sa.Column("prev_size", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("cid", sa.String(128)),
+    sa.Column("chain_id", sa.BigInteger),
+    sa.Column("contract", sa.String(42)),
+    sa.Column("tx_hash", sa.String(66)),
+    sa.Column("nonce", sa.BigInteger),
+    sa.Column("block_number", sa.BigInteger),
+    sa.Column("block_hash", sa.String(66)),
+    sa.Column("block_timestamp", sa.BigInteger),
+    sa.Column("log_index", sa.Integer),
+    sa.Column("gas_used", sa.BigInteger),
+    sa.Column("evidence", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+sa.Index("ix_anchors_log_size", anchors.c.log_id, anchors.c.checkpoint_size)
+
+locks = sa.Table(
+    "locks",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("holder", sa.String(128), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+
+def database_url(data_dir: Path | str | None, url: str | None = None) -> str:
+    """DATABASE_URL wins; otherwise a SQLite file under the data directory."""
+    if url:
+        if url.startswith("postgresql://") or url.startswith("postgres://"):
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        return url
+    if data_dir is None:
+        raise ValueError("either a data directory or a database URL is needed")
+    path = Path(data_dir) / "ledger.sqlite3"
+    return f"sqlite:///{path}"
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 60, "isolation_level": None}, poolclass=sa.pool.QueuePool)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit is on disk (WAL fsync) before it returns, so an acknowledged append
+            # survives power loss, not only a process crash.
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):  # noqa: ANN001
+            # Take the write lock at BEGIN: concurrent appenders queue here instead of failing
+            # later with SQLITE_BUSY on lock upgrade.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"

@@ -1,0 +1,12 @@
+"""Alembic environment: runs against the connection handed over by ledger.migrate."""
+
+from alembic import context
+
+from ledger.db import metadata
+
+connection = context.config.attributes.get("connection")
+if connection is None:
+    raise RuntimeError("run migrations through ledger.migrate.upgrade(engine)")
+context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,804 @@
+"""The ledger store: appends signed events to per-log RFC 9162 trees, issues checkpoints.
+
+One database (SQLite file by default, PostgreSQL through DATABASE_URL) holds every log. An
+append batch is checked, then applied in one transaction that holds the log's write lock
+(SQLite: BEGIN IMMEDIATE; PostgreSQL: SELECT ... FOR UPDATE on the log row), so concurrent
+writers in several processes produce one log with gap-free indices. A batch is acknowledged
+only after its transaction committed. See docs/storage.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from . import db, merkle
+from .checkpoints import Checkpoint, default_origin, parse_and_verify, sign_checkpoint, vkey
+from .errors import (
+    ConflictError,
+    EventError,
+    LedgerError,
+    NotFoundError,
+    ProofError,
+    RevokedKeyError,
+    SequenceError,
+    SignatureError,
+    UnknownKeyError,
+)
+from .events import ParsedEvent, parse_envelope
+from .keys import (
+    PASSPHRASE_ENV,
+    Signer,
+    key_id,
+    read_key_file,
+    read_secret_file,
+    verify,
+    write_key_file,
+    write_secret_file,
+)
+from .migrate import upgrade
+from .payloads import PayloadCrypto, PayloadError
+
+MAX_BATCH = 10_000
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    index: int
+    event_id: str
+    leaf_hash: bytes
+    duplicate: bool
+
+    def as_json(self) -> dict:
+        return {
+            "index": self.index,
+            "event_id": self.event_id,
+            "leaf_hash": base64.b64encode(self.leaf_hash).decode(),
+            "duplicate": self.duplicate,
+        }
+
+
+class BatchRejected(LedgerError):
+    """At least one event of a batch was refused; nothing of the batch was stored."""
+
+    code = "batch_rejected"
+
+    def __init__(self, errors: list[tuple[int, LedgerError]]):
+        self.errors = errors
+        first_pos, first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        super().__init__(f"event {first_pos} refused: {first}{more}")
+
+
+@dataclass(frozen=True)
+class LogInfo:
+    log_id: str
+    origin: str
+    public_key: bytes
+    size: int
+    checkpoint_every_events: int
+    checkpoint_every_seconds: float
+
+    @property
+    def vkey(self) -> str:
+        return vkey(self.origin, self.public_key)
+
+
+def _verify_chunk(items: list[tuple[bytes, bytes, bytes]]) -> list[bool]:
+    """Signature checks for a slice of a batch (runs in a worker thread or process)."""
+    return [verify(pk, msg, sig) for pk, msg, sig in items]
+
+
+class Ledger:
+    """Access to every log in one database. Thread-safe; one instance per process is enough."""
+
+    def __init__(self, engine: Engine, keys_dir: Path, *, passphrase: str | None = None):
+        self.engine = engine
+        self.keys_dir = Path(keys_dir)
+        self._passphrase = passphrase
+        self._signers: dict[str, Signer] = {}
+        self._crypto: PayloadCrypto | None = None
+        self._sqlite = db.is_sqlite(engine)
+
+    # --- opening --------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        data_dir: Path | str | None = None,
+        database_url: str | None = None,
+        *,
+        passphrase: str | None = None,
+        migrate: bool = True,
+    ) -> "Ledger":
+        """Open (and create or upgrade) the ledger. DATABASE_URL in the environment wins."""
+        database_url = database_url or os.environ.get("DATABASE_URL") or None
+        if data_dir is None:
+            data_dir = os.environ.get("RLHF_LEDGER_HOME", "./data")
+        data_dir = Path(data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        engine = db.make_engine(db.database_url(data_dir, database_url))
+        if migrate:
+            upgrade(engine)
+        return cls(engine, data_dir / "keys", passphrase=passphrase)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _get_passphrase(self) -> str:
+        if self._passphrase is None:
+            value = os.environ.get(PASSPHRASE_ENV)
+            if not value:
+                raise LedgerError(f"the ledger's keys are encrypted: set {PASSPHRASE_ENV}", code="no_passphrase")
+            self._passphrase = value
+        return self._passphrase
+
+    def _log_key_path(self, log_id: str) -> Path:
+        return self.keys_dir / f"log-{log_id.replace('/', '_').replace(':', '_')}.key.json"
+
+    def log_signer(self, log_id: str) -> Signer:
+        signer = self._signers.get(log_id)
+        if signer is None:
+            signer = read_key_file(self._log_key_path(log_id), self._get_passphrase())
+            if signer.public_key != self.log_info(log_id).public_key:
+                raise LedgerError("log key file does not match the log's registered public key", where=log_id)
+            self._signers[log_id] = signer
+        return signer
+
+    def _payload_crypto(self) -> PayloadCrypto:
+        if self._crypto is None:
+            path = self.keys_dir / "payload-kek.json"
+            if not path.exists():
+                write_secret_file(path, os.urandom(32), self._get_passphrase(), label="payload key-encryption key")
+            self._crypto = PayloadCrypto(read_secret_file(path, self._get_passphrase()))
+        return self._crypto
+
+    # --- logs and producers ---------------------------------------------------------------
+
+    def init_log(
+        self,
+        log_id: str,
+        *,
+        origin: str | None = None,
+        checkpoint_every_events: int = 1000,
+        checkpoint_every_seconds: float = 60.0,
+    ) -> LogInfo:
+        from .events import _ID_RE
+
+        if not _ID_RE.match(log_id):
+            raise EventError("log id must match [A-Za-z0-9][A-Za-z0-9._:/-]{0,127}", where="log_id")
+        if checkpoint_every_events < 1 or checkpoint_every_seconds <= 0:
+            raise LedgerError("checkpoint intervals must be positive")
+        origin = origin or default_origin(log_id)
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(db.logs.c.log_id).where(db.logs.c.log_id == log_id)).first():
+                raise ConflictError("log already exists", where=log_id)
+            path = self._log_key_path(log_id)
+            signer = Signer.generate()
+            write_key_file(path, signer, self._get_passphrase(), label=f"log key for {origin}")
+            conn.execute(
+                db.logs.insert().values(
+                    log_id=log_id,
+                    origin=origin,
+                    public_key=signer.public_key,
+                    size=0,
+                    checkpoint_every_events=checkpoint_every_events,
+                    checkpoint_every_seconds=checkpoint_every_seconds,
+                    created_at=time.time(),
+                )
+            )
+        self._signers[log_id] = signer
+        self.checkpoint(log_id)  # the signed empty tree: a starting point for consistency
+        return self.log_info(log_id)
+
+    def log_info(self, log_id: str, conn: Connection | None = None) -> LogInfo:
+        q = sa.select(db.logs).where(db.logs.c.log_id == log_id)
+        rows = conn.execute(q).all() if conn is not None else self._read(q)
+        row = rows[0] if rows else None
+        if row is None:
+            raise NotFoundError("no such log", where=f"log {log_id!r}")
+        return LogInfo(row.log_id, row.origin, row.public_key, row.size, row.checkpoint_every_events, row.checkpoint_every_seconds)
+
+    def list_logs(self) -> list[LogInfo]:
+        return [self.log_info(r.log_id) for r in self._read(sa.select(db.logs.c.log_id).order_by(db.logs.c.log_id))]
+
+    def register_producer(self, log_id: str, public_key: bytes, label: str = "") -> str:
+        if len(public_key) != 32:
+            raise EventError("an Ed25519 public key is 32 bytes", where="public_key")
+        kid = key_id(public_key)
+        self.log_info(log_id)
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(db.producers).where(db.producers.c.log_id == log_id, db.producers.c.key_id == kid)
+            ).first()
+            if row is not None:
+                if row.status == "revoked":
+                    raise RevokedKeyError("this key was revoked and cannot be registered again", where=kid)
+                return kid
+            conn.execute(
+                db.producers.insert().values(
+                    log_id=log_id, key_id=kid, public_key=public_key, label=label, status="active", registered_at=time.time()
+                )
+            )
+        return kid
+
+    def revoke_producer(self, log_id: str, kid: str) -> None:
+        with self.engine.begin() as conn:
+            n = conn.execute(
+                db.producers.update()
+                .where(db.producers.c.log_id == log_id, db.producers.c.key_id == kid)
+                .values(status="revoked", revoked_at=time.time())
+            ).rowcount
+        if not n:
+            raise UnknownKeyError("no such producer key in this log", where=kid)
+
+    def producers(self, log_id: str) -> list[dict]:
+        rows = self._read(sa.select(db.producers).where(db.producers.c.log_id == log_id).order_by(db.producers.c.registered_at))
+        return [
+            {
+                "key_id": r.key_id,
+                "public_key": base64.b64encode(r.public_key).decode(),
+                "label": r.label,
+                "status": r.status,
+                "registered_at": r.registered_at,
+                "revoked_at": r.revoked_at,
+            }
+            for r in rows
+        ]
+
+    # --- appending ------------------------------------------------------------------------
+
+    def append(
+        self,
+        envelopes: Sequence[Any],
+        *,
+        log_id: str | None = None,
+        executor: Executor | None = None,
+    ) -> list[AppendResult]:
+        """Check and append a batch atomically; return each event's position.
+
+        Raises BatchRejected (with every refused event and why) and stores nothing when any
+        event is refused. `executor` spreads signature checks over threads or processes.
+        """
+        if not envelopes:
+            return []
+        if len(envelopes) > MAX_BATCH:
+            raise EventError(f"a batch holds at most {MAX_BATCH} events, got {len(envelopes)}", where="events")
+        errors: list[tuple[int, LedgerError]] = []
+        parsed: list[ParsedEvent | None] = []
+        for i, env in enumerate(envelopes):
+            try:
+                p = parse_envelope(env, where=f"events[{i}]")
+                if log_id is not None and p.event["log_id"] != log_id:
+                    raise EventError(f"event is for log {p.event['log_id']!r}, not {log_id!r}", where=f"events[{i}].event.log_id")
+                parsed.append(p)
+            except LedgerError as e:
+                errors.append((i, e))
+                parsed.append(None)
+        if errors:
+            raise BatchRejected(errors)
+        target = log_id or parsed[0].event["log_id"]  # type: ignore[union-attr]
+        for i, p in enumerate(parsed):
+            if p.event["log_id"] != target:  # type: ignore[union-attr]
+                errors.append((i, EventError("all events of a batch must be for one log", where=f"events[{i}].event.log_id")))
+        if errors:
+            raise BatchRejected(errors)
+        events: list[ParsedEvent] = parsed  # type: ignore[assignment]
+
+        keys = self._producer_keys(target, {p.producer for p in events})
+        self._check_signatures(events, keys, executor)
+        for attempt in range(5):
+            try:
+                return self._append_locked(target, events)
+            except sa.exc.OperationalError as e:  # pragma: no cover - depends on lock timing
+                if "deadlock" not in str(e).lower() or attempt == 4:
+                    raise
+
+        raise AssertionError("unreachable")
+
+    def _producer_keys(self, log_id: str, kids: set[str]) -> dict[str, tuple[bytes, str]]:
+        rows = self._read(
+            sa.select(db.producers.c.key_id, db.producers.c.public_key, db.producers.c.status).where(
+                db.producers.c.log_id == log_id, db.producers.c.key_id.in_(sorted(kids))
+            )
+        )
+        return {r.key_id: (r.public_key, r.status) for r in rows}
+
+    def _check_signatures(
+        self, events: list[ParsedEvent], keys: dict[str, tuple[bytes, str]], executor: Executor | None
+    ) -> None:
+        errors: list[tuple[int, LedgerError]] = []
+        work: list[tuple[bytes, bytes, bytes]] = []
+        positions: list[int] = []
+        for i, p in enumerate(events):
+            k = keys.get(p.producer)
+            if k is None:
+                errors.append((i, UnknownKeyError("producer key is not registered for this log", where=f"events[{i}].event.producer")))
+            elif k[1] != "active":
+                errors.append((i, RevokedKeyError("producer key is revoked", where=f"events[{i}].event.producer")))
+            else:
+                work.append((k[0], p.event_bytes, p.sig))
+                positions.append(i)
+        if executor is None or len(work) < 64:
+            ok = _verify_chunk(work)
+        else:
+            n = max(1, len(work) // 8)
+            chunks = [work[j : j + n] for j in range(0, len(work), n)]
+            ok = [b for part in executor.map(_verify_chunk, chunks) for b in part]
+        for pos, good in zip(positions, ok):
+            if not good:
+                errors.append((pos, SignatureError("Ed25519 signature does not verify against the producer's key", where=f"events[{pos}].sig")))
+        if errors:
+            errors.sort(key=lambda e: e[0])
+            raise BatchRejected(errors)
+
+    def _lock_log(self, conn: Connection, log_id: str) -> sa.Row:
+        q = sa.select(db.logs).where(db.logs.c.log_id == log_id)
+        if not self._sqlite:
+            q = q.with_for_update()
+        row = conn.execute(q).first()
+        if row is None:
+            raise NotFoundError("no such log", where=f"log {log_id!r}")
+        return row
+
+    def _append_locked(self, log_id: str, events: list[ParsedEvent]) -> list[AppendResult]:
+        with self.engine.begin() as conn:
+            log = self._lock_log(conn, log_id)
+            size = log.size
+            # Revocation may have happened since the signature check: re-read inside the lock.
+            status = {
+                r.key_id: r.status
+                for r in conn.execute(
+                    sa.select(db.producers.c.key_id, db.producers.c.status).where(
+                        db.producers.c.log_id == log_id, db.producers.c.key_id.in_(sorted({p.producer for p in events}))
+                    )
+                )
+            }
+            errors: list[tuple[int, LedgerError]] = []
+            ids = sorted({p.event_id for p in events})
+            existing: dict[str, tuple[int, bytes]] = {}
+            for j in range(0, len(ids), 900):
+                for r in conn.execute(
+                    sa.select(db.entries.c.event_id, db.entries.c.idx, db.entries.c.leaf_hash).where(
+                        db.entries.c.log_id == log_id, db.entries.c.event_id.in_(ids[j : j + 900])
+                    )
+                ):
+                    existing[r.event_id] = (r.idx, r.leaf_hash)
+            pairs = sorted({(p.event["run_id"], p.producer) for p in events})
+            heads: dict[tuple[str, str], tuple[int, str]] = {}
+            for j in range(0, len(pairs), 400):
+                for r in conn.execute(
+                    sa.select(db.heads.c.run_id, db.heads.c.producer, db.heads.c.seq, db.heads.c.event_hash).where(
+                        db.heads.c.log_id == log_id,
+                        sa.tuple_(db.heads.c.run_id, db.heads.c.producer).in_(pairs[j : j + 400]),
+                    )
+                ):
+                    heads[(r.run_id, r.producer)] = (r.seq, r.event_hash)
+
+            results: list[AppendResult | None] = []
+            new: list[tuple[int, ParsedEvent]] = []
+            changed_heads: dict[tuple[str, str], tuple[int, str]] = {}
+            in_batch: dict[str, AppendResult] = {}
+            for i, p in enumerate(events):
+                if status.get(p.producer) != "active":
+                    errors.append((i, RevokedKeyError("producer key was revoked", where=f"events[{i}].event.producer")))
+                    results.append(None)
+                    continue
+                if p.event_id in existing:
+                    idx, lh = existing[p.event_id]
+                    results.append(AppendResult(idx, p.event_id, lh, True))
+                    continue
+                if p.event_id in in_batch:
+                    first = in_batch[p.event_id]
+                    results.append(AppendResult(first.index, first.event_id, first.leaf_hash, True))
+                    continue
+                key = (p.event["run_id"], p.producer)
+                seq, prev = p.event["seq"], p.event["prev"]
+                head = changed_heads.get(key) or heads.get(key)
+                where = f"events[{i}].event.seq"
+                if head is None:
+                    if seq != 0:
+                        errors.append((i, SequenceError(f"producer's first event in run {key[0]!r} must have seq 0, got {seq}", where=where)))
+                        results.append(None)
+                        continue
+                else:
+                    last_seq, last_hash = head
+                    if seq <= last_seq:
+                        errors.append((i, ConflictError(f"seq {seq} is already used by another event of this producer in this run (replay or fork)", where=where)))
+                        results.append(None)
+                        continue
+                    if seq != last_seq + 1:
+                        errors.append((i, SequenceError(f"sequence gap: expected seq {last_seq + 1}, got {seq}", where=where)))
+                        results.append(None)
+                        continue
+                    if prev != last_hash:
+                        errors.append((i, SequenceError("prev is not the hash of the producer's previous event", where=f"events[{i}].event.prev")))
+                        results.append(None)
+                        continue
+                changed_heads[key] = (seq, p.event_id)
+                r = AppendResult(size + len(new), p.event_id, p.leaf_hash, False)
+                in_batch[p.event_id] = r
+                new.append((r.index, p))
+                results.append(r)
+            if errors:
+                raise BatchRejected(errors)
+            if new:
+                self._store_new(conn, log_id, size, new, changed_heads, heads)
+                new_size = size + len(new)
+                conn.execute(db.logs.update().where(db.logs.c.log_id == log_id).values(size=new_size))
+                if new_size - self._last_checkpoint_size(conn, log_id) >= log.checkpoint_every_events:
+                    self._issue_checkpoint(conn, log_id, log.origin, new_size, log.public_key, optional=True)
+        return results  # type: ignore[return-value]
+
+    def _store_new(
+        self,
+        conn: Connection,
+        log_id: str,
+        size: int,
+        new: list[tuple[int, ParsedEvent]],
+        changed_heads: dict[tuple[str, str], tuple[int, str]],
+        old_heads: dict[tuple[str, str], tuple[int, str]],
+    ) -> None:
+        now = time.time()
+        conn.execute(
+            db.entries.insert(),
+            [
+                {
+                    "log_id": log_id,
+                    "idx": idx,
+                    "event_id": p.event_id,
+                    "leaf_hash": p.leaf_hash,
+                    "entry": p.entry,
+                    "run_id": p.event["run_id"],
+                    "producer": p.producer,
+                    "seq": p.event["seq"],
+                    "type": p.event["type"],
+                    "ts": p.event["ts"],
+                    "appended_at": now,
+                }
+                for idx, p in new
+            ],
+        )
+        new_nodes = merkle.append_many(size, [p.leaf_hash for _, p in new], self._node_getter(conn, log_id))
+        conn.execute(
+            db.nodes.insert(), [{"log_id": log_id, "level": lv, "idx": ix, "hash": h} for lv, ix, h in new_nodes]
+        )
+        updates = [
+            {"k_log": log_id, "k_run": run, "k_producer": prod, "seq": seq, "event_hash": eh}
+            for (run, prod), (seq, eh) in changed_heads.items()
+            if (run, prod) in old_heads
+        ]
+        inserts = [
+            {"log_id": log_id, "run_id": run, "producer": prod, "seq": seq, "event_hash": eh}
+            for (run, prod), (seq, eh) in changed_heads.items()
+            if (run, prod) not in old_heads
+        ]
+        if inserts:
+            conn.execute(db.heads.insert(), inserts)
+        if updates:
+            h = db.heads.c
+            conn.execute(
+                db.heads.update()
+                .where(h.log_id == sa.bindparam("k_log"), h.run_id == sa.bindparam("k_run"), h.producer == sa.bindparam("k_producer"))
+                .values(seq=sa.bindparam("seq"), event_hash=sa.bindparam("event_hash")),
+                updates,
+            )
+        with_openings = [(idx, p) for idx, p in new if p.openings]
+        if with_openings:
+            self._store_payloads(conn, log_id, with_openings)
+
+    def _store_payloads(self, conn: Connection, log_id: str, items: list[tuple[int, ParsedEvent]]) -> None:
+        crypto = self._payload_crypto()
+        keys: dict[str, bytes] = {}
+        rows = []
+        for idx, p in items:
+            run = p.event["run_id"]
+            if run not in keys:
+                keys[run] = self._run_key(conn, crypto, log_id, run)
+            nonce, ct = crypto.seal(keys[run], p.openings or {}, log_id, idx, p.event_id)
+            rows.append({"log_id": log_id, "idx": idx, "run_id": run, "nonce": nonce, "ciphertext": ct})
+        conn.execute(db.payloads.insert(), rows)
+
+    def _run_key(self, conn: Connection, crypto: PayloadCrypto, log_id: str, run_id: str) -> bytes:
+        row = conn.execute(
+            sa.select(db.run_keys).where(db.run_keys.c.log_id == log_id, db.run_keys.c.run_id == run_id)
+        ).first()
+        if row is not None:
+            if row.wrapped_key is None:
+                raise PayloadError("run was erased: its data key is destroyed and it takes no new payloads", where=run_id)
+            return crypto.unwrap(row.wrapped_key, log_id, run_id)
+        key, wrapped = crypto.new_run_key(log_id, run_id)
+        conn.execute(db.run_keys.insert().values(log_id=log_id, run_id=run_id, wrapped_key=wrapped, created_at=time.time()))
+        return key
+
+    # --- Merkle reads ---------------------------------------------------------------------
+
+    def _node_getter(self, conn: Connection, log_id: str) -> merkle.NodeGetter:
+        n = db.nodes.c
+
+        def get(keys: list[merkle.NodeKey]) -> dict[merkle.NodeKey, bytes]:
+            out: dict[merkle.NodeKey, bytes] = {}
+            for j in range(0, len(keys), 400):
+                part = keys[j : j + 400]
+                rows = conn.execute(
+                    sa.select(n.level, n.idx, n.hash).where(n.log_id == log_id, sa.tuple_(n.level, n.idx).in_(part))
+                )
+                out.update({(r.level, r.idx): r.hash for r in rows})
+            return out
+
+        return get
+
+    def _read(self, q: Any) -> list[sa.Row]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+            conn.rollback()
+        return rows
+
+    def _with_read(self, fn: Callable[[Connection], Any]) -> Any:
+        with self.engine.connect() as conn:
+            try:
+                return fn(conn)
+            finally:
+                conn.rollback()
+
+    def size(self, log_id: str) -> int:
+        return self.log_info(log_id).size
+
+    def root(self, log_id: str, size: int | None = None) -> bytes:
+        def run(conn: Connection) -> bytes:
+            cur = self.log_info(log_id, conn).size
+            n = cur if size is None else size
+            if not 0 <= n <= cur:
+                raise ProofError(f"tree size {n} is beyond the log size {cur}", where=log_id)
+            return merkle.root(n, self._node_getter(conn, log_id))
+
+        return self._with_read(run)
+
+    def inclusion_proof(self, log_id: str, index: int, size: int | None = None) -> tuple[int, list[bytes]]:
+        """Proof that entry `index` is in the tree of `size` (default: latest checkpoint's size)."""
+
+        def run(conn: Connection) -> tuple[int, list[bytes]]:
+            n = size if size is not None else self._last_checkpoint_size(conn, log_id)
+            cur = self.log_info(log_id, conn).size
+            if not 0 <= index < n <= cur:
+                raise ProofError(f"need 0 <= index < size <= {cur}; got index {index}, size {n}", where=log_id)
+            return n, merkle.inclusion_proof(index, n, self._node_getter(conn, log_id))
+
+        return self._with_read(run)
+
+    def consistency_proof(self, log_id: str, m: int, n: int) -> list[bytes]:
+        def run(conn: Connection) -> list[bytes]:
+            cur = self.log_info(log_id, conn).size
+            if not 0 <= m <= n <= cur:
+                raise ProofError(f"need 0 <= first <= second <= {cur}; got {m}, {n}", where=log_id)
+            return merkle.consistency_proof(m, n, self._node_getter(conn, log_id))
+
+        return self._with_read(run)
+
+    # --- checkpoints ----------------------------------------------------------------------
+
+    def _last_checkpoint_size(self, conn: Connection, log_id: str) -> int:
+        v = conn.execute(sa.select(sa.func.max(db.checkpoints.c.size)).where(db.checkpoints.c.log_id == log_id)).scalar()
+        return -1 if v is None else int(v)
+
+    def _issue_checkpoint(
+        self, conn: Connection, log_id: str, origin: str, size: int, public_key: bytes, *, optional: bool = False
+    ) -> Checkpoint | None:
+        try:
+            signer = self.log_signer(log_id)
+        except LedgerError:
+            if optional:  # appends never fail for want of the log key; checkpoints wait for it
+                return None
+            raise
+        get = self._node_getter(conn, log_id)
+        root = merkle.root(size, get)
+        last = conn.execute(
+            sa.select(db.checkpoints).where(db.checkpoints.c.log_id == log_id).order_by(db.checkpoints.c.size.desc()).limit(1)
+        ).first()
+        if last is not None:
+            if last.size == size:
+                return parse_and_verify(last.note, origin, public_key)
+            if last.size > size:
+                raise ProofError(f"a checkpoint for size {last.size} exists; refusing to sign a smaller tree", where=log_id)
+            # C2SP witness rule: never sign a tree that does not extend the last signed one.
+            proof = merkle.consistency_proof(last.size, size, get)
+            if not merkle.verify_consistency(last.size, size, proof, last.root, root):
+                raise ProofError(
+                    f"stored tree at size {size} is not consistent with signed checkpoint {last.size}: storage is corrupt",
+                    where=log_id,
+                )
+        note = sign_checkpoint(origin, size, root, signer)
+        conn.execute(db.checkpoints.insert().values(log_id=log_id, size=size, root=root, note=note, created_at=time.time()))
+        return Checkpoint(origin, size, root, note)
+
+    def checkpoint(self, log_id: str) -> Checkpoint:
+        """Sign a checkpoint for the current size now (or return the one that exists)."""
+        with self.engine.begin() as conn:
+            log = self._lock_log(conn, log_id)
+            cp = self._issue_checkpoint(conn, log_id, log.origin, log.size, log.public_key)
+        assert cp is not None
+        return cp
+
+    def maybe_checkpoint(self, log_id: str, now: float | None = None) -> Checkpoint | None:
+        """Issue a checkpoint if the time or size policy says one is due."""
+        now = time.time() if now is None else now
+        info = self.log_info(log_id)
+        last = self.latest_checkpoint(log_id)
+        if last is not None and last.size == info.size:
+            return None
+        created = self._checkpoint_created(log_id, last.size) if last else 0.0
+        if last is None or info.size - last.size >= info.checkpoint_every_events or now - created >= info.checkpoint_every_seconds:
+            return self.checkpoint(log_id)
+        return None
+
+    def _checkpoint_created(self, log_id: str, size: int) -> float:
+        rows = self._read(
+            sa.select(db.checkpoints.c.created_at).where(db.checkpoints.c.log_id == log_id, db.checkpoints.c.size == size)
+        )
+        return rows[0].created_at if rows else 0.0
+
+    def latest_checkpoint(self, log_id: str) -> Checkpoint | None:
+        rows = self._read(
+            sa.select(db.checkpoints).where(db.checkpoints.c.log_id == log_id).order_by(db.checkpoints.c.size.desc()).limit(1)
+        )
+        return Checkpoint(self.log_info(log_id).origin, rows[0].size, rows[0].root, rows[0].note) if rows else None
+
+    def get_checkpoint(self, log_id: str, size: int) -> Checkpoint:
+        rows = self._read(sa.select(db.checkpoints).where(db.checkpoints.c.log_id == log_id, db.checkpoints.c.size == size))
+        if not rows:
+            raise NotFoundError(f"no checkpoint of size {size}", where=f"log {log_id!r}")
+        return Checkpoint(self.log_info(log_id).origin, rows[0].size, rows[0].root, rows[0].note)
+
+    def list_checkpoints(self, log_id: str, *, after: int = -1, limit: int = 1000) -> list[Checkpoint]:
+        origin = self.log_info(log_id).origin
+        rows = self._read(
+            sa.select(db.checkpoints)
+            .where(db.checkpoints.c.log_id == log_id, db.checkpoints.c.size > after)
+            .order_by(db.checkpoints.c.size)
+            .limit(limit)
+        )
+        return [Checkpoint(origin, r.size, r.root, r.note) for r in rows]
+
+    # --- entries --------------------------------------------------------------------------
+
+    def get_entry(self, log_id: str, index: int) -> sa.Row:
+        rows = self._read(sa.select(db.entries).where(db.entries.c.log_id == log_id, db.entries.c.idx == index))
+        if not rows:
+            raise NotFoundError(f"no entry at index {index}", where=f"log {log_id!r}")
+        return rows[0]
+
+    def find_event(self, log_id: str, event_id: str) -> sa.Row:
+        rows = self._read(sa.select(db.entries).where(db.entries.c.log_id == log_id, db.entries.c.event_id == event_id))
+        if not rows:
+            raise NotFoundError(f"no event with id {event_id}", where=f"log {log_id!r}")
+        return rows[0]
+
+    def iter_entries(
+        self, log_id: str, start: int = 0, end: int | None = None, *, run_id: str | None = None, page: int = 5000
+    ) -> Iterator[sa.Row]:
+        """Entries in index order, read page by page (memory does not grow with the log)."""
+        e = db.entries.c
+        pos = start
+        while True:
+            q = sa.select(db.entries).where(e.log_id == log_id, e.idx >= pos)
+            if end is not None:
+                q = q.where(e.idx < end)
+            if run_id is not None:
+                q = q.where(e.run_id == run_id)
+            rows = self._read(q.order_by(e.idx).limit(page))
+            yield from rows
+            if len(rows) < page:
+                return
+            pos = rows[-1].idx + 1
+
+    def iter_leaf_hashes(self, log_id: str, start: int, end: int, page: int = 20000) -> Iterator[tuple[int, bytes]]:
+        e = db.entries.c
+        pos = start
+        while pos < end:
+            rows = self._read(
+                sa.select(e.idx, e.leaf_hash).where(e.log_id == log_id, e.idx >= pos, e.idx < end).order_by(e.idx).limit(page)
+            )
+            if not rows:
+                return
+            for r in rows:
+                yield r.idx, r.leaf_hash
+            pos = rows[-1].idx + 1
+
+    def read_payload(self, log_id: str, index: int) -> dict | None:
+        """Decrypt an entry's openings (auditor access); None if the entry has none."""
+        rows = self._read(sa.select(db.payloads).where(db.payloads.c.log_id == log_id, db.payloads.c.idx == index))
+        if not rows:
+            return None
+        row = rows[0]
+        keyrow = self._read(
+            sa.select(db.run_keys).where(db.run_keys.c.log_id == log_id, db.run_keys.c.run_id == row.run_id)
+        )
+        if not keyrow or keyrow[0].wrapped_key is None:
+            raise PayloadError("the run's data key was erased: payload unreadable", where=f"entry {index}")
+        crypto = self._payload_crypto()
+        key = crypto.unwrap(keyrow[0].wrapped_key, log_id, row.run_id)
+        return crypto.open(key, row.nonce, row.ciphertext, log_id, index, self.get_entry(log_id, index).event_id)
+
+    def erase_run(self, log_id: str, run_id: str) -> int:
+        """Crypto-shred a run: destroy its data key (salts and values become unreadable)."""
+        with self.engine.begin() as conn:
+            n = conn.execute(
+                db.run_keys.update()
+                .where(db.run_keys.c.log_id == log_id, db.run_keys.c.run_id == run_id)
+                .values(wrapped_key=None, erased_at=time.time())
+            ).rowcount
+            conn.execute(db.payloads.delete().where(db.payloads.c.log_id == log_id, db.payloads.c.run_id == run_id))
+        return n
+
+    def tlog_proof(self, log_id: str, index: int, size: int | None = None) -> str:
+        """The entry's inclusion proof as a c2sp.org/tlog-proof@v1 file (docs/checkpoint-format.md)."""
+        n, proof = self.inclusion_proof(log_id, index, size)
+        cp = self.get_checkpoint(log_id, n)
+        entry = self.get_entry(log_id, index).entry
+        lines = ["c2sp.org/tlog-proof@v1", "extra " + base64.b64encode(entry).decode(), f"index {index}"]
+        lines += [base64.b64encode(h).decode() for h in proof]
+        return "\n".join(lines) + "\n\n" + cp.note
+
+
+def audit(ledger: Ledger, log_id: str) -> list[str]:
+    """Re-check a log's stored state against its signed checkpoints; return the problems found.
+
+    Detects a changed entry byte (leaf hash or event id mismatch), a deleted row (index gap),
+    reordered rows (root differs from a signed checkpoint), stored nodes that disagree with
+    the entries, and broken per-producer chains.
+    """
+    from .events import leaf_hash as _leaf
+
+    problems: list[str] = []
+    info = ledger.log_info(log_id)
+    cps = {c.size: c for c in ledger.list_checkpoints(log_id, limit=10**9)}
+    for c in cps.values():
+        try:
+            parse_and_verify(c.note, info.origin, info.public_key)
+        except ProofError as e:
+            problems.append(f"checkpoint {c.size}: {e}")
+    tree = merkle.InMemoryTree()
+    chains: dict[tuple[str, str], tuple[int, str]] = {}
+    expected = 0
+    for row in ledger.iter_entries(log_id):
+        if row.idx != expected:
+            problems.append(f"entry index {expected}: missing (next stored index is {row.idx})")
+            break
+        expected += 1
+        lh = _leaf(row.entry)
+        if lh != row.leaf_hash:
+            problems.append(f"entry {row.idx}: stored bytes do not hash to its leaf hash")
+        try:
+            p = parse_envelope(__import__("json").loads(row.entry), where=f"entry {row.idx}")
+        except (LedgerError, ValueError) as e:
+            problems.append(f"entry {row.idx}: does not parse as an envelope ({e})")
+            tree.append_leaf_hash(lh)
+            continue
+        if p.entry != bytes(row.entry):
+            problems.append(f"entry {row.idx}: not in canonical form")
+        if p.event_id != row.event_id or p.producer != row.producer or p.event["seq"] != row.seq:
+            problems.append(f"entry {row.idx}: indexed columns disagree with the stored event")
+        key = (p.event["run_id"], p.producer)
+        head = chains.get(key)
+        want = (0, None) if head is None else (head[0] + 1, head[1])
+        if (p.event["seq"], p.event["prev"]) != want:
+            problems.append(f"entry {row.idx}: producer chain broken (seq {p.event['seq']}, expected {want[0]})")
+        chains[key] = (p.event["seq"], p.event_id)
+        tree.append_leaf_hash(lh)
+        if tree.size in cps and tree.root() != cps[tree.size].root:
+            problems.append(f"checkpoint {tree.size}: recomputed root differs from the signed root")
+    if expected != info.size:
+        problems.append(f"log size is {info.size} but {expected} contiguous entries are stored")
+    if info.size and not problems:
+        if ledger.root(log_id) != tree.root():
+            problems.append("stored Merkle nodes disagree with the entries")
+    return problems
