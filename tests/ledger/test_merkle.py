@@ -331,3 +331,13 @@ def test_in_memory_tree_rejects_sizes_beyond_current(ct_tree: InMemoryTree) -> N
         ct_tree.root(9)
     with pytest.raises(ProofError, match="beyond the current size"):
         ct_tree.consistency_proof(3, 9)
+
+
+def test_inclusion_proof_does_not_bind_tree_size_on_its_own(ct_tree: InMemoryTree) -> None:
+    # RFC 9162 verification depends only on the left/right shape of the path: leaf 0's proof
+    # in the tree of 8 has the same shape for sizes 5..8, so it also verifies as "size 7"
+    # against the size-8 root. The size is bound by the signed checkpoint (size, root) pair,
+    # never by the proof; callers must take both from the same checkpoint.
+    proof, r8 = ct_tree.inclusion_proof(0, 8), ct_tree.root(8)
+    leaf0 = leaf_hash(CT_LEAVES[0])
+    assert [s for s in range(1, 17) if verify_inclusion(leaf0, 0, s, proof, r8)] == [5, 6, 7, 8]
