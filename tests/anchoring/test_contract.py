@@ -1,0 +1,165 @@
+"""ProvenanceAnchor on a real anvil: pins, reproducible artifact, access control, monotonic sizes,
+two-step ownership, event contents, the latest() view and gas bounds (docs/contract.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from eth_utils import keccak
+
+from anchoring.chain import ARTIFACT_PATH, ChainClient, ContractRevert, load_artifact, log_id_for_origin
+from anchoring.devchain import ANVIL_BIN, REPO_ROOT
+
+pytestmark = pytest.mark.anvil
+
+CONTRACTS = REPO_ROOT / "contracts"
+CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"  # a typical 59-char CIDv1
+# Documented bounds (docs/contract.md, "Gas"): measured 72,9xx / 38,7xx with this CID length.
+FIRST_ANCHOR_GAS_BOUND = 76_000
+NEXT_ANCHOR_GAS_BOUND = 42_000
+
+
+def test_package_pins_exact_versions_and_lockfile() -> None:
+    pkg = json.loads((CONTRACTS / "package.json").read_text())
+    assert pkg["dependencies"] == {"solc": "0.8.37", "@foundry-rs/anvil-linux-amd64": "1.7.1"}
+    lock = json.loads((CONTRACTS / "package-lock.json").read_text())
+    assert lock["packages"]["node_modules/solc"]["version"] == "0.8.37"
+    assert lock["packages"]["node_modules/@foundry-rs/anvil-linux-amd64"]["version"] == "1.7.1"
+    for name in ("node_modules/solc", "node_modules/@foundry-rs/anvil-linux-amd64"):
+        assert lock["packages"][name]["integrity"].startswith("sha512-")
+
+
+def test_installed_anvil_is_the_pinned_binary() -> None:
+    out = subprocess.run([str(ANVIL_BIN), "--version"], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("anvil Version: 1.7.1")
+
+
+def test_artifact_is_reproducible_with_pinned_solc(tmp_path: Path) -> None:
+    out = tmp_path / "ProvenanceAnchor.json"
+    subprocess.run(["node", str(CONTRACTS / "compile.js"), "--out", str(out)], check=True,
+                   capture_output=True, text=True, timeout=120)
+    assert out.read_bytes() == ARTIFACT_PATH.read_bytes(), (
+        "anchoring/artifacts/ProvenanceAnchor.json is stale: run `node contracts/compile.js` and commit it")
+    artifact = load_artifact()
+    assert artifact["compiler"]["version"].startswith("0.8.37+")
+    assert artifact["settings"]["optimizer"] == {"enabled": True, "runs": 10000}
+
+
+def test_deployed_code_matches_artifact(owner: ChainClient) -> None:
+    code = owner.rpc("eth_getCode", [owner.contract_address, "latest"])
+    assert code == load_artifact()["deployedBytecode"]
+    assert owner.owner() == owner.address
+
+
+def test_only_authorised_accounts_anchor(owner: ChainClient, account_client, anvil) -> None:  # type: ignore[no-untyped-def]
+    other = account_client(1, owner.contract_address)
+    log_id = log_id_for_origin("example.org/log-a")
+    with pytest.raises(ContractRevert) as e:
+        other.anchor(log_id, 1, b"\x11" * 32, CID)
+    assert e.value.error_name == "NotAuthorized" and e.value.error_args == (other.address.lower(),)
+
+    owner.wait_for_receipt(owner.authorize(other.address))
+    assert owner.is_authorized(other.address)
+    other.wait_for_receipt(other.anchor(log_id, 1, b"\x11" * 32, CID))
+    assert owner.latest(log_id) == (1, b"\x11" * 32)
+
+    owner.wait_for_receipt(owner.revoke(other.address))
+    assert not owner.is_authorized(other.address)
+    with pytest.raises(ContractRevert, match="NotAuthorized"):
+        other.anchor(log_id, 2, b"\x12" * 32, CID)
+
+
+def test_only_owner_manages_authorisations(owner: ChainClient, account_client) -> None:  # type: ignore[no-untyped-def]
+    other = account_client(2, owner.contract_address)
+    for call in (lambda: other.authorize(other.address), lambda: other.revoke(owner.address),
+                 lambda: other.transfer_ownership(other.address)):
+        with pytest.raises(ContractRevert) as e:
+            call()
+        assert e.value.error_name == "NotOwner"
+    with pytest.raises(ContractRevert) as e:
+        owner.authorize("0x" + "00" * 20)
+    assert e.value.error_name == "ZeroAddress"
+
+
+def test_tree_size_must_grow(owner: ChainClient) -> None:
+    log_id = log_id_for_origin("example.org/log-b")
+    with pytest.raises(ContractRevert) as e:  # a first anchor of size 0 does not grow past 0
+        owner.send(owner.contract_address,
+                   owner.contract.functions.anchor(log_id, 0, b"\x00" * 32, CID)._encode_transaction_data(),
+                   what="anchor")
+    assert e.value.error_name == "SizeNotIncreasing"
+    owner.wait_for_receipt(owner.anchor(log_id, 10, b"\x01" * 32, CID))
+    for size in (10, 9, 1):
+        with pytest.raises(ContractRevert) as e:
+            owner.anchor(log_id, size, b"\x02" * 32, CID)
+        assert e.value.error_name == "SizeNotIncreasing"
+        assert e.value.error_args == (log_id, 10, size)
+    owner.wait_for_receipt(owner.anchor(log_id, 11, b"\x03" * 32, CID))
+    assert owner.latest(log_id) == (11, b"\x03" * 32)
+    # sizes are per log: another log starts from zero
+    other_log = log_id_for_origin("example.org/log-c")
+    assert owner.latest(other_log) == (0, b"\x00" * 32)
+    owner.wait_for_receipt(owner.anchor(other_log, 1, b"\x04" * 32, CID))
+    assert owner.latest(other_log) == (1, b"\x04" * 32)
+
+
+def test_two_step_ownership_transfer(owner: ChainClient, account_client) -> None:  # type: ignore[no-untyped-def]
+    new = account_client(3, owner.contract_address)
+    stranger = account_client(4, owner.contract_address)
+    owner.wait_for_receipt(owner.transfer_ownership(new.address))
+    assert owner.pending_owner() == new.address and owner.owner() == owner.address
+    with pytest.raises(ContractRevert) as e:
+        stranger.accept_ownership()
+    assert e.value.error_name == "NotPendingOwner"
+    rcpt = new.wait_for_receipt(new.accept_ownership())
+    assert owner.owner() == new.address
+    assert owner.pending_owner() == "0x" + "0" * 40
+    transferred = owner.contract.events.OwnershipTransferred().process_receipt(_w3_receipt(owner, rcpt))
+    assert transferred[0]["args"]["previousOwner"] == owner.address
+    assert transferred[0]["args"]["newOwner"] == new.address
+    with pytest.raises(ContractRevert, match="NotOwner"):
+        owner.authorize(stranger.address)
+    new.wait_for_receipt(new.authorize(stranger.address))
+    assert new.is_authorized(stranger.address)
+
+
+def _w3_receipt(client: ChainClient, rcpt: dict) -> object:
+    return client.w3.eth.get_transaction_receipt(rcpt["transactionHash"])
+
+
+def test_anchored_event_contents(owner: ChainClient) -> None:
+    log_id = log_id_for_origin("example.org/log-d")
+    root = bytes(range(32))
+    rcpt = owner.wait_for_receipt(owner.anchor(log_id, 42, root, CID))
+    (raw_log,) = rcpt["logs"]
+    assert raw_log["address"].lower() == owner.contract_address.lower()
+    assert raw_log["topics"][0] == "0x" + keccak(text="Anchored(bytes32,uint64,bytes32,string,address)").hex()
+    assert raw_log["topics"][1] == "0x" + log_id.hex()
+    assert raw_log["topics"][2] == "0x" + "00" * 12 + owner.address[2:].lower()
+    (event,) = owner.contract.events.Anchored().process_receipt(_w3_receipt(owner, rcpt))
+    assert event["args"]["logId"] == log_id
+    assert event["args"]["treeSize"] == 42
+    assert event["args"]["rootHash"] == root
+    assert event["args"]["cid"] == CID
+    assert event["args"]["submitter"] == owner.address
+
+
+def test_log_id_is_sha256_of_utf8_origin() -> None:
+    import hashlib
+    origin = "rlhf-ledger.local/ü"
+    assert log_id_for_origin(origin) == hashlib.sha256(origin.encode("utf-8")).digest()
+
+
+def test_gas_per_anchor_stays_below_documented_bounds(owner: ChainClient) -> None:
+    log_id = log_id_for_origin("example.org/gas")
+    first = owner.wait_for_receipt(owner.anchor(log_id, 1, b"\x21" * 32, CID))
+    second = owner.wait_for_receipt(owner.anchor(log_id, 2, b"\x22" * 32, CID))
+    third = owner.wait_for_receipt(owner.anchor(log_id, 1_000_000, b"\x23" * 32, CID))
+    first_gas, second_gas, third_gas = (int(r["gasUsed"], 16) for r in (first, second, third))
+    assert first_gas < FIRST_ANCHOR_GAS_BOUND
+    assert second_gas < NEXT_ANCHOR_GAS_BOUND and third_gas < NEXT_ANCHOR_GAS_BOUND
+    # The first anchor of a log pays for two fresh storage slots (2 x 20,000 more than updates).
+    assert first_gas - second_gas > 2 * 15_000
