@@ -341,3 +341,20 @@ def test_inclusion_proof_does_not_bind_tree_size_on_its_own(ct_tree: InMemoryTre
     proof, r8 = ct_tree.inclusion_proof(0, 8), ct_tree.root(8)
     leaf0 = leaf_hash(CT_LEAVES[0])
     assert [s for s in range(1, 17) if verify_inclusion(leaf0, 0, s, proof, r8)] == [5, 6, 7, 8]
+
+
+def test_proof_node_reads_stay_within_documented_bounds() -> None:
+    # docs/merkle.md section 5: inclusion reads <= 2*ceil(log2 n), consistency <= that + 1,
+    # and proof lengths <= ceil(log2 n) (+1 for consistency).
+    tree = InMemoryTree()
+    tree.extend([i.to_bytes(2, "big") for i in range(600)])
+    for n in range(2, 601, 7):
+        lg = (n - 1).bit_length()
+        for i in range(0, n, max(1, n // 9)):
+            tree.store.reads = 0
+            assert len(tree.inclusion_proof(i, n)) <= lg
+            assert tree.store.reads <= 2 * lg
+        for m in range(1, n, max(1, n // 9)):
+            tree.store.reads = 0
+            assert len(tree.consistency_proof(m, n)) <= lg + 1
+            assert tree.store.reads <= 2 * lg + 1

@@ -28,7 +28,7 @@ from ledger.merkle import (
 )
 
 MAX = 3000
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def _entry(i: int) -> bytes:
