@@ -1,0 +1,285 @@
+"""The on-disk spool: a write-ahead journal of a producer's events for one run (docs/sdk.md).
+
+Layout of a spool directory (one per log, run and producer):
+
+* ``meta.json``            -- {"format", "log_id", "run_id", "producer"}; a spool never mixes runs/keys.
+* ``journal-<seq>.jsonl``  -- segments, named by the seq of their first record, append-only.
+  One JSON line per event, *unsigned*: {"seq", "type", "ts", "body"[, "openings"]}.
+* ``acked.json``           -- {"seq", "hash"}: the last event the ledger acknowledged and its event
+  hash (replaced atomically). Segments whose records are all acknowledged are deleted.
+* ``deadletter.jsonl``     -- batches the ledger refused for good, with the problem it gave.
+
+Why unsigned lines are enough: the signed envelope is a pure function of the line, the
+producer key and the previous event's hash (``seq`` is in the line, ``prev`` is the hash of
+the previous line's event, and Ed25519 signatures are deterministic, RFC 8032). Replaying the
+journal after a crash therefore rebuilds byte-identical envelopes with the same event ids, and
+the ledger's idempotent append makes re-submission safe.
+
+Durability: :meth:`Journal.append` returns after ``os.write`` of the whole line to an
+``O_APPEND`` descriptor, so the line is in the kernel page cache and survives any crash of the
+training process (SIGKILL included). Power loss is covered only up to the last fsync: mode
+``"always"`` fsyncs inside append; ``"batch"`` lets the sender fsync (group commit) before each
+delivery and at least every ``fsync_interval`` seconds; ``"none"`` leaves it to the OS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import LedgerError
+
+SPOOL_FORMAT = "rlhf-ledger-spool/v1"
+FSYNC_MODES = ("always", "batch", "none")
+_SEG_RE = re.compile(r"^journal-(\d{12})\.jsonl$")
+DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+
+
+class SpoolError(LedgerError):
+    code = "spool_error"
+
+
+def _seg_name(first_seq: int) -> str:
+    return f"journal-{first_seq:012d}.jsonl"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write_json(path: Path, obj: Any, *, fsync: bool) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    data = (json.dumps(obj, sort_keys=True) + "\n").encode()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """What a spool holds on open: the last acknowledged event and the records after it."""
+
+    acked_seq: int  # -1 when nothing was acknowledged
+    acked_hash: str | None
+    pending: list[bytes]  # journal lines (with trailing newline) of records with seq > acked_seq
+    next_seq: int
+    types_seen: frozenset[str]  # event types in the journal or acknowledged (for resume decisions)
+
+
+class Journal:
+    """Append-only, segment-rotated journal of unsigned event records.
+
+    ``append`` is called on the training thread(s); it assigns ``seq`` under a lock so that file
+    order equals seq order, writes one line with a single ``os.write`` and returns.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        *,
+        log_id: str,
+        run_id: str,
+        producer: str,
+        fsync: str = "batch",
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        trim_bytes: int = 1024 * 1024,
+    ):
+        if fsync not in FSYNC_MODES:
+            raise ValueError(f"fsync must be one of {FSYNC_MODES}, got {fsync!r}")
+        self.dir = Path(directory)
+        self.fsync_mode = fsync
+        self.segment_bytes = segment_bytes
+        self.trim_bytes = trim_bytes  # a fully acknowledged current segment this large is rotated away
+        self._lock = threading.Lock()
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        meta = {"format": SPOOL_FORMAT, "log_id": log_id, "run_id": run_id, "producer": producer}
+        meta_path = self.dir / "meta.json"
+        if meta_path.exists():
+            try:
+                found = json.loads(meta_path.read_text())
+            except (OSError, ValueError) as e:
+                raise SpoolError(f"unreadable spool metadata: {e}", where=str(meta_path)) from None
+            if found != meta:
+                raise SpoolError(
+                    f"spool belongs to {found.get('log_id')}/{found.get('run_id')} producer "
+                    f"{str(found.get('producer'))[:16]}..., not this run; use another spool_dir",
+                    where=str(meta_path),
+                )
+        else:
+            _atomic_write_json(meta_path, meta, fsync=fsync != "none")
+        self.recovered = self._recover()
+        self._seq = self.recovered.next_seq
+        self._fd = -1
+        self._seg_first = -1
+        self._seg_size = 0
+        self._open_segment(self._seq)
+
+    # --- recovery ---------------------------------------------------------------------------
+
+    def segments(self) -> list[tuple[int, Path]]:
+        out = []
+        for p in self.dir.iterdir():
+            m = _SEG_RE.match(p.name)
+            if m:
+                out.append((int(m.group(1)), p))
+        return sorted(out)
+
+    def read_acked(self) -> tuple[int, str | None]:
+        p = self.dir / "acked.json"
+        if not p.exists():
+            return -1, None
+        try:
+            doc = json.loads(p.read_text())
+            return int(doc["seq"]), str(doc["hash"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SpoolError(f"unreadable acknowledgement state: {e}", where=str(p)) from None
+
+    def _recover(self) -> Recovered:
+        acked_seq, acked_hash = self.read_acked()
+        acked_types = set(self._read_types_file())
+        pending: list[bytes] = []
+        types: set[str] = set(acked_types)
+        expect: int | None = None
+        segs = self.segments()
+        for i, (first, path) in enumerate(segs):
+            data = path.read_bytes()
+            lines = data.split(b"\n")
+            tail = lines.pop()  # b"" when the file ends with a newline
+            if tail:
+                # A torn last line can only come from power loss mid-write (a process crash cannot
+                # split one write()); it was never acknowledged to the caller as durable on disk.
+                if i != len(segs) - 1:
+                    raise SpoolError("torn record in a non-final segment", where=str(path))
+                with open(path, "r+b") as f:
+                    f.truncate(len(data) - len(tail))
+            for ln, raw in enumerate(lines, 1):
+                try:
+                    rec = json.loads(raw)
+                    seq = rec["seq"]
+                    types.add(rec["type"])
+                except (ValueError, KeyError, TypeError) as e:
+                    raise SpoolError(f"malformed journal record: {e}", where=f"{path}:{ln}") from None
+                if expect is not None and seq != expect:
+                    raise SpoolError(f"journal seq {seq} does not follow {expect - 1}", where=f"{path}:{ln}")
+                expect = seq + 1
+                if seq > acked_seq:
+                    pending.append(raw + b"\n")
+        if pending:
+            first_pending = json.loads(pending[0])["seq"]
+            if first_pending != acked_seq + 1:
+                raise SpoolError(
+                    f"journal resumes at seq {first_pending} but the last acknowledged seq is {acked_seq}",
+                    where=str(self.dir),
+                )
+        next_seq = max(acked_seq + 1, expect or 0)
+        return Recovered(acked_seq, acked_hash, pending, next_seq, frozenset(types))
+
+    def _read_types_file(self) -> list[str]:
+        p = self.dir / "acked.json"
+        if not p.exists():
+            return []
+        try:
+            return list(json.loads(p.read_text()).get("types", []))
+        except (OSError, ValueError):
+            return []
+
+    # --- appending (training thread) --------------------------------------------------------
+
+    def _open_segment(self, first_seq: int) -> None:
+        segs = self.segments()
+        if segs and self._fd < 0:
+            # continue the last segment after recovery
+            first, path = segs[-1]
+        else:
+            first, path = first_seq, self.dir / _seg_name(first_seq)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        if self.fsync_mode != "none":
+            _fsync_dir(self.dir)  # the new name itself must survive
+        if self._fd >= 0:
+            if self.fsync_mode != "none":
+                os.fsync(self._fd)
+            os.close(self._fd)
+        self._fd, self._seg_first, self._seg_size = fd, first, os.fstat(fd).st_size
+
+    def append(self, encode_line) -> tuple[int, bytes]:
+        """Assign the next seq, write ``encode_line(seq)`` (bytes ending in newline), return both."""
+        with self._lock:
+            seq = self._seq
+            line = encode_line(seq)
+            if self._seg_size >= self.segment_bytes:
+                self._open_segment(seq)
+            n = os.write(self._fd, line)
+            while n < len(line):  # regular files do not short-write in practice; be correct anyway
+                n += os.write(self._fd, line[n:])
+            self._seg_size += len(line)
+            if self.fsync_mode == "always":
+                os.fsync(self._fd)
+            self._seq = seq + 1
+            return seq, line
+
+    @property
+    def next_seq(self) -> int:
+        return self._seq
+
+    def sync(self) -> None:
+        """fsync the current segment (group commit for mode "batch")."""
+        if self.fsync_mode == "none":
+            return
+        with self._lock:
+            fd = self._fd
+            if fd >= 0:
+                os.fsync(fd)
+
+    # --- acknowledgement and trimming (sender thread) ---------------------------------------
+
+    def mark_acked(self, seq: int, event_hash: str, types: set[str]) -> None:
+        """Record the last acknowledged event, then delete segments holding only acked records."""
+        _atomic_write_json(self.dir / "acked.json", {"seq": seq, "hash": event_hash, "types": sorted(types)}, fsync=False)
+        with self._lock:
+            if self._fd >= 0 and seq == self._seq - 1 and self._seg_size >= self.trim_bytes:
+                self._open_segment(self._seq)  # everything is acked: start afresh so the old one can go
+            current = self._seg_first
+        segs = self.segments()
+        for i, (first, path) in enumerate(segs[:-1]):
+            nxt = segs[i + 1][0]
+            if nxt - 1 <= seq and first != current:
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+
+    def dead_letter(self, record: dict) -> Path:
+        p = self.dir / "deadletter.jsonl"
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, (json.dumps(record, sort_keys=True) + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return p
+
+    def close(self, *, acked_seq: int | None = None) -> None:
+        """Close the journal; when ``acked_seq`` shows everything acknowledged, delete the segments."""
+        with self._lock:
+            if self._fd >= 0:
+                if self.fsync_mode != "none":
+                    os.fsync(self._fd)
+                os.close(self._fd)
+                self._fd = -1
+            if acked_seq is not None and acked_seq == self._seq - 1:
+                for _, path in self.segments():
+                    path.unlink()
