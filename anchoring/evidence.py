@@ -168,6 +168,14 @@ def build_receipt_trie(encoded_receipts: list[bytes]) -> HexaryTrie:
     return t
 
 
+def trie_proof(t: HexaryTrie, key: bytes) -> list[bytes]:
+    """Proof nodes for `key` as RLP, root first, hash-referenced nodes only: a node whose RLP is
+    shorter than 32 bytes is embedded in its parent and is not a proof entry (geth's eth_getProof
+    convention). py-trie lists embedded nodes too, so they are dropped here."""
+    nodes = [rlp.encode(node) for node in t.get_proof(key)]
+    return [n for i, n in enumerate(nodes) if i == 0 or len(n) >= 32]
+
+
 def build_evidence(client: ChainClient, tx_hash: str, *, contract: str | None = None) -> dict[str, Any]:
     """Evidence for the single Anchored log of `contract` (default: client's contract) in tx_hash."""
     contract_addr = to_checksum_address(contract or client.contract_address or "")
@@ -193,7 +201,7 @@ def build_evidence(client: ChainClient, tx_hash: str, *, contract: str | None = 
     if mine["transactionHash"].lower() != tx_hash.lower():
         raise EvidenceError(f"receipt at index {tx_index} is for {mine['transactionHash']}", where=tx_hash)
     key = rlp.encode(tx_index)
-    proof = [rlp.encode(node) for node in receipts_trie.get_proof(key)]
+    proof = trie_proof(receipts_trie, key)
 
     positions = [
         i for i, lg in enumerate(mine["logs"])
