@@ -126,6 +126,7 @@ def _fetch(get: NodeGetter, keys: list[NodeKey], where: str) -> dict[NodeKey, by
     if not keys:
         return {}
     got = get(keys)
+    out: dict[NodeKey, bytes] = {}
     for key in keys:
         h = got.get(key)
         if h is None:
@@ -134,7 +135,9 @@ def _fetch(get: NodeGetter, keys: list[NodeKey], where: str) -> dict[NodeKey, by
             raise MissingNodeError(
                 f"node (level {key[0]}, index {key[1]}) has {len(h)} bytes, expected {HASH_SIZE}", where=where
             )
-    return got
+        # Database drivers may hand back memoryview/bytearray; proofs and nodes are always bytes.
+        out[key] = h if type(h) is bytes else bytes(h)
+    return out
 
 
 def _fold(keys: Sequence[NodeKey], nodes: dict[NodeKey, bytes]) -> bytes:

@@ -358,3 +358,18 @@ def test_proof_node_reads_stay_within_documented_bounds() -> None:
             tree.store.reads = 0
             assert len(tree.consistency_proof(m, n)) <= lg + 1
             assert tree.store.reads <= 2 * lg + 1
+
+
+def test_getter_may_return_memoryviews() -> None:
+    # SQL drivers can return BLOB/bytea columns as memoryview; results must still be bytes.
+    tree = InMemoryTree()
+    tree.extend([b"a", b"b", b"c", b"d", b"e"])
+
+    def as_views(keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        return {k: memoryview(v) for k, v in tree.store.get(keys).items()}  # type: ignore[misc]
+
+    proof = inclusion_proof(4, 5, as_views)
+    assert all(type(p) is bytes for p in proof)
+    assert verify_inclusion(tree.leaf_hash(4), 4, 5, proof, root(5, as_views))
+    assert all(type(p) is bytes for p in consistency_proof(3, 5, as_views))
+    assert all(type(h) is bytes for _, _, h in append_many(5, [leaf_hash(b"f"), leaf_hash(b"g")], as_views))
