@@ -1,0 +1,106 @@
+"""Streaming reader for proof bundles (docs/bundle-format.md): one pass, one line at a time.
+
+Lines are parsed strictly: NaN/Infinity literals, numbers that overflow a double, integers
+with more than 4300 digits, nesting beyond the parser's recursion limit and invalid UTF-8
+all become a BundleReadError naming the line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+FORMAT = "rlhf-ledger-bundle"
+VERSION = 1
+MEDIA_TYPE = "application/vnd.rlhf-ledger.bundle.v1+jsonl"
+MAX_LINE_BYTES = 8 * 1024 * 1024
+MAX_DEPTH = 128
+
+
+class BundleReadError(Exception):
+    """The bundle cannot be read at all (exit 2): unreadable, not JSON, unknown version."""
+
+    def __init__(self, message: str, line: int | None = None):
+        super().__init__(f"line {line}: {message}" if line else message)
+        self.line = line
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    x = float(text)
+    if not math.isfinite(x):
+        raise ValueError(f"number {text[:40]}{'...' if len(text) > 40 else ''} overflows an IEEE-754 double")
+    return x
+
+
+_decoder = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+
+
+def _depth_ok(raw: bytes) -> bool:
+    """Cheap pre-check on brackets (ignores those inside strings conservatively: only a
+    line with more than MAX_DEPTH openers is scanned properly)."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return True
+    depth = 0
+    in_str = esc = False
+    for c in raw:
+        if in_str:
+            if esc:
+                esc = False
+            elif c == 0x5C:
+                esc = True
+            elif c == 0x22:
+                in_str = False
+        elif c == 0x22:
+            in_str = True
+        elif c in (0x5B, 0x7B):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return False
+        elif c in (0x5D, 0x7D):
+            depth -= 1
+    return True
+
+
+def parse_line(raw: bytes, line: int) -> dict:
+    if len(raw) > MAX_LINE_BYTES:
+        raise BundleReadError(f"line longer than {MAX_LINE_BYTES} bytes", line)
+    if not _depth_ok(raw):
+        raise BundleReadError(f"JSON nested deeper than {MAX_DEPTH} levels", line)
+    try:
+        text = raw.decode("utf-8")
+        obj = _decoder.decode(text)
+    except UnicodeDecodeError as e:
+        raise BundleReadError(f"not valid UTF-8 at byte {e.start}", line) from None
+    except RecursionError:
+        raise BundleReadError("JSON nested too deeply", line) from None
+    except ValueError as e:  # JSONDecodeError, overflow, huge ints (int max str digits)
+        msg = str(e).split("\n")[0][:200]
+        raise BundleReadError(f"not valid JSON: {msg}", line) from None
+    if type(obj) is not dict or type(obj.get("kind")) is not str:
+        raise BundleReadError("record is not a JSON object with a string 'kind'", line)
+    return obj
+
+
+def iter_lines(f: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw bytes without the newline); a final line without newline is allowed."""
+    n = 0
+    while True:
+        raw = f.readline(MAX_LINE_BYTES + 2)
+        if not raw:
+            return
+        n += 1
+        if len(raw) > MAX_LINE_BYTES + 1:
+            raise BundleReadError(f"line longer than {MAX_LINE_BYTES} bytes", n)
+        if raw.endswith(b"\n"):
+            raw = raw[:-1]
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        if not raw.strip():
+            raise BundleReadError("empty line (JSON Lines has one record per line)", n)
+        yield n, raw

@@ -1,0 +1,210 @@
+"""rlhf-verify: check a proof bundle (or a tlog-proof file) offline.
+
+Exit status: 0 valid, 1 invalid, 2 could not run. Errors are one line each; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+from .note import NoteError, VerifierKey, parse_vkey
+
+EXIT_VALID, EXIT_INVALID, EXIT_CANNOT_RUN = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def _read_arg(value: str) -> str:
+    """A literal value, or the contents of a file if `value` names one."""
+    p = Path(value)
+    if p.is_file():
+        try:
+            return p.read_text().strip()
+        except OSError as e:
+            raise UsageError(f"cannot read {value}: {e.strerror}") from None
+    return value.strip()
+
+
+def load_log_key(value: str) -> VerifierKey:
+    text = _read_arg(value)
+    try:
+        return parse_vkey(text.splitlines()[0] if text else text)
+    except NoteError as e:
+        raise UsageError(f"--log-key {value[:60]}: {e}") from None
+
+
+def load_producer_key(value: str) -> bytes:
+    """Base64 or hex of a raw 32-byte Ed25519 key, or a key file (JSON with public_key)."""
+    text = _read_arg(value)
+    if text.startswith("{"):
+        try:
+            text = json.loads(text)["public_key"]
+        except (ValueError, KeyError, TypeError):
+            raise UsageError(f"--producer-key {value[:60]}: JSON without a public_key member") from None
+    if re.fullmatch(r"[0-9a-fA-F]{64}", text):
+        return bytes.fromhex(text)
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise UsageError(f"--producer-key {value[:60]}: not a 32-byte Ed25519 public key (base64 or hex)")
+    return raw
+
+
+def _hex(value: str, n: int, what: str) -> bytes:
+    v = value[2:] if value.lower().startswith("0x") else value
+    if not re.fullmatch(r"[0-9a-fA-F]{%d}" % (2 * n), v):
+        raise UsageError(f"{what} must be {n} bytes of hex (0x...)")
+    return bytes.fromhex(v)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rlhf-verify", description="Verify an rlhf-ledger proof bundle offline.")
+    p.add_argument("bundle", help="the .rlhfbundle.jsonl file")
+    p.add_argument("--log-key", action="append", default=[], metavar="VKEY|FILE", help="trusted log verifier key")
+    p.add_argument("--trust-bundle-log-key", action="store_true", help="trust the log key in the bundle header")
+    p.add_argument("--producer-key", action="append", default=[], metavar="KEY|FILE", help="trusted producer key")
+    p.add_argument("--trust-bundle-producers", action="store_true", help="trust the bundle's producer list")
+    p.add_argument("--chain-id", type=int, help="the chain the anchors must be on")
+    p.add_argument("--contract", help="the anchor contract address (0x...)")
+    p.add_argument("--trusted-block-hash", action="append", default=[], metavar="0x..",
+                   help="block hash(es) you trust; every anchor block must be one of them")
+    p.add_argument("--rules", help="compliance rule set, e.g. eu-ai-act (= eu-ai-act@1)")
+    p.add_argument("--json", action="store_true", help="print the JSON report on stdout")
+    p.add_argument("--html", metavar="OUT", help="write a self-contained HTML report")
+    p.add_argument("--rpc", metavar="URL", help="check anchor blocks and the contract on a JSON-RPC node")
+    p.add_argument("--min-confirmations", type=int, default=1)
+    p.add_argument("--ipfs", metavar="URL", help="fetch each manifest by CID and check it")
+    p.add_argument("--jobs", type=int, help="worker processes for event checks (default: all cores for large bundles)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def tlog_proof_main(argv: list[str]) -> int:
+    from .tlogproof import TlogProofError, verify_tlog_proof
+
+    p = argparse.ArgumentParser(prog="rlhf-verify tlog-proof", description="Check a c2sp.org/tlog-proof@v1 file.")
+    p.add_argument("file")
+    p.add_argument("--log-key", action="append", required=True, metavar="VKEY|FILE")
+    a = p.parse_args(argv)
+    try:
+        keys = [load_log_key(k) for k in a.log_key]
+        text = Path(a.file).read_text(encoding="utf-8")
+    except UsageError as e:
+        print(f"rlhf-verify: {e}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    except (OSError, UnicodeDecodeError) as e:
+        print(f"rlhf-verify: cannot read {a.file}: {e}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    try:
+        tp = verify_tlog_proof(text, keys)
+    except TlogProofError as e:
+        print(f"{a.file}: INVALID: {e}")
+        return EXIT_INVALID
+    print(f"{a.file}: VALID: entry {tp.index} is in {tp.checkpoint.origin} at size {tp.checkpoint.size}; "
+          f"checkpoint signed by trusted key {tp.checkpoint.signed_by}")
+    return EXIT_VALID
+
+
+class Progress:
+    """A progress bar on stderr for large bundles (only when stderr is a terminal)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.last = enabled, 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or total <= 0 or now - self.last < 0.2:
+            return
+        self.last = now
+        frac = min(done / total, 1.0)
+        bar = "#" * int(frac * 40)
+        sys.stderr.write(f"\rverifying [{bar:<40}] {frac * 100:5.1f}%")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.last:
+            sys.stderr.write("\r" + " " * 60 + "\r")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "tlog-proof":
+            return tlog_proof_main(argv[1:])
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("rlhf-verify: interrupted", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    except Exception as e:  # last resort: one line, never a traceback
+        print(f"rlhf-verify: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+
+
+def _main(argv: list[str]) -> int:
+    from .report import render_html, render_json, render_text
+    from .verify import CannotRun, Options, verify_file
+
+    a = build_parser().parse_args(argv)
+    try:
+        opts = Options(
+            log_keys=[load_log_key(k) for k in a.log_key],
+            trust_bundle_log_key=a.trust_bundle_log_key,
+            producer_keys=[load_producer_key(k) for k in a.producer_key],
+            trust_bundle_producers=a.trust_bundle_producers,
+            chain_id=a.chain_id,
+            contract=_hex(a.contract, 20, "--contract") if a.contract else None,
+            trusted_block_hashes={_hex(h, 32, "--trusted-block-hash") for h in a.trusted_block_hash},
+            rules=a.rules,
+            jobs=a.jobs,
+        )
+        if a.rpc:
+            from .online import OnlineError, RpcChecker
+            try:
+                opts.online_block_check = RpcChecker(a.rpc, a.min_confirmations)
+            except OnlineError as e:
+                raise UsageError(str(e)) from None
+    except UsageError as e:
+        print(f"rlhf-verify: {e}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    progress = Progress(not a.no_progress and sys.stderr.isatty())
+    opts.progress = progress
+    try:
+        result = verify_file(a.bundle, opts)
+    except CannotRun as e:
+        progress.close()
+        print(f"rlhf-verify: {a.bundle}: cannot verify: {e}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    progress.close()
+    if a.rpc:
+        result.trusted["rpc"] = f"{a.rpc} (block canonicality, >= {a.min_confirmations} confirmations, contract latest())"
+    if a.ipfs:
+        from .online import check_ipfs
+        result.trusted["ipfs"] = f"{a.ipfs} (content checked against each CID; the gateway is not trusted)"
+        for anc in result.anchors:
+            err = check_ipfs(a.ipfs, anc["cid"])
+            if err:
+                result.fail("anchor.ipfs", f"anchor of checkpoint {anc['checkpoint_size']}", err)
+    if a.html:
+        try:
+            Path(a.html).write_text(render_html(result, a.bundle), encoding="utf-8")
+        except OSError as e:
+            print(f"rlhf-verify: cannot write {a.html}: {e.strerror}", file=sys.stderr)
+            return EXIT_CANNOT_RUN
+    sys.stdout.write(render_json(result, a.bundle) + "\n" if a.json else render_text(result, a.bundle))
+    return EXIT_VALID if result.valid else EXIT_INVALID
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Streams verified events and keeps what the rules need, in memory bounded by the number of
+runs, datasets and (capped) evidence lists, not by the number of events."""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..privacy import RdpAccountant
+
+EVIDENCE_CAP = 20
+
+
+def capped_append(lst: list, item: Any, cap: int = EVIDENCE_CAP) -> None:
+    if len(lst) < cap:
+        lst.append(item)
+
+
+@dataclass
+class Ref:
+    index: int
+    event_id: str
+
+    def as_json(self) -> dict:
+        return {"index": self.index, "event_id": self.event_id}
+
+
+@dataclass
+class RunFacts:
+    run_id: str
+    starts: list[tuple[Ref, dict]] = field(default_factory=list)
+    ends: list[tuple[Ref, dict]] = field(default_factory=list)
+    events: int = 0
+    invalid_events: list[Ref] = field(default_factory=list)
+    invalid_count: int = 0
+    annotation_ok: int = 0
+    annotation_bad: list[tuple[Ref, str]] = field(default_factory=list)
+    annotation_bad_count: int = 0
+    guideline_versions: set[str] = field(default_factory=set)
+    evaluations: list[Ref] = field(default_factory=list)
+    evaluation_count: int = 0
+    evaluations_invalid: list[Ref] = field(default_factory=list)
+    compute: list[tuple[Ref, str, float]] = field(default_factory=list)
+    compute_count: int = 0
+    compute_seconds: float = 0.0
+    compute_bad: list[tuple[Ref, str]] = field(default_factory=list)
+    last_checkpoint: tuple[Ref, str] | None = None
+    last_anchored_checkpoint: tuple[Ref, str] | None = None
+    privacy: RdpAccountant = field(default_factory=RdpAccountant)
+    privacy_spends: int = 0
+    privacy_bad: list[tuple[Ref, str]] = field(default_factory=list)
+    privacy_last_claim: tuple[Ref, float, float] | None = None  # (ref, claimed eps, delta)
+    privacy_points: list[tuple[int, float]] = field(default_factory=list)  # (cumulative steps, claimed eps)
+    privacy_steps: int = 0
+    unanchored: list[Ref] = field(default_factory=list)
+    unanchored_count: int = 0
+    worst_delays: list[tuple[float, int, str]] = field(default_factory=list)  # min-heap of (delay, index, id)
+    max_delay: float = -math.inf
+
+
+@dataclass
+class DatasetFacts:
+    ref: Ref
+    body: dict
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.runs: dict[str, RunFacts] = {}
+        self.datasets: dict[str, DatasetFacts] = {}
+        self.dataset_dups: list[Ref] = []
+
+    def run(self, run_id: str) -> RunFacts:
+        r = self.runs.get(run_id)
+        if r is None:
+            r = self.runs[run_id] = RunFacts(run_id)
+        return r
+
+    def feed(self, index: int, event_id: str, run_id: str, typ: str, body: dict, valid: bool,
+             anchored: bool, delay: float | None) -> None:
+        """One event. `valid`: passed every integrity check. `delay`: anchor block time minus event
+        time (None if no anchor covers it)."""
+        r = self.run(run_id)
+        ref = Ref(index, event_id)
+        r.events += 1
+        if not valid:
+            r.invalid_count += 1
+            capped_append(r.invalid_events, ref)
+        if delay is None:
+            r.unanchored_count += 1
+            capped_append(r.unanchored, ref)
+        else:
+            r.max_delay = max(r.max_delay, delay)
+            item = (delay, index, event_id)
+            if len(r.worst_delays) < EVIDENCE_CAP:
+                heapq.heappush(r.worst_delays, item)
+            elif item > r.worst_delays[0]:
+                heapq.heapreplace(r.worst_delays, item)
+        if typ == "run.start":
+            r.starts.append((ref, body))
+        elif typ == "run.end":
+            r.ends.append((ref, body))
+        elif typ == "dataset.register":
+            did = body.get("dataset_id")
+            if isinstance(did, str):
+                if did in self.datasets:
+                    capped_append(self.dataset_dups, ref)
+                else:
+                    self.datasets[did] = DatasetFacts(ref, body)
+        elif typ == "annotation.batch":
+            gv = body.get("guideline_version")
+            if isinstance(gv, str) and gv.strip():
+                r.annotation_ok += 1
+                r.guideline_versions.add(gv[:64])
+            else:
+                r.annotation_bad_count += 1
+                capped_append(r.annotation_bad, (ref, "guideline_version missing or empty"))
+        elif typ == "evaluation":
+            r.evaluation_count += 1
+            if valid and isinstance(body.get("name"), str) and isinstance(body.get("metrics"), dict) and body["metrics"]:
+                capped_append(r.evaluations, ref)
+            else:
+                capped_append(r.evaluations_invalid, ref)
+        elif typ == "compute.usage":
+            secs = body.get("seconds")
+            if isinstance(body.get("device"), str) and type(secs) in (int, float) and secs >= 0:
+                r.compute_count += 1
+                r.compute_seconds += secs
+                capped_append(r.compute, (ref, body["device"], float(secs)))
+            else:
+                capped_append(r.compute_bad, (ref, "needs device (string) and seconds (number >= 0)"))
+        elif typ == "checkpoint.save":
+            wd = body.get("weights_digest")
+            if isinstance(wd, str):
+                r.last_checkpoint = (ref, wd)
+                if anchored and valid:
+                    r.last_anchored_checkpoint = (ref, wd)
+        elif typ == "privacy.spend":
+            self._privacy(r, ref, body)
+
+    def _privacy(self, r: RunFacts, ref: Ref, body: dict) -> None:
+        q, sigma, steps = body.get("sample_rate"), body.get("noise_multiplier"), body.get("steps")
+        eps, delta = body.get("epsilon"), body.get("delta")
+        num = (int, float)
+        if (body.get("mechanism") != "poisson_subsampled_gaussian" or type(q) not in num or type(sigma) not in num
+                or type(steps) is not int or not 0 <= q <= 1 or sigma < 0 or steps < 0):
+            capped_append(r.privacy_bad, (ref, "needs mechanism poisson_subsampled_gaussian, sample_rate in [0,1], "
+                                               "noise_multiplier >= 0, integer steps >= 0"))
+            return
+        r.privacy.compose(float(q), float(sigma), steps)
+        r.privacy_spends += 1
+        r.privacy_steps += steps
+        if type(eps) in num and type(delta) in num:
+            r.privacy_last_claim = (ref, float(eps), float(delta))
+            r.privacy_points.append((r.privacy_steps, float(eps)))
+            if len(r.privacy_points) > 1000:
+                r.privacy_points = r.privacy_points[::2]

@@ -1,0 +1,217 @@
+"""The `eu-ai-act@1` rule set (docs/compliance-eu-ai-act.md): rules as data, each a small
+function of one run's collected facts returning (status, detail, evidence)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .collect import Collector, Ref, RunFacts
+
+PASS, FAIL, NA = "pass", "fail", "not_applicable"
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+MIN_RETENTION_DAYS = 183  # six months (Art. 19(1) / Art. 26(6): logs kept at least six months)
+Outcome = tuple[str, str, list[dict]]
+
+
+@dataclass
+class RuleResult:
+    id: str
+    title: str
+    reference: str
+    status: str
+    per_run: list[dict] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        return {"id": self.id, "title": self.title, "reference": self.reference, "status": self.status,
+                "runs": self.per_run}
+
+
+def _ev(ref: Ref, **values: Any) -> dict:
+    return {**ref.as_json(), **values}
+
+
+def _declared(r: RunFacts) -> dict:
+    if len(r.starts) != 1:
+        return {}
+    d = r.starts[0][1].get("declared")
+    return d if isinstance(d, dict) else {}
+
+
+def run_start_end(r: RunFacts, c: Collector) -> Outcome:
+    ev = [_ev(x[0], type="run.start") for x in r.starts] + [_ev(x[0], type="run.end", status=x[1].get("status"))
+                                                             for x in r.ends]
+    if len(r.starts) != 1 or len(r.ends) != 1:
+        return FAIL, f"{len(r.starts)} run.start and {len(r.ends)} run.end records (need exactly one each)", ev
+    if r.ends[0][1].get("status") not in ("completed", "failed", "aborted"):
+        return FAIL, "run.end status is not completed/failed/aborted", ev
+    return PASS, "one run.start and one run.end", ev
+
+
+def dataset_provenance(r: RunFacts, c: Collector) -> Outcome:
+    ids = r.starts[0][1].get("datasets") if len(r.starts) == 1 else None
+    if not isinstance(ids, list) or not ids:
+        return (NA, "run declares no datasets", []) if isinstance(ids, list) else (FAIL, "run.start lacks a datasets list", [])
+    ev, bad = [], []
+    for did in ids:
+        d = c.datasets.get(did) if isinstance(did, str) else None
+        if d is None:
+            bad.append(f"dataset {str(did)[:64]!r} has no dataset.register record")
+            continue
+        b = d.body
+        problems = [k for k in ("source", "licence") if not (isinstance(b.get(k), str) and b[k].strip())]
+        if not (isinstance(b.get("digest"), str) and _DIGEST.fullmatch(b["digest"])):
+            problems.append("digest")
+        if not (type(b.get("size_bytes")) is int and b["size_bytes"] >= 0):
+            problems.append("size_bytes")
+        ev.append(_ev(d.ref, dataset_id=did, source=b.get("source"), licence=b.get("licence"),
+                      digest=b.get("digest"), size_bytes=b.get("size_bytes")))
+        if problems:
+            bad.append(f"dataset {did!r} lacks or has malformed: {', '.join(problems)}")
+    return (FAIL, "; ".join(bad), ev) if bad else (PASS, f"{len(ids)} dataset(s) with source, licence, digest, size", ev)
+
+
+def annotation_guidelines(r: RunFacts, c: Collector) -> Outcome:
+    if r.annotation_ok + r.annotation_bad_count == 0:
+        return NA, "no annotation.batch records in scope", []
+    if r.annotation_bad_count:
+        return FAIL, f"{r.annotation_bad_count} annotation batch(es) without a guideline version", \
+            [_ev(ref, problem=p) for ref, p in r.annotation_bad]
+    return PASS, f"{r.annotation_ok} batch(es); guideline versions {sorted(r.guideline_versions)}", []
+
+
+def training_method(r: RunFacts, c: Collector) -> Outcome:
+    if len(r.starts) != 1:
+        return FAIL, "no single run.start record", []
+    ref, b = r.starts[0]
+    m, hp = b.get("method"), b.get("hyperparameters")
+    ev = [_ev(ref, method=m, hyperparameters=sorted(hp)[:30] if isinstance(hp, dict) else hp)]
+    if not (isinstance(m, str) and m.strip()):
+        return FAIL, "run.start lacks the training method", ev
+    if not (isinstance(hp, dict) and hp):
+        return FAIL, "run.start lacks hyperparameters (non-empty object)", ev
+    return PASS, f"method {m}, {len(hp)} hyperparameter(s)", ev
+
+
+def compute_recorded(r: RunFacts, c: Collector) -> Outcome:
+    ev = [_ev(ref, device=d, seconds=s) for ref, d, s in r.compute] + [_ev(ref, problem=p) for ref, p in r.compute_bad]
+    if r.compute_bad:
+        return FAIL, f"{len(r.compute_bad)} malformed compute.usage record(s)", ev
+    if not r.compute_count:
+        return FAIL, "no compute.usage record", ev
+    return PASS, f"{r.compute_count} record(s), {r.compute_seconds:.0f} device-seconds", ev
+
+
+def evaluations_signed(r: RunFacts, c: Collector) -> Outcome:
+    ev = [_ev(x) for x in r.evaluations]
+    if r.evaluations_invalid:
+        return FAIL, "evaluation record(s) failing integrity checks or without name/metrics", \
+            ev + [_ev(x, problem="invalid") for x in r.evaluations_invalid]
+    if not r.evaluation_count:
+        return FAIL, "no evaluation record", []
+    return PASS, f"{r.evaluation_count} signed evaluation(s)", ev
+
+
+def released_weights(r: RunFacts, c: Collector) -> Outcome:
+    if len(r.ends) != 1:
+        return FAIL, "no single run.end record", []
+    ref, b = r.ends[0]
+    released = b.get("released_weights_digest")
+    ev = [_ev(ref, released_weights_digest=released)]
+    if released is None and b.get("status") != "completed":
+        return NA, "run did not complete and released no weights", ev
+    last = r.last_anchored_checkpoint
+    if last is None:
+        return FAIL, "no anchored checkpoint.save record to compare the released weights with", ev
+    ev.append(_ev(last[0], weights_digest=last[1], anchored=True))
+    if r.last_checkpoint and r.last_checkpoint[0].index != last[0].index:
+        ev.append(_ev(r.last_checkpoint[0], weights_digest=r.last_checkpoint[1], anchored=False))
+    if released != last[1]:
+        return FAIL, "released weights digest differs from the last anchored checkpoint.save", ev
+    return PASS, "released weights digest equals the last anchored checkpoint", ev
+
+
+def privacy_budget(r: RunFacts, c: Collector) -> Outcome:
+    budget = _declared(r).get("privacy_budget")
+    ev = [_ev(ref, problem=p) for ref, p in r.privacy_bad]
+    if budget is None and not r.privacy_spends and not r.privacy_bad:
+        return NA, "no privacy budget declared and no privacy.spend records", []
+    if r.privacy_bad:
+        return FAIL, "malformed privacy.spend record(s)", ev
+    if not (isinstance(budget, dict) and type(budget.get("epsilon")) in (int, float)
+            and type(budget.get("delta")) in (int, float) and 0 < budget["delta"] < 1):
+        return FAIL, "privacy.spend records but no declared privacy_budget {epsilon, delta}", ev
+    eps = r.privacy.epsilon(float(budget["delta"]))
+    detail = (f"replayed epsilon {eps:.6g} at delta {budget['delta']:g} over {r.privacy_steps} steps "
+              f"(budget {budget['epsilon']:g})")
+    if r.privacy_last_claim:
+        ref, claimed, cdelta = r.privacy_last_claim
+        ev.append(_ev(ref, claimed_epsilon=claimed, delta=cdelta, replayed_epsilon=eps))
+        if cdelta == budget["delta"] and claimed < eps * (1 - 1e-6):
+            return FAIL, detail + f"; the producer claimed {claimed:.6g}, less than the replay", ev
+    if eps > budget["epsilon"]:
+        return FAIL, detail + " exceeds the declared budget", ev
+    return PASS, detail, ev
+
+
+def anchoring_delay(r: RunFacts, c: Collector) -> Outcome:
+    limit = _declared(r).get("anchoring_delay_seconds")
+    worst = sorted(r.worst_delays, reverse=True)
+    if type(limit) is not int or limit < 0:
+        return FAIL, "run.start declares no anchoring_delay_seconds", []
+    ev = [_ev(Ref(i, eid), delay_seconds=round(d, 3)) for d, i, eid in worst if d > limit]
+    ev += [_ev(x, problem="not covered by any anchored checkpoint") for x in r.unanchored]
+    if r.unanchored_count:
+        return FAIL, f"{r.unanchored_count} event(s) not anchored", ev
+    if r.max_delay > limit:
+        return FAIL, f"max delay {r.max_delay:.0f}s exceeds the declared {limit}s", ev
+    return PASS, f"all {r.events} event(s) anchored; max delay {max(r.max_delay, 0):.0f}s <= {limit}s", \
+        [_ev(Ref(i, eid), delay_seconds=round(d, 3)) for d, i, eid in worst[:3]]
+
+
+def retention(r: RunFacts, c: Collector) -> Outcome:
+    days = _declared(r).get("retention_days")
+    ev = [_ev(r.starts[0][0], retention_days=days)] if len(r.starts) == 1 else []
+    if type(days) is not int:
+        return FAIL, "run.start declares no retention_days", ev
+    if days < MIN_RETENTION_DAYS:
+        return FAIL, f"retention {days} days is below {MIN_RETENTION_DAYS}", ev
+    return PASS, f"retention {days} days", ev
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    title: str
+    reference: str
+    check: Callable[[RunFacts, Collector], Outcome]
+
+
+EU_AI_ACT_1 = (
+    Rule("run-records", "Each run has start and end records", "Art. 12(1), 12(2)", run_start_end),
+    Rule("dataset-provenance", "Datasets carry source, licence, digest and size", "Art. 10(2); Annex IV 2(d)", dataset_provenance),
+    Rule("annotation-guidelines", "Annotation batches reference a guideline version", "Art. 10(2)(c); Annex IV 2(d)", annotation_guidelines),
+    Rule("training-method", "Training method and hyperparameters recorded", "Annex IV 2(b), 2(c)", training_method),
+    Rule("compute", "Compute used is recorded", "Annex XI 1(2)(d)", compute_recorded),
+    Rule("evaluations", "Evaluations present and signed", "Art. 15; Annex IV 2(g)", evaluations_signed),
+    Rule("released-weights", "Released weights equal the last anchored checkpoint", "Art. 12(2)(a); Annex IV 2(b)", released_weights),
+    Rule("privacy-budget", "Replayed privacy spend within the declared budget", "Art. 10(5)", privacy_budget),
+    Rule("anchoring-delay", "Every event anchored within the declared delay", "Art. 12(1), 19(1)", anchoring_delay),
+    Rule("retention", "Retention of at least six months", "Art. 19(1), 26(6)", retention),
+)
+RULE_SETS: dict[str, tuple[Rule, ...]] = {"eu-ai-act@1": EU_AI_ACT_1, "eu-ai-act": EU_AI_ACT_1}
+
+
+def evaluate(rule_set: str, c: Collector) -> list[RuleResult]:
+    rules = RULE_SETS[rule_set]
+    out = []
+    for rule in rules:
+        per_run = []
+        for run_id in sorted(c.runs):
+            status, detail, evidence = rule.check(c.runs[run_id], c)
+            per_run.append({"run_id": run_id, "status": status, "detail": detail, "evidence": evidence})
+        statuses = {p["status"] for p in per_run}
+        status = FAIL if FAIL in statuses else PASS if PASS in statuses else NA
+        out.append(RuleResult(rule.id, rule.title, rule.reference, status, per_run))
+    return out

@@ -1,0 +1,189 @@
+"""Events, envelopes and producer chains, checked as docs/event-format.md specifies.
+
+Re-implemented from the spec (not from ledger code), so a ledger bug is not mirrored here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import nacl.bindings
+
+from .jcs import JCSError, canonicalize
+
+EVENT_VERSION = 1
+MAX_EVENT_BYTES = 65536
+SAFE_INT = 2**53 - 1
+FIELDS = frozenset(("v", "log_id", "run_id", "type", "producer", "seq", "prev", "ts", "body"))
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
+_TYPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){0,7}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_TS = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?Z")
+_COMMIT = re.compile(r"sha256:[0-9a-f]{64}")
+COMMITMENT_KEY = "$commitment"
+
+
+class EventCheckError(ValueError):
+    """An event breaks the format; `where` is the JSON path, `check` names the rule."""
+
+    def __init__(self, message: str, where: str, check: str = "schema"):
+        super().__init__(f"{where}: {message}")
+        self.where = where
+        self.check = check
+
+
+def parse_ts(ts: str) -> float:
+    """Seconds since the epoch of an RFC 3339 UTC `...Z` time (format already checked)."""
+    m = _TS.fullmatch(ts)
+    if not m:
+        raise ValueError("not an RFC 3339 UTC time")
+    y, mo, d, h, mi, s, frac = m.groups()
+    dt = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), tzinfo=timezone.utc)
+    return dt.timestamp() + (int(frac.ljust(6, "0")) / 1e6 if frac else 0.0)
+
+
+def _fail(cond: bool, msg: str, where: str) -> None:
+    if not cond:
+        raise EventCheckError(msg, where)
+
+
+def check_event(event: Any, where: str = "event") -> bytes:
+    """Schema and limits of event-format.md; returns JCS(event)."""
+    _fail(type(event) is dict, "must be a JSON object", where)
+    keys = event.keys()
+    if keys != FIELDS:
+        missing = sorted(FIELDS - keys)
+        extra = sorted(keys - FIELDS)
+        raise EventCheckError(
+            ("missing " + ", ".join(missing) if missing else "") + ("; " if missing and extra else "")
+            + ("unknown member(s) " + ", ".join(extra) if extra else ""), where)
+    v = event["v"]
+    _fail(type(v) is int and v == EVENT_VERSION, f"must be {EVENT_VERSION}", where + ".v")
+    for k in ("log_id", "run_id"):
+        x = event[k]
+        _fail(type(x) is str and _ID.fullmatch(x) is not None, "must match [A-Za-z0-9][A-Za-z0-9._:/-]{0,127}", f"{where}.{k}")
+    t = event["type"]
+    _fail(type(t) is str and _TYPE.fullmatch(t) is not None, "must be dotted lower-case words", where + ".type")
+    p = event["producer"]
+    _fail(type(p) is str and _HEX64.fullmatch(p) is not None, "must be a 64 lower-case hex key id", where + ".producer")
+    seq = event["seq"]
+    _fail(type(seq) is int and 0 <= seq <= SAFE_INT, "must be an integer in [0, 2^53-1]", where + ".seq")
+    prev = event["prev"]
+    if seq == 0:
+        _fail(prev is None, "must be null when seq is 0", where + ".prev")
+    else:
+        _fail(type(prev) is str and _HEX64.fullmatch(prev) is not None, "must be the 64-hex hash of the previous event", where + ".prev")
+    ts = event["ts"]
+    _fail(type(ts) is str and _TS.fullmatch(ts) is not None, "must be RFC 3339 UTC like 2026-01-31T12:00:00.000000Z", where + ".ts")
+    try:
+        parse_ts(ts)
+    except ValueError:
+        raise EventCheckError("is not a valid date and time", where + ".ts") from None
+    body = event["body"]
+    _fail(type(body) is dict, "must be a JSON object", where + ".body")
+    for k, x in body.items():
+        if type(x) is dict and COMMITMENT_KEY in x:
+            _fail(len(x) == 1 and type(x[COMMITMENT_KEY]) is str and _COMMIT.fullmatch(x[COMMITMENT_KEY]) is not None,
+                  'a commitment must be {"$commitment": "sha256:<64 hex>"}', f"{where}.body.{k}")
+    try:
+        raw = canonicalize(event)
+    except JCSError as e:
+        raise EventCheckError(str(e), where) from None
+    _fail(len(raw) <= MAX_EVENT_BYTES, f"canonical size {len(raw)} exceeds {MAX_EVENT_BYTES} bytes", where)
+    return raw
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedEnvelope:
+    event: dict
+    event_bytes: bytes
+    entry: bytes
+    sig: bytes
+    event_id: str
+    leaf_hash: bytes
+
+
+def check_envelope(env: Any, where: str = "envelope") -> CheckedEnvelope:
+    """Schema of {"event", "sig"}; computes event id, log entry JCS(envelope) and leaf hash."""
+    _fail(type(env) is dict and env.keys() == {"event", "sig"}, "must be exactly {event, sig}", where)
+    event_bytes = check_event(env["event"], where + ".event")
+    s = env["sig"]
+    _fail(type(s) is str, "must be a base64 string", where + ".sig")
+    try:
+        sig = base64.b64decode(s, validate=True)
+    except (binascii.Error, ValueError):
+        raise EventCheckError("is not valid base64", where + ".sig") from None
+    _fail(len(sig) == 64, f"must decode to 64 bytes, got {len(sig)}", where + ".sig")
+    # The entry is JCS of the envelope as given; a non-canonical base64 alias would be a
+    # different entry, so insist on the canonical text (one signature, one entry).
+    _fail(base64.b64encode(sig).decode("ascii") == s, "is not canonical base64", where + ".sig")
+    entry = b'{"event":' + event_bytes + b',"sig":"' + s.encode("ascii") + b'"}'
+    return CheckedEnvelope(env["event"], event_bytes, entry, sig, hashlib.sha256(event_bytes).hexdigest(),
+                          hashlib.sha256(b"\x00" + entry).digest())
+
+
+def verify_signature(public_key: bytes, message: bytes, sig: bytes) -> bool:
+    """Ed25519 (RFC 8032) via libsodium; False on any failure."""
+    try:
+        nacl.bindings.crypto_sign_open(sig + message, public_key)
+        return True
+    except Exception:  # BadSignatureError, ValueError on wrong lengths
+        return False
+
+
+def check_openings(body: dict, openings: Any, where: str) -> None:
+    """Each opening {salt, value} must hash to the commitment at the same body member."""
+    _fail(type(openings) is dict, "must be an object of member -> {salt, value}", where)
+    for name, op in openings.items():
+        w = f"{where}.{name}"
+        target = body.get(name)
+        _fail(type(target) is dict and target.keys() == {COMMITMENT_KEY}, "the body has no commitment at this member", w)
+        _fail(type(op) is dict and op.keys() == {"salt", "value"} and type(op["salt"]) is str,
+              "an opening must be {salt: base64, value: any}", w)
+        try:
+            salt = base64.b64decode(op["salt"], validate=True)
+            digest = hashlib.sha256(salt + canonicalize(op["value"])).hexdigest()
+        except (binascii.Error, ValueError):
+            raise EventCheckError("salt is not base64 or the value has no canonical form", w) from None
+        _fail(len(salt) == 32, "salt must be 32 bytes", w)
+        if "sha256:" + digest != target[COMMITMENT_KEY]:
+            raise EventCheckError("opening does not match the commitment", w, "opening")
+
+
+class ChainTracker:
+    """Per (run, producer): seq 0, 1, 2, ... and each `prev` = hash of the previous event.
+
+    Memory grows with the number of (run, producer) pairs, not with the number of events.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str], tuple[int, str]] = {}
+
+    def feed(self, run_id: str, producer: str, seq: int, prev: str | None, event_id: str) -> str | None:
+        """Return None if the event continues its chain, else what is wrong."""
+        key = (run_id, producer)
+        last = self._last.get(key)
+        if last is None:
+            if seq != 0:
+                self._last[key] = (seq, event_id)
+                return f"first event of producer {producer[:16]}.. in run {run_id} has seq {seq}, expected 0 (gap)"
+            self._last[key] = (0, event_id)
+            return None
+        lseq, lid = last
+        self._last[key] = (seq, event_id)
+        if seq == lseq:
+            return f"seq {seq} repeated for producer {producer[:16]}.. in run {run_id}"
+        if seq != lseq + 1:
+            return f"seq {seq} follows seq {lseq} for producer {producer[:16]}.. in run {run_id} (gap or reorder)"
+        if prev != lid:
+            return f"prev {str(prev)[:16]}.. is not the hash of seq {lseq} ({lid[:16]}..)"
+        return None
+
+    def pairs(self) -> int:
+        return len(self._last)

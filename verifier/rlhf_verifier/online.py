@@ -1,0 +1,99 @@
+"""Optional online checks (`--rpc`, `--ipfs`); each endpoint is trusted for nothing beyond
+what is checked here (extra `online`: httpx).
+
+--rpc URL: the anchor block is canonical (eth_getBlockByNumber returns the same hash) and at
+    least `min_confirmations` deep; `latest(logId)` on the contract returns a size >= the
+    anchored size, with the same root when the sizes are equal.
+--ipfs URL: each anchor's manifest is fetched by CID (gateway `/ipfs/<cid>` or Kubo RPC
+    `/api/v0/cat`) and must hash to that CID.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .cid import CIDError, check_content
+from .evidence import Anchor
+from .rlp import keccak256
+
+LATEST_SELECTOR = keccak256(b"latest(bytes32)")[:4]
+MAX_MANIFEST = 16 * 1024 * 1024
+
+
+class OnlineError(Exception):
+    pass
+
+
+def _client() -> Any:
+    try:
+        import httpx
+    except ImportError:
+        raise OnlineError("online checks need httpx: pip install 'rlhf-verifier[online]'") from None
+    return httpx.Client(timeout=20.0, follow_redirects=False)
+
+
+class RpcChecker:
+    def __init__(self, url: str, min_confirmations: int = 1):
+        self.url, self.min_conf = url, min_confirmations
+        self.http = _client()
+        self._head: int | None = None
+
+    def call(self, method: str, params: list) -> Any:
+        try:
+            resp = self.http.post(self.url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+            data = resp.json()
+        except Exception as e:  # network and decoding errors alike: say which call failed
+            raise OnlineError(f"{method} at {self.url} failed: {e}") from None
+        if not isinstance(data, dict) or "error" in data or "result" not in data:
+            raise OnlineError(f"{method} at {self.url} returned an error: {str(data)[:200]}")
+        return data["result"]
+
+    def __call__(self, a: Anchor) -> str | None:
+        try:
+            if self._head is None:
+                self._head = int(self.call("eth_blockNumber", []), 16)
+            block = self.call("eth_getBlockByNumber", [hex(a.block_number), False])
+            if not isinstance(block, dict) or block.get("hash", "").lower() != "0x" + a.block_hash.hex():
+                return f"block {a.block_number} on the chain has hash {block.get('hash') if isinstance(block, dict) else None}, not the anchor's (reorg or wrong chain)"
+            chain_id = int(self.call("eth_chainId", []), 16)
+            if chain_id != a.chain_id:
+                return f"RPC chain id {chain_id} differs from the evidence's {a.chain_id}"
+            depth = self._head - a.block_number + 1
+            if depth < self.min_conf:
+                return f"anchor block has {depth} confirmation(s), fewer than the required {self.min_conf}"
+            out = self.call("eth_call", [{"to": "0x" + a.contract.hex(),
+                                          "data": "0x" + (LATEST_SELECTOR + a.log_id).hex()}, "latest"])
+            raw = bytes.fromhex(out[2:])
+            if len(raw) != 64:
+                return "latest(logId) returned malformed data"
+            size, root = int.from_bytes(raw[:32], "big"), raw[32:]
+            if size < a.tree_size:
+                return f"contract's latest size {size} is below the anchored size {a.tree_size} (rolled back?)"
+            if size == a.tree_size and root != a.root_hash:
+                return f"contract's latest root for size {size} differs from the anchored root"
+            return None
+        except (OnlineError, ValueError, TypeError) as e:
+            return str(e)
+
+
+def check_ipfs(url: str, cid: str) -> str | None:
+    """None if the content fetched for `cid` hashes to it, else what went wrong."""
+    http = _client()
+    base = url.rstrip("/")
+    try:
+        if "/api/v0" in base or base.endswith(":5001"):
+            root = base if "/api/v0" in base else base + "/api/v0"
+            resp = http.post(f"{root}/cat", params={"arg": cid})
+        else:
+            resp = http.get(f"{base}/ipfs/{cid}")
+        if resp.status_code != 200:
+            return f"fetching {cid} returned HTTP {resp.status_code}"
+        content = resp.content[: MAX_MANIFEST + 1]
+        if len(content) > MAX_MANIFEST:
+            return f"content for {cid} is larger than {MAX_MANIFEST} bytes"
+        check_content(cid, content)
+        return None
+    except CIDError as e:
+        return f"content served for {cid} does not match it: {e}"
+    except Exception as e:
+        return f"fetching {cid} from {url} failed: {e}"

@@ -1,0 +1,54 @@
+"""Terminal and JSON reports. Both state exactly what was trusted."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..verify import Result
+
+
+def as_dict(r: Result, bundle: str) -> dict[str, Any]:
+    return {
+        "verdict": "valid" if r.valid else "invalid",
+        "bundle": bundle,
+        "trusted": r.trusted,
+        "header": r.header,
+        "counts": {"events": r.events, "events_valid": r.events_valid, "events_anchored": r.events_anchored,
+                   "leaves": r.leaves, "checkpoints": len(r.checkpoints), "anchors": len(r.anchors),
+                   "producer_chains": r.producer_chains, "findings": r.finding_count},
+        "findings": [f.as_json() for f in r.findings],
+        "findings_truncated": r.finding_count > len(r.findings),
+        "checkpoints": r.checkpoints,
+        "anchors": r.anchors,
+        "compliance": r.compliance,
+    }
+
+
+def render_json(r: Result, bundle: str) -> str:
+    return json.dumps(as_dict(r, bundle), indent=2, sort_keys=False, default=str)
+
+
+def render_text(r: Result, bundle: str) -> str:
+    d = as_dict(r, bundle)
+    out = [f"{bundle}: {'VALID' if r.valid else 'INVALID'}", "", "Trusted:"]
+    for k, v in r.trusted.items():
+        out.append(f"  {k}: {v if not isinstance(v, list) else ', '.join(map(str, v)) or '(none)'}")
+    c = d["counts"]
+    out += ["", f"Events: {c['events']} ({c['events_valid']} passed every check, {c['events_anchored']} under an "
+                f"anchored checkpoint); leaves: {c['leaves']}; producer chains: {c['producer_chains']}",
+            f"Checkpoints: {', '.join(str(x['size']) for x in r.checkpoints) or 'none'}"]
+    for a in r.anchors:
+        out.append(f"Anchor: checkpoint {a['checkpoint_size']} in block {a['block_number']} ({a['block_hash'][:18]}..) "
+                   f"chain {a['chain_id']}: {a['status']}")
+    if r.findings:
+        out += ["", f"Failures ({r.finding_count}{', first ' + str(len(r.findings)) + ' shown' if d['findings_truncated'] else ''}):"]
+        out += ["  " + f.line() for f in r.findings]
+    if r.compliance:
+        out += ["", "Compliance:"]
+        for rule in r.compliance:
+            out.append(f"  {rule['status'].upper():15} {rule['id']}: {rule['title']} ({rule['reference']})")
+            for run in rule["runs"]:
+                if run["status"] != "pass":
+                    out.append(f"      run {run['run_id']}: {run['detail']}")
+    return "\n".join(out) + "\n"

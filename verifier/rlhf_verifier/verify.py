@@ -1,0 +1,527 @@
+"""The verification engine: one pass over a bundle (docs/bundle-format.md).
+
+Header, checkpoints, consistency proofs and anchors are checked in this process; event lines
+are checked in batches by `worker.check_batch` (in a process pool for large bundles), and
+their results are folded back in file order: index order, tree roots (tree mode), producer
+chains, anchoring coverage and delay, compliance facts and chart series.
+"""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import hashlib
+import json
+import multiprocessing
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Callable
+
+from . import worker
+from .bundle import FORMAT, MEDIA_TYPE, VERSION, BundleReadError, iter_lines, parse_line
+from .cid import CIDError, check_content
+from .compliance import Collector, RULE_SETS, evaluate
+from .events import ChainTracker
+from .evidence import Anchor, EvidenceError, verify_evidence
+from .jcs import JCSError, canonicalize
+from .merkle import CompactRange, ProofError, verify_consistency
+from .note import NoteError, VerifierKey, b64decode_strict, verify_checkpoint
+
+MAX_FINDINGS = 200
+BATCH = 2000
+POOL_MIN_BYTES = 4 * 1024 * 1024  # below this, check inline (process start-up costs more)
+
+
+class CannotRun(Exception):
+    """Verification could not run (exit 2)."""
+
+
+@dataclass
+class Options:
+    log_keys: list[VerifierKey] = field(default_factory=list)
+    trust_bundle_log_key: bool = False
+    producer_keys: list[bytes] = field(default_factory=list)
+    trust_bundle_producers: bool = False
+    chain_id: int | None = None
+    contract: bytes | None = None
+    trusted_block_hashes: set[bytes] = field(default_factory=set)
+    rules: str | None = None
+    jobs: int | None = None  # None: pool for large bundles with os.cpu_count() workers; 0/1: inline
+    online_block_check: Callable[[Anchor], str | None] | None = None  # returns an error or None
+    progress: Callable[[int, int], None] | None = None  # (bytes read, total bytes)
+
+
+@dataclass
+class Finding:
+    check: str
+    where: str
+    message: str
+
+    def as_json(self) -> dict:
+        return {"check": self.check, "where": self.where, "message": self.message}
+
+    def line(self) -> str:
+        return f"[{self.check}] {self.where}: {self.message}"
+
+
+class Series:
+    """A bounded, evenly thinned series of (x, y) points (for charts)."""
+
+    def __init__(self, cap: int = 1000):
+        self.cap, self.stride, self.n, self.points = cap, 1, 0, []
+
+    def add(self, x: float, y: float) -> None:
+        if self.n % self.stride == 0:
+            self.points.append((x, y))
+            if len(self.points) >= 2 * self.cap:
+                self.points = self.points[::2]
+                self.stride *= 2
+        self.n += 1
+
+
+@dataclass
+class Result:
+    valid: bool = True
+    findings: list[Finding] = field(default_factory=list)
+    finding_count: int = 0
+    trusted: dict = field(default_factory=dict)
+    header: dict = field(default_factory=dict)
+    checkpoints: list[dict] = field(default_factory=list)
+    anchors: list[dict] = field(default_factory=list)
+    events: int = 0
+    leaves: int = 0
+    events_valid: int = 0
+    events_anchored: int = 0
+    producer_chains: int = 0
+    compliance: list | None = None
+    series: dict[str, Series] = field(default_factory=dict)
+    privacy_series: dict[str, list] = field(default_factory=dict)
+    privacy_budgets: dict[str, float] = field(default_factory=dict)
+
+    def fail(self, check: str, where: str, message: str) -> None:
+        self.valid = False
+        self.finding_count += 1
+        if len(self.findings) < MAX_FINDINGS:
+            self.findings.append(Finding(check, where, message))
+
+
+def _ev_where(index: Any, event_id: str | None, line: int) -> str:
+    return f"event {index if index is not None else '?'} ({(event_id or 'id unknown')[:16]}) line {line}"
+
+
+class Verifier:
+    def __init__(self, opts: Options):
+        self.o = opts
+        self.r = Result()
+        self.collector = Collector()
+        self.chains = ChainTracker()
+        self.cps: dict[int, bytes] = {}
+        self.cp_notes: dict[int, str] = {}
+        self.anchor_sizes: list[int] = []  # sorted verified-anchor sizes
+        self.anchor_times: list[int] = []
+        self.tree = CompactRange()
+        self.next_index = 0
+        self.last_index = -1
+        self.origin = ""
+        self.mode = "inclusion"
+        self.records = 0
+        self.event_count = 0
+        self.state = "header"
+        self.end_seen = False
+
+    # ---- driver -----------------------------------------------------------------------------
+
+    def run(self, f: BinaryIO, total_bytes: int = 0) -> Result:
+        lines = iter_lines(f)
+        pending: list[tuple[int, bytes]] = []
+        try:
+            for n, raw in lines:
+                obj = parse_line(raw, n)
+                if obj["kind"] in ("event", "leaf", "end"):
+                    pending.append((n, raw))
+                    break
+                self.records += 1
+                self.record(n, obj)
+            else:
+                self.record_end_missing()
+                return self.finish()
+            self.start_events()
+            self.events_phase(pending, lines, f, total_bytes)
+        except BundleReadError as e:
+            raise CannotRun(f"unreadable bundle: {e}") from None
+        return self.finish()
+
+    def events_phase(self, first: list, lines: Iterator, f: BinaryIO, total: int) -> None:
+        ctx = worker.Context(self.mode, self.header_log_id, self.producer_map, dict(self.cps))
+
+        def batches() -> Iterator[list[tuple[int, bytes]]]:
+            batch = list(first)
+            for item in lines:
+                batch.append(item)
+                if len(batch) >= BATCH:
+                    yield batch
+                    batch = []
+                    if self.o.progress:
+                        self.o.progress(f.tell(), total)
+            if batch:
+                yield batch
+
+        jobs = self.o.jobs
+        if jobs is None:
+            jobs = (os.cpu_count() or 1) if total >= POOL_MIN_BYTES else 1
+        if jobs <= 1:
+            worker.init(ctx)
+            for b in batches():
+                for res in worker.check_batch(b):
+                    self.fold(res)
+            return
+        mp = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        with mp.Pool(jobs, initializer=worker.init, initargs=(ctx,)) as pool:
+            for results in pool.imap(worker.check_batch, batches(), chunksize=1):
+                for res in results:
+                    self.fold(res)
+
+    # ---- header, checkpoints, consistency, anchors ------------------------------------------
+
+    def record(self, n: int, obj: dict) -> None:
+        kind = obj["kind"]
+        if self.state == "header":
+            if kind != "header":
+                raise CannotRun(f"line {n}: the first record must be the header, got {kind!r}")
+            self.header(obj)
+            self.state = "checkpoint"
+            return
+        order = {"checkpoint": 0, "consistency": 1, "anchor": 2}
+        if kind not in order:
+            self.r.fail("structure", f"line {n}", f"unexpected record kind {kind[:40]!r} before the events")
+            return
+        if order[kind] < order[self.state]:
+            self.r.fail("structure", f"line {n}", f"{kind} record after {self.state} records (order is checkpoint, consistency, anchor)")
+        self.state = kind
+        getattr(self, kind)(n, obj)
+
+    def header(self, h: dict) -> None:
+        if h.get("format") != FORMAT:
+            raise CannotRun(f"not an rlhf-ledger bundle (format {str(h.get('format'))[:60]!r})")
+        if h.get("version") != VERSION or type(h.get("version")) is not int:
+            raise CannotRun(f"unsupported bundle version {str(h.get('version'))[:20]} (this verifier reads version {VERSION})")
+        if h.get("media_type") != MEDIA_TYPE:
+            self.r.fail("header", "header.media_type", f"must be {MEDIA_TYPE}")
+        mode = h.get("mode")
+        if mode not in ("inclusion", "tree"):
+            raise CannotRun(f"unknown bundle mode {str(mode)[:30]!r}")
+        self.mode = mode
+        log = h.get("log")
+        if not isinstance(log, dict) or not all(isinstance(log.get(k), str) for k in ("log_id", "origin", "public_key")):
+            raise CannotRun("header.log must carry log_id, origin and public_key strings")
+        self.origin, self.header_log_id = log["origin"], log["log_id"]
+        try:
+            bundle_log_pub = b64decode_strict(log["public_key"], "header.log.public_key", 32)
+            bundle_log_key = VerifierKey.from_public_key(self.origin, bundle_log_pub)
+        except NoteError as e:
+            raise CannotRun(str(e)) from None
+        trusted: dict[str, Any] = {}
+        if self.o.log_keys:
+            self.log_keys = list(self.o.log_keys)
+            trusted["log_keys"] = [k.vkey() for k in self.log_keys]
+            trusted["log_keys_source"] = "given on the command line"
+        elif self.o.trust_bundle_log_key:
+            self.log_keys = [bundle_log_key]
+            trusted["log_keys"] = [bundle_log_key.vkey()]
+            trusted["log_keys_source"] = "taken from the bundle header (NOT independently trusted)"
+        else:
+            raise CannotRun("no trusted log key: pass --log-key VKEY|FILE (or --trust-bundle-log-key)")
+        prods = h.get("producers")
+        if not isinstance(prods, list):
+            raise CannotRun("header.producers must be a list")
+        bundle_producers: dict[str, tuple[bytes, float | None]] = {}
+        from .events import parse_ts
+        for i, p in enumerate(prods):
+            w = f"header.producers[{i}]"
+            try:
+                if not isinstance(p, dict):
+                    raise NoteError("must be an object")
+                pub = b64decode_strict(p.get("public_key"), f"{w}.public_key", 32)
+                if p.get("key_id") != hashlib.sha256(pub).hexdigest():
+                    raise NoteError("key_id is not the SHA-256 of public_key")
+                revoked = None
+                if p.get("status") == "revoked":
+                    ra = p.get("revoked_at")
+                    revoked = parse_ts(ra) if isinstance(ra, str) else 0.0
+                elif p.get("status") != "active":
+                    raise NoteError("status must be active or revoked")
+                bundle_producers[p["key_id"]] = (pub, revoked)
+            except (NoteError, ValueError) as e:
+                self.r.fail("header", w, str(e))
+        if self.o.producer_keys:
+            self.producer_map = {}
+            for pub in self.o.producer_keys:
+                kid = hashlib.sha256(pub).hexdigest()
+                revoked = bundle_producers.get(kid, (pub, None))[1]  # revocation can only narrow trust
+                self.producer_map[kid] = (pub, revoked)
+            trusted["producer_keys"] = sorted(self.producer_map)
+            trusted["producer_keys_source"] = "given on the command line"
+        elif self.o.trust_bundle_producers:
+            self.producer_map = bundle_producers
+            trusted["producer_keys"] = sorted(bundle_producers)
+            trusted["producer_keys_source"] = "the bundle's producer list (--trust-bundle-producers)"
+        else:
+            raise CannotRun("no trusted producer keys: pass --producer-key KEY|FILE or --trust-bundle-producers")
+        trusted["chain_id"] = self.o.chain_id if self.o.chain_id is not None else "not pinned (taken from the evidence)"
+        trusted["contract"] = ("0x" + self.o.contract.hex()) if self.o.contract else "not pinned (taken from the evidence)"
+        trusted["block_hashes"] = sorted("0x" + b.hex() for b in self.o.trusted_block_hashes) or (
+            "checked online with --rpc" if self.o.online_block_check else
+            "none: anchor blocks are internally consistent but not confirmed")
+        self.r.trusted = trusted
+        self.r.header = {k: h.get(k) for k in ("created", "mode", "scope", "declared")} | {
+            "log_id": self.header_log_id, "origin": self.origin}
+
+    def checkpoint(self, n: int, obj: dict) -> None:
+        size = obj.get("size")
+        where = f"checkpoint {size if type(size) is int else '?'} (line {n})"
+        if type(size) is not int or size < 0:
+            self.r.fail("checkpoint", where, "size must be a non-negative integer")
+            return
+        if self.cps and size <= max(self.cps):
+            self.r.fail("checkpoint", where, "checkpoint sizes must be strictly ascending")
+        try:
+            root = b64decode_strict(obj.get("root"), "root", 32)
+            note = obj.get("note")
+            if not isinstance(note, str):
+                raise NoteError("note must be a string")
+            cp = verify_checkpoint(note, self.log_keys)
+            if cp.origin != self.origin:
+                raise NoteError(f"note origin {cp.origin!r} differs from the header's {self.origin!r}")
+            if cp.size != size or cp.root != root:
+                raise NoteError("note size/root differ from the record's size/root")
+        except NoteError as e:
+            self.r.fail("checkpoint", where, str(e))
+            return
+        self.cps[size] = root
+        self.cp_notes[size] = note
+        self.r.checkpoints.append({"size": size, "root": obj["root"], "signed_by": cp.signed_by})
+
+    def consistency(self, n: int, obj: dict) -> None:
+        a, b = obj.get("from"), obj.get("to")
+        where = f"consistency {a}->{b} (line {n})"
+        if a not in self.cps or b not in self.cps:
+            self.r.fail("consistency", where, "from/to are not verified checkpoint sizes")
+            return
+        try:
+            proof = obj.get("proof")
+            if not isinstance(proof, list) or len(proof) > 128:
+                raise ProofError("proof must be a list of base64 hashes")
+            hashes = [b64decode_strict(p, "proof hash", 32) for p in proof]
+            verify_consistency(a, b, self.cps[a], self.cps[b], hashes)
+        except (ProofError, NoteError) as e:
+            self.r.fail("consistency", where, str(e))
+            return
+        self._consistent = getattr(self, "_consistent", set()) | {(a, b)}
+
+    def anchor(self, n: int, obj: dict) -> None:
+        size = obj.get("checkpoint_size")
+        where = f"anchor of checkpoint {size} (line {n})"
+        root = self.cps.get(size) if type(size) is int else None
+        if root is None:
+            self.r.fail("anchor", where, "checkpoint_size is not a verified checkpoint of this bundle")
+            return
+        try:
+            a = verify_evidence(obj.get("evidence"))
+        except EvidenceError as e:
+            self.r.fail(e.check, where, str(e))
+            return
+        problems = []
+        if a.log_id != hashlib.sha256(self.origin.encode("utf-8")).digest():
+            problems.append(("anchor.log_id", "log_id is not SHA-256 of the origin"))
+        if a.tree_size != size or a.root_hash != root:
+            problems.append(("anchor.checkpoint", "anchored (tree_size, root_hash) differ from the checkpoint"))
+        if a.cid != obj.get("cid"):
+            problems.append(("anchor.cid", "anchored cid differs from the record's cid"))
+        if self.o.chain_id is not None and a.chain_id != self.o.chain_id:
+            problems.append(("anchor.chain_id", f"chain id {a.chain_id} is not the trusted {self.o.chain_id}"))
+        if self.o.contract is not None and a.contract != self.o.contract:
+            problems.append(("anchor.contract", f"contract 0x{a.contract.hex()} is not the trusted contract"))
+        status = "unconfirmed"
+        if a.block_hash in self.o.trusted_block_hashes:
+            status = "confirmed (trusted block hash)"
+        if self.o.online_block_check:
+            err = self.o.online_block_check(a)
+            if err:
+                problems.append(("anchor.online", err))
+            else:
+                status = "confirmed (online)"
+        elif self.o.trusted_block_hashes and a.block_hash not in self.o.trusted_block_hashes:
+            problems.append(("anchor.block_hash", f"block hash 0x{a.block_hash.hex()} is not among the trusted block hashes"))
+        if "manifest" in obj:
+            try:
+                manifest = base64.b64decode(obj["manifest"], validate=True) if isinstance(obj["manifest"], str) else None
+                if manifest is None:
+                    raise CIDError("manifest must be base64")
+                check_content(a.cid, manifest)
+                m = json.loads(manifest)
+                if not isinstance(m, dict) or m.get("checkpoint") != self.cp_notes[size]:
+                    raise CIDError("manifest's checkpoint member is not this checkpoint's note")
+            except (CIDError, ValueError) as e:
+                problems.append(("anchor.manifest", str(e)))
+        for check, msg in problems:
+            self.r.fail(check, where, msg)
+        if problems:
+            return
+        if self.anchor_sizes and size <= self.anchor_sizes[-1]:
+            self.r.fail("anchor", where, "anchors must be in ascending checkpoint size")
+            return
+        self.anchor_sizes.append(size)
+        self.anchor_times.append(a.block_timestamp)
+        self.r.anchors.append({
+            "checkpoint_size": size, "chain_id": a.chain_id, "contract": "0x" + a.contract.hex(),
+            "block_number": a.block_number, "block_hash": "0x" + a.block_hash.hex(),
+            "block_timestamp": a.block_timestamp, "tx_hash": "0x" + a.tx_hash.hex(), "cid": a.cid,
+            "status": status})
+
+    # ---- events -----------------------------------------------------------------------------
+
+    def start_events(self) -> None:
+        sizes = sorted(self.cps)
+        consistent = getattr(self, "_consistent", set())
+        for a, b in zip(sizes, sizes[1:]):
+            if (a, b) not in consistent:
+                self.r.fail("consistency", f"checkpoints {a}->{b}", "no verified consistency proof between successive checkpoints")
+        self.max_anchored = self.anchor_sizes[-1] if self.anchor_sizes else 0
+        self.final_size = sizes[-1] if sizes else 0
+        self.state = "events"
+
+    def fold(self, res: tuple) -> None:
+        kind = res[0]
+        r = self.r
+        self.records += 1
+        if self.end_seen:
+            r.fail("structure", f"line {res[1]}", "record after the end record")
+            return
+        if kind == "error":
+            raise BundleReadError(res[2])
+        if kind == "record":
+            obj = res[2]
+            if obj["kind"] == "end":
+                self.records -= 1
+                self.end(res[1], obj)
+            else:
+                r.fail("structure", f"line {res[1]}", f"{obj['kind'][:40]!r} record among the events")
+            return
+        if kind == "leaf":
+            _, line, index, h, errors = res
+            r.leaves += 1
+            where = f"leaf {index} (line {line})"
+            for check, msg in errors:
+                r.fail(check, where, msg)
+            self._place(index, h, where)
+            return
+        (_, line, index, eid, lh, run_id, producer, seq, prev, ts, ts_epoch, typ, body, errors) = res
+        r.events += 1
+        self.event_count += 1
+        where = _ev_where(index, eid, line)
+        for check, msg in errors:
+            r.fail(check, where, msg)
+        if eid is None:
+            self._place(index, None, where)
+            return
+        if self.mode == "tree":
+            self._place(index, lh, where)
+        else:
+            if index is not None and index <= self.last_index:
+                r.fail("order", where, f"index {index} does not follow {self.last_index} (must ascend)")
+            if index is not None:
+                self.last_index = index
+        chain_err = self.chains.feed(run_id, producer, seq, prev, eid)
+        if chain_err:
+            r.fail("seq_chain", where, chain_err)
+            errors = errors + [("seq_chain", chain_err)]
+        anchored = index is not None and index < self.max_anchored
+        delay = None
+        if index is not None:
+            k = bisect.bisect_right(self.anchor_sizes, index)
+            if k < len(self.anchor_sizes):
+                delay = self.anchor_times[k] - ts_epoch
+        valid = not errors
+        if valid:
+            r.events_valid += 1
+        if anchored:
+            r.events_anchored += 1
+        self.collector.feed(index if index is not None else -1, eid, run_id, typ, body, valid, anchored, delay)
+        if typ in ("policy.update", "reward_model.update"):
+            step = body.get("step")
+            if type(step) in (int, float):
+                for k in ("reward_mean", "kl", "loss"):
+                    v = body.get(k)
+                    if type(v) in (int, float):
+                        name = f"{typ.split('.')[0]}.{k}"
+                        s = r.series.get(name)
+                        if s is None:
+                            s = r.series[name] = Series()
+                        s.add(step, v)
+
+    def _place(self, index: int | None, h: bytes | None, where: str) -> None:
+        """Tree mode: leaves must come as 0, 1, 2, ...; roots are checked at checkpoint sizes."""
+        if self.mode != "tree":
+            return
+        if index != self.next_index:
+            self.r.fail("order", where, f"expected leaf index {self.next_index} (tree mode lists every leaf in order)")
+        self.next_index = (index if index is not None else self.next_index) + 1
+        self.tree.append(h if h is not None else b"\x00" * 32)
+        size = self.tree.size
+        root = self.cps.get(size)
+        if root is not None and self.tree.root() != root:
+            self.r.fail("inclusion", f"checkpoint {size}", "recomputed tree root differs from the checkpoint root")
+
+    def end(self, line: int, obj: dict) -> None:
+        self.end_seen = True
+        if obj.get("events") != self.event_count or obj.get("records") != self.records:
+            self.r.fail("truncation", f"end record (line {line})",
+                        f"counts events={obj.get('events')} records={obj.get('records')} differ from what was read "
+                        f"(events={self.event_count}, records={self.records}): truncated or spliced bundle")
+
+    def record_end_missing(self) -> None:
+        if self.state == "header":
+            raise CannotRun("the bundle is empty (no header)")
+        if self.state != "events":
+            self.start_events()
+
+    def finish(self) -> Result:
+        r = self.r
+        if not self.end_seen:
+            r.fail("truncation", "end of file", "no end record: the bundle is truncated")
+        if self.mode == "tree" and self.tree.size != self.final_size:
+            r.fail("inclusion", f"checkpoint {self.final_size}",
+                   f"tree mode lists {self.tree.size} leaves, the final checkpoint has {self.final_size}")
+        if self.mode == "inclusion" and self.last_index >= 0 and self.last_index >= getattr(self, "final_size", 0):
+            r.fail("inclusion", f"event {self.last_index}", "index beyond the final checkpoint")
+        r.producer_chains = self.chains.pairs()
+        if self.o.rules:
+            r.compliance = [x.as_json() for x in evaluate(self.o.rules, self.collector)]
+            for run_id, facts in self.collector.runs.items():
+                r.privacy_series[run_id] = facts.privacy_points
+                if len(facts.starts) == 1:
+                    decl = facts.starts[0][1].get("declared")
+                    b = decl.get("privacy_budget") if isinstance(decl, dict) else None
+                    if isinstance(b, dict) and type(b.get("epsilon")) in (int, float):
+                        r.privacy_budgets[run_id] = float(b["epsilon"])
+        return r
+
+
+def verify_file(path: str, opts: Options) -> Result:
+    if opts.rules and opts.rules not in RULE_SETS:
+        raise CannotRun(f"unknown rule set {opts.rules!r} (known: {', '.join(sorted(RULE_SETS))})")
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise CannotRun(f"cannot open {path}: {e.strerror}") from None
+    with f:
+        try:
+            total = os.fstat(f.fileno()).st_size
+        except OSError:
+            total = 0
+        try:
+            return Verifier(opts).run(f, total)
+        except OSError as e:
+            raise CannotRun(f"cannot read {path}: {e}") from None

@@ -1,0 +1,130 @@
+"""Per-line event checks, run in worker processes (or inline for small bundles).
+
+Everything that costs CPU per event lives here: JSON parsing, JCS, hashing, the Ed25519
+signature, the inclusion proof. The main process only keeps order-dependent state.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+
+from .bundle import BundleReadError, parse_line
+from .events import EventCheckError, check_envelope, check_openings, parse_ts, verify_signature
+from .merkle import ProofError, root_from_inclusion
+
+SAFE_INT = 2**53 - 1
+
+
+@dataclass
+class Context:
+    mode: str
+    log_id: str
+    producers: dict[str, tuple[bytes, float | None]]  # key id -> (public key, revoked_at epoch or None)
+    roots: dict[int, bytes]  # checkpoint size -> root
+
+
+_CTX: Context | None = None
+
+
+def init(ctx: Context) -> None:
+    global _CTX
+    _CTX = ctx
+
+
+# Result tuples (kept flat and small: they cross a process boundary for every event):
+#   ("event", line, index, event_id, leaf_hash, run_id, producer, seq, prev, ts_text, ts_epoch, type, body, errors)
+#   ("leaf", line, index, hash, errors)
+#   ("record", line, obj)          any other kind, handled by the main process
+#   ("error", line, message)       unreadable line (exit 2)
+
+
+def _int(v: Any) -> bool:
+    return type(v) is int and 0 <= v <= SAFE_INT
+
+
+def check_line(line: int, raw: bytes) -> tuple:
+    ctx = _CTX
+    assert ctx is not None
+    try:
+        obj = parse_line(raw, line)
+    except BundleReadError as e:
+        return ("error", line, str(e))
+    kind = obj["kind"]
+    errors: list[tuple[str, str]] = []
+    if kind == "leaf":
+        index, h = obj.get("index"), obj.get("hash")
+        hb = None
+        if obj.keys() != {"kind", "index", "hash"} or not _int(index) or type(h) is not str:
+            errors.append(("schema", "leaf record must be {kind, index, hash}"))
+        else:
+            try:
+                hb = base64.b64decode(h, validate=True)
+                if len(hb) != 32 or base64.b64encode(hb).decode() != h:
+                    raise ValueError
+            except (binascii.Error, ValueError):
+                errors.append(("schema", "leaf hash must be canonical base64 of 32 bytes"))
+                hb = None
+        if ctx.mode != "tree":
+            errors.append(("schema", "leaf records only appear in tree mode"))
+        return ("leaf", line, index if _int(index) else None, hb, errors)
+    if kind != "event":
+        return ("record", line, obj)
+    index = obj.get("index")
+    allowed = {"kind", "index", "envelope", "openings"} | ({"checkpoint_size", "inclusion"} if ctx.mode == "inclusion" else set())
+    extra = obj.keys() - allowed
+    if extra:
+        errors.append(("schema", "unknown member(s) " + ", ".join(sorted(extra))))
+    if not _int(index):
+        errors.append(("schema", "index must be a non-negative integer"))
+        index = None
+    try:
+        env = check_envelope(obj.get("envelope"), "envelope")
+    except EventCheckError as e:
+        errors.append(("schema", str(e)))
+        return ("event", line, index, None, None, None, None, None, None, None, None, None, None, errors)
+    ev = env.event
+    ts_epoch = parse_ts(ev["ts"])
+    if ev["log_id"] != ctx.log_id:
+        errors.append(("log_id", f"event is for log {ev['log_id']!r}, the bundle is for {ctx.log_id!r}"))
+    key = ctx.producers.get(ev["producer"])
+    if key is None:
+        errors.append(("producer_key", f"producer {ev['producer'][:16]}.. is not a trusted producer key"))
+    else:
+        pub, revoked_at = key
+        if not verify_signature(pub, env.event_bytes, env.sig):
+            errors.append(("signature", "Ed25519 signature does not verify against the producer key"))
+        if revoked_at is not None and ts_epoch >= revoked_at:
+            errors.append(("producer_key", "event time is at or after the producer key's revocation"))
+    if "openings" in obj:
+        try:
+            check_openings(ev["body"], obj["openings"], "openings")
+        except EventCheckError as e:
+            errors.append(("openings", str(e)))
+    if ctx.mode == "inclusion" and index is not None:
+        size, proof = obj.get("checkpoint_size"), obj.get("inclusion")
+        root = ctx.roots.get(size) if _int(size) else None
+        if root is None:
+            errors.append(("inclusion", f"checkpoint_size {str(size)[:30]} is not a checkpoint of this bundle"))
+        elif type(proof) is not list or len(proof) > 64:
+            errors.append(("inclusion", "inclusion must be a list of at most 64 base64 hashes"))
+        else:
+            try:
+                hashes = []
+                for p in proof:
+                    b = base64.b64decode(p, validate=True) if type(p) is str else b""
+                    if len(b) != 32 or base64.b64encode(b).decode() != p:
+                        raise ProofError("inclusion proof hash is not canonical base64 of 32 bytes")
+                    hashes.append(b)
+                if root_from_inclusion(index, size, env.leaf_hash, hashes) != root:
+                    raise ProofError(f"inclusion proof does not lead to the root of checkpoint {size}")
+            except (ProofError, binascii.Error, ValueError) as e:
+                errors.append(("inclusion", str(e)))
+    return ("event", line, index, env.event_id, env.leaf_hash, ev["run_id"], ev["producer"], ev["seq"],
+            ev["prev"], ev["ts"], ts_epoch, ev["type"], ev["body"], errors)
+
+
+def check_batch(batch: list[tuple[int, bytes]]) -> list[tuple]:
+    return [check_line(n, raw) for n, raw in batch]
