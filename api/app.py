@@ -1,0 +1,774 @@
+"""The ledger HTTP service: FastAPI app factory and routes under /v1 (docs/api.md).
+
+Run with `uvicorn --factory api.app:create_app` (what `rlhf-ledger serve` does); settings come
+from the environment (api/config.py). Handlers that touch the database are plain `def`s, run in
+the thread pool; the submission handler reads the body itself to give precise JSON errors.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ledger import db
+from ledger.errors import ConflictError, EventError, LedgerError, NotFoundError, ProofError, RevokedKeyError, UnknownKeyError
+from ledger.events import envelope_of
+from ledger.keys import unb64
+from ledger.store import BatchRejected, Ledger
+
+from . import models as m
+from . import tokens as tok
+from .audit import Denial, DenialRecorder, ensure_audit_log
+from .config import Settings
+from .metrics import ANCHORED_STATUSES, Metrics
+from .middleware import BodyTooLarge, GuardMiddleware
+from .problems import COMMON_RESPONSES, PROBLEM_MEDIA_TYPE, ApiProblem, Problem, problem_response
+from .ratelimit import TokenBuckets
+
+log = logging.getLogger("api")
+BUNDLE_MEDIA_TYPE = "application/vnd.rlhf-ledger.bundle.v1+jsonl"
+
+LogId = Path(pattern=m.LOG_ID_PATTERN, description="log id (the API does not address ids containing '/')")
+Index = Path(ge=0, le=m.MAX_INDEX)
+
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode("ascii")
+
+
+def _utc(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+class Service:
+    """Per-process state shared by the handlers."""
+
+    def __init__(self, ledger: Ledger, settings: Settings, *, owns_ledger: bool):
+        self.ledger = ledger
+        self.settings = settings
+        self.owns_ledger = owns_ledger
+        self.metrics = Metrics(ledger)
+        self.buckets = TokenBuckets(settings.rate_per_second, settings.rate_burst)
+        self.executor = ThreadPoolExecutor(max(1, settings.verify_threads), thread_name_prefix="verify")
+        self.recorder: DenialRecorder | None = None
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    def start(self) -> None:
+        signer = ensure_audit_log(self.ledger, self.settings.audit_log_id)
+        self.recorder = DenialRecorder(self.ledger, signer, self.settings.audit_log_id)
+        self.recorder.start()
+        if self.settings.checkpoint_interval > 0:
+            self._ticker = threading.Thread(target=self._checkpoint_loop, name="checkpointer", daemon=True)
+            self._ticker.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.recorder is not None:
+            self.recorder.stop()
+        if self._ticker is not None:
+            self._ticker.join(timeout=10)
+        self.executor.shutdown(wait=True)
+        if self.owns_ledger:
+            self.ledger.close()
+
+    def _checkpoint_loop(self) -> None:
+        # The time policy of checkpoints (the size policy runs inside append). Every worker may
+        # run this: checkpoint() holds the log lock and returns an existing checkpoint as is.
+        while not self._stop.wait(self.settings.checkpoint_interval):
+            try:
+                for info in self.ledger.list_logs():
+                    self.ledger.maybe_checkpoint(info.log_id)
+            except Exception as e:  # noqa: BLE001 - keep ticking through transient DB errors
+                log.warning("checkpoint sweep failed: %s", e)
+
+    # --- access ---------------------------------------------------------------------------
+
+    def deny(self, request: Request, p: tok.Principal, status: int, reason: str, detail: str, errors: list[dict] | None = None) -> ApiProblem:
+        self.metrics.denials.labels(str(status), reason).inc()
+        client = request.client.host if request.client else ""
+        if self.recorder is not None:
+            self.recorder.record(
+                Denial(
+                    ts=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".000000Z",
+                    method=request.method,
+                    path=request.url.path[:512],
+                    status=status,
+                    reason=reason,
+                    token_id=p.token_id,
+                    role=p.role,
+                    client=client,
+                )
+            )
+        headers = {"WWW-Authenticate": 'Bearer realm="rlhf-ledger"'} if status == 401 else None
+        return ApiProblem(status, reason, detail, errors=errors, headers=headers)
+
+
+def _svc(request: Request) -> Service:
+    return request.app.state.service
+
+
+def authenticate(request: Request) -> tok.Principal:
+    """Resolve the bearer token (none = public), then apply the caller's rate limit."""
+    svc = _svc(request)
+    header = request.headers.get("authorization")
+    principal = tok.PUBLIC
+    if header is not None:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise svc.deny(request, tok.PUBLIC, 401, "bad_authorization_header", "Authorization must be 'Bearer <token>'")
+        found = tok.lookup(svc.ledger.engine, value.strip())
+        if found is None:
+            raise svc.deny(request, tok.PUBLIC, 401, "unknown_token", "the bearer token is unknown or revoked")
+        principal = found
+    key = principal.token_id or ("ip:" + (request.client.host if request.client else "?"))
+    wait = svc.buckets.take(key)
+    if wait > 0:
+        svc.metrics.rate_limited.inc()
+        retry = max(1, int(wait + 0.999))
+        raise ApiProblem(429, "rate_limited", f"rate limit of {svc.settings.rate_per_second:g} requests/s exceeded for {key if principal.token_id else 'this client'}; retry in {retry} s",
+                         headers={"Retry-After": str(retry)})
+    return principal
+
+
+def _need_token(request: Request, p: tok.Principal, what: str) -> None:
+    if p.role == "public":
+        raise _svc(request).deny(request, p, 401, "token_required", f"{what} needs a bearer token")
+
+
+def require_admin(request: Request, p: tok.Principal = Depends(authenticate)) -> tok.Principal:
+    _need_token(request, p, "this administrative operation")
+    if p.role != "admin":
+        raise _svc(request).deny(request, p, 403, "admin_required", f"a {p.role} token cannot do administrative operations")
+    return p
+
+
+# --- helpers over the ledger ------------------------------------------------------------------
+
+
+def _log_out(info) -> dict:
+    return {
+        "log_id": info.log_id,
+        "origin": info.origin,
+        "public_key": _b64(info.public_key),
+        "vkey": info.vkey,
+        "size": info.size,
+        "checkpoint_every_events": info.checkpoint_every_events,
+        "checkpoint_every_seconds": info.checkpoint_every_seconds,
+    }
+
+
+def _cp_out(cp) -> dict:
+    return {"origin": cp.origin, "size": cp.size, "root": _b64(cp.root), "note": cp.note}
+
+
+def _anchor_out(r: Any) -> dict:
+    confirmations = None
+    if r.evidence:
+        try:
+            ev = json.loads(r.evidence)
+            c = ev.get("confirmations") if isinstance(ev, dict) else None
+            confirmations = c if isinstance(c, int) else None
+        except ValueError:
+            pass
+    return {
+        "id": r.id,
+        "log_id": r.log_id,
+        "status": r.status,
+        "prev_size": r.prev_size,
+        "checkpoint_size": r.checkpoint_size,
+        "covered_range": [r.prev_size, r.checkpoint_size],
+        "cid": r.cid,
+        "chain_id": r.chain_id,
+        "contract": r.contract,
+        "tx_hash": r.tx_hash,
+        "block_number": r.block_number,
+        "block_hash": r.block_hash,
+        "block_timestamp": r.block_timestamp,
+        "log_index": r.log_index,
+        "confirmations": confirmations,
+        "attempts": r.attempts,
+        "error": r.error,
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
+    }
+
+
+def _read(ledger: Ledger, q: Any) -> list:
+    with ledger.engine.connect() as conn:
+        rows = conn.execute(q).all()
+        conn.rollback()
+    return rows
+
+
+def _latest_anchor(ledger: Ledger, log_id: str) -> Any | None:
+    a = db.anchors.c
+    rows = _read(
+        ledger,
+        sa.select(db.anchors)
+        .where(a.log_id == log_id, a.status.in_(ANCHORED_STATUSES))
+        .order_by(a.checkpoint_size.desc(), a.id.desc())
+        .limit(1),
+    )
+    return rows[0] if rows else None
+
+
+def _entry_out(svc: Service, log_id: str, row: Any, anchored: bool) -> dict:
+    ledger = svc.ledger
+    t0 = time.perf_counter()
+    proof = None
+    anchor = _latest_anchor(ledger, log_id) if anchored else None
+    size: int | None
+    if anchored:
+        size = anchor.checkpoint_size if anchor is not None and row.idx < anchor.checkpoint_size else None
+    else:
+        latest = ledger.latest_checkpoint(log_id)
+        size = latest.size if latest is not None and row.idx < latest.size else None
+    if size is not None:
+        n, path = ledger.inclusion_proof(log_id, row.idx, size)
+        proof = {
+            "tree_size": n,
+            "inclusion": [_b64(h) for h in path],
+            "checkpoint": _cp_out(ledger.get_checkpoint(log_id, n)),
+            "anchor": _anchor_out(anchor) if anchor is not None else None,
+        }
+    svc.metrics.proof_latency.labels("anchored_inclusion" if anchored else "inclusion").observe(time.perf_counter() - t0)
+    return {
+        "log_id": log_id,
+        "index": row.idx,
+        "event_id": row.event_id,
+        "leaf_hash": _b64(row.leaf_hash),
+        "run_id": row.run_id,
+        "producer": row.producer,
+        "seq": row.seq,
+        "type": row.type,
+        "ts": row.ts,
+        "appended_at": row.appended_at,
+        "envelope": envelope_of(bytes(row.entry)),
+        "proof": proof,
+    }
+
+
+def _stream_bundle(svc: Service, log_id: str, scope: dict, *, openings: bool = False):
+    """Prime the exporter (so not-found errors become problems), then stream its lines."""
+    try:
+        from ledger import bundle
+    except ImportError:
+        raise ApiProblem(503, "bundles_unavailable", "the proof-bundle exporter (ledger.bundle) is not installed") from None
+    svc.ledger.log_info(log_id)
+    kwargs = {"openings": True} if openings else {}
+    lines = iter(bundle.iter_bundle_lines(svc.ledger, log_id, scope, **kwargs))
+    first = next(lines)
+
+    def gen():
+        yield _line(first)
+        for line in lines:
+            yield _line(line)
+
+    return gen()
+
+
+def _line(line: Any) -> bytes:
+    if isinstance(line, bytes):
+        return line if line.endswith(b"\n") else line + b"\n"
+    if isinstance(line, str):
+        return (line if line.endswith("\n") else line + "\n").encode()
+    return (json.dumps(line, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
+# --- routes -----------------------------------------------------------------------------------
+
+router = APIRouter(prefix="/v1", responses=COMMON_RESPONSES)
+
+
+@router.get("/whoami", response_model=m.Principal, tags=["access"], summary="The caller's role and scope")
+def whoami(p: tok.Principal = Depends(authenticate)) -> dict:
+    return p.as_json()
+
+
+@router.get("/logs", response_model=list[m.LogOut], tags=["logs"])
+def list_logs(request: Request, _: tok.Principal = Depends(authenticate)) -> list[dict]:
+    return [_log_out(i) for i in _svc(request).ledger.list_logs()]
+
+
+@router.post("/logs", response_model=m.LogOut, status_code=201, tags=["admin"], summary="Create a log (admin)")
+def init_log(body: m.LogCreate, request: Request, _: tok.Principal = Depends(require_admin)) -> dict:
+    info = _svc(request).ledger.init_log(
+        body.log_id, origin=body.origin, checkpoint_every_events=body.checkpoint_every_events,
+        checkpoint_every_seconds=body.checkpoint_every_seconds,
+    )
+    return _log_out(info)
+
+
+@router.get("/logs/{log_id}", response_model=m.LogOut, tags=["logs"])
+def get_log(request: Request, log_id: str = LogId, _: tok.Principal = Depends(authenticate)) -> dict:
+    return _log_out(_svc(request).ledger.log_info(log_id))
+
+
+@router.get("/logs/{log_id}/producers", response_model=list[m.ProducerOut], tags=["logs"])
+def list_producers(request: Request, log_id: str = LogId, _: tok.Principal = Depends(authenticate)) -> list[dict]:
+    ledger = _svc(request).ledger
+    ledger.log_info(log_id)
+    return ledger.producers(log_id)
+
+
+@router.post("/logs/{log_id}/producers", response_model=m.KeyIdOut, status_code=201, tags=["admin"], summary="Register a producer key (admin)")
+def register_producer(body: m.ProducerCreate, request: Request, log_id: str = LogId, _: tok.Principal = Depends(require_admin)) -> dict:
+    try:
+        pk = unb64(body.public_key, what="public_key", length=32)
+    except ValueError as e:
+        raise ApiProblem(422, "invalid_key", str(e), errors=[{"index": None, "code": "invalid_key", "where": "public_key", "detail": str(e)}]) from None
+    kid = _svc(request).ledger.register_producer(log_id, pk, body.label)
+    return {"log_id": log_id, "key_id": kid, "status": "active"}
+
+
+@router.post("/logs/{log_id}/producers/{key_id}/revoke", response_model=m.KeyIdOut, tags=["admin"], summary="Revoke a producer key (admin)")
+def revoke_producer(
+    request: Request, log_id: str = LogId, key_id: str = Path(pattern=m.KEY_ID_PATTERN), _: tok.Principal = Depends(require_admin)
+) -> dict:
+    ledger = _svc(request).ledger
+    ledger.log_info(log_id)
+    ledger.revoke_producer(log_id, key_id)
+    return {"log_id": log_id, "key_id": key_id, "status": "revoked"}
+
+
+_SUBMIT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": m.SubmitIn.model_json_schema()}},
+    }
+}
+
+
+@router.post(
+    "/logs/{log_id}/events",
+    response_model=m.SubmitOut,
+    tags=["submission"],
+    summary="Submit a batch of signed events (submitter)",
+    openapi_extra=_SUBMIT_BODY,
+)
+async def submit(request: Request, log_id: str = LogId, p: tok.Principal = Depends(authenticate)) -> JSONResponse:
+    svc = _svc(request)
+    _need_token(request, p, "submitting events")
+    if p.role != "submitter":
+        raise svc.deny(request, p, 403, "submitter_required", f"a {p.role} token cannot submit events")
+    if log_id not in p.log_ids:
+        raise svc.deny(request, p, 403, "log_not_bound", f"this token may not submit to log {log_id!r}")
+    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise ApiProblem(415, "unsupported_media_type", f"the body must be application/json, got {ctype!r}")
+    raw = await request.body()
+    try:
+        doc = json.loads(raw)
+    except UnicodeDecodeError:
+        raise ApiProblem(400, "malformed_json", "the body is not UTF-8 text") from None
+    except json.JSONDecodeError as e:
+        raise ApiProblem(400, "malformed_json", f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    if not isinstance(doc, dict) or set(doc) != {"events"}:
+        raise ApiProblem(422, "invalid_request", 'the body must be an object with exactly one member, "events"')
+    events = doc["events"]
+    limit = svc.settings.max_batch
+    if not isinstance(events, list) or not 1 <= len(events) <= limit:
+        n = len(events) if isinstance(events, list) else None
+        raise ApiProblem(422, "invalid_request", f'"events" must be an array of 1 to {limit} envelopes' + (f", got {n}" if n is not None else ""))
+    unbound = []
+    for i, env in enumerate(events):
+        ev = env.get("event") if isinstance(env, dict) else None
+        producer = ev.get("producer") if isinstance(ev, dict) else None
+        if isinstance(producer, str) and producer not in p.producer_key_ids:
+            unbound.append({"index": i, "code": "producer_not_bound", "where": f"events[{i}].event.producer",
+                            "detail": f"producer {producer[:64]} is not one of this token's keys"})
+    if unbound:
+        raise svc.deny(request, p, 403, "producer_not_bound",
+                       f"{len(unbound)} event(s) are signed by producer keys this token is not bound to", errors=unbound)
+    await run_in_threadpool(svc.ledger.log_info, log_id)
+    try:
+        results = await run_in_threadpool(svc.ledger.append, events, log_id=log_id, executor=svc.executor)
+    except BatchRejected as e:
+        for _, err in e.errors:
+            svc.metrics.rejected.labels(err.code).inc()
+        items = [{"index": i, "code": err.code, "where": err.where, "detail": err.message} for i, err in e.errors]
+        raise ApiProblem(422, "batch_rejected", f"{len(items)} of {len(events)} event(s) refused; nothing was stored", errors=items) from None
+    new = sum(1 for r in results if not r.duplicate)
+    svc.metrics.accepted.labels(log_id).inc(new)
+    if new < len(results):
+        svc.metrics.duplicates.labels(log_id).inc(len(results) - new)
+    return JSONResponse({"results": [r.as_json() for r in results]})
+
+
+@router.get("/logs/{log_id}/entries/{index}", response_model=m.EntryOut, tags=["proofs"], summary="An entry with its inclusion proof")
+def get_entry(
+    request: Request,
+    log_id: str = LogId,
+    index: int = Index,
+    anchored: bool = Query(False, description="prove to the latest anchored checkpoint instead of the latest checkpoint"),
+    _: tok.Principal = Depends(authenticate),
+) -> JSONResponse:
+    svc = _svc(request)
+    return JSONResponse(_entry_out(svc, log_id, svc.ledger.get_entry(log_id, index), anchored))
+
+
+@router.get("/logs/{log_id}/events/{event_id}", response_model=m.EntryOut, tags=["proofs"], summary="An event by id with its inclusion proof")
+def get_event(
+    request: Request,
+    log_id: str = LogId,
+    event_id: str = Path(pattern=r"^[0-9a-f]{64}$"),
+    anchored: bool = Query(False),
+    _: tok.Principal = Depends(authenticate),
+) -> JSONResponse:
+    svc = _svc(request)
+    return JSONResponse(_entry_out(svc, log_id, svc.ledger.find_event(log_id, event_id), anchored))
+
+
+@router.get(
+    "/logs/{log_id}/entries/{index}/tlog-proof",
+    response_class=PlainTextResponse,
+    tags=["proofs"],
+    summary="The entry's proof as a c2sp.org/tlog-proof@v1 file",
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
+def get_tlog_proof(
+    request: Request, log_id: str = LogId, index: int = Index, anchored: bool = Query(False), _: tok.Principal = Depends(authenticate)
+) -> PlainTextResponse:
+    svc = _svc(request)
+    t0 = time.perf_counter()
+    size = None
+    if anchored:
+        a = _latest_anchor(svc.ledger, log_id)
+        if a is None or index >= a.checkpoint_size:
+            raise ApiProblem(404, "not_anchored", f"entry {index} is not covered by an anchored checkpoint yet")
+        size = a.checkpoint_size
+    else:
+        svc.ledger.get_entry(log_id, index)
+        cp = svc.ledger.latest_checkpoint(log_id)
+        if cp is None or index >= cp.size:
+            raise ApiProblem(404, "not_checkpointed", f"entry {index} is not covered by a checkpoint yet")
+    text = svc.ledger.tlog_proof(log_id, index, size)
+    svc.metrics.proof_latency.labels("tlog_proof").observe(time.perf_counter() - t0)
+    return PlainTextResponse(text)
+
+
+@router.get("/logs/{log_id}/consistency", response_model=m.ConsistencyOut, tags=["proofs"], summary="RFC 9162 consistency proof")
+def get_consistency(
+    request: Request,
+    log_id: str = LogId,
+    first: int = Query(ge=0, le=m.MAX_INDEX),
+    second: int = Query(ge=0, le=m.MAX_INDEX),
+    _: tok.Principal = Depends(authenticate),
+) -> dict:
+    svc = _svc(request)
+    t0 = time.perf_counter()
+    proof = svc.ledger.consistency_proof(log_id, first, second)
+    svc.metrics.proof_latency.labels("consistency").observe(time.perf_counter() - t0)
+    return {"first": first, "second": second, "proof": [_b64(h) for h in proof]}
+
+
+@router.get("/logs/{log_id}/checkpoints", response_model=list[m.CheckpointOut], tags=["checkpoints"])
+def list_checkpoints(
+    request: Request,
+    log_id: str = LogId,
+    after: int = Query(-1, ge=-1, le=m.MAX_INDEX, description="only sizes greater than this"),
+    limit: int = Query(100, ge=1, le=1000),
+    _: tok.Principal = Depends(authenticate),
+) -> list[dict]:
+    return [_cp_out(c) for c in _svc(request).ledger.list_checkpoints(log_id, after=after, limit=limit)]
+
+
+@router.get("/logs/{log_id}/checkpoints/latest", response_model=m.CheckpointOut, tags=["checkpoints"])
+def latest_checkpoint(request: Request, log_id: str = LogId, _: tok.Principal = Depends(authenticate)) -> dict:
+    cp = _svc(request).ledger.latest_checkpoint(log_id)
+    if cp is None:
+        raise NotFoundError("the log has no checkpoint yet", where=f"log {log_id!r}")
+    return _cp_out(cp)
+
+
+@router.get("/logs/{log_id}/checkpoints/{size}", response_model=m.CheckpointOut, tags=["checkpoints"])
+def get_checkpoint(request: Request, log_id: str = LogId, size: int = Path(ge=0, le=m.MAX_INDEX), _: tok.Principal = Depends(authenticate)) -> dict:
+    return _cp_out(_svc(request).ledger.get_checkpoint(log_id, size))
+
+
+@router.get(
+    "/logs/{log_id}/checkpoint",
+    response_class=PlainTextResponse,
+    tags=["checkpoints"],
+    summary="The latest signed checkpoint note (C2SP text, for witnesses)",
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
+def latest_note(request: Request, log_id: str = LogId, _: tok.Principal = Depends(authenticate)) -> PlainTextResponse:
+    cp = _svc(request).ledger.latest_checkpoint(log_id)
+    if cp is None:
+        raise NotFoundError("the log has no checkpoint yet", where=f"log {log_id!r}")
+    return PlainTextResponse(cp.note)
+
+
+@router.get("/logs/{log_id}/anchors", response_model=list[m.AnchorOut], tags=["anchors"])
+def list_anchors(
+    request: Request,
+    log_id: str = LogId,
+    status: str | None = Query(None, pattern=r"^(pending|submitted|included|confirmed|finalized|failed|reorged)$"),
+    after_id: int = Query(0, ge=0, le=m.MAX_INDEX),
+    limit: int = Query(100, ge=1, le=1000),
+    _: tok.Principal = Depends(authenticate),
+) -> list[dict]:
+    ledger = _svc(request).ledger
+    ledger.log_info(log_id)
+    a = db.anchors.c
+    q = sa.select(db.anchors).where(a.log_id == log_id, a.id > after_id)
+    if status:
+        q = q.where(a.status == status)
+    return [_anchor_out(r) for r in _read(ledger, q.order_by(a.id).limit(limit))]
+
+
+@router.get("/logs/{log_id}/anchors/{anchor_id}", response_model=m.AnchorOut, tags=["anchors"])
+def get_anchor(request: Request, log_id: str = LogId, anchor_id: int = Path(ge=0, le=m.MAX_INDEX), _: tok.Principal = Depends(authenticate)) -> dict:
+    a = db.anchors.c
+    rows = _read(_svc(request).ledger, sa.select(db.anchors).where(a.log_id == log_id, a.id == anchor_id))
+    if not rows:
+        raise NotFoundError(f"no anchor {anchor_id}", where=f"log {log_id!r}")
+    return _anchor_out(rows[0])
+
+
+@router.get("/logs/{log_id}/entries/{index}/anchor", response_model=m.EntryAnchorOut, tags=["anchors"], summary="Which anchor covers an entry, since when")
+def entry_anchor(request: Request, log_id: str = LogId, index: int = Index, _: tok.Principal = Depends(authenticate)) -> dict:
+    ledger = _svc(request).ledger
+    ledger.get_entry(log_id, index)
+    a = db.anchors.c
+    rows = _read(ledger, sa.select(db.anchors).where(a.log_id == log_id, a.checkpoint_size > index).order_by(a.checkpoint_size, a.id))
+    done = [r for r in rows if r.status in ANCHORED_STATUSES]
+    # The first confirmed anchor with a larger tree is the one that first covered the entry.
+    first = done[0] if done else None
+    pending = [r for r in rows if r.status in ("pending", "submitted", "included")]
+    since = None
+    if first is not None:
+        since = float(first.block_timestamp) if first.block_timestamp is not None else first.updated_at
+    return {
+        "index": index,
+        "covered": first is not None,
+        "since": since,
+        "anchor": _anchor_out(first) if first is not None else None,
+        "pending": [_anchor_out(r) for r in pending],
+    }
+
+
+_BUNDLE_RESPONSE = {200: {"content": {BUNDLE_MEDIA_TYPE: {"schema": {"type": "string"}}}, "description": "proof bundle (docs/bundle-format.md)"}}
+
+
+@router.get("/logs/{log_id}/entries/{index}/bundle", response_class=StreamingResponse, responses=_BUNDLE_RESPONSE, tags=["bundles"], summary="Proof bundle for one event")
+def bundle_event(request: Request, log_id: str = LogId, index: int = Index, _: tok.Principal = Depends(authenticate)) -> StreamingResponse:
+    svc = _svc(request)
+    svc.ledger.get_entry(log_id, index)
+    gen = _stream_bundle(svc, log_id, {"type": "event", "index": index})
+    return StreamingResponse(gen, media_type=BUNDLE_MEDIA_TYPE, headers={"Content-Disposition": f'attachment; filename="{log_id}-{index}.rlhfbundle.jsonl"'})
+
+
+@router.get("/logs/{log_id}/bundle", response_class=StreamingResponse, responses=_BUNDLE_RESPONSE, tags=["bundles"], summary="Proof bundle for a range of entries [start, end)")
+def bundle_range(
+    request: Request,
+    log_id: str = LogId,
+    start: int = Query(ge=0, le=m.MAX_INDEX),
+    end: int = Query(ge=1, le=m.MAX_INDEX),
+    _: tok.Principal = Depends(authenticate),
+) -> StreamingResponse:
+    svc = _svc(request)
+    size = svc.ledger.log_info(log_id).size
+    if not start < end <= size:
+        raise ApiProblem(422, "invalid_range", f"need start < end <= {size} (the log size); got start {start}, end {end}")
+    gen = _stream_bundle(svc, log_id, {"type": "range", "start": start, "end": end})
+    return StreamingResponse(gen, media_type=BUNDLE_MEDIA_TYPE, headers={"Content-Disposition": f'attachment; filename="{log_id}-{start}-{end}.rlhfbundle.jsonl"'})
+
+
+@router.get("/logs/{log_id}/runs/{run_id}/bundle", response_class=StreamingResponse, responses=_BUNDLE_RESPONSE, tags=["bundles"], summary="Proof bundle for a whole run")
+def bundle_run(request: Request, log_id: str = LogId, run_id: str = Path(pattern=m.LOG_ID_PATTERN), _: tok.Principal = Depends(authenticate)) -> StreamingResponse:
+    svc = _svc(request)
+    e = db.entries.c
+    if not _read(svc.ledger, sa.select(e.idx).where(e.log_id == log_id, e.run_id == run_id).limit(1)):
+        svc.ledger.log_info(log_id)
+        raise NotFoundError(f"no events of run {run_id!r}", where=f"log {log_id!r}")
+    gen = _stream_bundle(svc, log_id, {"type": "run", "run_id": run_id})
+    return StreamingResponse(gen, media_type=BUNDLE_MEDIA_TYPE, headers={"Content-Disposition": f'attachment; filename="{log_id}-{run_id}.rlhfbundle.jsonl"'})
+
+
+@router.get("/logs/{log_id}/entries/{index}/payload", response_model=m.PayloadOut, tags=["payloads"], summary="Decrypted openings of an entry (auditor of its run)")
+def get_payload(request: Request, log_id: str = LogId, index: int = Index, p: tok.Principal = Depends(authenticate)) -> dict:
+    svc = _svc(request)
+    _need_token(request, p, "reading payloads")
+    if p.role != "auditor":
+        raise svc.deny(request, p, 403, "auditor_required", f"a {p.role} token cannot read payloads")
+    if log_id not in p.log_ids:
+        raise svc.deny(request, p, 403, "log_not_bound", f"this token may not read payloads of log {log_id!r}")
+    row = svc.ledger.get_entry(log_id, index)
+    if row.run_id not in p.run_ids:
+        raise svc.deny(request, p, 403, "run_not_bound", f"this token may not read payloads of run {row.run_id!r}")
+    return {"index": index, "event_id": row.event_id, "run_id": row.run_id, "openings": svc.ledger.read_payload(log_id, index)}
+
+
+@router.post("/tokens", response_model=m.TokenCreated, status_code=201, tags=["admin"], summary="Mint a token (admin); the token is shown once")
+def create_token(body: m.TokenCreate, request: Request, p: tok.Principal = Depends(require_admin)) -> dict:
+    text, principal = tok.create_token(
+        _svc(request).ledger.engine, body.role, label=body.label, log_ids=body.log_ids,
+        producer_key_ids=body.producer_key_ids, run_ids=body.run_ids, created_by=p.token_id,
+    )
+    out = principal.as_json()
+    out.update(token=text, created_by=p.token_id)
+    return out
+
+
+@router.get("/tokens", response_model=list[m.TokenOut], tags=["admin"])
+def list_tokens(request: Request, _: tok.Principal = Depends(require_admin)) -> list[dict]:
+    return tok.list_tokens(_svc(request).ledger.engine)
+
+
+@router.post("/tokens/{token_id}/revoke", response_model=m.TokenOut, tags=["admin"])
+def revoke_token(request: Request, token_id: str = Path(pattern=r"^[0-9a-f]{16}$"), _: tok.Principal = Depends(require_admin)) -> dict:
+    engine = _svc(request).ledger.engine
+    tok.revoke_token(engine, token_id)
+    return next(t for t in tok.list_tokens(engine) if t["token_id"] == token_id)
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+_LEDGER_STATUS: list[tuple[type, int]] = [
+    (NotFoundError, 404),
+    (ConflictError, 409),
+    (RevokedKeyError, 409),
+    (UnknownKeyError, 404),
+    (EventError, 422),
+    (ProofError, 422),
+]
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiProblem)
+    async def _api_problem(request: Request, exc: ApiProblem) -> Response:
+        return problem_response(request, exc.status, exc.code, exc.detail, errors=exc.errors, headers=exc.headers, title=exc.title)
+
+    @app.exception_handler(LedgerError)
+    async def _ledger_error(request: Request, exc: LedgerError) -> Response:
+        status = next((s for cls, s in _LEDGER_STATUS if isinstance(exc, cls)), None)
+        if status is None:
+            status = 503 if exc.code in ("no_passphrase", "key_file_error") else 422
+        if exc.code == "payload_error" and "erased" in exc.message:
+            status = 410
+        errors = [{"index": None, "code": exc.code, "where": exc.where, "detail": exc.message}] if exc.where else None
+        return problem_response(request, status, exc.code, str(exc), errors=errors)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        errs = exc.errors()
+        bad_json = [e for e in errs if e.get("type") == "json_invalid"]
+        if bad_json:
+            ctx = bad_json[0].get("ctx") or {}
+            return problem_response(request, 400, "malformed_json", f"malformed JSON: {ctx.get('error', bad_json[0].get('msg'))}")
+        items = []
+        for e in errs:
+            loc = [str(x) for x in e.get("loc", ())]
+            items.append({"index": None, "code": str(e.get("type", "invalid")), "where": ".".join(loc), "detail": str(e.get("msg", ""))})
+        first = items[0]
+        more = f" (and {len(items) - 1} more)" if len(items) > 1 else ""
+        return problem_response(request, 422, "invalid_request", f"{first['where']}: {first['detail']}{more}", errors=items)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, f"http_{exc.status_code}")
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no route for {request.method} {request.url.path}"
+        if exc.status_code == 405:
+            detail = f"method {request.method} is not allowed on {request.url.path}"
+        return problem_response(request, exc.status_code, code, detail, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request: Request, exc: BodyTooLarge) -> Response:
+        limit = request.app.state.service.settings.max_body_bytes
+        return problem_response(request, 413, "body_too_large", f"request body exceeds the limit of {limit} bytes")
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(request, 500, "internal", "internal error; the request was not completed (see server log)")
+
+
+# --- the app ----------------------------------------------------------------------------------
+
+
+def create_app(ledger: Ledger | None = None, settings: Settings | None = None) -> FastAPI:
+    """Build the service. With no ledger, open the one the settings (environment) point at."""
+    settings = settings or Settings.from_env()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        owns = ledger is None
+        lg = ledger if ledger is not None else Ledger.open(settings.data_dir, settings.database_url)
+        svc = Service(lg, settings, owns_ledger=owns)
+        await run_in_threadpool(svc.start)
+        app.state.service = svc
+        try:
+            yield
+        finally:
+            await run_in_threadpool(svc.stop)
+
+    app = FastAPI(
+        title="RLHF provenance ledger",
+        version="1.0.0",
+        description="Submission of signed audit events, Merkle proofs, checkpoints, anchors and proof bundles. See docs/api.md.",
+        lifespan=lifespan,
+    )
+    app.include_router(router)
+
+    @app.get("/healthz", response_model=m.Health, tags=["ops"], responses=COMMON_RESPONSES)
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", response_model=m.Health, tags=["ops"], responses=COMMON_RESPONSES)
+    def readyz(request: Request) -> Response:
+        try:
+            with request.app.state.service.ledger.engine.connect() as conn:
+                conn.execute(sa.select(sa.func.count()).select_from(db.logs)).scalar()
+                conn.rollback()
+        except Exception as e:  # noqa: BLE001 - any DB failure means not ready
+            return problem_response(request, 503, "not_ready", f"database check failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+        return JSONResponse({"status": "ready"})
+
+    @app.get(
+        "/metrics", tags=["ops"], response_class=PlainTextResponse, responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **COMMON_RESPONSES}
+    )
+    def metrics(request: Request) -> Response:
+        return Response(generate_latest(request.app.state.service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    _install_error_handlers(app)
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            comps = schema.setdefault("components", {}).setdefault("schemas", {})
+            comps["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, sub in comps["Problem"].pop("$defs", {}).items():
+                comps.setdefault(name, sub)
+            # FastAPI adds its own 422 (HTTPValidationError, application/json): ours is a Problem.
+            for path in schema.get("paths", {}).values():
+                for op in path.values():
+                    if isinstance(op, dict) and "responses" in op:
+                        op["responses"]["422"] = COMMON_RESPONSES[422]
+            schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {"type": "http", "scheme": "bearer"}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes, timeout=settings.request_timeout, exempt_timeout=())
+    return app

@@ -1,0 +1,116 @@
+"""Click group `api_group` (attach to the main CLI): `serve` and `token create|list|revoke`."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+
+
+@click.group("api", help="The ledger HTTP service.")
+def api_group() -> None:
+    pass
+
+
+def _env(data_dir: str | None, database_url: str | None) -> None:
+    if data_dir:
+        os.environ["RLHF_LEDGER_HOME"] = data_dir
+    if database_url:
+        os.environ["DATABASE_URL"] = database_url
+
+
+@api_group.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option("--data-dir", envvar="RLHF_LEDGER_HOME", default=None, help="data directory (default ./data)")
+@click.option("--database-url", envvar="DATABASE_URL", default=None, help="PostgreSQL URL (default: SQLite in the data dir)")
+@click.option("--log-level", default="info", show_default=True)
+def serve(host: str, port: int, workers: int, data_dir: str | None, database_url: str | None, log_level: str) -> None:
+    """Run the service with uvicorn (settings: docs/api.md)."""
+    import uvicorn
+
+    from ledger.store import Ledger
+
+    _env(data_dir, database_url)
+    # Migrate once here, before the workers start, so they never race on the schema.
+    Ledger.open(data_dir, database_url).close()
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level=log_level,
+                timeout_graceful_shutdown=10, proxy_headers=False)
+
+
+@api_group.group("token", help="Bearer tokens (admin, submitter, auditor).")
+def token_group() -> None:
+    pass
+
+
+@token_group.command("create")
+@click.option("--role", type=click.Choice(["admin", "submitter", "auditor"]), required=True)
+@click.option("--label", default="")
+@click.option("--log", "log_ids", multiple=True, help="log id the token is bound to (repeatable)")
+@click.option("--producer", "producer_key_ids", multiple=True, help="producer key id (submitter; repeatable)")
+@click.option("--run", "run_ids", multiple=True, help="run id (auditor; repeatable)")
+@click.option("--data-dir", envvar="RLHF_LEDGER_HOME", default=None)
+@click.option("--database-url", envvar="DATABASE_URL", default=None)
+def token_create(role, label, log_ids, producer_key_ids, run_ids, data_dir, database_url) -> None:
+    """Mint a token and print it once (only its SHA-256 is stored)."""
+    from ledger.errors import LedgerError
+    from ledger.store import Ledger
+
+    from .tokens import create_token
+
+    ledger = Ledger.open(data_dir, database_url)
+    try:
+        text, p = create_token(ledger.engine, role, label=label, log_ids=list(log_ids),
+                               producer_key_ids=list(producer_key_ids), run_ids=list(run_ids))
+    except LedgerError as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        ledger.close()
+    click.echo(text)
+    click.echo(f"token id {p.token_id} ({role}); store the token now, it is not shown again", err=True)
+
+
+@token_group.command("list")
+@click.option("--data-dir", envvar="RLHF_LEDGER_HOME", default=None)
+@click.option("--database-url", envvar="DATABASE_URL", default=None)
+def token_list(data_dir, database_url) -> None:
+    from ledger.store import Ledger
+
+    from .tokens import list_tokens
+
+    ledger = Ledger.open(data_dir, database_url)
+    try:
+        for t in list_tokens(ledger.engine):
+            click.echo(json.dumps(t, sort_keys=True))
+    finally:
+        ledger.close()
+
+
+@token_group.command("revoke")
+@click.argument("token_id")
+@click.option("--data-dir", envvar="RLHF_LEDGER_HOME", default=None)
+@click.option("--database-url", envvar="DATABASE_URL", default=None)
+def token_revoke(token_id, data_dir, database_url) -> None:
+    from ledger.errors import LedgerError
+    from ledger.store import Ledger
+
+    from .tokens import revoke_token
+
+    ledger = Ledger.open(data_dir, database_url)
+    try:
+        revoke_token(ledger.engine, token_id)
+    except LedgerError as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        ledger.close()
+    click.echo(f"revoked {token_id}")
+
+
+def main() -> None:  # `python -m api.cli ...` until the main CLI attaches the group
+    api_group()
+
+
+if __name__ == "__main__":
+    main()

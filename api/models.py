@@ -1,0 +1,176 @@
+"""Response and request models (they define the published OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+LOG_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"  # the API does not address log ids with '/'
+KEY_ID_PATTERN = r"^[0-9a-f]{64}$"
+MAX_INDEX = 2**53 - 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LogCreate(_Strict):
+    log_id: str = Field(pattern=LOG_ID_PATTERN)
+    origin: str | None = Field(None, min_length=1, max_length=256, pattern=r"^[^\n\u2014][^\n]*$")
+    checkpoint_every_events: int = Field(1000, ge=1, le=1_000_000)
+    checkpoint_every_seconds: float = Field(60.0, gt=0, le=86400 * 365)
+
+
+class LogOut(BaseModel):
+    log_id: str
+    origin: str
+    public_key: str = Field(description="base64 Ed25519 public key of the log")
+    vkey: str = Field(description="C2SP signed-note verifier key")
+    size: int
+    checkpoint_every_events: int
+    checkpoint_every_seconds: float
+
+
+class ProducerCreate(_Strict):
+    public_key: str = Field(description="base64 of the raw 32-byte Ed25519 public key", max_length=64)
+    label: str = Field("", max_length=256)
+
+
+class ProducerOut(BaseModel):
+    key_id: str
+    public_key: str
+    label: str
+    status: Literal["active", "revoked"]
+    registered_at: float
+    revoked_at: float | None
+
+
+class KeyIdOut(BaseModel):
+    log_id: str
+    key_id: str
+    status: Literal["active", "revoked"]
+
+
+class TokenCreate(_Strict):
+    role: Literal["admin", "submitter", "auditor"]
+    label: str = Field("", max_length=256)
+    log_ids: list[str] = Field(default_factory=list, max_length=100)
+    producer_key_ids: list[str] = Field(default_factory=list, max_length=1000)
+    run_ids: list[str] = Field(default_factory=list, max_length=1000)
+
+
+class TokenOut(BaseModel):
+    token_id: str
+    role: str
+    label: str
+    log_ids: list[str]
+    producer_key_ids: list[str]
+    run_ids: list[str]
+    created_at: float | None = None
+    revoked_at: float | None = None
+    created_by: str | None = None
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="the bearer token; shown once, stored only as its SHA-256")
+
+
+class Principal(BaseModel):
+    token_id: str | None
+    role: Literal["admin", "submitter", "auditor", "public"]
+    label: str
+    log_ids: list[str]
+    producer_key_ids: list[str]
+    run_ids: list[str]
+
+
+class SubmitIn(BaseModel):
+    events: list[dict[str, Any]] = Field(min_length=1, max_length=1000, description="signed envelopes (docs/event-format.md)")
+
+
+class SubmitResult(BaseModel):
+    index: int
+    event_id: str
+    leaf_hash: str
+    duplicate: bool
+
+
+class SubmitOut(BaseModel):
+    results: list[SubmitResult]
+
+
+class CheckpointOut(BaseModel):
+    origin: str
+    size: int
+    root: str = Field(description="base64 root hash")
+    note: str = Field(description="C2SP signed note")
+
+
+class AnchorOut(BaseModel):
+    id: int
+    log_id: str
+    status: str
+    prev_size: int
+    checkpoint_size: int
+    covered_range: list[int] = Field(description="[prev_size, checkpoint_size): entry indices this anchor newly covers")
+    cid: str | None
+    chain_id: int | None
+    contract: str | None
+    tx_hash: str | None
+    block_number: int | None
+    block_hash: str | None
+    block_timestamp: int | None
+    log_index: int | None
+    confirmations: int | None
+    attempts: int
+    error: str | None
+    created_at: float
+    updated_at: float
+
+
+class ProofOut(BaseModel):
+    tree_size: int
+    inclusion: list[str]
+    checkpoint: CheckpointOut
+    anchor: AnchorOut | None = None
+
+
+class EntryOut(BaseModel):
+    log_id: str
+    index: int
+    event_id: str
+    leaf_hash: str
+    run_id: str
+    producer: str
+    seq: int
+    type: str
+    ts: str
+    appended_at: float
+    envelope: dict[str, Any]
+    proof: ProofOut | None = Field(description="null while no (anchored) checkpoint covers the entry yet")
+
+
+class ConsistencyOut(BaseModel):
+    first: int
+    second: int
+    proof: list[str]
+
+
+class EntryAnchorOut(BaseModel):
+    index: int
+    covered: bool
+    since: float | None = Field(description="unix time the covering anchor's block was produced (or confirmed)")
+    anchor: AnchorOut | None
+    pending: list[AnchorOut]
+
+
+class PayloadOut(BaseModel):
+    index: int
+    event_id: str
+    run_id: str
+    openings: dict[str, Any] | None
+
+
+class Health(BaseModel):
+    status: str

@@ -1,0 +1,185 @@
+"""Bearer tokens: minted once, stored only as SHA-256 hashes, bound to a role and a scope.
+
+Token text: "rlt_" + URL-safe base64 (no padding) of 32 random bytes. The database keeps
+hex SHA-256(token text) and a public token id (the first 16 hex digits of that hash).
+Roles (docs/api.md): admin, submitter (bound to logs and producer key ids), auditor (bound to
+logs and run ids). The public role needs no token.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from ledger.errors import LedgerError, NotFoundError
+
+from .schema import api_tokens
+
+TOKEN_PREFIX = "rlt_"
+ROLES = ("admin", "submitter", "auditor")
+_HEX64 = set("0123456789abcdef")
+
+
+class TokenError(LedgerError):
+    code = "invalid_token_request"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a stored token's role and scope, or the public (token_id None)."""
+
+    role: str  # admin | submitter | auditor | public
+    token_id: str | None = None
+    label: str = ""
+    log_ids: frozenset[str] = field(default_factory=frozenset)
+    producer_key_ids: frozenset[str] = field(default_factory=frozenset)
+    run_ids: frozenset[str] = field(default_factory=frozenset)
+
+    def as_json(self) -> dict:
+        return {
+            "token_id": self.token_id,
+            "role": self.role,
+            "label": self.label,
+            "log_ids": sorted(self.log_ids),
+            "producer_key_ids": sorted(self.producer_key_ids),
+            "run_ids": sorted(self.run_ids),
+        }
+
+
+PUBLIC = Principal(role="public")
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_token_text() -> str:
+    return TOKEN_PREFIX + base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode("ascii")
+
+
+def _strings(values: list[str] | None, what: str) -> list[str]:
+    values = list(values or [])
+    if not all(isinstance(v, str) and v for v in values):
+        raise TokenError(f"{what} must be non-empty strings", where=what)
+    return sorted(set(values))
+
+
+def create_token(
+    engine: Engine,
+    role: str,
+    *,
+    label: str = "",
+    log_ids: list[str] | None = None,
+    producer_key_ids: list[str] | None = None,
+    run_ids: list[str] | None = None,
+    created_by: str | None = None,
+) -> tuple[str, Principal]:
+    """Mint a token; return (token text, shown once) and its stored principal."""
+    if role not in ROLES:
+        raise TokenError(f"role must be one of {', '.join(ROLES)}, got {role!r}", where="role")
+    logs = _strings(log_ids, "log_ids")
+    kids = _strings(producer_key_ids, "producer_key_ids")
+    runs = _strings(run_ids, "run_ids")
+    if len(label) > 256:
+        raise TokenError("label is longer than 256 characters", where="label")
+    if role == "submitter":
+        if not logs or not kids:
+            raise TokenError("a submitter token needs at least one log id and one producer key id", where="role")
+        bad = [k for k in kids if len(k) != 64 or not set(k) <= _HEX64]
+        if bad:
+            raise TokenError(f"not a 64-hex producer key id: {bad[0]!r}", where="producer_key_ids")
+        if runs:
+            raise TokenError("run_ids apply to auditor tokens only", where="run_ids")
+    elif role == "auditor":
+        if not logs or not runs:
+            raise TokenError("an auditor token needs at least one log id and one run id", where="role")
+        if kids:
+            raise TokenError("producer_key_ids apply to submitter tokens only", where="producer_key_ids")
+    elif logs or kids or runs:
+        raise TokenError("an admin token is not bound to logs, keys or runs", where="role")
+    text = new_token_text()
+    digest = hash_token(text)
+    principal = Principal(role, digest[:16], label, frozenset(logs), frozenset(kids), frozenset(runs))
+    with engine.begin() as conn:
+        conn.execute(
+            api_tokens.insert().values(
+                token_id=principal.token_id,
+                token_hash=digest,
+                role=role,
+                label=label,
+                log_ids=json.dumps(logs),
+                producer_key_ids=json.dumps(kids),
+                run_ids=json.dumps(runs),
+                created_by=created_by,
+                created_at=time.time(),
+            )
+        )
+    return text, principal
+
+
+def _principal(row: sa.Row) -> Principal:
+    return Principal(
+        row.role,
+        row.token_id,
+        row.label,
+        frozenset(json.loads(row.log_ids)),
+        frozenset(json.loads(row.producer_key_ids)),
+        frozenset(json.loads(row.run_ids)),
+    )
+
+
+def lookup(engine: Engine, token: str) -> Principal | None:
+    """The principal of an active token, or None (unknown, malformed or revoked)."""
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
+        return None
+    digest = hash_token(token)
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(api_tokens).where(api_tokens.c.token_hash == digest)).first()
+        conn.rollback()
+    # compare_digest: the lookup is by hash already; this keeps the final check constant-time.
+    if row is None or row.revoked_at is not None or not hmac.compare_digest(row.token_hash, digest):
+        return None
+    return _principal(row)
+
+
+def revoke_token(engine: Engine, token_id: str) -> None:
+    with engine.begin() as conn:
+        n = conn.execute(
+            api_tokens.update()
+            .where(api_tokens.c.token_id == token_id, api_tokens.c.revoked_at.is_(None))
+            .values(revoked_at=time.time())
+        ).rowcount
+    if not n:
+        raise NotFoundError("no active token with this id", where=f"token {token_id!r}")
+
+
+def list_tokens(engine: Engine) -> list[dict]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(api_tokens).order_by(api_tokens.c.created_at)).all()
+        conn.rollback()
+    out = []
+    for r in rows:
+        d = _principal(r).as_json()
+        d.update(created_at=r.created_at, revoked_at=r.revoked_at, created_by=r.created_by)
+        out.append(d)
+    return out
+
+
+def create_admin_token(data_dir: str | None = None, database_url: str | None = None, label: str = "bootstrap") -> str:
+    """Bootstrap: open (and migrate) the ledger database and mint an admin token (CLI helper)."""
+    from ledger.store import Ledger
+
+    ledger = Ledger.open(data_dir, database_url)
+    try:
+        text, _ = create_token(ledger.engine, "admin", label=label)
+    finally:
+        ledger.close()
+    return text
