@@ -81,6 +81,7 @@ class EmulatedLedgerApiForTests:
         self.append, self.token, self.log_id = append, token, log_id
         self.script: list[int] = []
         self.requests: list[dict] = []
+        self.delay = 0.0  # seconds to wait before answering each request (a slow ledger)
         outer = self
 
         class H(BaseHTTPRequestHandler):
@@ -99,7 +100,15 @@ class EmulatedLedgerApiForTests:
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "size": len(body)})
+                if outer.delay:
+                    import time
+
+                    time.sleep(outer.delay)
+                try:
+                    count = len(json.loads(body)["events"])
+                except (ValueError, KeyError, TypeError):
+                    count = -1
+                outer.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "count": count})
                 if self.path != f"/v1/logs/{outer.log_id}/events":
                     return self._reply(404, {"title": "not found"}, "application/problem+json")
                 if self.headers.get("Authorization") != f"Bearer {outer.token}":
