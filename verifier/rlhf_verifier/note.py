@@ -53,7 +53,8 @@ class VerifierKey:
     public_key: bytes
 
     def vkey(self) -> str:
-        return f"{self.name}+{self.key_id.hex()}+{base64.b64encode(b'\x01' + self.public_key).decode()}"
+        key = base64.b64encode(b"\x01" + self.public_key).decode()
+        return f"{self.name}+{self.key_id.hex()}+{key}"
 
     @classmethod
     def from_public_key(cls, name: str, public_key: bytes) -> "VerifierKey":

@@ -1,0 +1,208 @@
+"""Builds spec-conformant proof bundles for the verifier's tests, with the ledger's own code
+(ledger.events / ledger.keys / ledger.merkle / ledger.checkpoints) on the producing side, so
+every test that verifies one is also an agreement test between ledger and verifier.
+
+Anchor evidence is built from the public Ethereum encodings with independent libraries
+(`rlp`, py-`trie` HexaryTrie, `eth_abi`, eth-hash keccak): an EIP-1559-era block header whose
+receiptsRoot is the root of a real receipt trie holding a typed (0x02) receipt with the
+ProvenanceAnchor `Anchored` log. It is a synthetic block (not mined by a chain); the anvil
+test in test_evidence_anvil.py covers a real one.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import rlp
+from eth_abi import encode as abi_encode
+from eth_hash.auto import keccak
+from trie import HexaryTrie
+
+from anchoring.cid import cid_for_bytes
+from ledger.checkpoints import default_origin, sign_checkpoint, vkey
+from ledger.events import make_event, sign_event
+from ledger.jcs import canonicalize
+from ledger.keys import Signer
+from ledger.merkle import InMemoryTree
+
+ANCHORED_TOPIC = keccak(b"Anchored(bytes32,uint64,bytes32,string,address)")
+MEDIA_TYPE = "application/vnd.rlhf-ledger.bundle.v1+jsonl"
+CHAIN_ID = 31337
+CONTRACT = bytes.fromhex("5fbdb2315678afecb367f032d93f642f64180aa3")
+SUBMITTER = bytes.fromhex("f39fd6e51aad88f6f4ce6ab8827279cfffb92266")
+T0 = datetime(2026, 1, 31, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def b64(b: bytes) -> str:
+    return base64.b64encode(b).decode()
+
+
+def ts(seconds: float) -> str:
+    return (T0 + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _int(n: int) -> bytes:
+    return n.to_bytes((n.bit_length() + 7) // 8, "big") if n else b""
+
+
+def make_block(number: int, timestamp: int, size: int, root: bytes, cid: str, log_id: bytes) -> dict[str, Any]:
+    """A block with two receipts; ours is at tx index 1 with the Anchored log at position 1."""
+    other_log = [CONTRACT, [keccak(b"Authorized(address)"), b"\x00" * 12 + SUBMITTER], b""]
+    data = abi_encode(["uint64", "bytes32", "string"], [size, root, cid])
+    anchored = [CONTRACT, [ANCHORED_TOPIC, log_id, b"\x00" * 12 + SUBMITTER], data]
+    receipts = [
+        rlp.encode([_int(1), _int(21000), b"\x00" * 256, []]),  # legacy receipt
+        b"\x02" + rlp.encode([_int(1), _int(90000), b"\x00" * 256, [other_log, anchored]]),
+    ]
+    t = HexaryTrie({})
+    for i, r in enumerate(receipts):
+        t[rlp.encode(i)] = r
+    proof = [rlp.encode(n) for n in t.get_proof(rlp.encode(1))]
+    header = [
+        b"\x11" * 32, keccak(rlp.encode([])), b"\x00" * 20, b"\x22" * 32, b"\x33" * 32, t.root_hash,
+        b"\x00" * 256, _int(0), _int(number), _int(30_000_000), _int(111000), _int(timestamp), b"anvil",
+        b"\x00" * 32, b"\x00" * 8, _int(7), b"\x44" * 32, _int(0), _int(0), b"\x55" * 32, b"\x66" * 32,
+    ]
+    header_rlp = rlp.encode(header)
+    return {
+        "chain_id": CHAIN_ID, "contract": "0x" + CONTRACT.hex(), "tx_hash": "0x" + keccak(b"tx%d" % number).hex(),
+        "tx_index": 1, "block_number": number, "block_hash": "0x" + keccak(header_rlp).hex(), "log_index": 1,
+        "receipt_log_position": 1, "block_header_rlp": "0x" + header_rlp.hex(), "receipt_rlp": "0x" + receipts[1].hex(),
+        "receipt_proof": ["0x" + n.hex() for n in proof], "log_id": "0x" + log_id.hex(), "tree_size": size,
+        "root_hash": "0x" + root.hex(), "cid": cid,
+    }
+
+
+def run_events(n_updates: int = 3, *, epsilon_budget: float = 8.0, released_ok: bool = True,
+               retention_days: int = 365) -> list[tuple[str, dict]]:
+    """(type, body) of a complete small DPO run, in the order the SDK would emit them."""
+    wd = "sha256:" + "ab" * 32
+    out: list[tuple[str, dict]] = [
+        ("run.start", {"method": "dpo", "hyperparameters": {"lr": 5e-7, "beta": 0.1}, "config": {},
+                       "base_model": {"name": "tiny", "weights_digest": "sha256:" + "00" * 32},
+                       "datasets": ["prefs-1"],
+                       "declared": {"privacy_budget": {"epsilon": epsilon_budget, "delta": 1e-5},
+                                    "anchoring_delay_seconds": 3600, "retention_days": retention_days}}),
+        ("dataset.register", {"dataset_id": "prefs-1", "name": "prefs", "source": "internal", "licence": "CC-BY-4.0",
+                              "digest": "sha256:" + "cd" * 32, "size_bytes": 1234}),
+        ("annotation.batch", {"batch_id": "b1", "dataset_id": "prefs-1", "guideline_version": "v2.1",
+                              "annotators": ["anp:" + "ee" * 16], "items": 10, "labels": {"chosen": 10},
+                              "prompts": {"$commitment": "sha256:" + "12" * 32},
+                              "responses": {"$commitment": "sha256:" + "34" * 32}}),
+    ]
+    for s in range(n_updates):
+        out.append(("policy.update", {"step": s, "loss": 0.7 - 0.01 * s, "kl": 0.01 * s, "reward_mean": 0.1 * s,
+                                      "reward_std": 1.0, "grad_norm": 1.5, "param_delta_norm": 0.01}))
+    out += [
+        ("privacy.spend", {"accountant": "rdp", "library": "dp-accounting", "library_version": "0.6.0",
+                           "mechanism": "poisson_subsampled_gaussian", "noise_multiplier": 1.1, "sample_rate": 0.01,
+                           "steps": 1000, "delta": 1e-5, "epsilon": 1.7117701662429012}),
+        ("checkpoint.save", {"step": n_updates, "weights_digest": wd, "tensor_root": "sha256:" + "ef" * 32}),
+        ("evaluation", {"name": "helpfulness", "metrics": {"win_rate": 0.61}}),
+        ("compute.usage", {"device": "cpu", "seconds": 12.5}),
+        ("run.end", {"status": "completed", "released_weights_digest": wd if released_ok else "sha256:" + "99" * 32,
+                     "steps": n_updates}),
+    ]
+    return out
+
+
+@dataclass
+class Built:
+    path: Path
+    log_vkey: str
+    producer_keys: list[str]  # base64 public keys
+    block_hashes: list[str]
+    chain_id: int = CHAIN_ID
+    contract: str = "0x" + CONTRACT.hex()
+    lines: list[str] = field(default_factory=list)
+
+    def args(self, *extra: str) -> list[str]:
+        a = [str(self.path), "--log-key", self.log_vkey, "--chain-id", str(self.chain_id), "--contract", self.contract]
+        for k in self.producer_keys:
+            a += ["--producer-key", k]
+        for h in self.block_hashes:
+            a += ["--trusted-block-hash", h]
+        return a + list(extra)
+
+
+def build_bundle(path: Path, *, mode: str = "inclusion", checkpoint_sizes: list[int] | None = None,
+                 anchor_sizes: list[int] | None = None, events: list[tuple[str, dict]] | None = None,
+                 anchor_delay: int = 60, extra_leaves: int = 0, manifest: bool = True,
+                 producers: int = 1, run_id: str = "run-1", log_id: str = "log-1") -> Built:
+    """Write a bundle. All events are in scope; `extra_leaves` foreign entries are appended first
+    (in tree mode they appear as `leaf` records)."""
+    log_signer = Signer.from_seed(hashlib.sha256(b"log").digest())
+    signers = [Signer.from_seed(hashlib.sha256(b"producer%d" % i).digest()) for i in range(producers)]
+    origin = default_origin(log_id)
+    evs = events if events is not None else run_events()
+    tree = InMemoryTree()
+    foreign = []
+    for i in range(extra_leaves):
+        foreign.append(tree.append(b"foreign entry %d" % i))
+    state: dict[str, tuple[int, str | None]] = {}
+    records: list[tuple[int, dict, float]] = []
+    for k, (typ, body) in enumerate(evs):
+        s = signers[k % producers]
+        seq, prev = state.get(s.key_id, (0, None))
+        ev = make_event(log_id=log_id, run_id=run_id, type=typ, producer=s.key_id, seq=seq, prev=prev, body=body,
+                        ts=ts(k))
+        env = sign_event(ev, s)
+        state[s.key_id] = (seq + 1, hashlib.sha256(canonicalize(ev)).hexdigest())
+        idx = tree.append(canonicalize(env))
+        records.append((idx, env, float(k)))
+    total = tree.size
+    cps = checkpoint_sizes or [total]
+    anchors = anchor_sizes if anchor_sizes is not None else cps
+    lines: list[dict] = [{
+        "kind": "header", "format": "rlhf-ledger-bundle", "version": 1, "media_type": MEDIA_TYPE, "created": ts(9999),
+        "mode": mode, "scope": {"type": "run", "run_id": run_id},
+        "log": {"log_id": log_id, "origin": origin, "public_key": b64(log_signer.public_key)},
+        "producers": [{"key_id": s.key_id, "public_key": b64(s.public_key), "status": "active"} for s in signers],
+    }]
+    notes = {}
+    for size in cps:
+        root = tree.root(size)
+        notes[size] = sign_checkpoint(origin, size, root, log_signer)
+        lines.append({"kind": "checkpoint", "size": size, "root": b64(root), "note": notes[size]})
+    for a, b in zip(cps, cps[1:]):
+        lines.append({"kind": "consistency", "from": a, "to": b, "proof": [b64(x) for x in tree.consistency_proof(a, b)]})
+    block_hashes = []
+    log_id_hash = hashlib.sha256(origin.encode()).digest()
+    for n, size in enumerate(anchors):
+        man = json.dumps({"checkpoint": notes[size], "log_id": log_id}).encode()
+        cid = cid_for_bytes(man)
+        last_ts = max(r[2] for r in records if r[0] < size) if any(r[0] < size for r in records) else 0
+        ev = make_block(100 + n, int((T0 + timedelta(seconds=last_ts)).timestamp()) + anchor_delay, size,
+                        tree.root(size), cid, log_id_hash)
+        block_hashes.append(ev["block_hash"])
+        rec = {"kind": "anchor", "checkpoint_size": size, "cid": cid, "evidence": ev}
+        if manifest:
+            rec["manifest"] = b64(man)
+        lines.append(rec)
+    final = cps[-1]
+    by_index = {r[0]: r[1] for r in records}
+    n_events = 0
+    if mode == "inclusion":
+        for idx, env, _ in records:
+            size = next((c for c in cps if c > idx), final)
+            lines.append({"kind": "event", "index": idx, "envelope": env, "checkpoint_size": size,
+                          "inclusion": [b64(x) for x in tree.inclusion_proof(idx, size)]})
+            n_events += 1
+    else:
+        for idx in range(final):
+            if idx in by_index:
+                lines.append({"kind": "event", "index": idx, "envelope": by_index[idx]})
+                n_events += 1
+            else:
+                lines.append({"kind": "leaf", "index": idx, "hash": b64(tree.leaf_hash(idx))})
+    lines.append({"kind": "end", "events": n_events, "records": len(lines)})
+    text = [json.dumps(x, ensure_ascii=False) for x in lines]
+    path.write_text("\n".join(text) + "\n", encoding="utf-8")
+    return Built(path, vkey(origin, log_signer.public_key), [b64(s.public_key) for s in signers], block_hashes,
+                 lines=text)
