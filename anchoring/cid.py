@@ -174,9 +174,9 @@ def _check_multihash(mh: bytes, where: str) -> None:
 
 def parse_cid(text: str) -> Cid:
     """Parse a CIDv0 (`Qm...`, base58btc) or a CIDv1 in lowercase base32 (`b...`)."""
-    where = text if len(text) <= 100 else text[:100] + "..."
     if not isinstance(text, str) or not text:
-        raise CidError("empty CID", where="cid")
+        raise CidError("CID must be a non-empty string", where="cid")
+    where = text if len(text) <= 100 else text[:100] + "..."
     if len(text) == 46 and text.startswith("Qm"):
         mh = b58decode(text, where)
         if len(mh) != 34 or mh[:2] != bytes([MH_SHA2_256, 32]):
