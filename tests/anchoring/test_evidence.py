@@ -164,3 +164,14 @@ def test_header_encoding_for_cancun_fork() -> None:
         ev = build_evidence(client, tx)
         assert verify_evidence(ev).tree_size == 3
         assert len(rlp.decode(bytes.fromhex(ev["block_header_rlp"][2:]))) == 20
+
+
+def test_documented_example_verifies_offline() -> None:
+    """docs/anchor-evidence.md carries a real example; it must stay valid (no network needed)."""
+    from anchoring.devchain import REPO_ROOT
+
+    text = (REPO_ROOT / "docs" / "anchor-evidence.md").read_text()
+    example = json.loads(text.split("```json", 1)[1].split("```", 1)[0])
+    checked = verify_evidence(example)
+    assert checked.log_id == log_id_for_origin("example.org/log")
+    assert checked.tree_size == 3 and checked.root_hash == b"\xa5" * 32
