@@ -15,6 +15,7 @@ import hashlib
 CHUNK = 256 * 1024
 MAX_LINKS = 174
 DAG_PB = 0x70
+RAW = 0x55
 SHA2_256 = 0x12
 _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
@@ -150,10 +151,14 @@ def parse_cid(cid: str) -> tuple[int, int, bytes]:
 def check_content(cid: str, content: bytes) -> None:
     """CIDError unless `content` is what `cid` names under Kubo's default add options."""
     ver, codec, mh = parse_cid(cid)
-    if codec != DAG_PB:
-        raise CIDError(f"CID codec 0x{codec:x} is not dag-pb (Kubo default add)")
-    if mh[:2] != b"\x12\x20":
+    if mh[:2] != b"\x12\x20" or len(mh) != 34:
         raise CIDError("CID multihash is not sha2-256")
+    if codec == RAW:
+        if mh[2:] != hashlib.sha256(content).digest():
+            raise CIDError(f"content does not hash to the raw CID {cid}")
+        return
+    if codec != DAG_PB:
+        raise CIDError(f"CID codec 0x{codec:x} is neither dag-pb nor raw: unsupported")
     got = unixfs_multihash(content)
     if got != mh:
         raise CIDError(f"content hashes to {cid_v1(got)}, not {cid}")

@@ -21,7 +21,9 @@ from .rlp import RLPError, decode, encode, keccak256, to_int
 
 ANCHORED_SIG = "Anchored(bytes32,uint64,bytes32,string,address)"
 ANCHORED_TOPIC = keccak256(ANCHORED_SIG.encode())
-_HEX = re.compile(r"0x([0-9a-fA-F]{2})*")
+_HEX = re.compile(r"0x([0-9a-f]{2})*")
+_ADDR = re.compile(r"0x[0-9a-fA-F]{40}")
+FORMAT, VERSION = "rlhf-anchor-evidence", 1
 MAX_HEX_CHARS = 4 * 1024 * 1024
 
 
@@ -35,10 +37,27 @@ class EvidenceError(ValueError):
 
 def hexbytes(v: Any, what: str, length: int | None = None) -> bytes:
     if type(v) is not str or len(v) > MAX_HEX_CHARS or not _HEX.fullmatch(v):
-        raise EvidenceError(f"{what} must be a 0x-prefixed even-length hex string", "evidence.schema")
+        raise EvidenceError(f"{what} must be a 0x-prefixed even-length lower-case hex string", "evidence.schema")
     b = bytes.fromhex(v[2:])
     if length is not None and len(b) != length:
         raise EvidenceError(f"{what} must be {length} bytes, got {len(b)}", "evidence.schema")
+    return b
+
+
+def to_checksum(addr: bytes) -> str:
+    """EIP-55 mixed-case checksum encoding of a 20-byte address."""
+    h = addr.hex()
+    k = keccak256(h.encode("ascii")).hex()
+    return "0x" + "".join(c.upper() if c.isalpha() and int(k[i], 16) >= 8 else c for i, c in enumerate(h))
+
+
+def address(v: Any, what: str) -> bytes:
+    """A 20-byte address written EIP-55 checksummed (docs/anchor-evidence.md)."""
+    if type(v) is not str or not _ADDR.fullmatch(v):
+        raise EvidenceError(f"{what} must be a 0x-prefixed 20-byte address", "evidence.schema")
+    b = bytes.fromhex(v[2:])
+    if v != to_checksum(b):
+        raise EvidenceError(f"{what} is not EIP-55 checksummed (expected {to_checksum(b)})", "evidence.schema")
     return b
 
 
@@ -60,8 +79,8 @@ class BlockHeader:
 def decode_header(rlp_bytes: bytes) -> BlockHeader:
     try:
         fields = decode(rlp_bytes)
-        if not isinstance(fields, list) or len(fields) < 15:
-            raise EvidenceError("block header must be an RLP list of at least 15 fields", "evidence.header")
+        if not isinstance(fields, list) or len(fields) < 15 or not all(isinstance(f, bytes) for f in fields):
+            raise EvidenceError("block header must be an RLP list of at least 15 byte strings", "evidence.header")
         for i in (0, 5):
             if not isinstance(fields[i], bytes) or len(fields[i]) != 32:
                 raise EvidenceError("block header hash fields must be 32 bytes", "evidence.header")
@@ -143,7 +162,7 @@ class Anchor:
     submitter: bytes
 
 
-EVIDENCE_FIELDS = ("chain_id", "contract", "tx_hash", "tx_index", "block_number", "block_hash", "log_index",
+EVIDENCE_FIELDS = ("format", "version", "chain_id", "contract", "tx_hash", "tx_index", "block_number", "block_hash", "log_index",
                    "receipt_log_position", "block_header_rlp", "receipt_rlp", "receipt_proof", "log_id",
                    "tree_size", "root_hash", "cid")
 
@@ -155,8 +174,11 @@ def verify_evidence(ev: Any) -> Anchor:
     missing = [f for f in EVIDENCE_FIELDS if f not in ev]
     if missing:
         raise EvidenceError("evidence lacks " + ", ".join(missing), "evidence.schema")
+    if ev.get("format") != FORMAT or type(ev.get("version")) is not int or ev.get("version") != VERSION:
+        raise EvidenceError(f"evidence format/version must be {FORMAT!r}/{VERSION}", "evidence.schema")
     chain_id = uint(ev["chain_id"], "chain_id")
-    contract = hexbytes(ev["contract"], "contract", 20)
+    contract = address(ev["contract"], "contract")
+    submitter = address(ev["submitter"], "submitter") if "submitter" in ev else None
     tx_hash = hexbytes(ev["tx_hash"], "tx_hash", 32)
     tx_index = uint(ev["tx_index"], "tx_index")
     block_number = uint(ev["block_number"], "block_number")
@@ -201,6 +223,8 @@ def verify_evidence(ev: Any) -> Anchor:
         raise EvidenceError("log's logId topic differs from log_id", "evidence.log")
     if lg.topics[2][:12] != bytes(12):
         raise EvidenceError("submitter topic is not an address", "evidence.log")
+    if submitter is not None and lg.topics[2][12:] != submitter:
+        raise EvidenceError("log's submitter differs from the evidence's submitter", "evidence.log")
     size, root, lcid = decode_anchored_data(lg.data)
     if size != tree_size or root != root_hash or lcid != cid:
         raise EvidenceError("Anchored log (treeSize, rootHash, cid) differs from the evidence's claimed fields",

@@ -1,6 +1,6 @@
 """Merkle Patricia Trie proof verification (Ethereum yellow paper, appendix D).
 
-A proof is the list of RLP-encoded trie nodes on the path from the root to the key, as
+A proof is the list of RLP-encoded trie nodes on the path from the root to the key, root first, as
 `eth_getProof` and receipt proofs carry them. Nodes shorter than 32 bytes are embedded in
 their parent instead of being referenced by hash.
 """
@@ -40,10 +40,9 @@ def _hex_prefix(path: bytes) -> tuple[list[int], bool]:
 def verify_proof(root: bytes, key: bytes, proof: list[bytes]) -> bytes:
     """Return the value stored under `key` in the trie with root hash `root`; MPTError if the
     proof does not prove it (missing key, wrong node hash, malformed node, unused nodes)."""
-    by_hash = {keccak256(n): n for n in proof}
     path = _nibbles(key)
     ref: RLPItem = root
-    used: set[bytes] = set()
+    nxt = 0  # proof entries are consumed in order, root first, each exactly once
     depth = 0
     while True:
         depth += 1
@@ -52,10 +51,12 @@ def verify_proof(root: bytes, key: bytes, proof: list[bytes]) -> bytes:
         if isinstance(ref, bytes):
             if len(ref) != 32:
                 raise MPTError("a node reference must be a 32-byte hash")
-            raw = by_hash.get(ref)
-            if raw is None:
-                raise MPTError(f"proof lacks the node with hash 0x{ref.hex()}")
-            used.add(ref)
+            if nxt >= len(proof):
+                raise MPTError(f"proof ends before the node with hash 0x{ref.hex()}")
+            raw = proof[nxt]
+            nxt += 1
+            if keccak256(raw) != ref:
+                raise MPTError(f"proof node {nxt - 1} does not hash to the reference 0x{ref.hex()}")
             try:
                 node = decode(raw)
             except RLPError as e:
@@ -92,6 +93,6 @@ def verify_proof(root: bytes, key: bytes, proof: list[bytes]) -> bytes:
             raise MPTError(f"trie node has {len(node)} items (expected 2 or 17)")
     if not isinstance(value, bytes) or value == b"":
         raise MPTError("key is not in the trie (no value)")
-    if len(used) != len(by_hash):
-        raise MPTError(f"proof carries {len(by_hash) - len(used)} node(s) not on the key's path")
+    if nxt != len(proof):
+        raise MPTError(f"proof carries {len(proof) - nxt} node(s) not on the key's path")
     return value

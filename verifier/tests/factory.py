@@ -22,6 +22,7 @@ from typing import Any
 import rlp
 from eth_abi import encode as abi_encode
 from eth_hash.auto import keccak
+from eth_utils import to_checksum_address
 from trie import HexaryTrie
 
 from anchoring.cid import cid_for_bytes
@@ -71,7 +72,8 @@ def make_block(number: int, timestamp: int, size: int, root: bytes, cid: str, lo
     ]
     header_rlp = rlp.encode(header)
     return {
-        "chain_id": CHAIN_ID, "contract": "0x" + CONTRACT.hex(), "tx_hash": "0x" + keccak(b"tx%d" % number).hex(),
+        "format": "rlhf-anchor-evidence", "version": 1, "submitter": to_checksum_address(SUBMITTER),
+        "chain_id": CHAIN_ID, "contract": to_checksum_address(CONTRACT), "tx_hash": "0x" + keccak(b"tx%d" % number).hex(),
         "tx_index": 1, "block_number": number, "block_hash": "0x" + keccak(header_rlp).hex(), "log_index": 1,
         "receipt_log_position": 1, "block_header_rlp": "0x" + header_rlp.hex(), "receipt_rlp": "0x" + receipts[1].hex(),
         "receipt_proof": ["0x" + n.hex() for n in proof], "log_id": "0x" + log_id.hex(), "tree_size": size,
@@ -119,7 +121,7 @@ class Built:
     producer_keys: list[str]  # base64 public keys
     block_hashes: list[str]
     chain_id: int = CHAIN_ID
-    contract: str = "0x" + CONTRACT.hex()
+    contract: str = to_checksum_address(CONTRACT)
     lines: list[str] = field(default_factory=list)
 
     def args(self, *extra: str) -> list[str]:
