@@ -220,3 +220,37 @@ def test_env_private_key_and_errors_do_not_echo_it() -> None:
         load_anchor_account(env={PRIVATE_KEY_ENV: "00" * 32})
     with pytest.raises(KeyFileError, match="no anchoring key"):
         load_anchor_account(env={})
+
+
+# -- dev chain -----------------------------------------------------------------------------------
+
+def test_missing_anvil_says_to_run_bootstrap(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from anchoring.devchain import Anvil, DevChainError
+
+    monkeypatch.setenv("RLHF_ANVIL_BIN", str(tmp_path / "node_modules" / "anvil"))
+    with pytest.raises(DevChainError, match="run scripts/bootstrap.sh"):
+        Anvil().start()
+
+
+def test_interval_mining_and_clean_shutdown() -> None:
+    import time
+
+    from anchoring.devchain import Anvil
+
+    with Anvil(accounts=1, block_time=0.5) as chain:
+        client = ChainClient(chain.rpc_url, chain.private_keys[0])
+        start = client.block_number()
+        tx = client.send(chain.addresses[0], "0x", what="self-transfer", value=0)
+        rcpt = client.wait_for_receipt(tx, timeout=10)
+        assert int(rcpt["blockNumber"], 16) > start
+        port = chain.port
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()  # answering while running
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # refused once the process is gone
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        except ConnectionRefusedError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"anvil still listening on port {port} after stop()")
