@@ -1,0 +1,33 @@
+"""Shared helpers for the API tests."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import httpx
+
+PROBLEM = "application/problem+json"
+
+
+def assert_problem(r: httpx.Response, status: int) -> dict:
+    assert r.status_code == status, f"{r.status_code} != {status}: {r.text[:500]}"
+    assert r.headers["content-type"].startswith(PROBLEM), r.headers["content-type"]
+    body = r.json()
+    assert body["status"] == status
+    assert body["type"].startswith("https://") and body["title"] and body["detail"] and body["instance"]
+    return body
+
+
+def b64d(s: str) -> bytes:
+    return base64.b64decode(s, validate=True)
+
+
+def wait_for(pred, timeout: float = 15.0, what: str = "condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
