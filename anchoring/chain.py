@@ -275,10 +275,7 @@ class ChainClient:
 
     def deploy(self, *, timeout: float = 60.0) -> str:
         """Deploy ProvenanceAnchor (the signer becomes owner); returns and remembers its address."""
-        factory = self.w3.eth.contract(abi=self.artifact["abi"], bytecode=self.artifact["bytecode"])
-        data = factory.constructor().build_transaction({"from": self.address, "gas": 0, "nonce": 0,
-                                                        "maxFeePerGas": 0, "maxPriorityFeePerGas": 0,
-                                                        "chainId": self.chain_id})["data"]
+        data = self.artifact["bytecode"]  # the constructor takes no arguments: init code only
         tx_hash = self.send(None, data, what="deploy")
         rcpt = self.wait_for_receipt(tx_hash, timeout=timeout)
         self.contract_address = to_checksum_address(rcpt["contractAddress"])

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from anchoring.chain import ChainClient, RetryPolicy
+from anchoring.chain import ChainClient
 from anchoring.devchain import Anvil
 
 
@@ -94,8 +94,6 @@ class EmulatedFlakyProxy:
         self.server.shutdown()
         self.server.server_close()
 
-
-FAST_RETRY = RetryPolicy(attempts=5, base_delay=0.01, max_delay=0.05)
 
 
 @pytest.fixture()
