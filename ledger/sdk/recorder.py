@@ -309,9 +309,12 @@ class Run:
         return self.event("annotation.batch", body, commit=("prompts", "responses"))
 
     def reward_model_update(self, step: int, loss: float, *, accuracy: float | None = None,
-                            grad_norm: float | None = None, **extra: Any) -> int:
+                            grad_norm: float | None = None, metrics: Mapping[str, Any] | None = None, **extra: Any) -> int:
+        """``metrics`` keeps every other logged value (e.g. a trainer's full log line) as an object."""
         self.max_step = max(self.max_step, int(step))
         body = {"step": int(step), "loss": _num(loss), **{k: _num(v) for k, v in extra.items()}}
+        if metrics:
+            body["metrics"] = _metrics(metrics)
         if accuracy is not None:
             body["accuracy"] = _num(accuracy)
         if grad_norm is not None:
@@ -320,7 +323,8 @@ class Run:
 
     def policy_update(self, step: int, loss: float, kl: float | None, reward_mean: float | None,
                       reward_std: float | None, grad_norm: float | None, *, model: Any = None,
-                      param_delta_norm: float | None = None, **extra: Any) -> int:
+                      param_delta_norm: float | None = None, metrics: Mapping[str, Any] | None = None,
+                      **extra: Any) -> int:
         """``param_delta_norm`` = L2 norm of (parameters - parameters at the last checkpoint, or at
         run start when Run(model=...) was given, or at the first call with ``model``)."""
         self.max_step = max(self.max_step, int(step))
@@ -329,6 +333,8 @@ class Run:
         body = {"step": int(step), "loss": _num(loss), "kl": _num(kl), "reward_mean": _num(reward_mean),
                 "reward_std": _num(reward_std), "grad_norm": _num(grad_norm),
                 "param_delta_norm": _num(param_delta_norm), **{k: _num(v) for k, v in extra.items()}}
+        if metrics:
+            body["metrics"] = _metrics(metrics)
         return self.event("policy.update", body)
 
     def param_delta_norm(self, model: Any) -> float:
@@ -391,8 +397,10 @@ class Run:
         return self.event("human.review", body, commit=("notes",) if notes is not None else ())
 
     def compute_usage(self, device: str, seconds: float, *, flops: float | None = None,
-                      energy_kwh: float | None = None, **extra: Any) -> int:
+                      energy_kwh: float | None = None, metrics: Mapping[str, Any] | None = None, **extra: Any) -> int:
         body: dict[str, Any] = {"device": device, "seconds": _num(float(seconds)), **extra}
+        if metrics:
+            body["metrics"] = _metrics(metrics)
         if flops is not None:
             body["flops"] = str(int(flops))  # FLOP counts pass 2^53: a decimal string keeps them exact and JCS-safe
         if energy_kwh is not None:
@@ -415,6 +423,16 @@ class Run:
             raise
         self.event("privacy.spend", body)
         return body["epsilon"]
+
+
+def _metrics(m: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in m.items():
+        try:
+            out[str(k)] = _num(v)
+        except TypeError:
+            out[str(k)] = str(v)  # a non-numeric log value is kept as text rather than dropped
+    return out
 
 
 def _snapshot(model: Any) -> dict[str, Any]:
