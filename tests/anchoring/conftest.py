@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from anchoring.chain import ChainClient
+from anchoring.chain import ChainClient, RetryPolicy
 from anchoring.devchain import Anvil
 
 
@@ -115,3 +115,7 @@ def flaky_proxy(anvil: Anvil):  # type: ignore[no-untyped-def]
 def account_client(anvil: Anvil):  # type: ignore[no-untyped-def]
     """Factory: account_client(index, contract, **kw) -> ChainClient for dev account `index`."""
     return lambda index, contract=None, **kw: client_for(anvil, index, contract, **kw)
+
+
+# Short backoff for tests that exercise retries (imported by other test modules).
+FAST_RETRY = RetryPolicy(attempts=5, base_delay=0.01, max_delay=0.05)
