@@ -176,6 +176,7 @@ class Run:
         self._emit_lock = threading.Lock()
         self._ref_params: dict[str, Any] | None = None
         self.last_checkpoint: WeightsDigest | None = None
+        self.checkpoints: list[dict[str, Any]] = []  # {step, weights_digest[, file_digest]} in order
         self.released_weights_digest: str | None = None
         self.max_step = 0
         self.journal: Journal | None = None
@@ -364,6 +365,7 @@ class Run:
                 body["file_digest"] = file_digest(p)
             body["path"] = str(p)
         self.event("checkpoint.save", body)
+        self.checkpoints.append({k: body[k] for k in ("step", "weights_digest", "file_digest") if k in body})
         self.last_checkpoint = wd
         if hasattr(model, "named_parameters"):
             self._ref_params = _snapshot(model)

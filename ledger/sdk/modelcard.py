@@ -1,0 +1,138 @@
+"""A Hugging Face-style model card with a provenance section (docs/sdk.md, "Model cards").
+
+The card is Markdown with YAML front matter (the layout the Hub reads). The front matter carries
+the usual keys (``license``, ``base_model``, ``datasets``, ``tags``) plus a ``provenance``
+mapping, and the body repeats it for people: the log and run, the released weights digest,
+every recorded checkpoint, every on-chain anchor with its transaction, the privacy budget spent
+against the declared one, and the exact command a third party runs to verify the proof bundle
+offline. Nothing personal is written (the card is public).
+"""
+
+from __future__ import annotations
+
+import base64
+import shlex
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from .recorder import Run
+
+ANCHOR_KEYS = ("checkpoint_size", "tx_hash", "block_number", "chain_id", "status")
+
+
+def verify_command(*, bundle: str, log_key: str, producer_keys: Sequence[str] = (), chain_id: int | None = None,
+                   contract: str | None = None, trusted_block_hashes: Sequence[str] = (),
+                   rules: str | None = "eu-ai-act") -> str:
+    """The ``rlhf-verify`` command line (verifier/rlhf_verifier/cli.py), shell-quoted."""
+    parts = ["rlhf-verify", bundle, "--log-key", log_key]
+    for k in producer_keys:
+        parts += ["--producer-key", k]
+    if chain_id is not None:
+        parts += ["--chain-id", str(chain_id)]
+    if contract:
+        parts += ["--contract", contract]
+    for h in trusted_block_hashes:
+        parts += ["--trusted-block-hash", h]
+    if rules:
+        parts += ["--rules", rules]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _check_anchor(a: Mapping[str, Any], i: int) -> dict:
+    missing = [k for k in ANCHOR_KEYS if k not in a]
+    if missing:
+        raise ValueError(f"anchors[{i}]: missing {', '.join(missing)}")
+    return {k: a[k] for k in ANCHOR_KEYS}
+
+
+def model_card(
+    *,
+    model_name: str,
+    log_id: str,
+    run_id: str,
+    weights_digest: str | None,
+    log_key: str,
+    bundle: str,
+    checkpoints: Sequence[Mapping[str, Any]] = (),
+    anchors: Sequence[Mapping[str, Any]] = (),
+    privacy_declared: Mapping[str, float] | None = None,
+    privacy_spent_epsilon: float | None = None,
+    producer_keys: Sequence[str] = (),
+    contract: str | None = None,
+    trusted_block_hashes: Sequence[str] = (),
+    base_model: Mapping[str, Any] | None = None,
+    method: str | None = None,
+    datasets: Sequence[str] = (),
+    license: str | None = None,
+    description: str = "",
+) -> str:
+    anchor_rows = [_check_anchor(a, i) for i, a in enumerate(anchors)]
+    chain_ids = sorted({a["chain_id"] for a in anchor_rows})
+    cmd = verify_command(bundle=bundle, log_key=log_key, producer_keys=producer_keys,
+                         chain_id=chain_ids[0] if len(chain_ids) == 1 else None, contract=contract,
+                         trusted_block_hashes=trusted_block_hashes)
+    privacy: dict[str, Any] | None = None
+    if privacy_declared is not None or privacy_spent_epsilon is not None:
+        privacy = {"declared": dict(privacy_declared) if privacy_declared else None, "spent_epsilon": privacy_spent_epsilon}
+    provenance: dict[str, Any] = {
+        "log_id": log_id,
+        "run_id": run_id,
+        "weights_digest": weights_digest,
+        "checkpoints": [dict(c) for c in checkpoints],
+        "anchors": anchor_rows,
+        "privacy": privacy,
+        "verify": cmd,
+    }
+    front: dict[str, Any] = {"tags": ["rlhf", "provenance"], "provenance": provenance}
+    if license:
+        front["license"] = license
+    if base_model and base_model.get("name"):
+        front["base_model"] = base_model["name"]
+    if datasets:
+        front["datasets"] = list(datasets)
+    lines = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), "---", "", f"# {model_name}", ""]
+    if description:
+        lines += [description, ""]
+    if method:
+        lines += [f"Trained with **{method}**" + (f" from `{base_model['name']}` (`{base_model.get('weights_digest')}`)." if base_model else "."), ""]
+    lines += ["## Provenance", "",
+              "Every training event of this run was signed by the training job and appended to a transparency log "
+              "(RFC 9162) whose checkpoints are anchored on chain. The record below can be checked offline.", "",
+              f"- Log: `{log_id}`", f"- Run: `{run_id}`", f"- Released weights digest: `{weights_digest}`", ""]
+    if checkpoints:
+        lines += ["### Checkpoints", "", "| step | weights digest | file digest |", "|---:|---|---|"]
+        lines += [f"| {c.get('step')} | `{c.get('weights_digest')}` | `{c.get('file_digest', '')}` |" for c in checkpoints]
+        lines.append("")
+    lines += ["### Anchors", ""]
+    if anchor_rows:
+        lines += ["| log size | chain id | block | transaction | status |", "|---:|---:|---:|---|---|"]
+        lines += [f"| {a['checkpoint_size']} | {a['chain_id']} | {a['block_number']} | `{a['tx_hash']}` | {a['status']} |"
+                  for a in anchor_rows]
+    else:
+        lines.append("No anchor yet.")
+    lines += ["", "### Differential privacy", ""]
+    if privacy is None:
+        lines.append("No differential-privacy budget was declared for this run.")
+    else:
+        d = privacy["declared"]
+        declared = f"epsilon {d['epsilon']} at delta {d['delta']}" if d else "none declared"
+        spent = "n/a" if privacy_spent_epsilon is None else f"{privacy_spent_epsilon:.4f}"
+        lines.append(f"Spent epsilon **{spent}** against the declared budget ({declared}), RDP accountant "
+                     "(dp-accounting), replayed by the verifier from the recorded events.")
+    lines += ["", "### Verify", "", "Download the proof bundle and run (no network needed):", "", "```sh", cmd, "```", ""]
+    return "\n".join(lines)
+
+
+def model_card_for_run(run: Run, *, model_name: str, log_key: str, bundle: str, anchors: Sequence[Mapping[str, Any]] = (),
+                       **kw: Any) -> str:
+    """A card from what a finished Run recorded (producer key, checkpoints, released digest, privacy)."""
+    declared = run.declared.get("privacy_budget")
+    return model_card(
+        model_name=model_name, log_id=run.log_id, run_id=run.run_id,
+        weights_digest=run.released_weights_digest or (run.last_checkpoint.digest if run.last_checkpoint else None),
+        log_key=log_key, bundle=bundle, checkpoints=run.checkpoints, anchors=anchors,
+        privacy_declared=declared, privacy_spent_epsilon=run.privacy.epsilon if run.privacy else None,
+        producer_keys=[base64.b64encode(run.signer.public_key).decode()], base_model=run.base_model,
+        method=run.method, datasets=[d.dataset_id for d in run.datasets], **kw,
+    )
