@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -29,7 +30,8 @@ class JCSError(ValueError):
 
 _dumps = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False).encode
 
-_SHORT = {0x08: "\\b", 0x09: "\\t", 0x0A: "\\n", 0x0C: "\\f", 0x0D: "\\r", 0x22: '\\"', 0x5C: "\\\\"}
+_encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def format_number(x: float | int) -> str:
@@ -73,19 +75,11 @@ def _short(x: int) -> str:
 
 
 def _string(s: str, out: list[str]) -> None:
-    parts = ['"']
-    for ch in s:
-        c = ord(ch)
-        if c in _SHORT:
-            parts.append(_SHORT[c])
-        elif c < 0x20:
-            parts.append(f"\\u{c:04x}")
-        elif 0xD800 <= c <= 0xDFFF:
-            raise JCSError("string contains a lone surrogate (not valid Unicode)")
-        else:
-            parts.append(ch)
-    parts.append('"')
-    out.append("".join(parts))
+    # The stdlib escaper (ensure_ascii=False) escapes exactly '"', '\\' and U+0000..U+001F, with
+    # the short forms JCS uses and lower-case \u00xx otherwise: the RFC 8785 3.2.2.2 rules.
+    if not s.isascii() and _SURROGATE.search(s):
+        raise JCSError("string contains a lone surrogate (not valid Unicode)")
+    out.append(_encode_str(s))
 
 
 def _utf16_key(s: str) -> bytes:
@@ -95,7 +89,9 @@ def _utf16_key(s: str) -> bytes:
 def _serialize(v: Any, out: list[str], depth: int) -> None:
     if depth > MAX_DEPTH:
         raise JCSError(f"nesting deeper than {MAX_DEPTH}")
-    if v is None:
+    if type(v) in (dict, list) and _fast_ok(v, depth):
+        out.append(_dumps(v))  # a subtree the stdlib prints identically
+    elif v is None:
         out.append("null")
     elif v is True:
         out.append("true")
@@ -134,7 +130,7 @@ def _fast_ok(v: Any, depth: int = 0) -> bool:
     """True if the stdlib encoder prints exactly the JCS bytes of v (see module docstring)."""
     t = type(v)
     if t is str:
-        return v.isascii() or not any(0xD800 <= ord(c) <= 0xDFFF for c in v)
+        return v.isascii() or not _SURROGATE.search(v)
     if v is None or t is bool:
         return True
     if t is int:
