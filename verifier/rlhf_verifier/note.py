@@ -66,7 +66,7 @@ class VerifierKey:
 def parse_vkey(text: str) -> VerifierKey:
     """Parse `<name>+<hex key id>+<base64(0x01||key)>`; the key id must match the key."""
     text = text.strip()
-    parts = text.rsplit("+", 2)
+    parts = text.split("+", 2)  # key names never contain '+'; the base64 key may
     if len(parts) != 3 or not parts[0]:
         raise NoteError("verifier key must look like <name>+<8 hex>+<base64 key>")
     name, hexid, b64 = parts
