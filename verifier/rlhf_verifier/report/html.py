@@ -45,7 +45,7 @@ def _chart(title: str, series: dict[str, list[tuple[float, float]]], xlabel: str
 
     colours = ["#0a5bd3", "#d3530a", "#178a3a", "#8a1fa8"]
     parts = [f'<svg role="img" aria-label="{_e(title)}" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
-             f'xmlns="http://www.w3.org/2000/svg"><title>{_e(title)}</title>',
+             f'><title>{_e(title)}</title>',
              f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#999"/>',
              f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#999"/>',
              f'<text x="{pad}" y="{pad - 10}" font-size="12">{_e(title)}</text>',
@@ -73,7 +73,7 @@ def _timeline(anchors: list[dict]) -> str:
     t0, t1 = anchors[0]["block_timestamp"], anchors[-1]["block_timestamp"]
     t1 = t1 if t1 > t0 else t0 + 1
     parts = [f'<svg role="img" aria-label="anchor timeline" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
-             f'xmlns="http://www.w3.org/2000/svg"><title>anchor timeline</title>',
+             f'><title>anchor timeline</title>',
              f'<line x1="{pad}" y1="45" x2="{w - pad}" y2="45" stroke="#999"/>']
     for a in anchors:
         x = pad + (a["block_timestamp"] - t0) / (t1 - t0) * (w - 2 * pad)

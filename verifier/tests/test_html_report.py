@@ -1,0 +1,96 @@
+"""The HTML report in headless Chromium, driven over the DevTools protocol: no console errors,
+no network requests beyond the file itself, and a screenshot of the page."""
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from factory import build_bundle, run_events
+from rlhf_verifier.cli import main
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def _report(tmp_path, **kw) -> Path:
+    b = build_bundle(tmp_path / "b.jsonl", events=run_events(30, epsilon_budget=1.0), checkpoint_sizes=[10, 38], **kw)
+    out = tmp_path / "report.html"
+    assert main(b.args("--rules", "eu-ai-act", "--html", str(out), "--json")) == 0
+    return out
+
+
+def test_html_is_self_contained(tmp_path, capsys):
+    html = _report(tmp_path).read_text()
+    capsys.readouterr()
+    assert html.index("VALID") < html.index("Compliance rules") < html.index("Anchor timeline") < html.index("<svg")
+    assert "<script" not in html.lower()
+    assert not re.search(r"(src|href)\s*=", html, re.I)
+    assert not re.search(r"https?://|//[a-z0-9.-]+\.[a-z]{2,}/|url\(", html, re.I)
+    assert html.count("<polyline") >= 3  # reward, KL, loss (+ privacy)
+    assert "privacy-budget" in html and "fail" in html  # budget 1.0 is below the replayed spend
+
+
+def _cdp(ws, msg_id, method, params=None):
+    ws.send(json.dumps({"id": msg_id, "method": method, "params": params or {}}))
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed")
+def test_html_in_headless_chromium(tmp_path, capsys):
+    websockets = pytest.importorskip("websockets.sync.client")
+    page = _report(tmp_path)
+    capsys.readouterr()
+    profile = tmp_path / "profile"
+    proc = subprocess.Popen([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                             "--disable-component-update", "--no-first-run", "--disable-sync",
+                             f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 60
+        while not port_file.exists() or not port_file.read_text().strip():
+            assert time.monotonic() < deadline and proc.poll() is None, "chromium did not start"
+            time.sleep(0.1)
+        port = port_file.read_text().split()[0]
+        import urllib.request
+
+        targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json", timeout=10).read())
+        ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+        requests, problems, shot = [], [], None
+        with websockets.connect(ws_url, max_size=None, open_timeout=20) as ws:
+            for i, m in enumerate(["Network.enable", "Log.enable", "Runtime.enable", "Page.enable"], 1):
+                _cdp(ws, i, m)
+            _cdp(ws, 10, "Page.navigate", {"url": page.as_uri()})
+            loaded = False
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                msg = json.loads(ws.recv(timeout=30))
+                meth = msg.get("method")
+                if meth == "Network.requestWillBeSent":
+                    requests.append(msg["params"]["request"]["url"])
+                elif meth == "Runtime.exceptionThrown":
+                    problems.append(msg["params"]["exceptionDetails"].get("text"))
+                elif meth == "Runtime.consoleAPICalled" and msg["params"]["type"] in ("error", "warning"):
+                    problems.append(str(msg["params"]["args"])[:200])
+                elif meth == "Log.entryAdded" and msg["params"]["entry"]["level"] in ("error", "warning"):
+                    problems.append(msg["params"]["entry"]["text"])
+                elif meth == "Page.loadEventFired" and not loaded:
+                    loaded = True
+                    _cdp(ws, 20, "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+                elif msg.get("id") == 20:
+                    shot = base64.b64decode(msg["result"]["data"])
+                    break
+        assert shot and shot[:8] == b"\x89PNG\r\n\x1a\n"
+        (tmp_path / "report.png").write_bytes(shot)
+        assert not problems, problems
+        assert requests and all(u == page.as_uri() for u in requests), requests
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
