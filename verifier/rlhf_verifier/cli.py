@@ -1,6 +1,6 @@
 """rlhf-verify: check a proof bundle (or a tlog-proof file) offline.
 
-Exit status: 0 valid, 1 invalid, 2 could not run. Errors are one line each; never a traceback.
+Exit status: 0 valid (and compliant, with --rules), 1 invalid or non-compliant, 2 could not run. Errors are one line each; never a traceback.
 """
 
 from __future__ import annotations
@@ -203,7 +203,9 @@ def _main(argv: list[str]) -> int:
             print(f"rlhf-verify: cannot write {a.html}: {e.strerror}", file=sys.stderr)
             return EXIT_CANNOT_RUN
     sys.stdout.write(render_json(result, a.bundle) + "\n" if a.json else render_text(result, a.bundle))
-    return EXIT_VALID if result.valid else EXIT_INVALID
+    from .report.text import verdict
+
+    return EXIT_VALID if verdict(result) == "valid" else EXIT_INVALID
 
 
 if __name__ == "__main__":

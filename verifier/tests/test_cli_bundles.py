@@ -36,7 +36,7 @@ def test_compliance_failures_name_evidence(tmp_path, capsys):
     code, out, _ = run_cli(b.args("--rules", "eu-ai-act", "--json"), capsys)
     rep = json.loads(out)
     status = {r["id"]: r for r in rep["compliance"]}
-    assert code == 0  # integrity holds; compliance results are reported, not an integrity failure
+    assert code == 1 and rep["integrity"] == "valid" and rep["verdict"] == "non-compliant"
     for rid in ("privacy-budget", "released-weights", "retention", "anchoring-delay"):
         assert status[rid]["status"] == "fail", rid
         assert status[rid]["runs"][0]["evidence"], rid

@@ -20,14 +20,14 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 def _report(tmp_path, **kw) -> Path:
     b = build_bundle(tmp_path / "b.jsonl", events=run_events(30, epsilon_budget=1.0), checkpoint_sizes=[10, 38], **kw)
     out = tmp_path / "report.html"
-    assert main(b.args("--rules", "eu-ai-act", "--html", str(out), "--json")) == 0
+    assert main(b.args("--rules", "eu-ai-act", "--html", str(out), "--json")) == 1  # privacy budget exceeded
     return out
 
 
 def test_html_is_self_contained(tmp_path, capsys):
     html = _report(tmp_path).read_text()
     capsys.readouterr()
-    assert html.index("VALID") < html.index("Compliance rules") < html.index("Anchor timeline") < html.index("<svg")
+    assert html.index("COMPLIANCE FAILED") < html.index("Compliance rules") < html.index("Anchor timeline") < html.index("<svg")
     assert "<script" not in html.lower()
     assert not re.search(r"(src|href)\s*=", html, re.I)
     assert not re.search(r"https?://|//[a-z0-9.-]+\.[a-z]{2,}/|url\(", html, re.I)

@@ -91,12 +91,14 @@ def _ts(t: int) -> str:
 
 def render_html(r: Result, bundle: str) -> str:
     d = as_dict(r, bundle)
-    v = d["verdict"]
+    v = "valid" if d["verdict"] == "valid" else "invalid"
+    head = {"valid": "VALID", "invalid": "INVALID",
+            "non-compliant": "INTEGRITY VALID &mdash; COMPLIANCE FAILED"}[d["verdict"]]
     c = d["counts"]
     o: list[str] = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
                     "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-                    f"<title>rlhf-verify: {_e(v)}</title><style>{CSS}</style></head><body>",
-                    f"<h1>Proof bundle verification</h1><div class='verdict {v}'>{'VALID' if r.valid else 'INVALID'}"
+                    f"<title>rlhf-verify: {_e(d['verdict'])}</title><style>{CSS}</style></head><body>",
+                    f"<h1>Proof bundle verification</h1><div class='verdict {v}'>{head}"
                     f" &mdash; {_e(bundle)}</div>",
                     f"<p>{c['events']} events ({c['events_valid']} passed every check, {c['events_anchored']} under an "
                     f"anchored checkpoint), {c['checkpoints']} checkpoints, {c['anchors']} anchors, "

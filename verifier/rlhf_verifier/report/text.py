@@ -8,9 +8,21 @@ from typing import Any
 from ..verify import Result
 
 
+def compliance_failed(r: Result) -> list[str]:
+    return [x["id"] for x in (r.compliance or []) if x["status"] == "fail"]
+
+
+def verdict(r: Result) -> str:
+    if not r.valid:
+        return "invalid"
+    return "non-compliant" if compliance_failed(r) else "valid"
+
+
 def as_dict(r: Result, bundle: str) -> dict[str, Any]:
     return {
-        "verdict": "valid" if r.valid else "invalid",
+        "verdict": verdict(r),
+        "integrity": "valid" if r.valid else "invalid",
+        "compliance_failed": compliance_failed(r),
         "bundle": bundle,
         "trusted": r.trusted,
         "header": r.header,
@@ -31,7 +43,9 @@ def render_json(r: Result, bundle: str) -> str:
 
 def render_text(r: Result, bundle: str) -> str:
     d = as_dict(r, bundle)
-    out = [f"{bundle}: {'VALID' if r.valid else 'INVALID'}", "", "Trusted:"]
+    head = {"valid": "VALID", "invalid": "INVALID",
+            "non-compliant": "INTEGRITY VALID, COMPLIANCE FAILED (" + ", ".join(compliance_failed(r)) + ")"}[verdict(r)]
+    out = [f"{bundle}: {head}", "", "Trusted:"]
     for k, v in r.trusted.items():
         out.append(f"  {k}: {v if not isinstance(v, list) else ', '.join(map(str, v)) or '(none)'}")
     c = d["counts"]
