@@ -298,3 +298,25 @@ def test_unauthorized_key_fails_after_bounded_attempts(anvil, owner, ledger, pro
     assert row["status"] == "failed" and row["attempts"] == 2 and "NotAuthorized" in row["error"]
     with ledger.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(db.anchors)).scalar() == 1
+
+
+def test_watch_backs_off_while_unavailable_and_stops(anvil, owner, ledger, producer, store, caplog):
+    with socket_closed_port() as port:
+        dead = ChainClient(f"http://127.0.0.1:{port}", anvil.private_keys[0], contract_address=owner.contract_address,
+                           retry=FAST_RETRY)
+    add(ledger, producer, 2)
+    worker = AnchorWorker(ledger, dead, store, LOG)
+    waits: list[float] = []
+
+    class RecordingStop(threading.Event):
+        def wait(self, timeout=None):  # noqa: ANN001 - records the backoff instead of sleeping
+            waits.append(timeout)
+            return False
+
+    caplog.set_level(logging.INFO, logger="anchoring.worker")
+    worker.watch(0.5, stop=RecordingStop(), passes=4, max_backoff=3.0)
+    assert waits == [1.0, 2.0, 3.0]  # doubled per failed pass, capped; no wait after the last pass
+    assert len([r for r in caplog.records if "paused" in r.getMessage()]) == 1
+    worker.chain = client(anvil, owner.contract_address)
+    worker.watch(0.5, stop=RecordingStop(), passes=1)
+    assert [r["status"] for r in anchors_for_log(ledger, LOG)] == ["included"]
