@@ -49,7 +49,7 @@ class Sender:
         log_id: str,
         run_id: str,
         queue_size: int = 65536,
-        fsync_interval: float = 0.05,
+        fsync_interval: float = 0.02,
         backoff_base: float = 0.2,
         backoff_max: float = 30.0,
     ):
@@ -73,6 +73,7 @@ class Sender:
         self.retries = 0
         self._stop = threading.Event()  # finish what is queued, then exit
         self._abandon = threading.Event()  # exit now; the journal keeps what was not delivered
+        journal.start_sync_timer(fsync_interval)
         self._thread = threading.Thread(target=self._run, name=f"rlhf-ledger-sender[{run_id}]", daemon=True)
         self._thread.start()
 
@@ -147,7 +148,6 @@ class Sender:
         return _Built(seq, event_id, rec["type"], envelope)
 
     def _run(self) -> None:
-        last_sync = time.monotonic()
         while not self._abandon.is_set():
             first = self._next_line(self.fsync_interval)
             lines = [] if first is None else [first]
@@ -156,6 +156,8 @@ class Sender:
                 if nxt is None:
                     break
                 lines.append(nxt)
+            if lines and self.journal.fsync_mode == "batch" and self.journal.synced_seq < self.journal.next_seq - 1:
+                self.journal.sync()  # nothing is sent before it is on disk (the timer usually got there first)
             if self.error is not None:  # delivery stopped: keep draining so training never blocks
                 if not lines and self._stop.is_set():
                     break
@@ -170,11 +172,6 @@ class Sender:
                     break
             if self.error is not None:
                 continue
-            now = time.monotonic()
-            if self._unacked or now - last_sync >= self.fsync_interval:
-                if self.journal.fsync_mode == "batch":
-                    self.journal.sync()  # group commit: one fsync covers every line written so far
-                last_sync = now
             if self._unacked:
                 self._deliver()
             elif self._stop.is_set() and not lines and not self._recovered and self._queue.empty():

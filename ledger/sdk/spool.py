@@ -105,6 +105,9 @@ class Journal:
         self.segment_bytes = segment_bytes
         self.trim_bytes = trim_bytes  # a fully acknowledged current segment this large is rotated away
         self._lock = threading.Lock()
+        self._timer: threading.Thread | None = None
+        self._timer_stop = threading.Event()
+        self.synced_seq = -1  # last seq known fsynced
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         meta = {"format": SPOOL_FORMAT, "log_id": log_id, "run_id": run_id, "producer": producer}
         meta_path = self.dir / "meta.json"
@@ -236,13 +239,39 @@ class Journal:
         return self._seq
 
     def sync(self) -> None:
-        """fsync the current segment (group commit for mode "batch")."""
+        """fsync the current segment (group commit for mode "batch"): covers every line written so far.
+
+        The descriptor is duplicated under the lock and fsynced outside it, so appends on the
+        training thread never wait for the disk.
+        """
         if self.fsync_mode == "none":
             return
         with self._lock:
-            fd = self._fd
-            if fd >= 0:
-                os.fsync(fd)
+            if self._fd < 0:
+                return
+            fd, covered = os.dup(self._fd), self._seq - 1
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.synced_seq = max(self.synced_seq, covered)
+
+    def start_sync_timer(self, interval: float) -> None:
+        """Mode "batch": a small thread fsyncs at most ``interval`` seconds after a line is written,
+        however far behind the sender is (fsync releases the GIL)."""
+        if self.fsync_mode != "batch" or self._timer is not None:
+            return
+
+        def loop() -> None:
+            while not self._timer_stop.wait(interval):
+                if self._seq - 1 > self.synced_seq:
+                    try:
+                        self.sync()
+                    except OSError:
+                        pass  # closed under us at shutdown; close() fsyncs itself
+
+        self._timer = threading.Thread(target=loop, name="rlhf-ledger-spool-fsync", daemon=True)
+        self._timer.start()
 
     # --- acknowledgement and trimming (sender thread) ---------------------------------------
 
@@ -274,6 +303,9 @@ class Journal:
 
     def close(self, *, acked_seq: int | None = None) -> None:
         """Close the journal; when ``acked_seq`` shows everything acknowledged, delete the segments."""
+        self._timer_stop.set()
+        if self._timer is not None:
+            self._timer.join()
         with self._lock:
             if self._fd >= 0:
                 if self.fsync_mode != "none":
