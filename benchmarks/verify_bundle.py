@@ -1,0 +1,184 @@
+"""Verifier throughput: build (or take) a tree-mode bundle of N events and verify it.
+
+    python benchmarks/verify_bundle.py [--events 1000000] [--bundle PATH] [--jobs 2]
+
+Prints events/s, total seconds and peak RSS of the verification (run in a fresh process, its
+worker processes included), beside this machine's measured Ed25519-verify bound (one core and
+all cores) from the same run, and the peak RSS of a run on a bundle 10x smaller to show that
+memory does not grow with bundle size. Target: 1,000,000 events in <= 30 s on 2 cores.
+
+The bundle is produced with the ledger's own code (ledger.jcs, ledger.keys, ledger.merkle),
+signatures in parallel, and cached under the temp directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import multiprocessing
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "verifier")]
+
+PRODUCERS = 8
+_SIGNERS: list = []
+
+
+def _init_signers() -> None:
+    from ledger.keys import Signer
+
+    _SIGNERS[:] = [Signer.from_seed(hashlib.sha256(b"bench-producer%d" % i).digest()) for i in range(PRODUCERS)]
+
+
+def _sign(batch: list[tuple[int, bytes]]) -> list[str]:
+    return [base64.b64encode(_SIGNERS[p].sign(msg)).decode() for p, msg in batch]
+
+
+def build(path: Path, n: int) -> None:
+    from ledger.checkpoints import default_origin, sign_checkpoint
+    from ledger.jcs import canonicalize
+    from ledger.keys import Signer
+    from ledger.merkle import root_from_leaf_hashes
+
+    _init_signers()
+    log = Signer.from_seed(hashlib.sha256(b"bench-log").digest())
+    origin = default_origin("bench")
+    prev: list[str | None] = [None] * PRODUCERS
+    seq = [0] * PRODUCERS
+    tmp = path.with_suffix(".events.tmp")
+    leaf_hashes: list[bytes] = []
+    t0 = time.perf_counter()
+    with multiprocessing.get_context("fork").Pool(os.cpu_count() or 1, initializer=_init_signers) as pool, \
+            open(tmp, "w") as out:
+        chunk = 20000
+        for start in range(0, n, chunk):
+            events, todo = [], []
+            for i in range(start, min(n, start + chunk)):
+                p = i % PRODUCERS
+                ev = {"v": 1, "log_id": "bench", "run_id": "run-%d" % (i * 4 // n), "type": "policy.update",
+                      "producer": _SIGNERS[p].key_id, "seq": seq[p], "prev": prev[p],
+                      "ts": "2026-01-31T12:%02d:%02d.%06dZ" % ((i // 60_000_000) % 60, (i // 1_000_000) % 60, i % 1_000_000),
+                      "body": {"step": i, "loss": 0.5 + (i % 97) / 1000, "kl": (i % 13) / 100, "reward_mean": (i % 89) / 50,
+                               "reward_std": 1.0, "grad_norm": 1.25, "param_delta_norm": 0.015625}}
+                raw = canonicalize(ev)
+                h = hashlib.sha256(raw).hexdigest()
+                seq[p] += 1
+                prev[p] = h
+                events.append(ev)
+                todo.append((p, raw))
+                if (i + 1) * 4 // n != i * 4 // n:  # run boundary: chains restart per run
+                    prev, seq = [None] * PRODUCERS, [0] * PRODUCERS
+            sigs = [s for part in pool.map(_sign, [todo[k : k + 2000] for k in range(0, len(todo), 2000)]) for s in part]
+            for k, (ev, sig) in enumerate(zip(events, sigs)):
+                env = {"event": ev, "sig": sig}
+                leaf_hashes.append(hashlib.sha256(b"\x00" + canonicalize(env)).digest())
+                out.write(json.dumps({"kind": "event", "index": start + k, "envelope": env}, separators=(",", ":")) + "\n")
+            print(f"\rbuilding bundle: {min(n, start + chunk):,}/{n:,}", end="", file=sys.stderr)
+    root = root_from_leaf_hashes(leaf_hashes)
+    producers = [{"key_id": s.key_id, "public_key": base64.b64encode(s.public_key).decode(), "status": "active"}
+                 for s in _SIGNERS]
+    header = {"kind": "header", "format": "rlhf-ledger-bundle", "version": 1,
+              "media_type": "application/vnd.rlhf-ledger.bundle.v1+jsonl", "created": "2026-02-01T00:00:00Z",
+              "mode": "tree", "scope": {"type": "range", "start": 0, "end": n},
+              "log": {"log_id": "bench", "origin": origin, "public_key": base64.b64encode(log.public_key).decode()},
+              "producers": producers}
+    cp = {"kind": "checkpoint", "size": n, "root": base64.b64encode(root).decode(),
+          "note": sign_checkpoint(origin, n, root, log)}
+    with open(path, "w") as f:
+        f.write(json.dumps(header) + "\n" + json.dumps(cp) + "\n")
+        with open(tmp) as src:
+            for line in src:
+                f.write(line)
+        f.write(json.dumps({"kind": "end", "events": n, "records": n + 2}) + "\n")
+    tmp.unlink()
+    print(f"\rbuilt {n:,} events in {time.perf_counter() - t0:.1f} s -> {path}", file=sys.stderr)
+
+
+def ed25519_bound(samples: int = 20000) -> tuple[float, float]:
+    """Verifications per second on one core and on all cores (libsodium via PyNaCl)."""
+    with multiprocessing.get_context("fork").Pool(os.cpu_count() or 1) as pool:
+        t = time.perf_counter()
+        _verify_many(samples)
+        one = samples / (time.perf_counter() - t)
+        k = os.cpu_count() or 1
+        t = time.perf_counter()
+        pool.map(_verify_many, [samples] * k)
+        many = samples * k / (time.perf_counter() - t)
+    return one, many
+
+
+def _verify_many(n: int) -> None:
+    import nacl.bindings
+    import nacl.signing
+
+    sk = nacl.signing.SigningKey(b"\x01" * 32)
+    msg = b"x" * 300
+    sm = sk.sign(msg)
+    pk = bytes(sk.verify_key)
+    for _ in range(n):
+        nacl.bindings.crypto_sign_open(bytes(sm), pk)
+
+
+def verify_in_fresh_process(path: Path, jobs: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--_verify", str(path), "--jobs", str(jobs)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _verify_here(path: str, jobs: int) -> None:
+    from rlhf_verifier.verify import Options, verify_file
+
+    t = time.perf_counter()
+    r = verify_file(path, Options(trust_bundle_log_key=True, trust_bundle_producers=True, jobs=jobs))
+    secs = time.perf_counter() - t
+    rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    print(json.dumps({"valid": r.valid, "events": r.events, "seconds": secs, "peak_rss_mib": rss / 1024,
+                      "findings": [f.line() for f in r.findings[:3]]}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--bundle", type=Path, help="verify this bundle instead of building one")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--_verify", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a._verify:
+        _verify_here(a._verify, a.jobs)
+        return
+    cache = Path(tempfile.gettempdir())
+    if a.bundle:
+        path, small = a.bundle, None
+    else:
+        path = cache / f"rlhf-bench-{a.events}.rlhfbundle.jsonl"
+        small = cache / f"rlhf-bench-{max(a.events // 10, 1)}.rlhfbundle.jsonl"
+        for p, n in ((path, a.events), (small, max(a.events // 10, 1))):
+            if not p.exists():
+                build(p, n)
+    one, many = ed25519_bound()
+    res = verify_in_fresh_process(path, a.jobs)
+    if not res["valid"]:
+        sys.exit(f"bundle did not verify: {res['findings']}")
+    n = res["events"]
+    print(f"machine: {os.cpu_count()} cores; Ed25519 verify bound: {one:,.0f}/s on 1 core, {many:,.0f}/s on all cores "
+          f"(=> {n / many:.1f} s minimum for {n:,} signatures)")
+    print(f"verified {n:,} events in {res['seconds']:.1f} s = {n / res['seconds']:,.0f} events/s with {a.jobs} worker(s); "
+          f"peak RSS {res['peak_rss_mib']:.0f} MiB (largest process)")
+    if small:
+        rs = verify_in_fresh_process(small, a.jobs)
+        print(f"  at {rs['events']:,} events: {rs['seconds']:.1f} s, peak RSS {rs['peak_rss_mib']:.0f} MiB "
+              f"(memory does not grow with bundle size if these are close)")
+    print(f"target: 1,000,000 events in <= 30 s -> {'met' if n >= 1_000_000 and res['seconds'] <= 30 else 'see figures'}")
+
+
+if __name__ == "__main__":
+    main()
