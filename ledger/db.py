@@ -152,7 +152,8 @@ def database_url(data_dir: Path | str | None, url: str | None = None) -> str:
     return f"sqlite:///{path}"
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, writer: bool = True) -> Engine:
+    """An engine; for SQLite, `writer` engines take the write lock at BEGIN (BEGIN IMMEDIATE)."""
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"timeout": 60, "isolation_level": None}, poolclass=sa.pool.QueuePool)
 
@@ -169,9 +170,9 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # noqa: ANN001
-            # Take the write lock at BEGIN: concurrent appenders queue here instead of failing
-            # later with SQLITE_BUSY on lock upgrade.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers take the write lock at BEGIN: concurrent appenders queue here instead of
+            # failing later with SQLITE_BUSY on lock upgrade. Readers take a WAL snapshot.
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)

@@ -101,8 +101,11 @@ def _verify_chunk(items: list[tuple[bytes, bytes, bytes]]) -> list[bool]:
 class Ledger:
     """Access to every log in one database. Thread-safe; one instance per process is enough."""
 
-    def __init__(self, engine: Engine, keys_dir: Path, *, passphrase: str | None = None):
+    def __init__(self, engine: Engine, keys_dir: Path, *, passphrase: str | None = None, read_engine: Engine | None = None):
         self.engine = engine
+        # SQLite: reads use plain deferred transactions (WAL snapshots) and never queue behind
+        # writers for the write lock; PostgreSQL uses one engine for both.
+        self.read_engine = read_engine or engine
         self.keys_dir = Path(keys_dir)
         self._passphrase = passphrase
         self._signers: dict[str, Signer] = {}
@@ -126,13 +129,17 @@ class Ledger:
             data_dir = os.environ.get("RLHF_LEDGER_HOME", "./data")
         data_dir = Path(data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
-        engine = db.make_engine(db.database_url(data_dir, database_url))
+        url = db.database_url(data_dir, database_url)
+        engine = db.make_engine(url)
         if migrate:
             upgrade(engine)
-        return cls(engine, data_dir / "keys", passphrase=passphrase)
+        read_engine = db.make_engine(url, writer=False) if db.is_sqlite(engine) else None
+        return cls(engine, data_dir / "keys", passphrase=passphrase, read_engine=read_engine)
 
     def close(self) -> None:
         self.engine.dispose()
+        if self.read_engine is not self.engine:
+            self.read_engine.dispose()
 
     def _get_passphrase(self) -> str:
         if self._passphrase is None:
@@ -145,11 +152,14 @@ class Ledger:
     def _log_key_path(self, log_id: str) -> Path:
         return self.keys_dir / f"log-{log_id.replace('/', '_').replace(':', '_')}.key.json"
 
-    def log_signer(self, log_id: str) -> Signer:
+    def log_signer(self, log_id: str, public_key: bytes | None = None) -> Signer:
+        """The log's signing key (decrypted once). Pass `public_key` when inside a transaction."""
         signer = self._signers.get(log_id)
         if signer is None:
             signer = read_key_file(self._log_key_path(log_id), self._get_passphrase())
-            if signer.public_key != self.log_info(log_id).public_key:
+            if public_key is None:
+                public_key = self.log_info(log_id).public_key
+            if signer.public_key != public_key:
                 raise LedgerError("log key file does not match the log's registered public key", where=log_id)
             self._signers[log_id] = signer
         return signer
@@ -538,13 +548,13 @@ class Ledger:
         return get
 
     def _read(self, q: Any) -> list[sa.Row]:
-        with self.engine.connect() as conn:
+        with self.read_engine.connect() as conn:
             rows = conn.execute(q).all()
             conn.rollback()
         return rows
 
     def _with_read(self, fn: Callable[[Connection], Any]) -> Any:
-        with self.engine.connect() as conn:
+        with self.read_engine.connect() as conn:
             try:
                 return fn(conn)
             finally:
@@ -594,7 +604,7 @@ class Ledger:
         self, conn: Connection, log_id: str, origin: str, size: int, public_key: bytes, *, optional: bool = False
     ) -> Checkpoint | None:
         try:
-            signer = self.log_signer(log_id)
+            signer = self.log_signer(log_id, public_key)
         except LedgerError:
             if optional:  # appends never fail for want of the log key; checkpoints wait for it
                 return None
@@ -736,7 +746,8 @@ class Ledger:
                 .where(db.run_keys.c.log_id == log_id, db.run_keys.c.run_id == run_id)
                 .values(wrapped_key=None, erased_at=time.time())
             ).rowcount
-            conn.execute(db.payloads.delete().where(db.payloads.c.log_id == log_id, db.payloads.c.run_id == run_id))
+        # Ciphertexts stay: without the data key they are noise (crypto-shredding), and keeping
+        # them shows that nothing but the key changed.
         return n
 
     def tlog_proof(self, log_id: str, index: int, size: int | None = None) -> str:
