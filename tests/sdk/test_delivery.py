@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import EmulatedLedgerApiForTests, RecordingAppendForTests, check_chains
+from .helpers import EmulatedLedgerApiForTests, RecordingAppendForTests, check_chains
 from ledger.keys import Signer
 from ledger.sdk import HttpSink, LocalSink, PermanentDeliveryError, Run
 from ledger.sdk.spool import Journal

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from helpers import check_chains, tiny_model
+from .helpers import check_chains, tiny_model
 from ledger.keys import Signer
 from ledger.sdk import DatasetManifest, LocalSink, PermanentDeliveryError, Run, weights_digest
 
@@ -14,12 +14,10 @@ store = pytest.importorskip("ledger.store")
 
 
 @pytest.fixture
-def ledger(tmp_path, monkeypatch):
-    monkeypatch.delenv("DATABASE_URL", raising=False)  # this test uses its own SQLite file
-    lg = store.Ledger.open(tmp_path / "ledger", passphrase="test-passphrase")
-    lg.init_log("sdk-log")
-    yield lg
-    lg.close()
+def sdk_ledger(ledger):
+    """The shared `ledger` fixture (tests/conftest.py): a real Ledger on SQLite and on PostgreSQL."""
+    ledger.init_log("sdk-log")
+    return ledger
 
 
 class AckLostOnce:
@@ -36,7 +34,8 @@ class AckLostOnce:
         return out
 
 
-def test_run_into_real_ledger_with_lost_ack_is_idempotent(tmp_path, ledger):
+def test_run_into_real_ledger_with_lost_ack_is_idempotent(tmp_path, sdk_ledger):
+    ledger = sdk_ledger
     s = Signer.generate()
     ledger.register_producer("sdk-log", s.public_key, "trainer")
     sink_fn = AckLostOnce(ledger.append)
@@ -62,7 +61,8 @@ def test_run_into_real_ledger_with_lost_ack_is_idempotent(tmp_path, ledger):
     assert events[-1]["body"]["released_weights_digest"] == weights_digest(m).digest
 
 
-def test_unregistered_producer_is_refused_by_real_ledger(tmp_path, ledger):
+def test_unregistered_producer_is_refused_by_real_ledger(tmp_path, sdk_ledger):
+    ledger = sdk_ledger
     s = Signer.generate()
     run = Run(log_id="sdk-log", run_id="r", signer=s, sink=LocalSink(ledger.append), method="sft",
               hyperparameters={"lr": 1}, base_model={"name": "m", "weights_digest": "sha256:" + "0" * 64},

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import RecordingAppendForTests, tiny_model
+from .helpers import RecordingAppendForTests, tiny_model
 from ledger.keys import Signer
 from ledger.sdk import LocalSink, Run, weights_digest
 from ledger.sdk.modelcard import model_card, model_card_for_run

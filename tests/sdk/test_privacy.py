@@ -8,7 +8,7 @@ import dp_accounting
 import pytest
 from dp_accounting import rdp
 
-from helpers import RecordingAppendForTests
+from .helpers import RecordingAppendForTests
 from ledger.keys import Signer
 from ledger.sdk import LocalSink, PrivacyAccountant, PrivacyBudgetExceeded, Run
 from ledger.sdk.privacy import Spend, replay_epsilon

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from helpers import RecordingAppendForTests, check_chains, tiny_model
+from .helpers import RecordingAppendForTests, check_chains, tiny_model
 from ledger.errors import EventError
 from ledger.events import check_openings, parse_envelope
 from ledger.keys import Signer

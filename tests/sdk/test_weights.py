@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from helpers import tiny_model
+from .helpers import tiny_model
 from ledger.jcs import canonicalize
 from ledger.sdk.weights import diff_tensors, file_digest, file_manifest, mth, weights_digest
 
