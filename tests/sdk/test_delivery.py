@@ -48,7 +48,7 @@ def test_sigkill_after_calls_return_loses_nothing_and_duplicates_nothing(tmp_pat
     api = EmulatedLedgerApiForTests(app, token="tok", log_id="log-c")
     try:
         if ledger_state == "slow":
-            api.delay = 0.02  # some batches are delivered before the kill, some in flight, some not sent
+            api.delay = 0.05  # some batches are delivered before the kill, some in flight, some not sent
         else:
             api.script = [503] * 10_000  # nothing is delivered before the kill
         n = 400
