@@ -49,11 +49,28 @@ def _fast_ok(value: Any, depth: int = 0) -> bool:
     return False
 
 
+def _check_round_trip(value: Any, depth: int = 0) -> None:
+    """Refuse floats that JCS writes as integers beyond 2^53: parsed back, they become integers
+    that no longer canonicalise, so a stored entry could not be re-checked."""
+    if depth > 10_000:
+        return
+    t = type(value)
+    if t is float and math.isfinite(value) and abs(value) >= 2**53:
+        raise CanonicalError(f"number {value!r} is at or above 2^53 and would not survive a JSON round trip; send it as a string")
+    if t is dict:
+        for v in value.values():
+            _check_round_trip(v, depth + 1)
+    elif t is list or t is tuple:
+        for v in value:
+            _check_round_trip(v, depth + 1)
+
+
 def canonicalize(value: Any) -> bytes:
     """Return the RFC 8785 canonical UTF-8 bytes of a JSON value."""
     try:
         if _fast_ok(value):
             return _dumps(value).encode("utf-8")
+        _check_round_trip(value)
         return rfc8785.dumps(value)
     except (rfc8785.CanonicalizationError, ValueError, TypeError, UnicodeEncodeError, RecursionError) as e:
         raise CanonicalError(f"value cannot be canonicalised with RFC 8785: {e}") from None

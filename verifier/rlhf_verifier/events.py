@@ -160,20 +160,24 @@ class ChainTracker:
     """Per (run, producer): seq 0, 1, 2, ... and each `prev` = hash of the previous event.
 
     Memory grows with the number of (run, producer) pairs, not with the number of events.
+    A bundle of a whole run (scope "run") must hold every chain from seq 0; an event or range
+    bundle holds a window of the log, so its chains may start anywhere but must not break
+    inside the window (docs/bundle-format.md).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, require_start: bool = True) -> None:
         self._last: dict[tuple[str, str], tuple[int, str]] = {}
+        self.require_start = require_start
 
     def feed(self, run_id: str, producer: str, seq: int, prev: str | None, event_id: str) -> str | None:
         """Return None if the event continues its chain, else what is wrong."""
         key = (run_id, producer)
         last = self._last.get(key)
         if last is None:
-            if seq != 0:
+            if seq != 0 and self.require_start:
                 self._last[key] = (seq, event_id)
                 return f"first event of producer {producer[:16]}.. in run {run_id} has seq {seq}, expected 0 (gap)"
-            self._last[key] = (0, event_id)
+            self._last[key] = (seq, event_id)
             return None
         lseq, lid = last
         self._last[key] = (seq, event_id)

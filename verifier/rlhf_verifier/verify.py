@@ -277,6 +277,9 @@ class Verifier:
         self.r.trusted = trusted
         self.r.header = {k: h.get(k) for k in ("created", "mode", "scope", "declared")} | {
             "log_id": self.header_log_id, "origin": self.origin}
+        scope = h.get("scope") if isinstance(h.get("scope"), dict) else {}
+        # Only a whole-run bundle must hold each producer chain from seq 0 (docs/bundle-format.md).
+        self.chains.require_start = scope.get("type", "run") == "run"
 
     def checkpoint(self, n: int, obj: dict) -> None:
         size = obj.get("size")

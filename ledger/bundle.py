@@ -1,0 +1,213 @@
+"""Proof-bundle export (docs/bundle-format.md): a streamed, self-contained JSON Lines file.
+
+The exporter reads the log page by page and yields one line at a time, so a bundle for a run of
+any size is produced with memory that does not grow with the run.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from . import db
+from .errors import LedgerError, NotFoundError
+from .events import now_ts
+from .store import Ledger
+
+MEDIA_TYPE = "application/vnd.rlhf-ledger.bundle.v1+jsonl"
+FORMAT = "rlhf-ledger-bundle"
+VERSION = 1
+INCLUSION_MODE_MAX_EVENTS = 1000  # above this, tree mode is smaller and faster to verify
+SETTLED = ("confirmed", "finalized")
+
+
+@dataclass(frozen=True)
+class Scope:
+    type: str  # event | range | run
+    index: int | None = None
+    start: int | None = None
+    end: int | None = None
+    run_id: str | None = None
+
+    def as_json(self) -> dict:
+        if self.type == "event":
+            return {"type": "event", "start": self.index, "end": self.index + 1}  # type: ignore[operator]
+        if self.type == "range":
+            return {"type": "range", "start": self.start, "end": self.end}
+        return {"type": "run", "run_id": self.run_id}
+
+
+def _b64(h: bytes) -> str:
+    return base64.b64encode(bytes(h)).decode()
+
+
+def _line(obj: dict) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n"
+
+
+def _scope_filter(scope: Scope, log_id: str) -> Any:
+    e = db.entries.c
+    cond = e.log_id == log_id
+    if scope.type == "event":
+        return sa.and_(cond, e.idx == scope.index)
+    if scope.type == "range":
+        return sa.and_(cond, e.idx >= scope.start, e.idx < scope.end)
+    if scope.type == "run":
+        return sa.and_(cond, e.run_id == scope.run_id)
+    raise LedgerError(f"unknown bundle scope {scope.type!r}", where="scope")
+
+
+def _scope_stats(ledger: Ledger, log_id: str, scope: Scope) -> tuple[int, int, list[str]]:
+    e = db.entries.c
+    cond = _scope_filter(scope, log_id)
+    with ledger.read_engine.connect() as conn:
+        count, last = conn.execute(sa.select(sa.func.count(), sa.func.max(e.idx)).where(cond)).one()
+        producers = [r[0] for r in conn.execute(sa.select(e.producer).where(cond).distinct())]
+        conn.rollback()
+    if not count:
+        raise NotFoundError(f"no events in scope {scope.as_json()}", where=f"log {log_id!r}")
+    return int(count), int(last), sorted(producers)
+
+
+def _settled_anchors(ledger: Ledger, log_id: str) -> dict[int, dict]:
+    """Confirmed or finalized anchors, newest row per checkpoint size."""
+    from anchoring.worker import anchors_for_log
+
+    out: dict[int, dict] = {}
+    for row in anchors_for_log(ledger, log_id, statuses=SETTLED):
+        out[row["checkpoint_size"]] = row
+    return out
+
+
+def iter_bundle_lines(
+    ledger: Ledger,
+    log_id: str,
+    scope: Scope,
+    *,
+    mode: str | None = None,
+    include_openings: bool = False,
+    content_store: Any = None,
+    require_anchor: bool = False,
+) -> Iterator[str]:
+    """Yield the bundle's lines. `content_store` (get(cid) -> bytes) adds manifests offline."""
+    info = ledger.log_info(log_id)
+    count, last_index, producer_ids = _scope_stats(ledger, log_id, scope)
+    anchors = _settled_anchors(ledger, log_id)
+    anchored_sizes = sorted(s for s in anchors if s > 0)
+    covering = [s for s in anchored_sizes if s > last_index]
+    if covering:
+        target = covering[0]
+    else:
+        if require_anchor:
+            raise LedgerError(f"no confirmed anchor covers index {last_index} yet", where=f"log {log_id!r}", code="not_anchored")
+        later = [c.size for c in ledger.list_checkpoints(log_id, after=last_index, limit=1)]
+        if not later:
+            raise LedgerError(
+                f"no signed checkpoint covers index {last_index} yet; run `rlhf-ledger checkpoint`",
+                where=f"log {log_id!r}",
+                code="not_checkpointed",
+            )
+        target = later[0]
+    sizes = [s for s in anchored_sizes if s <= target]
+    if target not in sizes:
+        sizes.append(target)
+    mode = mode or ("inclusion" if count <= INCLUSION_MODE_MAX_EVENTS else "tree")
+    if mode not in ("inclusion", "tree"):
+        raise LedgerError(f"unknown bundle mode {mode!r}", where="mode")
+
+    keys = {p["key_id"]: p for p in ledger.producers(log_id)}
+    producers = []
+    for kid in producer_ids:
+        p = keys[kid]
+        rec = {"key_id": kid, "public_key": p["public_key"], "status": p["status"]}
+        if p["revoked_at"]:
+            from datetime import datetime, timezone
+
+            rec["revoked_at"] = datetime.fromtimestamp(p["revoked_at"], timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        producers.append(rec)
+    records = 0
+
+    def emit(obj: dict) -> str:
+        nonlocal records
+        records += 1
+        return _line(obj)
+
+    yield emit(
+        {
+            "kind": "header",
+            "format": FORMAT,
+            "version": VERSION,
+            "media_type": MEDIA_TYPE,
+            "created": now_ts(),
+            "mode": mode,
+            "scope": scope.as_json(),
+            "log": {"log_id": log_id, "origin": info.origin, "public_key": _b64(info.public_key)},
+            "producers": producers,
+        }
+    )
+    for s in sizes:
+        cp = ledger.get_checkpoint(log_id, s)
+        yield emit({"kind": "checkpoint", "size": s, "root": _b64(cp.root), "note": cp.note})
+    for a, b in zip(sizes, sizes[1:]):
+        proof = ledger.consistency_proof(log_id, a, b)
+        yield emit({"kind": "consistency", "from": a, "to": b, "proof": [_b64(h) for h in proof]})
+    for s in sizes:
+        row = anchors.get(s)
+        if row is None:
+            continue
+        rec: dict[str, Any] = {"kind": "anchor", "checkpoint_size": s, "cid": row["cid"], "evidence": row["evidence"]}
+        if content_store is not None and row["cid"]:
+            rec["manifest"] = _b64(content_store.get(row["cid"]))
+        yield emit(rec)
+
+    events = 0
+    if mode == "inclusion":
+        for row in _iter_scope_entries(ledger, log_id, scope):
+            _, proof = ledger.inclusion_proof(log_id, row.idx, target)
+            rec = {"kind": "event", "index": row.idx, "envelope": json.loads(row.entry), "checkpoint_size": target,
+                   "inclusion": [_b64(h) for h in proof]}
+            if include_openings:
+                op = ledger.read_payload(log_id, row.idx)
+                if op:
+                    rec["openings"] = op
+            events += 1
+            yield emit(rec)
+    else:
+        in_scope = _iter_scope_entries(ledger, log_id, scope)
+        nxt = next(in_scope, None)
+        for idx, lh in ledger.iter_leaf_hashes(log_id, 0, target):
+            if nxt is not None and nxt.idx == idx:
+                rec = {"kind": "event", "index": idx, "envelope": json.loads(nxt.entry)}
+                if include_openings:
+                    op = ledger.read_payload(log_id, idx)
+                    if op:
+                        rec["openings"] = op
+                events += 1
+                yield emit(rec)
+                nxt = next(in_scope, None)
+            else:
+                yield emit({"kind": "leaf", "index": idx, "hash": _b64(lh)})
+    yield _line({"kind": "end", "events": events, "records": records})
+
+
+def _iter_scope_entries(ledger: Ledger, log_id: str, scope: Scope):
+    if scope.type == "event":
+        yield ledger.get_entry(log_id, scope.index)  # type: ignore[arg-type]
+    elif scope.type == "range":
+        yield from ledger.iter_entries(log_id, scope.start or 0, scope.end)
+    else:
+        yield from ledger.iter_entries(log_id, run_id=scope.run_id)
+
+
+def export_bundle(ledger: Ledger, log_id: str, out, scope: Scope, **kw: Any) -> int:
+    """Write a bundle to a text stream; return the number of lines written."""
+    n = 0
+    for line in iter_bundle_lines(ledger, log_id, scope, **kw):
+        out.write(line)
+        n += 1
+    return n

@@ -1,0 +1,101 @@
+"""Agreement: every bundle the ledger exports (anchored on a real anvil chain) verifies with the
+independent verifier, through its command line, and a tampered export is rejected."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from anchoring.chain import ChainClient
+from anchoring.content_store import LocalContentStore
+from anchoring.worker import AnchorWorker, anchors_for_log
+from ledger.bundle import Scope, export_bundle
+from ledger.events import commit_fields
+from ledger.store import Ledger
+from tests.anchoring.conftest import FAST_RETRY
+from tests.ledger.helpers import Producer
+
+pytestmark = pytest.mark.anvil
+LOG = "agree"
+
+
+@pytest.fixture
+def anchored(anvil, owner, backend):
+    data_dir, url = backend
+    led = Ledger.open(data_dir, url)
+    led.init_log(LOG, checkpoint_every_events=10_000)
+    prods = [Producer(LOG), Producer(LOG)]
+    for p in prods:
+        led.register_producer(LOG, p.signer.public_key)
+    store = LocalContentStore(data_dir / "content")
+    client = ChainClient(anvil.rpc_url, anvil.private_keys[0], contract_address=owner.contract_address, retry=FAST_RETRY)
+    worker = AnchorWorker(led, client, store, LOG, confirmations=1)
+    for rnd in range(3):
+        batch = []
+        for p in prods:
+            batch += p.events(5, run_id="run-a")
+            body, op = commit_fields({"step": rnd, "prompt": f"secret {rnd}"}, ["prompt"])
+            env = p.event(run_id="run-b", type="annotation.batch", body=body)
+            env["openings"] = op
+            batch.append(env)
+        led.append(batch, log_id=LOG)
+        led.checkpoint(LOG)
+        worker.run_once()
+        anvil.mine(2)
+        worker.run_once()
+    assert {a["status"] for a in anchors_for_log(led, LOG)} <= {"confirmed", "finalized"}
+    yield led, store, owner
+    led.close()
+
+
+def _verify(path, led, owner, anvil, *extra) -> subprocess.CompletedProcess:
+    vkey = led.log_info(LOG).vkey
+    cmd = [sys.executable, "-m", "rlhf_verifier", str(path), "--log-key", vkey, "--trust-bundle-producers",
+           "--chain-id", str(anvil.chain_id), "--contract", owner.contract_address, "--json", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "scope, mode",
+    [
+        (Scope("event", index=4), None),
+        (Scope("range", start=3, end=20), None),
+        (Scope("run", run_id="run-a"), "inclusion"),
+        (Scope("run", run_id="run-b"), "tree"),
+    ],
+)
+def test_exported_bundles_verify(anchored, anvil, tmp_path, scope, mode):
+    led, store, owner = anchored
+    path = tmp_path / "b.rlhfbundle.jsonl"
+    with open(path, "w") as f:
+        export_bundle(led, LOG, f, scope, mode=mode, content_store=store)
+    res = _verify(path, led, owner, anvil)
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = json.loads(res.stdout)
+    assert report["valid"] is True if "valid" in report else report["verdict"] == "valid"
+
+
+def test_auditor_bundle_openings_verify(anchored, anvil, tmp_path):
+    led, store, owner = anchored
+    path = tmp_path / "audit.jsonl"
+    with open(path, "w") as f:
+        export_bundle(led, LOG, f, Scope("run", run_id="run-b"), include_openings=True)
+    assert "secret 1" in path.read_text()
+    res = _verify(path, led, owner, anvil)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_tampered_export_is_rejected(anchored, anvil, tmp_path):
+    led, store, owner = anchored
+    path = tmp_path / "b.jsonl"
+    with open(path, "w") as f:
+        export_bundle(led, LOG, f, Scope("run", run_id="run-a"), content_store=store)
+    lines = path.read_text().splitlines()
+    i = next(k for k, l in enumerate(lines) if '"kind":"event"' in l)
+    lines[i] = lines[i].replace('"loss":0.25', '"loss":0.26', 1)
+    path.write_text("\n".join(lines) + "\n")
+    res = _verify(path, led, owner, anvil)
+    assert res.returncode == 1, res.stdout + res.stderr
