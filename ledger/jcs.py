@@ -55,8 +55,8 @@ def _check_round_trip(value: Any, depth: int = 0) -> None:
     if depth > 10_000:
         return
     t = type(value)
-    if t is float and math.isfinite(value) and abs(value) >= 2**53:
-        raise CanonicalError(f"number {value!r} is at or above 2^53 and would not survive a JSON round trip; send it as a string")
+    if t is float and 2**53 <= abs(value) < 1e21:  # JCS writes these without exponent or fraction
+        raise CanonicalError(f"number {value!r} lies in [2^53, 1e21): JCS writes it as an integer that would not survive a JSON round trip; send it as a string")
     if t is dict:
         for v in value.values():
             _check_round_trip(v, depth + 1)
