@@ -263,15 +263,11 @@ def _entry_out(svc: Service, log_id: str, row: Any, anchored: bool) -> dict:
     }
 
 
-def _stream_bundle(svc: Service, log_id: str, scope: dict, *, openings: bool = False):
-    """Prime the exporter (so not-found errors become problems), then stream its lines."""
-    try:
-        from ledger import bundle
-    except ImportError:
-        raise ApiProblem(503, "bundles_unavailable", "the proof-bundle exporter (ledger.bundle) is not installed") from None
-    svc.ledger.log_info(log_id)
-    kwargs = {"openings": True} if openings else {}
-    lines = iter(bundle.iter_bundle_lines(svc.ledger, log_id, scope, **kwargs))
+def _stream_bundle(svc: Service, log_id: str, scope: dict, *, anchored: bool = False):
+    """Prime the exporter (so errors found before the first line become problems), then stream."""
+    from ledger.bundle import Scope, iter_bundle_lines
+
+    lines = iter(iter_bundle_lines(svc.ledger, log_id, Scope(**scope), require_anchor=anchored))
     first = next(lines)
 
     def gen():
@@ -564,14 +560,16 @@ def entry_anchor(request: Request, log_id: str = LogId, index: int = Index, _: t
     }
 
 
+_ANCHORED_BUNDLE = Query(False, description="prove to the first anchored checkpoint covering the scope (404 not_anchored if none yet)")
 _BUNDLE_RESPONSE = {200: {"content": {BUNDLE_MEDIA_TYPE: {"schema": {"type": "string"}}}, "description": "proof bundle (docs/bundle-format.md)"}}
 
 
 @router.get("/logs/{log_id}/entries/{index}/bundle", response_class=StreamingResponse, responses=_BUNDLE_RESPONSE, tags=["bundles"], summary="Proof bundle for one event")
-def bundle_event(request: Request, log_id: str = LogId, index: int = Index, _: tok.Principal = Depends(authenticate)) -> StreamingResponse:
+def bundle_event(request: Request, log_id: str = LogId, index: int = Index, anchored: bool = _ANCHORED_BUNDLE,
+                 _: tok.Principal = Depends(authenticate)) -> StreamingResponse:
     svc = _svc(request)
     svc.ledger.get_entry(log_id, index)
-    gen = _stream_bundle(svc, log_id, {"type": "event", "index": index})
+    gen = _stream_bundle(svc, log_id, {"type": "event", "index": index}, anchored=anchored)
     return StreamingResponse(gen, media_type=BUNDLE_MEDIA_TYPE, headers={"Content-Disposition": f'attachment; filename="{log_id}-{index}.rlhfbundle.jsonl"'})
 
 
@@ -581,24 +579,26 @@ def bundle_range(
     log_id: str = LogId,
     start: int = Query(ge=0, le=m.MAX_INDEX),
     end: int = Query(ge=1, le=m.MAX_INDEX),
+    anchored: bool = _ANCHORED_BUNDLE,
     _: tok.Principal = Depends(authenticate),
 ) -> StreamingResponse:
     svc = _svc(request)
     size = svc.ledger.log_info(log_id).size
     if not start < end <= size:
         raise ApiProblem(422, "invalid_range", f"need start < end <= {size} (the log size); got start {start}, end {end}")
-    gen = _stream_bundle(svc, log_id, {"type": "range", "start": start, "end": end})
+    gen = _stream_bundle(svc, log_id, {"type": "range", "start": start, "end": end}, anchored=anchored)
     return StreamingResponse(gen, media_type=BUNDLE_MEDIA_TYPE, headers={"Content-Disposition": f'attachment; filename="{log_id}-{start}-{end}.rlhfbundle.jsonl"'})
 
 
 @router.get("/logs/{log_id}/runs/{run_id}/bundle", response_class=StreamingResponse, responses=_BUNDLE_RESPONSE, tags=["bundles"], summary="Proof bundle for a whole run")
-def bundle_run(request: Request, log_id: str = LogId, run_id: str = Path(pattern=m.LOG_ID_PATTERN), _: tok.Principal = Depends(authenticate)) -> StreamingResponse:
+def bundle_run(request: Request, log_id: str = LogId, run_id: str = Path(pattern=m.LOG_ID_PATTERN), anchored: bool = _ANCHORED_BUNDLE,
+               _: tok.Principal = Depends(authenticate)) -> StreamingResponse:
     svc = _svc(request)
     e = db.entries.c
     if not _read(svc.ledger, sa.select(e.idx).where(e.log_id == log_id, e.run_id == run_id).limit(1)):
         svc.ledger.log_info(log_id)
         raise NotFoundError(f"no events of run {run_id!r}", where=f"log {log_id!r}")
-    gen = _stream_bundle(svc, log_id, {"type": "run", "run_id": run_id})
+    gen = _stream_bundle(svc, log_id, {"type": "run", "run_id": run_id}, anchored=anchored)
     return StreamingResponse(gen, media_type=BUNDLE_MEDIA_TYPE, headers={"Content-Disposition": f'attachment; filename="{log_id}-{run_id}.rlhfbundle.jsonl"'})
 
 
@@ -663,6 +663,8 @@ def _install_error_handlers(app: FastAPI) -> None:
             status = 503 if exc.code in ("no_passphrase", "key_file_error") else 422
         if exc.code == "payload_error" and "erased" in exc.message:
             status = 410
+        if exc.code in ("not_anchored", "not_checkpointed"):  # not yet: the entry exists, its proof does not
+            status = 404
         errors = [{"index": None, "code": exc.code, "where": exc.where, "detail": exc.message}] if exc.where else None
         return problem_response(request, status, exc.code, str(exc), errors=errors)
 

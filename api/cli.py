@@ -108,6 +108,11 @@ def token_revoke(token_id, data_dir, database_url) -> None:
     click.echo(f"revoked {token_id}")
 
 
+# Names the main CLI (ledger/cli.py) attaches as `rlhf-ledger serve` and `rlhf-ledger token`.
+serve_command = serve
+token_command = token_group
+
+
 def main() -> None:  # `python -m api.cli ...` until the main CLI attaches the group
     api_group()
 

@@ -269,3 +269,36 @@ def test_revoked_producer_refused(world):
     b = assert_problem(world.server.client(tok).post(f"/v1/logs/{world.log_id}/events", json={"events": p.events(world.log_id, "rv", 1)}), 422)
     assert b["errors"][0]["code"] == "revoked_key"
     assert_problem(admin.post(f"/v1/logs/{world.log_id}/producers", json={"public_key": base64.b64encode(p.signer.public_key).decode()}), 409)
+
+
+def test_bundles_stream_and_verify(world, tmp_path):
+    """Bundles for an event, a range and a run, checked by the independent verifier."""
+    from rlhf_verifier.verify import Options, verify_file
+
+    srv = world.server
+    admin = srv.client(world.tokens["admin"])
+    log_id = "bundles-" + secrets.token_hex(3)
+    admin.post("/v1/logs", json={"log_id": log_id, "checkpoint_every_events": 5, "checkpoint_every_seconds": 0.5}).raise_for_status()
+    p = Producer()
+    admin.post(f"/v1/logs/{log_id}/producers", json={"public_key": base64.b64encode(p.signer.public_key).decode()}).raise_for_status()
+    tok = admin.post("/v1/tokens", json={"role": "submitter", "log_ids": [log_id], "producer_key_ids": [p.key_id]}).json()["token"]
+    sub = srv.client(tok)
+    for run, n in (("ra", 5), ("rb", 5), ("ra", 2)):
+        sub.post(f"/v1/logs/{log_id}/events", json={"events": p.events(log_id, run, n)}).raise_for_status()
+    pub = srv.client()
+    wait_for(lambda: pub.get(f"/v1/logs/{log_id}/checkpoints/latest").json()["size"] == 12, what="the time-policy checkpoint")
+    for path, events in ((f"/v1/logs/{log_id}/entries/3/bundle", 1), (f"/v1/logs/{log_id}/bundle?start=2&end=9", 7),
+                         (f"/v1/logs/{log_id}/runs/ra/bundle", 7)):
+        r = pub.get(path)
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"].startswith("application/vnd.rlhf-ledger.bundle.v1+jsonl")
+        lines = [json.loads(x) for x in r.text.splitlines()]
+        assert lines[0]["kind"] == "header" and lines[-1] == {"kind": "end", "events": events, "records": len(lines) - 1}
+        f = tmp_path / "b.jsonl"
+        f.write_bytes(r.content)
+        res = verify_file(str(f), Options(trust_bundle_log_key=True, trust_bundle_producers=True, jobs=0))
+        assert res.valid, [x.line() for x in res.findings]
+        assert res.events == events
+    assert_problem(pub.get(f"/v1/logs/{log_id}/runs/nope/bundle"), 404)
+    assert_problem(pub.get(f"/v1/logs/{log_id}/bundle", params={"start": 5, "end": 99}), 422)
+    assert_problem(pub.get(f"/v1/logs/{log_id}/entries/3/bundle", params={"anchored": "true"}), 404)
