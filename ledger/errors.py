@@ -18,6 +18,15 @@ class LedgerError(Exception):
     def __str__(self) -> str:
         return f"{self.where}: {self.message}" if self.where else self.message
 
+    def __reduce__(self):  # keep code and where when crossing a process boundary
+        return (_rebuild, (type(self), self.message, self.where, self.code))
+
+
+def _rebuild(cls: type, message: str, where: str | None, code: str) -> "LedgerError":
+    err = cls.__new__(cls)
+    LedgerError.__init__(err, message, where=where, code=code)
+    return err
+
 
 class CanonicalError(LedgerError):
     code = "not_canonicalizable"

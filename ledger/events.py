@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .errors import CanonicalError, EventError, SignatureError
-from .jcs import canonicalize
+from .jcs import canonicalize, canonicalize_event
 from .keys import Signer, verify
 
 EVENT_VERSION = 1
@@ -40,9 +40,8 @@ def now_ts() -> str:
 
 
 def parse_ts(ts: str) -> datetime:
-    return datetime.strptime(ts if "." in ts else ts.replace("Z", ".0Z"), "%Y-%m-%dT%H:%M:%S.%fZ").replace(
-        tzinfo=timezone.utc
-    )
+    """Parse an event time (already matched against _TS_RE); raises ValueError for impossible dates."""
+    return datetime.fromisoformat(ts)
 
 
 def sha256_hex(data: bytes) -> str:
@@ -180,7 +179,7 @@ def validate_event(event: Any, where: str = "event") -> bytes:
             _req(set(v) == {COMMITMENT_KEY} and isinstance(v[COMMITMENT_KEY], str) and bool(_COMMIT_RE.match(v[COMMITMENT_KEY])),
                  "a commitment must be {\"$commitment\": \"sha256:<64 hex>\"}", f"{where}.body.{k}")
     try:
-        raw = canonicalize(event)
+        raw = canonicalize_event(event)
     except CanonicalError as e:
         raise EventError(e.message, where=where) from None
     _req(len(raw) <= MAX_EVENT_BYTES, f"canonical size {len(raw)} exceeds the limit of {MAX_EVENT_BYTES} bytes", where)

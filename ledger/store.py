@@ -93,9 +93,49 @@ class LogInfo:
         return vkey(self.origin, self.public_key)
 
 
-def _verify_chunk(items: list[tuple[bytes, bytes, bytes]]) -> list[bool]:
-    """Signature checks for a slice of a batch (runs in a worker thread or process)."""
-    return [verify(pk, msg, sig) for pk, msg, sig in items]
+def _claimed_log_id(envelopes: Sequence[Any]) -> str | None:
+    for env in envelopes:
+        ev = env.get("event") if isinstance(env, dict) else None
+        if isinstance(ev, dict) and isinstance(ev.get("log_id"), str):
+            return ev["log_id"]
+    return None
+
+
+def _claimed_producers(envelopes: Sequence[Any]) -> set[str]:
+    out = set()
+    for env in envelopes:
+        ev = env.get("event") if isinstance(env, dict) else None
+        if isinstance(ev, dict) and isinstance(ev.get("producer"), str):
+            out.add(ev["producer"])
+    return out
+
+
+def _prepare_chunk(
+    envelopes: Sequence[Any], start: int, log_id: str | None, keys: dict[str, tuple[bytes, str]]
+) -> list[ParsedEvent | LedgerError]:
+    """Parse and verify a slice of a batch (runs inline, in a thread or in a worker process).
+
+    Each item becomes a ParsedEvent or the LedgerError that refuses it (schema, log, key,
+    signature), so one pass reports every bad event of the batch.
+    """
+    out: list[ParsedEvent | LedgerError] = []
+    for j, env in enumerate(envelopes):
+        i = start + j
+        try:
+            p = parse_envelope(env, where=f"events[{i}]")
+            if p.event["log_id"] != log_id:
+                raise EventError(f"event is for log {p.event['log_id']!r}, not {log_id!r}", where=f"events[{i}].event.log_id")
+            k = keys.get(p.producer)
+            if k is None:
+                raise UnknownKeyError("producer key is not registered for this log", where=f"events[{i}].event.producer")
+            if k[1] != "active":
+                raise RevokedKeyError("producer key is revoked", where=f"events[{i}].event.producer")
+            if not verify(k[0], p.event_bytes, p.sig):
+                raise SignatureError("Ed25519 signature does not verify against the producer's key", where=f"events[{i}].sig")
+            out.append(p)
+        except LedgerError as e:
+            out.append(e)
+    return out
 
 
 class Ledger:
@@ -277,42 +317,59 @@ class Ledger:
         """Check and append a batch atomically; return each event's position.
 
         Raises BatchRejected (with every refused event and why) and stores nothing when any
-        event is refused. `executor` spreads signature checks over threads or processes.
+        event is refused. `executor` (threads or processes) spreads parsing and signature
+        checks; the database work stays on the calling thread.
         """
-        if not envelopes:
-            return []
+        return self._commit_prepared(self._prepare(envelopes, log_id, executor)())
+
+    def append_stream(
+        self, batches: Iterable[Sequence[Any]], *, log_id: str | None = None, executor: Executor | None = None
+    ) -> Iterator[list[AppendResult]]:
+        """Append batches in order, checking batch N+1 in `executor` while batch N commits.
+
+        Yields each batch's results after its commit; stops at the first refused batch
+        (BatchRejected), leaving the batches before it committed.
+        """
+        it = iter(batches)
+        first = next(it, None)
+        if first is None:
+            return
+        pending = self._prepare(first, log_id, executor)
+        for nxt in it:
+            ready = pending()
+            pending = self._prepare(nxt, log_id, executor)
+            yield self._commit_prepared(ready)
+        yield self._commit_prepared(pending())
+
+    def _prepare(
+        self, envelopes: Sequence[Any], log_id: str | None, executor: Executor | None
+    ) -> Callable[[], tuple[str | None, list]]:
+        """Start parsing and verifying a batch; the returned call waits for the outcome."""
         if len(envelopes) > MAX_BATCH:
             raise EventError(f"a batch holds at most {MAX_BATCH} events, got {len(envelopes)}", where="events")
-        errors: list[tuple[int, LedgerError]] = []
-        parsed: list[ParsedEvent | None] = []
-        for i, env in enumerate(envelopes):
-            try:
-                p = parse_envelope(env, where=f"events[{i}]")
-                if log_id is not None and p.event["log_id"] != log_id:
-                    raise EventError(f"event is for log {p.event['log_id']!r}, not {log_id!r}", where=f"events[{i}].event.log_id")
-                parsed.append(p)
-            except LedgerError as e:
-                errors.append((i, e))
-                parsed.append(None)
-        if errors:
-            raise BatchRejected(errors)
-        target = log_id or parsed[0].event["log_id"]  # type: ignore[union-attr]
-        for i, p in enumerate(parsed):
-            if p.event["log_id"] != target:  # type: ignore[union-attr]
-                errors.append((i, EventError("all events of a batch must be for one log", where=f"events[{i}].event.log_id")))
-        if errors:
-            raise BatchRejected(errors)
-        events: list[ParsedEvent] = parsed  # type: ignore[assignment]
+        target = log_id or _claimed_log_id(envelopes)
+        keys = self._producer_keys(target, _claimed_producers(envelopes)) if target else {}
+        if executor is None or len(envelopes) < 64:
+            done = _prepare_chunk(envelopes, 0, target, keys)
+            return lambda: (target, done)
+        n = max(32, len(envelopes) // 8)
+        futures = [executor.submit(_prepare_chunk, envelopes[j : j + n], j, target, keys) for j in range(0, len(envelopes), n)]
+        return lambda: (target, [x for f in futures for x in f.result()])
 
-        keys = self._producer_keys(target, {p.producer for p in events})
-        self._check_signatures(events, keys, executor)
+    def _commit_prepared(self, prepared: tuple[str | None, list]) -> list[AppendResult]:
+        target, items = prepared
+        if not items:
+            return []
+        errors = [(i, x) for i, x in enumerate(items) if isinstance(x, LedgerError)]
+        if errors:
+            raise BatchRejected(errors)
+        assert target is not None
         for attempt in range(5):
             try:
-                return self._append_locked(target, events)
+                return self._append_locked(target, items)
             except sa.exc.OperationalError as e:  # pragma: no cover - depends on lock timing
                 if "deadlock" not in str(e).lower() or attempt == 4:
                     raise
-
         raise AssertionError("unreachable")
 
     def _producer_keys(self, log_id: str, kids: set[str]) -> dict[str, tuple[bytes, str]]:
@@ -322,34 +379,6 @@ class Ledger:
             )
         )
         return {r.key_id: (r.public_key, r.status) for r in rows}
-
-    def _check_signatures(
-        self, events: list[ParsedEvent], keys: dict[str, tuple[bytes, str]], executor: Executor | None
-    ) -> None:
-        errors: list[tuple[int, LedgerError]] = []
-        work: list[tuple[bytes, bytes, bytes]] = []
-        positions: list[int] = []
-        for i, p in enumerate(events):
-            k = keys.get(p.producer)
-            if k is None:
-                errors.append((i, UnknownKeyError("producer key is not registered for this log", where=f"events[{i}].event.producer")))
-            elif k[1] != "active":
-                errors.append((i, RevokedKeyError("producer key is revoked", where=f"events[{i}].event.producer")))
-            else:
-                work.append((k[0], p.event_bytes, p.sig))
-                positions.append(i)
-        if executor is None or len(work) < 64:
-            ok = _verify_chunk(work)
-        else:
-            n = max(1, len(work) // 8)
-            chunks = [work[j : j + n] for j in range(0, len(work), n)]
-            ok = [b for part in executor.map(_verify_chunk, chunks) for b in part]
-        for pos, good in zip(positions, ok):
-            if not good:
-                errors.append((pos, SignatureError("Ed25519 signature does not verify against the producer's key", where=f"events[{pos}].sig")))
-        if errors:
-            errors.sort(key=lambda e: e[0])
-            raise BatchRejected(errors)
 
     def _lock_log(self, conn: Connection, log_id: str) -> sa.Row:
         q = sa.select(db.logs).where(db.logs.c.log_id == log_id)
@@ -459,29 +488,20 @@ class Ledger:
         old_heads: dict[tuple[str, str], tuple[int, str]],
     ) -> None:
         now = time.time()
-        conn.execute(
-            db.entries.insert(),
+        # The driver's executemany directly: SQLAlchemy's per-row parameter processing costs
+        # more than the inserts themselves on this hot path.
+        self._insert_many(
+            conn,
+            db.entries,
+            ("log_id", "idx", "event_id", "leaf_hash", "entry", "run_id", "producer", "seq", "type", "ts", "appended_at"),
             [
-                {
-                    "log_id": log_id,
-                    "idx": idx,
-                    "event_id": p.event_id,
-                    "leaf_hash": p.leaf_hash,
-                    "entry": p.entry,
-                    "run_id": p.event["run_id"],
-                    "producer": p.producer,
-                    "seq": p.event["seq"],
-                    "type": p.event["type"],
-                    "ts": p.event["ts"],
-                    "appended_at": now,
-                }
+                (log_id, idx, p.event_id, p.leaf_hash, p.entry, p.event["run_id"], p.producer, p.event["seq"],
+                 p.event["type"], p.event["ts"], now)
                 for idx, p in new
             ],
         )
         new_nodes = merkle.append_many(size, [p.leaf_hash for _, p in new], self._node_getter(conn, log_id))
-        conn.execute(
-            db.nodes.insert(), [{"log_id": log_id, "level": lv, "idx": ix, "hash": h} for lv, ix, h in new_nodes]
-        )
+        self._insert_many(conn, db.nodes, ("log_id", "level", "idx", "hash"), [(log_id, lv, ix, h) for lv, ix, h in new_nodes])
         updates = [
             {"k_log": log_id, "k_run": run, "k_producer": prod, "seq": seq, "event_hash": eh}
             for (run, prod), (seq, eh) in changed_heads.items()
@@ -505,6 +525,14 @@ class Ledger:
         with_openings = [(idx, p) for idx, p in new if p.openings]
         if with_openings:
             self._store_payloads(conn, log_id, with_openings)
+
+    @staticmethod
+    def _insert_many(conn: Connection, table: sa.Table, cols: tuple[str, ...], rows: list[tuple]) -> None:
+        if not rows:
+            return
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        sql = f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join([mark] * len(cols))})"
+        conn.exec_driver_sql(sql, rows)
 
     def _store_payloads(self, conn: Connection, log_id: str, items: list[tuple[int, ParsedEvent]]) -> None:
         crypto = self._payload_crypto()
@@ -533,16 +561,22 @@ class Ledger:
     # --- Merkle reads ---------------------------------------------------------------------
 
     def _node_getter(self, conn: Connection, log_id: str) -> merkle.NodeGetter:
-        n = db.nodes.c
+        """Point lookups of stored nodes, many per statement.
+
+        A UNION ALL of (log_id, level, idx) equality lookups: both SQLite and PostgreSQL answer
+        each part from the primary-key index, whereas SQLite scans the whole log for a
+        row-value IN list.
+        """
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        one = f"SELECT level, idx, hash FROM nodes WHERE log_id = {mark} AND level = {mark} AND idx = {mark}"
 
         def get(keys: list[merkle.NodeKey]) -> dict[merkle.NodeKey, bytes]:
             out: dict[merkle.NodeKey, bytes] = {}
-            for j in range(0, len(keys), 400):
-                part = keys[j : j + 400]
-                rows = conn.execute(
-                    sa.select(n.level, n.idx, n.hash).where(n.log_id == log_id, sa.tuple_(n.level, n.idx).in_(part))
-                )
-                out.update({(r.level, r.idx): r.hash for r in rows})
+            for j in range(0, len(keys), 200):  # SQLite allows 500 terms in a compound SELECT
+                part = keys[j : j + 200]
+                params = tuple(x for lv, ix in part for x in (log_id, lv, ix))
+                for lv, ix, h in conn.exec_driver_sql(" UNION ALL ".join([one] * len(part)), params):
+                    out[(lv, ix)] = bytes(h)
             return out
 
         return get

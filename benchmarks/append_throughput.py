@@ -1,0 +1,124 @@
+"""Append throughput of signed events (each signature verified) into the SQLite store.
+
+Prints, measured in the same run and side by side:
+  - the physical bound: PyNaCl Ed25519 verifications per second on one core and on two;
+  - the ledger's append rate in batches of 1,000 with verification on the calling thread
+    (one core), and with parsing and verification in two worker processes while the main
+    process commits the previous batch (Ledger.append_stream);
+  - pymerkle's in-memory append rate (no signatures, no storage) as an outside reference.
+Targets (issue 2): >= 10,000 events/s on one core, >= 18,000 events/s on two.
+
+Usage: .venv/bin/python benchmarks/append_throughput.py [--events 50000] [--batch 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+os.environ.setdefault("RLHF_LEDGER_PASSPHRASE", "benchmark-only-passphrase")
+
+from ledger.events import make_event, sha256_hex, sign_event  # noqa: E402
+from ledger.jcs import canonicalize  # noqa: E402
+from ledger.keys import Signer, verify  # noqa: E402
+from ledger.store import Ledger  # noqa: E402
+
+
+def make_events(n: int, producers: int = 4) -> tuple[list[Signer], list[dict]]:
+    signers = [Signer.generate() for _ in range(producers)]
+    heads: dict[int, str | None] = {i: None for i in range(producers)}
+    out = []
+    for k in range(n):
+        i = k % producers
+        s = signers[i]
+        ev = make_event(
+            log_id="bench", run_id="run-1", type="policy.update", producer=s.key_id, seq=k // producers, prev=heads[i],
+            body={"step": k, "loss": 0.1234 + k * 1e-6, "kl": 0.0456, "reward_mean": 1.5, "grad_norm": 0.75},
+        )
+        heads[i] = sha256_hex(canonicalize(ev))
+        out.append(sign_event(ev, s))
+    return signers, out
+
+
+def _verify_all(items) -> int:
+    return sum(verify(pk, m, s) for pk, m, s in items)
+
+
+def verify_rate(triples, procs: int) -> float:
+    """Bare PyNaCl verifications per second, inline or over `procs` worker processes."""
+    if procs == 1:
+        t0 = time.perf_counter()
+        _verify_all(triples)
+        return len(triples) / (time.perf_counter() - t0)
+    n = len(triples) // procs + 1
+    with ProcessPoolExecutor(procs) as ex:
+        list(ex.map(abs, range(procs)))
+        t0 = time.perf_counter()
+        list(ex.map(_verify_all, [triples[i : i + n] for i in range(0, len(triples), n)]))
+        return len(triples) / (time.perf_counter() - t0)
+
+
+def append_rate(events: list[dict], signers: list[Signer], batch: int, executor) -> float:
+    d = Path(tempfile.mkdtemp(prefix="rlhf-bench-"))
+    try:
+        ledger = Ledger.open(d)
+        ledger.init_log("bench", checkpoint_every_events=10**9)
+        for s in signers:
+            ledger.register_producer("bench", s.public_key)
+        batches = [events[i : i + batch] for i in range(0, len(events), batch)]
+        t0 = time.perf_counter()
+        for _ in ledger.append_stream(batches, log_id="bench", executor=executor):
+            pass
+        rate = len(events) / (time.perf_counter() - t0)
+        assert ledger.size("bench") == len(events)
+        ledger.close()
+        return rate
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def pymerkle_rate(n: int) -> float:
+    from pymerkle import InmemoryTree
+
+    tree = InmemoryTree(algorithm="sha256")
+    data = [i.to_bytes(8, "big") for i in range(n)]
+    t0 = time.perf_counter()
+    for x in data:
+        tree.append_entry(x)
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=50_000)
+    ap.add_argument("--batch", type=int, default=1000)
+    args = ap.parse_args()
+    print(f"preparing {args.events} signed events ...", flush=True)
+    signers, events = make_events(args.events)
+    keys = {s.key_id: s.public_key for s in signers}
+    triples = [(keys[e["event"]["producer"]], canonicalize(e["event"]), __import__("base64").b64decode(e["sig"])) for e in events]
+
+    bound1 = verify_rate(triples, 1)
+    bound2 = verify_rate(triples, 2)
+    one = append_rate(events, signers, args.batch, None)
+    with ProcessPoolExecutor(2) as ex:
+        list(ex.map(abs, range(4)))  # start the workers before timing
+        two = append_rate(events, signers, args.batch, ex)
+    pm = pymerkle_rate(min(args.events, 50_000))
+
+    print()
+    print(f"{'measure (events/s)':48s} {'rate':>10s}   target")
+    print(f"{'Ed25519 verify bound, 1 core (PyNaCl)':48s} {bound1:10,.0f}")
+    print(f"{'Ed25519 verify bound, 2 processes (PyNaCl)':48s} {bound2:10,.0f}")
+    print(f"{'ledger append, batches of %d, 1 core' % args.batch:48s} {one:10,.0f}   >= 10,000  ({one / bound1:.0%} of the 1-core bound)")
+    print(f"{'ledger append, batches of %d, 2 worker processes' % args.batch:48s} {two:10,.0f}   >= 18,000  ({two / bound2:.0%} of the 2-core bound)")
+    print(f"{'pymerkle InmemoryTree.append_entry (no sigs, no disk)':48s} {pm:10,.0f}")
+
+
+if __name__ == "__main__":
+    main()
