@@ -697,6 +697,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, exc: BodyTooLarge) -> Response:
+        drain = request.scope.get("rlhf.drain")
+        if drain is not None:
+            await drain()
         limit = request.app.state.service.settings.max_body_bytes
         return problem_response(request, 413, "body_too_large", f"request body exceeds the limit of {limit} bytes")
 

@@ -20,6 +20,22 @@ class BodyTooLarge(Exception):
     pass
 
 
+DRAIN_CAP = 4 * 1024 * 1024  # read (and drop) up to this much of a refused body before answering
+
+
+async def _drain(receive, already: int = 0) -> None:
+    """Consume a refused body so the client reads our 413 instead of a connection reset (a
+    server that closes with unread input makes the kernel send RST). Beyond the cap we stop."""
+    seen = already
+    while seen <= DRAIN_CAP:
+        msg = await receive()
+        if msg["type"] != "http.request":
+            return
+        seen += len(msg.get("body", b""))
+        if not msg.get("more_body", False):
+            return
+
+
 class GuardMiddleware:
     def __init__(self, app, *, max_body_bytes: int, timeout: float, exempt_timeout: tuple[str, ...] = ()):
         self.app = app
@@ -45,20 +61,31 @@ class GuardMiddleware:
                 except ValueError:
                     return await self._problem(send, 400, "bad_content_length", "Content-Length is not a number", path)
                 if n > limit:
+                    if n <= limit + DRAIN_CAP:
+                        await _drain(receive)
                     return await self._problem(
                         send, 413, "body_too_large", f"request body of {n} bytes exceeds the limit of {limit} bytes", path
                     )
         seen = 0
+        tripped = False
+        ended = False
 
         async def limited_receive():
-            nonlocal seen
+            nonlocal seen, tripped, ended
             msg = await receive()
             if msg["type"] == "http.request":
+                ended = not msg.get("more_body", False)
                 seen += len(msg.get("body", b""))
-                if seen > limit:
+                if seen > limit and not tripped:
+                    tripped = True  # raise once; later reads (draining) pass through
                     raise BodyTooLarge()
             return msg
 
+        async def drain_rest() -> None:
+            if not ended:
+                await _drain(limited_receive, seen)
+
+        scope["rlhf.drain"] = drain_rest  # the app's 413 handler drains before answering
         started = asyncio.Event()
 
         async def tracking_send(msg):
@@ -81,6 +108,7 @@ class GuardMiddleware:
             await task
         except BodyTooLarge:
             if not started.is_set():
+                await drain_rest()
                 await self._problem(send, 413, "body_too_large", f"request body exceeds the limit of {limit} bytes", path)
         except Exception:  # noqa: BLE001 - last resort: never a bare 500 page
             log.exception("unhandled error on %s", path)
