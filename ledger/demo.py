@@ -90,7 +90,17 @@ class BackgroundAnchoring:
             self.pass_once()
 
     def pass_once(self) -> None:
-        res = self.worker.run_once()
+        try:
+            res = self.worker.run_once()
+        except Exception as e:  # noqa: BLE001 - keep anchoring; the final settle step reports what is still missing
+            res = None
+            line = f"pass failed: {type(e).__name__}: {e}"
+            if line not in self.errors:
+                self.errors.append(line)
+                say(f"anchoring: {line}")
+        if res is None:
+            self.chain.mine(1)
+            return
         for line in [res.unavailable, *res.errors]:
             if line and line not in self.errors:
                 self.errors.append(line)
@@ -235,15 +245,7 @@ def run_demo(out: Path, steps: str = "default", *, seed: int | None = None) -> O
                           pseudonym_key=pseudonym_key, spool_dir=out / "spool")
                 t_train = time.monotonic()
                 with run:
-                    for b in range(0, len(pairs), cfg.annotation_batch):
-                        batch = pairs[b:b + cfg.annotation_batch]
-                        run.annotation_batch(
-                            batch_id=f"batch-{batch[0].batch:03d}", dataset_id="demo-preferences",
-                            guideline_version=rl.GUIDELINE_VERSION,
-                            annotators=sorted({rl.ANNOTATORS[p.annotator].person_id for p in batch}),
-                            prompts=[rl.prompt_text(p.topic, p.group) for p in batch],
-                            responses=[[rl.response_text(p.a), rl.response_text(p.b)] for p in batch],
-                            labels=["a" if p.chosen_a else "b" for p in batch])
+                    rl.record_annotations(run, pairs, cfg.annotation_batch)
                     rl.train_reward_model(models.rm, train_pairs, cfg, run, counters)
                     rm_wd = weights_digest(models.rm)
                     run.event("reward_model.save", {"step": cfg.rm_steps, "weights_digest": rm_wd.digest,
@@ -340,7 +342,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", choices=("small", "default"), default="default", help="training size")
     p.add_argument("--seed", type=int, help="training seed (default: the embedded one)")
     a = p.parse_args(argv)
-    outcome = run_demo(Path(a.out), a.steps, seed=a.seed)
+    try:
+        outcome = run_demo(Path(a.out), a.steps, seed=a.seed)
+    except Exception as e:  # one line; the traceback only when asked for
+        if os.environ.get("RLHF_DEMO_DEBUG"):
+            raise
+        print(f"demo: failed: {type(e).__name__}: {e} (set RLHF_DEMO_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 2
     return 0 if outcome.returncode == 0 and outcome.verdict == "valid" else 1
 
 
