@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from .bundle import Scope, export_bundle
-from .cli import CliError, _open_ledger, common
+from .cli_common import CliError, _open_ledger, common
 
 
 @click.command("export")

@@ -13,35 +13,33 @@ import click
 
 from .errors import LedgerError
 
-DATA_DIR_HELP = "data directory (default: $RLHF_LEDGER_HOME or ./data)"
+from .cli_common import CliError, _open_ledger, common
 
 
-class CliError(click.ClickException):
-    """One line on stderr, exit status 1."""
-
-    def format_message(self) -> str:
-        return self.message
-
-
-def _open_ledger(data_dir: str | None, database_url: str | None):
-    from .store import Ledger
-
-    try:
-        return Ledger.open(data_dir, database_url)
-    except LedgerError as e:
-        raise CliError(str(e)) from None
-    except Exception as e:  # a database that cannot be reached or opened
-        raise CliError(f"cannot open the ledger database: {type(e).__name__}: {str(e).splitlines()[0]}") from None
-
-
-def common(f):
-    f = click.option("--database-url", envvar="DATABASE_URL", default=None, help="SQLAlchemy URL (PostgreSQL); default SQLite in the data dir")(f)
-    f = click.option("--data-dir", envvar="RLHF_LEDGER_HOME", default=None, help=DATA_DIR_HELP)(f)
-    return f
+# Commands that live with their subsystems, imported only when used (web3 and FastAPI take
+# about a second to import; `append` and `prove` should not pay for them).
+LAZY_COMMANDS = {
+    "anchor": "anchoring.cli:anchor_command",
+    "anchors": "anchoring.cli:anchors_command",
+    "serve": "api.cli:serve_command",
+    "token": "api.cli:token_command",
+    "export": "ledger.bundle_cli:export_command",
+}
 
 
 class LedgerGroup(click.Group):
-    """Turns LedgerError anywhere in a command into one clean line."""
+    """Turns LedgerError anywhere in a command into one clean line; loads subsystem commands lazily."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
+
+    def get_command(self, ctx: click.Context, name: str):
+        if name in LAZY_COMMANDS:
+            import importlib
+
+            module, attr = LAZY_COMMANDS[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -311,32 +309,6 @@ def erase_run(data_dir, database_url, log_id, run_id) -> None:
         raise CliError(f"run {run_id!r} has no payload key in log {log_id}")
     click.echo(f"run {run_id}: payload key destroyed")
 
-
-def _attach_optional_commands() -> None:
-    """Commands that live with their subsystems (anchoring, api, bundles)."""
-    try:
-        from anchoring.cli import anchor_command, anchors_command
-
-        main.add_command(anchor_command, "anchor")
-        main.add_command(anchors_command, "anchors")
-    except ImportError:  # pragma: no cover - anchoring is part of the package
-        pass
-    try:
-        from api.cli import serve_command, token_command
-
-        main.add_command(serve_command, "serve")
-        main.add_command(token_command, "token")
-    except ImportError:
-        pass
-    try:
-        from .bundle_cli import export_command
-
-        main.add_command(export_command, "export")
-    except ImportError:
-        pass
-
-
-_attach_optional_commands()
 
 if __name__ == "__main__":
     main()

@@ -10,6 +10,7 @@ only after its transaction committed. See docs/storage.md.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -819,16 +820,21 @@ def audit(ledger: Ledger, log_id: str) -> list[str]:
             problems.append(f"entry index {expected}: missing (next stored index is {row.idx})")
             break
         expected += 1
-        lh = _leaf(row.entry)
+        raw = row.entry
+        if not isinstance(raw, (bytes, bytearray, memoryview)):
+            problems.append(f"entry {row.idx}: stored as {type(raw).__name__}, not bytes")
+            raw = str(raw).encode("utf-8")
+        raw = bytes(raw)
+        lh = _leaf(raw)
         if lh != row.leaf_hash:
             problems.append(f"entry {row.idx}: stored bytes do not hash to its leaf hash")
         try:
-            p = parse_envelope(__import__("json").loads(row.entry), where=f"entry {row.idx}")
+            p = parse_envelope(json.loads(raw), where=f"entry {row.idx}")
         except (LedgerError, ValueError) as e:
             problems.append(f"entry {row.idx}: does not parse as an envelope ({e})")
             tree.append_leaf_hash(lh)
             continue
-        if p.entry != bytes(row.entry):
+        if p.entry != raw:
             problems.append(f"entry {row.idx}: not in canonical form")
         if p.event_id != row.event_id or p.producer != row.producer or p.event["seq"] != row.seq:
             problems.append(f"entry {row.idx}: indexed columns disagree with the stored event")
