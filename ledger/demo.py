@@ -190,7 +190,7 @@ def run_demo(out: Path, steps: str = "default", *, seed: int | None = None) -> O
         ledger_dir = out / "ledger"
         ledger = Ledger.open(ledger_dir, db.database_url(ledger_dir), passphrase=passphrase)  # SQLite, never DATABASE_URL
         try:
-            info = ledger.init_log(LOG_ID, checkpoint_every_events=100, checkpoint_every_seconds=2.0)
+            info = ledger.init_log(LOG_ID, checkpoint_every_events=200, checkpoint_every_seconds=5.0)
             producer = Signer.generate()  # the training job's key: in memory for this run
             ledger.register_producer(LOG_ID, producer.public_key, label="demo training job")
             store = LocalContentStore(out / "content-store")

@@ -234,27 +234,28 @@ def record_annotations(rec: Recorder, pairs: list[Pair], batch_size: int) -> Non
 @dataclass
 class Config:
     seed: int = 7
-    n_pairs: int = 4096
+    n_pairs: int = 8192
     heldout_fraction: float = 0.1
     annotation_batch: int = 128
-    rm_steps: int = 400
-    rm_expected_batch: int = 64
+    rm_steps: int = 800
+    rm_expected_batch: int = 128
     rm_lr: float = 3e-3
     dp_clip: float = 1.0
     dp_noise_multiplier: float = 1.1
     dp_delta: float = 1e-5
     privacy_spend_every: int = 50
-    policy_steps: int = 200
-    prompts_per_step: int = 16
-    samples_per_prompt: int = 4
-    policy_lr: float = 3e-3
+    policy_steps: int = 400
+    prompts_per_step: int = 32
+    samples_per_prompt: int = 8
+    policy_lr: float = 2e-3
     kl_beta: float = 0.3
     checkpoint_every: int = 50
     log_every: int = 5
 
     @classmethod
     def small(cls) -> "Config":
-        return cls(n_pairs=768, rm_steps=60, policy_steps=40, checkpoint_every=20, privacy_spend_every=20)
+        return cls(n_pairs=768, rm_steps=60, rm_expected_batch=64, policy_steps=40, prompts_per_step=16,
+                   samples_per_prompt=4, policy_lr=3e-3, checkpoint_every=20, privacy_spend_every=20)
 
     @property
     def n_train(self) -> int:
