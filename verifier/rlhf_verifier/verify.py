@@ -130,6 +130,7 @@ class Verifier:
         self.event_count = 0
         self.state = "header"
         self.end_seen = False
+        self.scope: tuple | None = None
 
     # ---- driver -----------------------------------------------------------------------------
 
@@ -277,9 +278,35 @@ class Verifier:
         self.r.trusted = trusted
         self.r.header = {k: h.get(k) for k in ("created", "mode", "scope", "declared")} | {
             "log_id": self.header_log_id, "origin": self.origin}
-        scope = h.get("scope") if isinstance(h.get("scope"), dict) else {}
+        self.scope = self._check_scope(h.get("scope"))
         # Only a whole-run bundle must hold each producer chain from seq 0 (docs/bundle-format.md).
-        self.chains.require_start = scope.get("type", "run") == "run"
+        self.chains.require_start = self.scope is None or self.scope[0] == "run"
+
+    def _check_scope(self, scope: Any) -> tuple | None:
+        """The declared scope, checked for shape: ("run", run_id) or (type, start, end) for
+        event/range; None (after a finding) when it is malformed, so no event is held to it."""
+        w = "header.scope"
+        if not isinstance(scope, dict):
+            self.r.fail("scope", w, "must be an object with a type of event, range or run")
+            return None
+        typ = scope.get("type")
+        if typ == "run":
+            rid = scope.get("run_id")
+            if scope.keys() != {"type", "run_id"} or type(rid) is not str or not rid:
+                self.r.fail("scope", w, "a run scope is exactly {type, run_id} with a non-empty run_id string")
+                return None
+            return ("run", rid)
+        if typ in ("event", "range"):
+            a, b = scope.get("start"), scope.get("end")
+            if scope.keys() != {"type", "start", "end"} or not (type(a) is int and type(b) is int and 0 <= a < b):
+                self.r.fail("scope", w, f"a {typ} scope is exactly {{type, start, end}} with integers 0 <= start < end")
+                return None
+            if typ == "event" and b != a + 1:
+                self.r.fail("scope", w, "an event scope covers one index (end = start + 1)")
+                return None
+            return (typ, a, b)
+        self.r.fail("scope", w, f"type {str(typ)[:30]!r} is not event, range or run")
+        return None
 
     def checkpoint(self, n: int, obj: dict) -> None:
         size = obj.get("size")
@@ -436,6 +463,15 @@ class Verifier:
                 r.fail("order", where, f"index {index} does not follow {self.last_index} (must ascend)")
             if index is not None:
                 self.last_index = index
+        sc = self.scope
+        if sc is not None:
+            if sc[0] == "run":
+                if run_id != sc[1]:
+                    r.fail("scope", where, f"run {run_id[:40]!r} is outside the declared run scope {sc[1][:40]!r}")
+                    errors = errors + [("scope", "outside the declared scope")]
+            elif index is not None and not sc[1] <= index < sc[2]:
+                r.fail("scope", where, f"index {index} is outside the declared {sc[0]} scope [{sc[1]}, {sc[2]})")
+                errors = errors + [("scope", "outside the declared scope")]
         chain_err = self.chains.feed(run_id, producer, seq, prev, eid)
         if chain_err:
             r.fail("seq_chain", where, chain_err)
