@@ -172,7 +172,9 @@ def _main(argv: list[str]) -> int:
         if a.rpc:
             from .online import OnlineError, RpcChecker
             try:
-                opts.online_block_check = RpcChecker(a.rpc, a.min_confirmations)
+                checker = RpcChecker(a.rpc, a.min_confirmations)
+                checker.probe()
+                opts.online_block_check = checker
             except OnlineError as e:
                 raise UsageError(str(e)) from None
     except UsageError as e:
@@ -180,9 +182,11 @@ def _main(argv: list[str]) -> int:
         return EXIT_CANNOT_RUN
     progress = Progress(not a.no_progress and sys.stderr.isatty())
     opts.progress = progress
+    from .online import OnlineUnavailable
+
     try:
         result = verify_file(a.bundle, opts)
-    except CannotRun as e:
+    except (CannotRun, OnlineUnavailable) as e:
         progress.close()
         print(f"rlhf-verify: {a.bundle}: cannot verify: {e}", file=sys.stderr)
         return EXIT_CANNOT_RUN
@@ -193,7 +197,11 @@ def _main(argv: list[str]) -> int:
         from .online import check_ipfs
         result.trusted["ipfs"] = f"{a.ipfs} (content checked against each CID; the gateway is not trusted)"
         for anc in result.anchors:
-            err = check_ipfs(a.ipfs, anc["cid"])
+            try:
+                err = check_ipfs(a.ipfs, anc["cid"])
+            except OnlineUnavailable as e:
+                print(f"rlhf-verify: {a.bundle}: cannot verify: {e}", file=sys.stderr)
+                return EXIT_CANNOT_RUN
             if err:
                 result.fail("anchor.ipfs", f"anchor of checkpoint {anc['checkpoint_size']}", err)
     if a.html:

@@ -24,6 +24,11 @@ class OnlineError(Exception):
     pass
 
 
+class OnlineUnavailable(OnlineError):
+    """The endpoint the user asked for cannot be reached or does not speak JSON-RPC: the
+    verification could not run as requested (exit 2), which is not a verdict on the bundle."""
+
+
 def _client() -> Any:
     try:
         import httpx
@@ -38,12 +43,23 @@ class RpcChecker:
         self.http = _client()
         self._head: int | None = None
 
+    def probe(self) -> None:
+        """Fail early (OnlineUnavailable) if the node cannot be reached, before any work."""
+        self.call("eth_chainId", [])
+
     def call(self, method: str, params: list) -> Any:
+        import httpx
+
         try:
             resp = self.http.post(self.url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+        except httpx.HTTPError as e:
+            raise OnlineUnavailable(f"--rpc {self.url} is unreachable ({method}: {type(e).__name__}: {e})") from None
+        if resp.status_code != 200:
+            raise OnlineUnavailable(f"--rpc {self.url} answered HTTP {resp.status_code} to {method}")
+        try:
             data = resp.json()
-        except Exception as e:  # network and decoding errors alike: say which call failed
-            raise OnlineError(f"{method} at {self.url} failed: {e}") from None
+        except ValueError:
+            raise OnlineUnavailable(f"--rpc {self.url} does not answer JSON-RPC ({method} returned non-JSON)") from None
         if not isinstance(data, dict) or "error" in data or "result" not in data:
             raise OnlineError(f"{method} at {self.url} returned an error: {str(data)[:200]}")
         return data["result"]
@@ -72,20 +88,27 @@ class RpcChecker:
             if size == a.tree_size and root != a.root_hash:
                 return f"contract's latest root for size {size} differs from the anchored root"
             return None
-        except (OnlineError, ValueError, TypeError) as e:
+        except OnlineUnavailable:
+            raise  # not a verdict on this anchor: the run cannot complete as asked (exit 2)
+        except (OnlineError, ValueError, TypeError, AttributeError) as e:
             return str(e)
 
 
 def check_ipfs(url: str, cid: str) -> str | None:
     """None if the content fetched for `cid` hashes to it, else what went wrong."""
+    import httpx
+
     http = _client()
     base = url.rstrip("/")
     try:
-        if "/api/v0" in base or base.endswith(":5001"):
-            root = base if "/api/v0" in base else base + "/api/v0"
-            resp = http.post(f"{root}/cat", params={"arg": cid})
-        else:
-            resp = http.get(f"{base}/ipfs/{cid}")
+        try:
+            if "/api/v0" in base or base.endswith(":5001"):
+                root = base if "/api/v0" in base else base + "/api/v0"
+                resp = http.post(f"{root}/cat", params={"arg": cid})
+            else:
+                resp = http.get(f"{base}/ipfs/{cid}")
+        except httpx.TransportError as e:
+            raise OnlineUnavailable(f"--ipfs {url} is unreachable ({type(e).__name__}: {e})") from None
         if resp.status_code != 200:
             return f"fetching {cid} returned HTTP {resp.status_code}"
         content = resp.content[: MAX_MANIFEST + 1]
@@ -95,5 +118,7 @@ def check_ipfs(url: str, cid: str) -> str | None:
         return None
     except CIDError as e:
         return f"content served for {cid} does not match it: {e}"
+    except OnlineUnavailable:
+        raise
     except Exception as e:
         return f"fetching {cid} from {url} failed: {e}"

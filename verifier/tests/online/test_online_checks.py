@@ -1,0 +1,247 @@
+"""`--rpc` and `--ipfs` against real components: a bundle exported by the ledger after the real
+AnchorWorker anchored it on a real anvil chain, then checked online against that chain (also
+after a real `anvil_reorg`), against an emulated lying JSON-RPC proxy, against an unreachable
+endpoint, and against the real embedded Kubo (behind the emulated RPC layer of the anchoring
+tests) and an emulated lying gateway.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import socket
+import threading
+import urllib.request
+from pathlib import Path
+
+import httpx
+import pytest
+
+from anchoring.chain import ChainClient
+from anchoring.content_store import LocalContentStore
+from anchoring.worker import AnchorWorker, anchors_for_log
+from ledger.bundle import Scope, export_bundle
+from ledger.store import Ledger
+from rlhf_verifier.cli import main
+from tests.anchoring.conftest import FAST_RETRY
+from tests.ledger.helpers import Producer
+
+pytestmark = pytest.mark.anvil
+LOG = "online"
+
+
+class Anchored:
+    def __init__(self, led: Ledger, bundle: Path, anchors: list[dict], owner: ChainClient):
+        self.led, self.bundle, self.anchors, self.owner = led, bundle, anchors, owner
+
+    def args(self, anvil, *extra: str) -> list[str]:
+        return [str(self.bundle), "--log-key", self.led.log_info(LOG).vkey, "--trust-bundle-producers",
+                "--chain-id", str(anvil.chain_id), "--contract", self.owner.contract_address, "--json", *extra]
+
+    def manifests(self) -> dict[str, bytes]:
+        out = {}
+        for line in self.bundle.read_text().splitlines():
+            rec = json.loads(line)
+            if rec["kind"] == "anchor":
+                out[rec["cid"]] = base64.b64decode(rec["manifest"])
+        return out
+
+
+@pytest.fixture
+def anchored(anvil, owner, tmp_path):
+    """Two checkpoints anchored (and confirmed) by the real AnchorWorker, exported as a run bundle."""
+    led = Ledger.open(tmp_path / "data", None)
+    led.init_log(LOG, checkpoint_every_events=10_000)
+    prod = Producer(LOG)
+    led.register_producer(LOG, prod.signer.public_key)
+    store = LocalContentStore(tmp_path / "data" / "content")
+    client = ChainClient(anvil.rpc_url, anvil.private_keys[0], contract_address=owner.contract_address, retry=FAST_RETRY)
+    worker = AnchorWorker(led, client, store, LOG, confirmations=1)
+    for _ in range(2):
+        led.append(prod.events(4, run_id="run-a"), log_id=LOG)
+        led.checkpoint(LOG)
+        worker.run_once()
+        anvil.mine(2)
+        worker.run_once()
+    anchors = anchors_for_log(led, LOG)
+    assert len(anchors) == 2 and {a["status"] for a in anchors} <= {"confirmed", "finalized"}
+    path = tmp_path / "b.rlhfbundle.jsonl"
+    with open(path, "w") as f:
+        export_bundle(led, LOG, f, Scope("run", run_id="run-a"), content_store=store)
+    yield Anchored(led, path, anchors, owner)
+    led.close()
+
+
+def run(args, capsys):
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    assert "Traceback" not in out.out + out.err
+    return code, out.out, out.err
+
+
+def _online_findings(out: str) -> list[dict]:
+    return [f for f in json.loads(out)["findings"] if f["check"].startswith("anchor")]
+
+
+# --- --rpc ---------------------------------------------------------------------------------------
+
+
+def test_rpc_confirms_anchors_on_the_real_chain(anchored, anvil, capsys):
+    code, out, err = run(anchored.args(anvil, "--rpc", anvil.rpc_url, "--min-confirmations", "2"), capsys)
+    rep = json.loads(out)
+    assert code == 0, out + err
+    assert [a["status"] for a in rep["anchors"]] == ["confirmed (online)"] * 2
+    assert "rpc" in rep["trusted"]
+    # More confirmations than the chain has: named, exit 1.
+    code, out, _ = run(anchored.args(anvil, "--rpc", anvil.rpc_url, "--min-confirmations", "100000"), capsys)
+    found = _online_findings(out)
+    assert code == 1 and found and all("fewer than the required 100000" in f["message"] for f in found)
+
+
+def test_rpc_after_a_real_reorg_reports_the_anchor_not_canonical(anchored, anvil, capsys):
+    last = anchored.anchors[-1]
+    head = int(anvil.rpc("eth_blockNumber", []), 16)
+    # Replace every block from the last anchor's block to the head (the anchor tx is dropped).
+    anvil.rpc("anvil_reorg", [head - last["block_number"] + 1, []])
+    code, out, err = run(anchored.args(anvil, "--rpc", anvil.rpc_url), capsys)
+    found = _online_findings(out)
+    assert code == 1, out + err
+    assert [f["where"].split(" (")[0] for f in found] == [f"anchor of checkpoint {last['checkpoint_size']}"]
+    assert "not the anchor's (reorg or wrong chain)" in found[0]["message"]
+    # Offline the bundle is still internally consistent: only the online check could see the reorg.
+    code, _, _ = run(anchored.args(anvil), capsys)
+    assert code == 0
+
+
+class EmulatedLyingRpcProxy:
+    """EMULATED dishonest JSON-RPC node (not a real client): forwards every request to anvil but
+    rewrites the `hash` of the block it returns for `eth_getBlockByNumber`, as a node serving a
+    different fork (or lying) would."""
+
+    def __init__(self, upstream: str):
+        proxy = self
+        self.upstream = upstream
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                req = urllib.request.Request(proxy.upstream, data=body, headers={"content-type": "application/json"})
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    answer = json.loads(resp.read())
+                if json.loads(body).get("method") == "eth_getBlockByNumber" and isinstance(answer.get("result"), dict):
+                    h = answer["result"]["hash"]
+                    answer["result"]["hash"] = h[:-4] + ("0000" if not h.endswith("0000") else "1111")
+                data = json.dumps(answer).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_rpc_that_lies_about_the_block_hash_is_caught(anchored, anvil, capsys):
+    proxy = EmulatedLyingRpcProxy(anvil.rpc_url)
+    try:
+        code, out, _ = run(anchored.args(anvil, "--rpc", proxy.url), capsys)
+    finally:
+        proxy.close()
+    found = _online_findings(out)
+    assert code == 1 and len(found) == 2
+    assert all(f["check"] == "anchor.online" and "not the anchor's" in f["message"] for f in found)
+
+
+def _dead_port() -> int:
+    with socket.socket() as s:  # a loopback port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("option", ["--rpc", "--ipfs"])
+def test_unreachable_endpoint_cannot_run(anchored, anvil, capsys, option):
+    url = f"http://127.0.0.1:{_dead_port()}"
+    code, out, err = run(anchored.args(anvil, option, url), capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and f"{option} {url} is unreachable" in err
+
+
+# --- --ipfs --------------------------------------------------------------------------------------
+
+
+def _kubo_add(kubo_rpc, data: bytes) -> str:
+    r = httpx.post(f"{kubo_rpc.url}/api/v0/add", files={"file": ("manifest", data)})
+    r.raise_for_status()
+    return json.loads(r.text.splitlines()[-1])["Hash"]
+
+
+def test_ipfs_fetches_each_manifest_from_real_kubo(anchored, anvil, kubo_rpc, capsys):
+    manifests = anchored.manifests()
+    assert len(manifests) == 2
+    for data in manifests.values():
+        _kubo_add(kubo_rpc, data)
+    kubo_rpc.requests.clear()
+    code, out, err = run(anchored.args(anvil, "--ipfs", kubo_rpc.url + "/api/v0"), capsys)
+    assert code == 0, out + err
+    assert sorted(p["arg"] for c, p in kubo_rpc.requests if c == "cat") == sorted(manifests)
+    assert "ipfs" in json.loads(out)["trusted"]
+
+
+def test_ipfs_content_missing_from_the_node_is_named(anchored, anvil, kubo_rpc, capsys):
+    code, out, _ = run(anchored.args(anvil, "--ipfs", kubo_rpc.url + "/api/v0"), capsys)
+    found = [f for f in json.loads(out)["findings"] if f["check"] == "anchor.ipfs"]
+    assert code == 1 and len(found) == 2 and all("HTTP 500" in f["message"] for f in found)
+
+
+class EmulatedLyingIpfsGateway:
+    """EMULATED dishonest IPFS gateway (no IPFS code): answers GET /ipfs/<cid> with the real
+    manifest bytes for that CID, one byte altered."""
+
+    def __init__(self, content: dict[str, bytes]):
+        gateway = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                data = gateway.content.get(self.path.removeprefix("/ipfs/"))
+                if data is None:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                data = data[:-2] + bytes([data[-2] ^ 1]) + data[-1:]
+                self.send_response(200)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.content = content
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_ipfs_gateway_serving_altered_bytes_is_rejected(anchored, anvil, capsys):
+    gw = EmulatedLyingIpfsGateway(anchored.manifests())
+    try:
+        code, out, _ = run(anchored.args(anvil, "--ipfs", gw.url), capsys)
+    finally:
+        gw.close()
+    found = [f for f in json.loads(out)["findings"] if f["check"] == "anchor.ipfs"]
+    assert code == 1 and len(found) == 2
+    assert all("does not match it" in f["message"] for f in found)
