@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import logging
 import os
 import secrets
 import shlex
@@ -163,10 +164,8 @@ def run_demo(out: Path, steps: str = "default", *, seed: int | None = None) -> O
     from . import db, demo_rlhf as rl
     from .bundle import Scope, export_bundle
     from .keys import Signer
-    from .sdk import DatasetManifest, LocalSink, Run, model_card_for_run, verify_command, weights_digest
+    from .sdk import DatasetManifest, LocalSink, Run, model_card_for_run, pseudonym, verify_command, weights_digest
     from .store import Ledger
-
-    import logging
 
     # dp-accounting logs (through absl) each RDP order it drops for not converging at a large sampling
     # rate; dropping orders only makes the bound more conservative, so these lines are noise here.
@@ -202,7 +201,6 @@ def run_demo(out: Path, steps: str = "default", *, seed: int | None = None) -> O
             pairs = rl.annotate(models.base, cfg.n_pairs, cfg.annotation_batch, cfg.seed)
             train_pairs, heldout = cfg.split(pairs)
             pseudonym_key = secrets.token_bytes(32)  # the team's key; never leaves this process here
-            from .sdk import pseudonym
 
             data_dir = out / "data"
             data_dir.mkdir()
