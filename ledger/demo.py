@@ -59,8 +59,9 @@ def ledger_passphrase() -> str:
         say(f"ledger passphrase: from {PASSPHRASE_ENV}")
         return value
     value = secrets.token_urlsafe(24)
-    say(f"WARNING: {PASSPHRASE_ENV} is not set: generated a DEMO passphrase for this run only (not stored "
-        f"anywhere; set {PASSPHRASE_ENV} to reopen the ledger's keys later): {value}")
+    # Never printed or written: a passphrase on a terminal ends up in logs and scrollback.
+    say(f"WARNING: {PASSPHRASE_ENV} is not set: the ledger's keys are sealed with a random passphrase held in "
+        f"memory for this run only, so they cannot be reopened afterwards; set {PASSPHRASE_ENV} to keep them")
     return value
 
 

@@ -2,11 +2,12 @@
 
 from alembic import context
 
+from api.schema import metadata as api_metadata
 from ledger.db import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:
     raise RuntimeError("run migrations through ledger.migrate.upgrade(engine)")
-context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+context.configure(connection=connection, target_metadata=[metadata, api_metadata], render_as_batch=True)
 with context.begin_transaction():
     context.run_migrations()
