@@ -298,3 +298,22 @@ def test_key_rotation_keeps_old_events_verifiable(log, producer):
 
     pk = base64.b64decode(keys[producer.signer.key_id]["public_key"])
     assert verify(pk, canonicalize(entry["event"]), base64.b64decode(entry["sig"]))
+
+
+def test_parallel_prepare_in_worker_processes(log, producer):
+    """append_stream with a process pool: same results as inline, refusals still per event."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    batches = [producer.events(100) for _ in range(3)]
+    bad = producer.events(100)
+    bad[42]["event"]["body"]["loss"] = 9.0
+    with ProcessPoolExecutor(2) as ex:
+        results = list(log.append_stream(batches, log_id="default", executor=ex))
+        assert [r.index for batch in results for r in batch] == list(range(300))
+        with pytest.raises(BatchRejected) as ei:
+            list(log.append_stream([bad], log_id="default", executor=ex))
+    assert ei.value.errors[0][0] == 42 and ei.value.errors[0][1].code == "bad_signature"
+    assert ei.value.errors[0][1].where == "events[42].sig"
+    assert log.size("default") == 300
+    log.checkpoint("default")
+    assert audit(log, "default") == []
