@@ -15,7 +15,7 @@ from typing import Any
 
 import nacl.bindings
 
-from .jcs import JCSError, canonicalize
+from .jcs import JCSError, canonicalize, canonicalize_parsed
 
 EVENT_VERSION = 1
 MAX_EVENT_BYTES = 65536
@@ -53,8 +53,8 @@ def _fail(cond: bool, msg: str, where: str) -> None:
         raise EventCheckError(msg, where)
 
 
-def check_event(event: Any, where: str = "event") -> bytes:
-    """Schema and limits of event-format.md; returns JCS(event)."""
+def check_event(event: Any, where: str = "event") -> tuple[bytes, float]:
+    """Schema and limits of event-format.md; returns JCS(event) and its time (epoch seconds)."""
     _fail(type(event) is dict, "must be a JSON object", where)
     keys = event.keys()
     if keys != FIELDS:
@@ -82,7 +82,7 @@ def check_event(event: Any, where: str = "event") -> bytes:
     ts = event["ts"]
     _fail(type(ts) is str and _TS.fullmatch(ts) is not None, "must be RFC 3339 UTC like 2026-01-31T12:00:00.000000Z", where + ".ts")
     try:
-        parse_ts(ts)
+        ts_epoch = parse_ts(ts)
     except ValueError:
         raise EventCheckError("is not a valid date and time", where + ".ts") from None
     body = event["body"]
@@ -92,11 +92,11 @@ def check_event(event: Any, where: str = "event") -> bytes:
             _fail(len(x) == 1 and type(x[COMMITMENT_KEY]) is str and _COMMIT.fullmatch(x[COMMITMENT_KEY]) is not None,
                   'a commitment must be {"$commitment": "sha256:<64 hex>"}', f"{where}.body.{k}")
     try:
-        raw = canonicalize(event)
+        raw = canonicalize_parsed(event)  # event comes from json parsing
     except JCSError as e:
         raise EventCheckError(str(e), where) from None
     _fail(len(raw) <= MAX_EVENT_BYTES, f"canonical size {len(raw)} exceeds {MAX_EVENT_BYTES} bytes", where)
-    return raw
+    return raw, ts_epoch
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,12 +107,13 @@ class CheckedEnvelope:
     sig: bytes
     event_id: str
     leaf_hash: bytes
+    ts_epoch: float
 
 
 def check_envelope(env: Any, where: str = "envelope") -> CheckedEnvelope:
     """Schema of {"event", "sig"}; computes event id, log entry JCS(envelope) and leaf hash."""
     _fail(type(env) is dict and env.keys() == {"event", "sig"}, "must be exactly {event, sig}", where)
-    event_bytes = check_event(env["event"], where + ".event")
+    event_bytes, ts_epoch = check_event(env["event"], where + ".event")
     s = env["sig"]
     _fail(type(s) is str, "must be a base64 string", where + ".sig")
     try:
@@ -125,7 +126,7 @@ def check_envelope(env: Any, where: str = "envelope") -> CheckedEnvelope:
     _fail(base64.b64encode(sig).decode("ascii") == s, "is not canonical base64", where + ".sig")
     entry = b'{"event":' + event_bytes + b',"sig":"' + s.encode("ascii") + b'"}'
     return CheckedEnvelope(env["event"], event_bytes, entry, sig, hashlib.sha256(event_bytes).hexdigest(),
-                          hashlib.sha256(b"\x00" + entry).digest())
+                          hashlib.sha256(b"\x00" + entry).digest(), ts_epoch)
 
 
 def verify_signature(public_key: bytes, message: bytes, sig: bytes) -> bool:

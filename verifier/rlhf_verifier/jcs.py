@@ -157,6 +157,51 @@ def _fast_ok(v: Any, depth: int = 0) -> bool:
     return False
 
 
+# For canonicalize_parsed: JSON strings as the stdlib encoder prints them, integral floats
+# ("12.0", which JCS prints "12"), and what the fast path must leave to the general one.
+_STR_RE = r'"[^"\\]*(?:\\.[^"\\]*)*"'
+_STRINGS = re.compile(_STR_RE)
+_INTEGRAL_FLOAT = re.compile(r"\.0(?=[,\]}])")  # literal-led (fast scan), literal replacement
+# Blanked text: repr's exponents ("1e-05", "1e+16") are not ES6; -0.0 and 16+ digit integers
+# (maybe outside the safe range) need the general path too. Cheap substring tests run first.
+_NEG_ZERO = re.compile(r"-0\.0(?![0-9])")
+_DIGITS16 = re.compile(r"[0-9]{16}")
+_LONG_INT = re.compile(r"(?<![0-9.])[0-9]{16,}(?![0-9.])")
+_HIGH_OR_SURROGATE = re.compile("[\ud800-\uffff]")
+
+
+def canonicalize_parsed(value: Any) -> bytes:
+    """canonicalize() for a dict or list fresh from json parsing (string keys, no tuples).
+
+    One pass of the stdlib C encoder, then a few C regex/substring passes instead of a Python
+    walk: the encoder's text is already JCS except for floats whose repr differs from ES6
+    (integral floats, fixed here when no string holds the same pattern; exponents and -0.0),
+    16+ digit integers and code points >= U+D800 (UTF-16 key order, surrogates); all but the
+    first go to the general path.
+    Tested for byte equality with canonicalize() on generated values.
+    """
+    if type(value) not in (dict, list):
+        return canonicalize(value)
+    try:
+        text = _dumps(value)
+    except (ValueError, RecursionError, TypeError):
+        return canonicalize(value)
+    if not text.isascii() and _HIGH_OR_SURROGATE.search(text):
+        return canonicalize(value)
+    skeleton = _STRINGS.sub('""', text)
+    if ("e+" in skeleton or "e-" in skeleton or ("-0.0" in skeleton and _NEG_ZERO.search(skeleton))
+            or (_DIGITS16.search(skeleton) and _LONG_INT.search(skeleton))):
+        return canonicalize(value)
+    if ".0" in skeleton:
+        # Blanking strings neither creates nor removes a match outside them (a quote always
+        # separates), so equal counts mean every match in `text` is a number: drop the ".0".
+        in_numbers = len(_INTEGRAL_FLOAT.findall(skeleton))
+        text, n = _INTEGRAL_FLOAT.subn("", text)
+        if n != in_numbers:  # a string holds something like "5.0," : general path
+            return canonicalize(value)
+    return text.encode("utf-8")
+
+
 def canonicalize(value: Any) -> bytes:
     """RFC 8785 canonical UTF-8 bytes of a JSON value; JCSError if it has none."""
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import collections
 import hashlib
 import json
 import multiprocessing
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable
 
 from . import worker
-from .bundle import FORMAT, MEDIA_TYPE, VERSION, BundleReadError, iter_lines, parse_line
+from .bundle import FORMAT, MAX_LINE_BYTES, MEDIA_TYPE, VERSION, BundleReadError, iter_lines, parse_line
 from .cid import CIDError, check_content
 from .compliance import Collector, RULE_SETS, evaluate
 from .events import ChainTracker
@@ -30,7 +31,8 @@ from .merkle import CompactRange, ProofError, verify_consistency
 from .note import NoteError, VerifierKey, b64decode_strict, verify_checkpoint
 
 MAX_FINDINGS = 200
-BATCH = 2000
+BLOCK_BYTES = 1 << 20  # raw bytes handed to a worker at once (about 2,000 events)
+IN_FLIGHT_PER_JOB = 3
 POOL_MIN_BYTES = 4 * 1024 * 1024  # below this, check inline (process start-up costs more)
 
 
@@ -155,34 +157,54 @@ class Verifier:
         return self.finish()
 
     def events_phase(self, first: list, lines: Iterator, f: BinaryIO, total: int) -> None:
+        del lines  # from here on the file is read in blocks, not line by line
         ctx = worker.Context(self.mode, self.header_log_id, self.producer_map, dict(self.cps))
-
-        def batches() -> Iterator[list[tuple[int, bytes]]]:
-            batch = list(first)
-            for item in lines:
-                batch.append(item)
-                if len(batch) >= BATCH:
-                    yield batch
-                    batch = []
-                    if self.o.progress:
-                        self.o.progress(f.tell(), total)
-            if batch:
-                yield batch
-
+        blocks = self._blocks(first, f, total)
         jobs = self.o.jobs
         if jobs is None:
             jobs = (os.cpu_count() or 1) if total >= POOL_MIN_BYTES else 1
         if jobs <= 1:
             worker.init(ctx)
-            for b in batches():
-                for res in worker.check_batch(b):
+            for task in blocks:
+                for res in worker.check_block(task):
                     self.fold(res)
             return
         mp = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
         with mp.Pool(jobs, initializer=worker.init, initargs=(ctx,)) as pool:
-            for results in pool.imap(worker.check_batch, batches(), chunksize=1):
-                for res in results:
+            # A bounded window of blocks in flight (Pool.imap would read the whole file ahead
+            # into its queue): memory stays flat whatever the bundle's size.
+            window: collections.deque = collections.deque()
+            for task in blocks:
+                window.append(pool.apply_async(worker.check_block, (task,)))
+                if len(window) >= IN_FLIGHT_PER_JOB * jobs:
+                    for res in window.popleft().get():
+                        self.fold(res)
+            while window:
+                for res in window.popleft().get():
                     self.fold(res)
+
+    def _blocks(self, first: list, f: BinaryIO, total: int) -> Iterator[tuple[int, bytes]]:
+        """(first line number, whole lines joined by newlines) of about BLOCK_BYTES each."""
+        n, raw = first[0]
+        yield n, raw
+        line, buf = n + 1, b""
+        while True:
+            data = f.read(BLOCK_BYTES)
+            if self.o.progress:
+                self.o.progress(f.tell(), total)
+            if not data:
+                if buf:
+                    yield line, buf  # a final line without a newline
+                return
+            buf += data
+            cut = buf.rfind(b"\n")
+            if cut < 0:
+                if len(buf) > MAX_LINE_BYTES + 1:
+                    raise BundleReadError(f"line {line}: line longer than {MAX_LINE_BYTES} bytes")
+                continue
+            blob, buf = buf[:cut], buf[cut + 1:]
+            yield line, blob
+            line += blob.count(b"\n") + 1
 
     # ---- header, checkpoints, consistency, anchors ------------------------------------------
 
@@ -442,39 +464,42 @@ class Verifier:
         if kind == "leaf":
             _, line, index, h, errors = res
             r.leaves += 1
-            where = f"leaf {index} (line {line})"
             for check, msg in errors:
-                r.fail(check, where, msg)
-            self._place(index, h, where)
+                r.fail(check, f"leaf {index} (line {line})", msg)
+            self._place(index, h, line)
             return
-        (_, line, index, eid, lh, run_id, producer, seq, prev, ts, ts_epoch, typ, body, errors) = res
+        (_, line, index, eid, lh, run_id, producer, seq, prev, ts_epoch, typ, body, points, errors) = res
         r.events += 1
         self.event_count += 1
-        where = _ev_where(index, eid, line)
-        for check, msg in errors:
-            r.fail(check, where, msg)
+        # `where` is formatted only when something failed (most events pass).
+        if errors:
+            where = _ev_where(index, eid, line)
+            for check, msg in errors:
+                r.fail(check, where, msg)
         if eid is None:
-            self._place(index, None, where)
+            self._place(index, None, line, eid)
             return
         if self.mode == "tree":
-            self._place(index, lh, where)
+            self._place(index, lh, line, eid)
         else:
             if index is not None and index <= self.last_index:
-                r.fail("order", where, f"index {index} does not follow {self.last_index} (must ascend)")
+                r.fail("order", _ev_where(index, eid, line), f"index {index} does not follow {self.last_index} (must ascend)")
             if index is not None:
                 self.last_index = index
         sc = self.scope
         if sc is not None:
             if sc[0] == "run":
                 if run_id != sc[1]:
-                    r.fail("scope", where, f"run {run_id[:40]!r} is outside the declared run scope {sc[1][:40]!r}")
+                    r.fail("scope", _ev_where(index, eid, line),
+                           f"run {run_id[:40]!r} is outside the declared run scope {sc[1][:40]!r}")
                     errors = errors + [("scope", "outside the declared scope")]
             elif index is not None and not sc[1] <= index < sc[2]:
-                r.fail("scope", where, f"index {index} is outside the declared {sc[0]} scope [{sc[1]}, {sc[2]})")
+                r.fail("scope", _ev_where(index, eid, line),
+                       f"index {index} is outside the declared {sc[0]} scope [{sc[1]}, {sc[2]})")
                 errors = errors + [("scope", "outside the declared scope")]
         chain_err = self.chains.feed(run_id, producer, seq, prev, eid)
         if chain_err:
-            r.fail("seq_chain", where, chain_err)
+            r.fail("seq_chain", _ev_where(index, eid, line), chain_err)
             errors = errors + [("seq_chain", chain_err)]
         anchored = index is not None and index < self.max_anchored
         delay = None
@@ -487,24 +512,24 @@ class Verifier:
             r.events_valid += 1
         if anchored:
             r.events_anchored += 1
-        self.collector.feed(index if index is not None else -1, eid, run_id, typ, body, valid, anchored, delay)
-        if typ in ("policy.update", "reward_model.update"):
-            step = body.get("step")
-            if type(step) in (int, float):
-                for k in ("reward_mean", "kl", "loss"):
-                    v = body.get(k)
-                    if type(v) in (int, float):
-                        name = f"{typ.split('.')[0]}.{k}"
-                        s = r.series.get(name)
-                        if s is None:
-                            s = r.series[name] = Series()
-                        s.add(step, v)
+        self.collector.feed(index if index is not None else -1, eid, run_id, typ, body if body is not None else {},
+                            valid, anchored, delay)
+        if points:
+            prefix = typ.split(".")[0]
+            for k, step, v in points:
+                name = f"{prefix}.{k}"
+                s = r.series.get(name)
+                if s is None:
+                    s = r.series[name] = Series()
+                s.add(step, v)
 
-    def _place(self, index: int | None, h: bytes | None, where: str) -> None:
-        """Tree mode: leaves must come as 0, 1, 2, ...; roots are checked at checkpoint sizes."""
+    def _place(self, index: int | None, h: bytes | None, line: int, eid: str | None | bool = False) -> None:
+        """Tree mode: leaves must come as 0, 1, 2, ...; roots are checked at checkpoint sizes.
+        `eid` False: a leaf record; else the event's id (or None), for the failure's place."""
         if self.mode != "tree":
             return
         if index != self.next_index:
+            where = f"leaf {index} (line {line})" if eid is False else _ev_where(index, eid, line)  # type: ignore[arg-type]
             self.r.fail("order", where, f"expected leaf index {self.next_index} (tree mode lists every leaf in order)")
         self.next_index = (index if index is not None else self.next_index) + 1
         self.tree.append(h if h is not None else b"\x00" * 32)

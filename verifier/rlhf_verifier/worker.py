@@ -11,11 +11,14 @@ import binascii
 from dataclasses import dataclass
 from typing import Any
 
-from .bundle import BundleReadError, parse_line
-from .events import EventCheckError, check_envelope, check_openings, parse_ts, verify_signature
+from .compliance.collect import BODY_TYPES
+from .bundle import MAX_LINE_BYTES, BundleReadError, parse_line
+from .events import EventCheckError, check_envelope, check_openings, verify_signature
 from .merkle import ProofError, root_from_inclusion
 
 SAFE_INT = 2**53 - 1
+SERIES_TYPES = frozenset(("policy.update", "reward_model.update"))
+SERIES_KEYS = ("reward_mean", "kl", "loss")
 
 
 @dataclass
@@ -35,7 +38,8 @@ def init(ctx: Context) -> None:
 
 
 # Result tuples (kept flat and small: they cross a process boundary for every event):
-#   ("event", line, index, event_id, leaf_hash, run_id, producer, seq, prev, ts_text, ts_epoch, type, body, errors)
+#   ("event", line, index, event_id, leaf_hash, run_id, producer, seq, prev, ts_epoch, type,
+#    body (only for collect.BODY_TYPES, else None), chart points ((key, step, value), ...) or None, errors)
 #   ("leaf", line, index, hash, errors)
 #   ("record", line, obj)          any other kind, handled by the main process
 #   ("error", line, message)       unreadable line (exit 2)
@@ -86,7 +90,7 @@ def check_line(line: int, raw: bytes) -> tuple:
         errors.append(("schema", str(e)))
         return ("event", line, index, None, None, None, None, None, None, None, None, None, None, errors)
     ev = env.event
-    ts_epoch = parse_ts(ev["ts"])
+    ts_epoch = env.ts_epoch
     if ev["log_id"] != ctx.log_id:
         errors.append(("log_id", f"event is for log {ev['log_id']!r}, the bundle is for {ctx.log_id!r}"))
     key = ctx.producers.get(ev["producer"])
@@ -122,9 +126,34 @@ def check_line(line: int, raw: bytes) -> tuple:
                     raise ProofError(f"inclusion proof does not lead to the root of checkpoint {size}")
             except (ProofError, binascii.Error, ValueError) as e:
                 errors.append(("inclusion", str(e)))
+    typ, body = ev["type"], ev["body"]
+    points = None
+    if typ in SERIES_TYPES:  # chart points, extracted here so the body need not travel
+        step = body.get("step")
+        if type(step) in (int, float):
+            points = tuple((k, step, v) for k in SERIES_KEYS if type(v := body.get(k)) in (int, float))
     return ("event", line, index, env.event_id, env.leaf_hash, ev["run_id"], ev["producer"], ev["seq"],
-            ev["prev"], ev["ts"], ts_epoch, ev["type"], ev["body"], errors)
+            ev["prev"], ts_epoch, typ, body if typ in BODY_TYPES else None, points, errors)
 
 
 def check_batch(batch: list[tuple[int, bytes]]) -> list[tuple]:
     return [check_line(n, raw) for n, raw in batch]
+
+
+def check_block(task: tuple[int, bytes]) -> list[tuple]:
+    """Check a block of whole lines (raw bytes joined by newlines) whose first line is number
+    `first`; the same line rules as bundle.iter_lines (length, CRLF, no empty line). The parent
+    hands over raw bytes, not parsed objects, so it does no per-line work."""
+    first, blob = task
+    out = []
+    for k, raw in enumerate(blob.split(b"\n")):
+        n = first + k
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        if len(raw) > MAX_LINE_BYTES:
+            out.append(("error", n, f"line {n}: line longer than {MAX_LINE_BYTES} bytes"))
+        elif not raw.strip():
+            out.append(("error", n, f"line {n}: empty line (JSON Lines has one record per line)"))
+        else:
+            out.append(check_line(n, raw))
+    return out

@@ -66,6 +66,12 @@ class DatasetFacts:
     body: dict
 
 
+# The event types whose body feed() reads; for every other type the body is not needed (the
+# worker processes do not send it back, to keep the per-event result small).
+BODY_TYPES = frozenset(("run.start", "run.end", "dataset.register", "annotation.batch", "evaluation",
+                        "compute.usage", "checkpoint.save", "privacy.spend"))
+
+
 class Collector:
     def __init__(self) -> None:
         self.runs: dict[str, RunFacts] = {}
