@@ -1,6 +1,7 @@
 """Verifier throughput: build (or take) a tree-mode bundle of N events and verify it.
 
     python benchmarks/verify_bundle.py [--events 1000000] [--bundle PATH] [--jobs 2]
+    python benchmarks/verify_bundle.py --profile 20000   # cProfile: inline, then the parent with --jobs
 
 Prints events/s, total seconds and peak RSS of the verification (run in a fresh process, its
 worker processes included), beside this machine's measured Ed25519-verify bound (one core and
@@ -145,13 +146,38 @@ def _verify_here(path: str, jobs: int) -> None:
                       "findings": [f.line() for f in r.findings[:3]]}))
 
 
+def profile(n: int, jobs: int) -> None:
+    """cProfile of the whole check inline (every per-event cost) and of the parent process
+    with `jobs` workers (what stays serial: folding results in file order)."""
+    import cProfile
+    import pstats
+
+    from rlhf_verifier.verify import Options, verify_file
+
+    path = Path(tempfile.gettempdir()) / f"rlhf-bench-{n}.rlhfbundle.jsonl"
+    if not path.exists():
+        build(path, n)
+    for j in (1, jobs):
+        prof = cProfile.Profile()
+        t = time.perf_counter()
+        prof.enable()
+        r = verify_file(str(path), Options(trust_bundle_log_key=True, trust_bundle_producers=True, jobs=j))
+        prof.disable()
+        print(f"--- {n:,} events, jobs={j}: {time.perf_counter() - t:.2f} s under the profiler, valid={r.valid}")
+        pstats.Stats(prof).sort_stats("tottime").print_stats(12)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--bundle", type=Path, help="verify this bundle instead of building one")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--profile", type=int, metavar="N", help="profile the check of an N-event bundle and exit")
     ap.add_argument("--_verify", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.profile:
+        profile(a.profile, a.jobs)
+        return
     if a._verify:
         _verify_here(a._verify, a.jobs)
         return
