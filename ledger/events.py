@@ -210,6 +210,10 @@ class ParsedEvent:
     def producer(self) -> str:
         return self.event["producer"]
 
+    def verify_signature(self, public_key: bytes, where: str = "sig") -> None:
+        if not verify(public_key, self.event_bytes, self.sig):
+            raise SignatureError("Ed25519 signature does not verify against the producer's key", where=where)
+
     def __reduce__(self):
         # Crossing a process boundary (parallel append) pickles the bytes and the header members
         # only: pickling the nested dicts costs more than parsing did, and the receiver (the

@@ -8,13 +8,14 @@ verifier replays from the recorded ``privacy.spend`` events (docs/event-types.md
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from importlib.metadata import version as _pkg_version
 
 import dp_accounting
+import numpy as np
 from dp_accounting import rdp
+from dp_accounting.rdp import rdp_privacy_accountant as _rdp_impl
 
 from ..errors import LedgerError
 
@@ -64,7 +65,13 @@ class PrivacyAccountant:
         self.epsilon_budget = epsilon_budget
         self.delta = delta
         self.enforce = enforce and epsilon_budget is not None
-        self._acc = rdp.RdpAccountant()
+        # The RDP of `steps` compositions is `steps` times the one-step RDP (exactly what
+        # RdpAccountant.compose does), so the one-step vector is cached per (sigma, q): a spend
+        # then costs one vector add and one epsilon conversion instead of a full recomputation
+        # on the training thread. replay_epsilon() (the public accountant path) is the check.
+        self._orders = np.asarray(_rdp_impl.DEFAULT_RDP_ORDERS, dtype=float)
+        self._rdp = np.zeros_like(self._orders)
+        self._step_rdp: dict[tuple[float, float], np.ndarray] = {}
         self.spends: list[Spend] = []
         self.epsilon = 0.0
 
@@ -76,12 +83,24 @@ class PrivacyAccountant:
         if type(steps) is not int or steps < 1:
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
 
+    def _one_step(self, noise_multiplier: float, sample_rate: float) -> np.ndarray:
+        key = (float(noise_multiplier), float(sample_rate))
+        vec = self._step_rdp.get(key)
+        if vec is None:
+            vec = np.asarray(
+                _rdp_impl._compute_rdp_poisson_subsampled_gaussian(key[1], key[0], self._orders), dtype=float
+            )
+            self._step_rdp[key] = vec
+        return vec
+
+    def _after(self, noise_multiplier: float, sample_rate: float, steps: int) -> np.ndarray:
+        self._check(noise_multiplier, sample_rate, steps)
+        return self._rdp + steps * self._one_step(noise_multiplier, sample_rate)
+
     def preview(self, noise_multiplier: float, sample_rate: float, steps: int) -> float:
         """The cumulative epsilon this spend would lead to, without spending."""
-        self._check(noise_multiplier, sample_rate, steps)
-        acc = copy.deepcopy(self._acc)
-        acc.compose(_dp_event(noise_multiplier, sample_rate), steps)
-        return float(acc.get_epsilon(self.delta))
+        eps, _ = _rdp_impl.compute_epsilon(self._orders, self._after(noise_multiplier, sample_rate, steps), self.delta)
+        return float(eps)
 
     def body(self, noise_multiplier: float, sample_rate: float, steps: int, epsilon: float) -> dict:
         return {
@@ -102,7 +121,8 @@ class PrivacyAccountant:
         Raises :class:`PrivacyBudgetExceeded` (and spends nothing) when enforcement is on and the
         cumulative epsilon would exceed the budget.
         """
-        eps = self.preview(noise_multiplier, sample_rate, steps)
+        total = self._after(noise_multiplier, sample_rate, steps)
+        eps = float(_rdp_impl.compute_epsilon(self._orders, total, self.delta)[0])
         if self.enforce and self.epsilon_budget is not None and eps > self.epsilon_budget:
             attempted = self.body(noise_multiplier, sample_rate, steps, eps)
             attempted["declared_epsilon"] = self.epsilon_budget
@@ -112,7 +132,7 @@ class PrivacyAccountant:
                 f"{eps:.4f} > declared budget {self.epsilon_budget} at delta={self.delta}",
                 attempted=attempted,
             )
-        self._acc.compose(_dp_event(noise_multiplier, sample_rate), steps)
+        self._rdp = total
         self.spends.append(Spend(float(noise_multiplier), float(sample_rate), steps))
         self.epsilon = eps
         return self.body(noise_multiplier, sample_rate, steps, eps)
