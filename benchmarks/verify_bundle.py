@@ -135,13 +135,26 @@ def verify_in_fresh_process(path: Path, jobs: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _vm_hwm_kib() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def _verify_here(path: str, jobs: int) -> None:
     from rlhf_verifier.verify import Options, verify_file
 
     t = time.perf_counter()
     r = verify_file(path, Options(trust_bundle_log_key=True, trust_bundle_producers=True, jobs=jobs))
     secs = time.perf_counter() - t
-    rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    # RUSAGE_SELF would report the benchmark parent's peak (Linux carries ru_maxrss across the
+    # fork+exec that started this process); VmHWM is this process's own peak. The pool workers
+    # are forked from this small process, so RUSAGE_CHILDREN is theirs.
+    rss = max(_vm_hwm_kib(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     print(json.dumps({"valid": r.valid, "events": r.events, "seconds": secs, "peak_rss_mib": rss / 1024,
                       "findings": [f.line() for f in r.findings[:3]]}))
 
