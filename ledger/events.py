@@ -147,8 +147,44 @@ def _req(cond: bool, msg: str, where: str) -> None:
         raise EventError(msg, where=where)
 
 
+_FIELD_SET = frozenset(_FIELDS)
+
+
+def _well_formed(event: Any) -> bool:
+    """The happy-path schema test as one expression (the append hot path); on False,
+    _validate_event_detailed finds and names the problem."""
+    if type(event) is not dict or event.keys() != _FIELD_SET:
+        return False
+    seq, prev, ts, body = event["seq"], event["prev"], event["ts"], event["body"]
+    return (
+        type(event["v"]) is int and event["v"] == EVENT_VERSION
+        and type(event["log_id"]) is str and _ID_RE.match(event["log_id"]) is not None
+        and type(event["run_id"]) is str and _ID_RE.match(event["run_id"]) is not None
+        and type(event["type"]) is str and _TYPE_RE.match(event["type"]) is not None
+        and type(event["producer"]) is str and _HEX64_RE.match(event["producer"]) is not None
+        and type(seq) is int and 0 <= seq <= _MAX_SEQ
+        and ((prev is None) if seq == 0 else (type(prev) is str and _HEX64_RE.match(prev) is not None))
+        and type(ts) is str and _TS_RE.match(ts) is not None
+        and type(body) is dict
+        and not any(type(v) is dict and COMMITMENT_KEY in v for v in body.values())
+    )
+
+
 def validate_event(event: Any, where: str = "event") -> bytes:
     """Check the schema of an event; return its canonical bytes."""
+    if _well_formed(event):
+        try:
+            parse_ts(event["ts"])
+            raw = canonicalize_event(event)
+        except (ValueError, CanonicalError):
+            return _validate_event_detailed(event, where)
+        if len(raw) <= MAX_EVENT_BYTES:
+            return raw
+    return _validate_event_detailed(event, where)
+
+
+def _validate_event_detailed(event: Any, where: str) -> bytes:
+    """Every schema rule in order, raising EventError that names the first broken one."""
     _req(isinstance(event, dict), "must be a JSON object", where)
     missing = [k for k in _FIELDS if k not in event]
     _req(not missing, f"missing field(s): {', '.join(missing)}", where)

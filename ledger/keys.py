@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import nacl.bindings
 import nacl.exceptions
 import nacl.pwhash
 import nacl.secret
@@ -80,8 +81,12 @@ class Signer:
 
 
 def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """Ed25519 (RFC 8032) verification of a detached signature."""
+    if len(signature) != 64 or len(public_key) != 32:
+        return False
     try:
-        nacl.signing.VerifyKey(public_key).verify(message, signature)
+        # The binding directly: VerifyKey objects cost a few microseconds each on the hot path.
+        nacl.bindings.crypto_sign_open(signature + message, public_key)
         return True
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError, TypeError):
         return False

@@ -502,7 +502,10 @@ class Ledger:
             ],
         )
         new_nodes = merkle.append_many(size, [p.leaf_hash for _, p in new], self._node_getter(conn, log_id))
-        self._insert_many(conn, db.nodes, ("log_id", "level", "idx", "hash"), [(log_id, lv, ix, h) for lv, ix, h in new_nodes])
+        # Level 0 is entries.leaf_hash already; only inner nodes go to `nodes`.
+        self._insert_many(
+            conn, db.nodes, ("log_id", "level", "idx", "hash"), [(log_id, lv, ix, h) for lv, ix, h in new_nodes if lv]
+        )
         updates = [
             {"k_log": log_id, "k_run": run, "k_producer": prod, "seq": seq, "event_hash": eh}
             for (run, prod), (seq, eh) in changed_heads.items()
@@ -562,21 +565,24 @@ class Ledger:
     # --- Merkle reads ---------------------------------------------------------------------
 
     def _node_getter(self, conn: Connection, log_id: str) -> merkle.NodeGetter:
-        """Point lookups of stored nodes, many per statement.
+        """Point lookups of stored nodes (leaves from `entries`, inner nodes from `nodes`).
 
         A UNION ALL of (log_id, level, idx) equality lookups: both SQLite and PostgreSQL answer
         each part from the primary-key index, whereas SQLite scans the whole log for a
         row-value IN list.
         """
         mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-        one = f"SELECT level, idx, hash FROM nodes WHERE log_id = {mark} AND level = {mark} AND idx = {mark}"
+        inner = f"SELECT level, idx, hash FROM nodes WHERE log_id = {mark} AND level = {mark} AND idx = {mark}"
+        # Leaves (level 0) are the entries' leaf hashes; the constant level keeps one row shape.
+        leaf = f"SELECT 0, idx, leaf_hash FROM entries WHERE log_id = {mark} AND {mark} = 0 AND idx = {mark}"
 
         def get(keys: list[merkle.NodeKey]) -> dict[merkle.NodeKey, bytes]:
             out: dict[merkle.NodeKey, bytes] = {}
             for j in range(0, len(keys), 200):  # SQLite allows 500 terms in a compound SELECT
                 part = keys[j : j + 200]
+                sql = " UNION ALL ".join(leaf if lv == 0 else inner for lv, _ in part)
                 params = tuple(x for lv, ix in part for x in (log_id, lv, ix))
-                for lv, ix, h in conn.exec_driver_sql(" UNION ALL ".join([one] * len(part)), params):
+                for lv, ix, h in conn.exec_driver_sql(sql, params):
                     out[(lv, ix)] = bytes(h)
             return out
 
