@@ -324,23 +324,28 @@ class Ledger:
         return self._commit_prepared(self._prepare(envelopes, log_id, executor)())
 
     def append_stream(
-        self, batches: Iterable[Sequence[Any]], *, log_id: str | None = None, executor: Executor | None = None
+        self,
+        batches: Iterable[Sequence[Any]],
+        *,
+        log_id: str | None = None,
+        executor: Executor | None = None,
+        prefetch: int = 2,
     ) -> Iterator[list[AppendResult]]:
-        """Append batches in order, checking batch N+1 in `executor` while batch N commits.
+        """Append batches in order, checking the next `prefetch` batches in `executor` while
+        the current one commits.
 
         Yields each batch's results after its commit; stops at the first refused batch
         (BatchRejected), leaving the batches before it committed.
         """
-        it = iter(batches)
-        first = next(it, None)
-        if first is None:
-            return
-        pending = self._prepare(first, log_id, executor)
-        for nxt in it:
-            ready = pending()
-            pending = self._prepare(nxt, log_id, executor)
-            yield self._commit_prepared(ready)
-        yield self._commit_prepared(pending())
+        from collections import deque
+
+        pending: deque[Callable[[], tuple[str | None, list]]] = deque()
+        for batch in batches:
+            pending.append(self._prepare(batch, log_id, executor))
+            if len(pending) > max(0, prefetch):
+                yield self._commit_prepared(pending.popleft()())
+        while pending:
+            yield self._commit_prepared(pending.popleft()())
 
     def _prepare(
         self, envelopes: Sequence[Any], log_id: str | None, executor: Executor | None

@@ -307,7 +307,10 @@ def test_parallel_prepare_in_worker_processes(log, producer):
     batches = [producer.events(100) for _ in range(3)]
     bad = producer.events(100)
     bad[42]["event"]["body"]["loss"] = 9.0
-    with ProcessPoolExecutor(2) as ex:
+    import multiprocessing
+
+    # forkserver: forking the (multi-threaded) test runner could copy a held lock into a worker.
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver")) as ex:
         results = list(log.append_stream(batches, log_id="default", executor=ex))
         assert [r.index for batch in results for r in batch] == list(range(300))
         with pytest.raises(BatchRejected) as ei:

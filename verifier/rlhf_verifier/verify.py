@@ -169,7 +169,10 @@ class Verifier:
                 for res in worker.check_block(task):
                     self.fold(res)
             return
-        mp = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        # forkserver, not fork: as a library the verifier may run inside a process with other
+        # threads (a service, a test runner), and a forked child can inherit a lock one of them
+        # held and hang. The fork server starts clean and forks workers from itself.
+        mp = multiprocessing.get_context("forkserver" if sys.platform.startswith("linux") else "spawn")
         with mp.Pool(jobs, initializer=worker.init, initargs=(ctx,)) as pool:
             # A bounded window of blocks in flight (Pool.imap would read the whole file ahead
             # into its queue): memory stays flat whatever the bundle's size.

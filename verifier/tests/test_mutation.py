@@ -119,15 +119,19 @@ def test_every_mutation_is_rejected(tmp_path, mode):
             continue  # anchors are checked by the same code in both modes; mutated in inclusion mode
         for desc, m in _mutants(rec):
             jobs.append((li, desc, json.dumps(m, ensure_ascii=False)))
-    global _CASE
-    _CASE = (lines, opts)
-    with multiprocessing.get_context("fork").Pool(2) as pool:
+    # forkserver: a plain fork from the test runner can inherit a lock held by another thread.
+    with multiprocessing.get_context("forkserver").Pool(2, initializer=_set_case, initargs=((lines, opts),)) as pool:
         survivors = [s for s in pool.map(_check_mutant, jobs, chunksize=64) if s]
     assert len(jobs) > 1000
     assert not survivors, f"{len(survivors)} of {len(jobs)} mutations accepted: {survivors[:10]}"
 
 
 _CASE = None
+
+
+def _set_case(case) -> None:
+    global _CASE
+    _CASE = case
 
 
 def _check_mutant(job):
