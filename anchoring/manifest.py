@@ -69,18 +69,10 @@ def payload_ref(nonce: bytes, ciphertext: bytes) -> str:
 # -- building (ledger side) ----------------------------------------------------------------------
 
 def _stored_nodes(ledger: Ledger, log_id: str, keys: list[merkle.NodeKey]) -> list[bytes]:
-    """Stored node hashes for `keys`, in order (read straight from the nodes table)."""
+    """Stored node hashes for `keys`, in order (the ledger's own node reads)."""
     if not keys:
         return []
-    n = db.nodes.c
-    found: dict[merkle.NodeKey, bytes] = {}
-    with ledger.engine.connect() as conn:
-        for j in range(0, len(keys), 400):
-            part = keys[j:j + 400]
-            rows = conn.execute(sa.select(n.level, n.idx, n.hash)
-                                .where(n.log_id == log_id, sa.tuple_(n.level, n.idx).in_(part)))
-            found.update({(r.level, r.idx): bytes(r.hash) for r in rows})
-        conn.rollback()
+    found = ledger.stored_nodes(log_id, keys)
     missing = [k for k in keys if k not in found]
     if missing:
         raise ManifestError(f"Merkle node (level {missing[0][0]}, index {missing[0][1]}) is not stored",

@@ -606,6 +606,10 @@ class Ledger:
             finally:
                 conn.rollback()
 
+    def stored_nodes(self, log_id: str, keys: list[merkle.NodeKey]) -> dict[merkle.NodeKey, bytes]:
+        """Stored tree nodes by (level, index); absent keys are left out."""
+        return self._with_read(lambda conn: self._node_getter(conn, log_id)(list(keys)))
+
     def size(self, log_id: str) -> int:
         return self.log_info(log_id).size
 
