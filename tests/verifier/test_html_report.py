@@ -66,9 +66,10 @@ def test_html_in_headless_chromium(tmp_path, capsys):
                 _cdp(ws, i, m)
             _cdp(ws, 10, "Page.navigate", {"url": page.as_uri()})
             loaded = False
-            deadline = time.monotonic() + 60
+            # Generous: on a loaded 2-core machine a full-page screenshot can take tens of seconds.
+            deadline = time.monotonic() + 240
             while time.monotonic() < deadline:
-                msg = json.loads(ws.recv(timeout=30))
+                msg = json.loads(ws.recv(timeout=120))
                 meth = msg.get("method")
                 if meth == "Network.requestWillBeSent":
                     requests.append(msg["params"]["request"]["url"])
