@@ -36,7 +36,7 @@ from .audit import Denial, DenialRecorder, ensure_audit_log
 from .config import Settings
 from .metrics import ANCHORED_STATUSES, Metrics
 from .middleware import BodyTooLarge, GuardMiddleware
-from .problems import COMMON_RESPONSES, PROBLEM_MEDIA_TYPE, ApiProblem, Problem, problem_response
+from .problems import COMMON_RESPONSES, ApiProblem, Problem, problem_response
 from .ratelimit import TokenBuckets
 
 log = logging.getLogger("api")

@@ -9,7 +9,6 @@ import argparse
 import base64
 import binascii
 import json
-import os
 import re
 import sys
 import time

@@ -26,7 +26,6 @@ from .cid import CIDError, check_content
 from .compliance import Collector, RULE_SETS, evaluate
 from .events import ChainTracker
 from .evidence import Anchor, EvidenceError, verify_evidence
-from .jcs import JCSError, canonicalize
 from .merkle import CompactRange, ProofError, verify_consistency
 from .note import NoteError, VerifierKey, b64decode_strict, verify_checkpoint
 
