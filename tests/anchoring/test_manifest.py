@@ -22,25 +22,8 @@ from ledger import merkle
 from ledger.errors import LedgerError, ProofError
 from ledger.events import commit_fields
 from ledger.jcs import canonicalize
-from ledger.store import Ledger
-from tests.ledger.helpers import Producer
 
-LOG = "train"
-
-
-@pytest.fixture
-def ledger(tmp_path):
-    led = Ledger.open(tmp_path / "data", f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
-    led.init_log(LOG, checkpoint_every_events=10_000)
-    yield led
-    led.close()
-
-
-@pytest.fixture
-def producer(ledger):
-    p = Producer(LOG)
-    ledger.register_producer(LOG, p.signer.public_key)
-    return p
+from tests.anchoring.fixtures import LOG, ledger, producer  # noqa: E402,F401  (shared fixtures)
 
 
 def test_root_from_range_matches_rfc_roots():

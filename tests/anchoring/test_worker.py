@@ -24,22 +24,7 @@ from tests.anchoring.conftest import FAST_RETRY
 from tests.ledger.helpers import Producer
 
 pytestmark = pytest.mark.anvil
-LOG = "train"
-
-
-@pytest.fixture
-def ledger(tmp_path):
-    led = Ledger.open(tmp_path / "data", f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
-    led.init_log(LOG, checkpoint_every_events=10_000)
-    yield led
-    led.close()
-
-
-@pytest.fixture
-def producer(ledger):
-    p = Producer(LOG)
-    ledger.register_producer(LOG, p.signer.public_key)
-    return p
+from tests.anchoring.fixtures import LOG, ledger, producer  # noqa: E402,F401  (shared fixtures)
 
 
 @pytest.fixture
