@@ -65,11 +65,22 @@ def test_html_in_headless_chromium(tmp_path, capsys):
             for i, m in enumerate(["Network.enable", "Log.enable", "Runtime.enable", "Page.enable"], 1):
                 _cdp(ws, i, m)
             _cdp(ws, 10, "Page.navigate", {"url": page.as_uri()})
-            loaded = False
-            # Generous: on a loaded 2-core machine a full-page screenshot can take tens of seconds.
-            deadline = time.monotonic() + 240
-            while time.monotonic() < deadline:
-                msg = json.loads(ws.recv(timeout=120))
+            # Readiness is polled (document.readyState and the URL) rather than taken from a
+            # single Page.loadEventFired, which can belong to the initial about:blank and then
+            # never come for the report: that race made this test hang now and then.
+            want = page.as_uri()
+            next_id, poll_id, shot_id = 100, None, None
+            deadline = time.monotonic() + 240  # generous: a loaded 2-core machine is slow
+            while shot is None and time.monotonic() < deadline:
+                if poll_id is None and shot_id is None:
+                    next_id += 1
+                    poll_id = next_id
+                    _cdp(ws, poll_id, "Runtime.evaluate",
+                         {"expression": "document.readyState + '|' + location.href", "returnByValue": True})
+                try:
+                    msg = json.loads(ws.recv(timeout=1))
+                except TimeoutError:
+                    continue
                 meth = msg.get("method")
                 if meth == "Network.requestWillBeSent":
                     requests.append(msg["params"]["request"]["url"])
@@ -79,12 +90,15 @@ def test_html_in_headless_chromium(tmp_path, capsys):
                     problems.append(str(msg["params"]["args"])[:200])
                 elif meth == "Log.entryAdded" and msg["params"]["entry"]["level"] in ("error", "warning"):
                     problems.append(msg["params"]["entry"]["text"])
-                elif meth == "Page.loadEventFired" and not loaded:
-                    loaded = True
-                    _cdp(ws, 20, "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
-                elif msg.get("id") == 20:
+                elif poll_id is not None and msg.get("id") == poll_id:
+                    poll_id = None
+                    if msg.get("result", {}).get("result", {}).get("value") == f"complete|{want}":
+                        shot_id = 20
+                        _cdp(ws, shot_id, "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+                    else:
+                        time.sleep(0.1)
+                elif shot_id is not None and msg.get("id") == shot_id:
                     shot = base64.b64decode(msg["result"]["data"])
-                    break
         assert shot and shot[:8] == b"\x89PNG\r\n\x1a\n"
         (tmp_path / "report.png").write_bytes(shot)
         assert not problems, problems
