@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-import nacl.bindings
-
 from .jcs import JCSError, canonicalize, canonicalize_parsed
 
 EVENT_VERSION = 1
@@ -127,15 +125,6 @@ def check_envelope(env: Any, where: str = "envelope") -> CheckedEnvelope:
     entry = b'{"event":' + event_bytes + b',"sig":"' + s.encode("ascii") + b'"}'
     return CheckedEnvelope(env["event"], event_bytes, entry, sig, hashlib.sha256(event_bytes).hexdigest(),
                           hashlib.sha256(b"\x00" + entry).digest(), ts_epoch)
-
-
-def verify_signature(public_key: bytes, message: bytes, sig: bytes) -> bool:
-    """Ed25519 (RFC 8032) via libsodium; False on any failure."""
-    try:
-        nacl.bindings.crypto_sign_open(sig + message, public_key)
-        return True
-    except Exception:  # BadSignatureError, ValueError on wrong lengths
-        return False
 
 
 def check_openings(body: dict, openings: Any, where: str) -> None:

@@ -1,7 +1,7 @@
 """The verification engine: one pass over a bundle (docs/bundle-format.md).
 
 Header, checkpoints, consistency proofs and anchors are checked in this process; event lines
-are checked in batches by `worker.check_batch` (in a process pool for large bundles), and
+are checked in blocks by `worker.check_block` (in a process pool for large bundles), and
 their results are folded back in file order: index order, tree roots (tree mode), producer
 chains, anchoring coverage and delay, compliance facts and chart series.
 """
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable
 
-from . import worker
+from . import ed25519, worker
 from .bundle import FORMAT, MAX_LINE_BYTES, MEDIA_TYPE, VERSION, BundleReadError, iter_lines, parse_line
 from .cid import CIDError, check_content
 from .compliance import Collector, RULE_SETS, evaluate
@@ -299,6 +299,9 @@ class Verifier:
         trusted["block_hashes"] = sorted("0x" + b.hex() for b in self.o.trusted_block_hashes) or (
             "checked online with --rpc" if self.o.online_block_check else
             "none: anchor blocks are internally consistent but not confirmed")
+        # How event signatures are checked (the batch check also relies on this machine's
+        # randomness for its weights), so a reader knows the rule that was applied.
+        trusted["signature_check"] = ed25519.engine()
         self.r.trusted = trusted
         self.r.header = {k: h.get(k) for k in ("created", "mode", "scope", "declared")} | {
             "log_id": self.header_log_id, "origin": self.origin}

@@ -13,7 +13,8 @@ from typing import Any
 
 from .compliance.collect import BODY_TYPES
 from .bundle import MAX_LINE_BYTES, BundleReadError, parse_line
-from .events import EventCheckError, check_envelope, check_openings, verify_signature
+from . import ed25519
+from .events import EventCheckError, check_envelope, check_openings
 from .merkle import ProofError, root_from_inclusion
 
 SAFE_INT = 2**53 - 1
@@ -49,7 +50,12 @@ def _int(v: Any) -> bool:
     return type(v) is int and 0 <= v <= SAFE_INT
 
 
-def check_line(line: int, raw: bytes) -> tuple:
+SIGNATURE_FAILURE = ("signature", "Ed25519 signature does not verify against the producer key")
+
+
+def check_line(line: int, raw: bytes, sigs: list | None = None) -> tuple:
+    """Check one line. With `sigs`, the signature check is deferred: (errors, key, message,
+    signature) is appended there for check_block to verify in batches."""
     ctx = _CTX
     assert ctx is not None
     try:
@@ -98,8 +104,10 @@ def check_line(line: int, raw: bytes) -> tuple:
         errors.append(("producer_key", f"producer {ev['producer'][:16]}.. is not a trusted producer key"))
     else:
         pub, revoked_at = key
-        if not verify_signature(pub, env.event_bytes, env.sig):
-            errors.append(("signature", "Ed25519 signature does not verify against the producer key"))
+        if sigs is not None:
+            sigs.append((errors, pub, env.event_bytes, env.sig))
+        elif not ed25519.verify(pub, env.event_bytes, env.sig):
+            errors.append(SIGNATURE_FAILURE)
         if revoked_at is not None and ts_epoch >= revoked_at:
             errors.append(("producer_key", "event time is at or after the producer key's revocation"))
     if "openings" in obj:
@@ -136,16 +144,14 @@ def check_line(line: int, raw: bytes) -> tuple:
             ev["prev"], ts_epoch, typ, body if typ in BODY_TYPES else None, points, errors)
 
 
-def check_batch(batch: list[tuple[int, bytes]]) -> list[tuple]:
-    return [check_line(n, raw) for n, raw in batch]
-
-
 def check_block(task: tuple[int, bytes]) -> list[tuple]:
     """Check a block of whole lines (raw bytes joined by newlines) whose first line is number
     `first`; the same line rules as bundle.iter_lines (length, CRLF, no empty line). The parent
-    hands over raw bytes, not parsed objects, so it does no per-line work."""
+    hands over raw bytes, not parsed objects, so it does no per-line work. The block's
+    signatures are checked together at the end (ed25519.verify_many: batches)."""
     first, blob = task
     out = []
+    sigs: list = []
     for k, raw in enumerate(blob.split(b"\n")):
         n = first + k
         if raw.endswith(b"\r"):
@@ -155,5 +161,10 @@ def check_block(task: tuple[int, bytes]) -> list[tuple]:
         elif not raw.strip():
             out.append(("error", n, f"line {n}: empty line (JSON Lines has one record per line)"))
         else:
-            out.append(check_line(n, raw))
+            out.append(check_line(n, raw, sigs))
+    if sigs:
+        verdicts = ed25519.verify_many([(pub, msg, sig) for _, pub, msg, sig in sigs])
+        for (errors, *_), ok in zip(sigs, verdicts):
+            if not ok:
+                errors.append(SIGNATURE_FAILURE)
     return out
