@@ -14,7 +14,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from . import db, merkle
+from . import db, merkle, sigverify
 from .checkpoints import Checkpoint, default_origin, parse_and_verify, sign_checkpoint, vkey
 from .errors import (
     ConflictError,
@@ -42,7 +42,6 @@ from .keys import (
     key_id,
     read_key_file,
     read_secret_file,
-    verify,
     write_key_file,
     write_secret_file,
 )
@@ -111,13 +110,13 @@ def _claimed_producers(envelopes: Sequence[Any]) -> set[str]:
     return out
 
 
-def _prepare_chunk(
+def _parse_chunk(
     envelopes: Sequence[Any], start: int, log_id: str | None, keys: dict[str, tuple[bytes, str]]
 ) -> list[ParsedEvent | LedgerError]:
-    """Parse and verify a slice of a batch (runs inline, in a thread or in a worker process).
+    """Schema, log and key checks of a slice of a batch; signatures are left to _check_signatures.
 
-    Each item becomes a ParsedEvent or the LedgerError that refuses it (schema, log, key,
-    signature), so one pass reports every bad event of the batch.
+    Each item becomes a ParsedEvent or the LedgerError that refuses it, so one pass reports
+    every bad event of the batch.
     """
     out: list[ParsedEvent | LedgerError] = []
     for j, env in enumerate(envelopes):
@@ -131,12 +130,32 @@ def _prepare_chunk(
                 raise UnknownKeyError("producer key is not registered for this log", where=f"events[{i}].event.producer")
             if k[1] != "active":
                 raise RevokedKeyError("producer key is revoked", where=f"events[{i}].event.producer")
-            if not verify(k[0], p.event_bytes, p.sig):
-                raise SignatureError("Ed25519 signature does not verify against the producer's key", where=f"events[{i}].sig")
             out.append(p)
         except LedgerError as e:
             out.append(e)
     return out
+
+
+def _signature_inputs(items: list[ParsedEvent | LedgerError], keys: dict[str, tuple[bytes, str]]) -> tuple[list, list, list]:
+    parsed = [p for p in items if isinstance(p, ParsedEvent)]
+    return [keys[p.producer][0] for p in parsed], [p.event_bytes for p in parsed], [p.sig for p in parsed]
+
+
+def _apply_verdicts(items: list[ParsedEvent | LedgerError], start: int, verdicts: list[bool]) -> None:
+    """Replace each parsed event whose signature failed by the error that refuses it."""
+    ok = iter(verdicts)
+    for j, p in enumerate(items):
+        if isinstance(p, ParsedEvent) and not next(ok):
+            items[j] = SignatureError("Ed25519 signature does not verify against the producer's key", where=f"events[{start + j}].sig")
+
+
+def _prepare_chunk(
+    envelopes: Sequence[Any], start: int, log_id: str | None, keys: dict[str, tuple[bytes, str]]
+) -> list[ParsedEvent | LedgerError]:
+    """Parse and verify a slice of a batch (inline or in a worker process)."""
+    items = _parse_chunk(envelopes, start, log_id, keys)
+    _apply_verdicts(items, start, sigverify.verify_many(*_signature_inputs(items, keys)))
+    return items
 
 
 class Ledger:
@@ -358,6 +377,23 @@ class Ledger:
         if executor is None or len(envelopes) < 64:
             done = _prepare_chunk(envelopes, 0, target, keys)
             return lambda: (target, done)
+        if isinstance(executor, ThreadPoolExecutor):
+            # Threads: parse here (it needs the GIL anyway); only the GIL-free signature loop
+            # goes to the pool, so nothing is pickled. One part per thread: a thread that
+            # finishes a part needs the GIL back, and may wait a switch interval (5 ms) for it
+            # while this thread runs Python, so fewer, larger parts keep the threads busy.
+            items = _parse_chunk(envelopes, 0, target, keys)
+            ks, ms, ss = _signature_inputs(items, keys)
+            threads = max(1, getattr(executor, "_max_workers", 1))
+            n = max(32, -(-len(ks) // threads))
+            parts = [executor.submit(sigverify.verify_many, ks[j : j + n], ms[j : j + n], ss[j : j + n])
+                     for j in range(0, len(ks), n)]
+
+            def wait() -> tuple[str | None, list]:
+                _apply_verdicts(items, 0, [v for f in parts for v in f.result()])
+                return target, items
+
+            return wait
         n = max(32, len(envelopes) // 8)
         futures = [executor.submit(_prepare_chunk, envelopes[j : j + n], j, target, keys) for j in range(0, len(envelopes), n)]
         return lambda: (target, [x for f in futures for x in f.result()])

@@ -320,3 +320,26 @@ def test_parallel_prepare_in_worker_processes(log, producer):
     assert log.size("default") == 300
     log.checkpoint("default")
     assert audit(log, "default") == []
+
+
+def test_parallel_signature_checks_in_threads(log, producer):
+    """append_stream with a thread pool: signatures checked in the GIL-free loop beside the
+    committing thread; same results as inline, refusals per event, nothing stored from a
+    refused batch (schema errors and signature errors reported together)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    batches = [producer.events(100) for _ in range(3)]
+    bad = producer.events(100)
+    bad[42]["event"]["body"]["loss"] = 9.0
+    bad[7]["event"]["seq"] = "x"
+    with ThreadPoolExecutor(2) as ex:
+        results = list(log.append_stream(batches, log_id="default", executor=ex))
+        assert [r.index for batch in results for r in batch] == list(range(300))
+        before = snapshot(log)
+        with pytest.raises(BatchRejected) as ei:
+            list(log.append_stream([bad], log_id="default", executor=ex))
+    assert [(i, e.code, e.where) for i, e in ei.value.errors] == [
+        (7, ei.value.errors[0][1].code, "events[7].event.seq"), (42, "bad_signature", "events[42].sig")]
+    assert snapshot(log) == before
+    log.checkpoint("default")
+    assert audit(log, "default") == []
