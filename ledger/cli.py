@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
 import click
 
@@ -118,39 +118,56 @@ def revoke(data_dir, database_url, log_id, key_id) -> None:
     click.echo(f"revoked producer {key_id}")
 
 
-def _read_batches(stream: IO[str], batch_size: int, source: str) -> Iterator[tuple[int, list]]:
-    batch: list = []
-    first_line = 1
-    for n, line in enumerate(stream, start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise CliError(f"{source}:{n}: malformed JSON ({e.msg} at column {e.colno})") from None
-        if not batch:
-            first_line = n
-        batch.append(obj)
-        if len(batch) >= batch_size:
-            yield first_line, batch
-            batch = []
-    if batch:
-        yield first_line, batch
+class _BatchReader:
+    """Batches of parsed JSON lines. A malformed line ends the reading without raising: the
+    batches before it are still handed out (and committed), and `error` says where it was."""
+
+    def __init__(self, stream: IO[str], batch_size: int, source: str) -> None:
+        self.stream, self.batch_size, self.source = stream, batch_size, source
+        self.first_lines: list[int] = []  # first line number of each batch handed out
+        self.error: str | None = None
+
+    def __iter__(self) -> Iterator[list]:
+        batch: list = []
+        first_line = 1
+        for n, line in enumerate(self.stream, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                self.error = f"{self.source}:{n}: malformed JSON ({e.msg} at column {e.colno})"
+                return
+            if not batch:
+                first_line = n
+            batch.append(obj)
+            if len(batch) >= self.batch_size:
+                self.first_lines.append(first_line)
+                yield batch
+                batch = []
+        if batch:
+            self.first_lines.append(first_line)
+            yield batch
 
 
 @main.command()
 @common
 @click.option("--log", "log_id", default="default", show_default=True)
 @click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 10000))
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(0, 64),
+              help="threads checking signatures while this one parses and commits (0: all inline)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON result per event")
 @click.option("--progress/--no-progress", default=None, help="progress bar (default: when reading a file on a terminal)")
 @click.argument("source", type=click.Path(exists=True, dir_okay=False, allow_dash=True), default="-")
-def append(data_dir, database_url, log_id, batch_size, as_json, progress, source) -> None:
+def append(data_dir, database_url, log_id, batch_size, threads, as_json, progress, source) -> None:
     """Append signed events (JSON lines of {"event","sig"}) from a file or stdin.
 
     Each batch is stored atomically; a refused batch is reported with the line and reason,
-    and batches committed before it stay committed.
+    and batches committed before it stay committed. The next batches are checked while the
+    current one commits (docs/storage.md, "Append").
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
     from .store import BatchRejected
@@ -167,29 +184,44 @@ def append(data_dir, database_url, log_id, batch_size, as_json, progress, source
     bar = tqdm(total=total, unit="ev", disable=not progress, file=sys.stderr)
     appended = duplicates = 0
     name = "stdin" if source == "-" else source
+    reader = _BatchReader(stream, batch_size, name)
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="verify") if threads else None
     try:
-        for first_line, batch in _read_batches(stream, batch_size, name):
-            try:
-                results = ledger.append(batch, log_id=log_id)
-            except BatchRejected as e:
-                pos, err = e.errors[0]
-                more = f" ({len(e.errors) - 1} more refused in this batch)" if len(e.errors) > 1 else ""
+        for k, results in enumerate(_stream_or_refusal(ledger, reader, log_id, pool)):
+            if isinstance(results, BatchRejected):
+                pos, err = results.errors[0]
+                more = f" ({len(results.errors) - 1} more refused in this batch)" if len(results.errors) > 1 else ""
                 raise CliError(
-                    f"{name}:{first_line + pos}: {err.code}: {err}{more}; batch not stored; "
+                    f"{name}:{reader.first_lines[k] + pos}: {err.code}: {err}{more}; batch not stored; "
                     f"{appended} events appended before it"
-                ) from None
+                )
             for r in results:
                 duplicates += r.duplicate
                 appended += not r.duplicate
                 if as_json:
                     click.echo(json.dumps(r.as_json()))
-            bar.update(len(batch))
+            bar.update(len(results))
+        if reader.error:
+            raise CliError(f"{reader.error}; {appended} events appended before it")
     finally:
         bar.close()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         if stream is not sys.stdin:
             stream.close()
     info = ledger.log_info(log_id)
     click.echo(f"appended {appended} events ({duplicates} already present); log {log_id} size {info.size}", err=as_json)
+
+
+def _stream_or_refusal(ledger: Any, reader: _BatchReader, log_id: str, pool: Any) -> Iterator[Any]:
+    """Each committed batch's results, then the BatchRejected of a refused batch (as a value,
+    so the caller can name its line with the batch's position)."""
+    from .store import BatchRejected
+
+    try:
+        yield from ledger.append_stream(reader, log_id=log_id, executor=pool)
+    except BatchRejected as e:
+        yield e
 
 
 @main.command()

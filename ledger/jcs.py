@@ -9,21 +9,30 @@ emits the same bytes are encoded with it instead:
 * floats are finite and Python's shortest repr is already in ES6 fixed notation
   (no exponent, not integral): then ES6 Number::toString gives the same digits.
 
-Anything else goes through `rfc8785`. Tests check both paths agree with `rfc8785` on random data.
+The fast path prints with orjson (sorted keys, compact), which for exactly these values writes
+the same bytes as the standard library's encoder (`json.dumps(ensure_ascii=False,
+sort_keys=True, separators=(",", ":"))`) at a tenth of the cost; a property test keeps the two
+equal. Anything else goes through `rfc8785`. Tests check both paths agree with `rfc8785` on
+random data.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
+import orjson
 import rfc8785
 
 from .errors import CanonicalError
 
 _SAFE_INT = 2**53 - 1
-_dumps = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False).encode
+_SORTED = orjson.OPT_SORT_KEYS
+
+
+def _dumps(value: Any) -> bytes:
+    """Compact, sorted-key UTF-8 JSON of a value that passed _fast_ok."""
+    return orjson.dumps(value, option=_SORTED)
 
 
 def _fast_ok(value: Any, depth: int = 0) -> bool:
@@ -69,10 +78,10 @@ def canonicalize(value: Any) -> bytes:
     """Return the RFC 8785 canonical UTF-8 bytes of a JSON value."""
     try:
         if _fast_ok(value):
-            return _dumps(value).encode("utf-8")
+            return _dumps(value)
         _check_round_trip(value)
         return rfc8785.dumps(value)
-    except (rfc8785.CanonicalizationError, ValueError, TypeError, UnicodeEncodeError, RecursionError) as e:
+    except (rfc8785.CanonicalizationError, orjson.JSONEncodeError, ValueError, TypeError, UnicodeEncodeError, RecursionError) as e:
         raise CanonicalError(f"value cannot be canonicalised with RFC 8785: {e}") from None
 
 
@@ -87,5 +96,8 @@ def canonicalize_event(event: dict) -> bytes:
     fast-path test; this saves a walk over the envelope on the append hot path.
     """
     if _fast_ok(event["body"], 1):
-        return _dumps(event).encode("utf-8")
+        try:
+            return _dumps(event)
+        except orjson.JSONEncodeError:  # e.g. a lone surrogate: canonicalize() names the problem
+            pass
     return canonicalize(event)

@@ -138,3 +138,17 @@ def test_unknown_key_and_wrong_usage(home):
     assert "no such log" in one_line_error(run(home, "show", "--log", "nope", "--log-key"))
     assert "log already exists" in one_line_error(run(home, "init"))
     assert "wrong passphrase" in one_line_error(run(home, "checkpoint", env_extra={"RLHF_LEDGER_PASSPHRASE": "wrong"}))
+
+
+@pytest.mark.parametrize("threads", ["0", "1", "2"])
+def test_append_keeps_whole_batches_before_a_malformed_line(home, events_file, threads):
+    """The next batches are read and checked while one commits; a malformed line still leaves
+    every whole batch before it committed and nothing of its own batch."""
+    path, _ = events_file
+    lines = path.read_text().splitlines()
+    lines.insert(9, "{broken")
+    path.write_text("\n".join(lines) + "\n")
+    err = one_line_error(run(home, "append", "--batch-size", "4", "--threads", threads, str(path)))
+    assert f"{path}:10: malformed JSON" in err and "8 events appended before it" in err
+    assert json.loads(ok(run(home, "show", "--index", "7")))["index"] == 7
+    assert "no entry at index 8" in one_line_error(run(home, "show", "--index", "8"))

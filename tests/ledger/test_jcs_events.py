@@ -50,6 +50,47 @@ def test_canonicalize_agrees_with_rfc8785_package(value):
     assert canonicalize(value) == want
 
 
+fast_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.characters(codec="utf-8"))
+    | st.text(alphabet=st.characters(max_codepoint=0x7F))
+)
+fast_values = st.recursive(
+    fast_scalars,
+    lambda inner: st.lists(inner, max_size=5)
+    | st.dictionaries(st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=8), inner, max_size=5),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(fast_values)
+def test_fast_path_printer_equals_the_stdlib_encoder(value):
+    """The fast path prints with orjson; for every value it takes, that must be byte for byte
+    what the standard library's encoder writes (whose equality with JCS is argued in jcs.py)."""
+    import json
+
+    from ledger import jcs
+
+    if not jcs._fast_ok(value):
+        return
+    stdlib = json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    assert jcs._dumps(value) == stdlib
+    assert canonicalize(value) == rfc8785.dumps(value)
+
+
+def test_lone_surrogates_are_refused_with_a_clear_error():
+    with pytest.raises(CanonicalError, match="surrogates"):
+        canonicalize({"a": "\ud800"})
+    ev = make_event(log_id="l", run_id="r", type="t", producer="0" * 64, seq=0, prev=None, body={"x": "ok"})
+    ev["body"]["x"] = "\udfff"
+    with pytest.raises(EventError, match="surrogates"):
+        validate_event(ev)
+
+
 @pytest.mark.parametrize(
     "value, text",
     [
