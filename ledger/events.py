@@ -237,14 +237,12 @@ class ParsedEvent:
     openings: dict | None = None
     event_id: str = field(init=False)
     leaf_hash: bytes = field(init=False)
+    producer: str = field(init=False)  # event["producer"], read several times per append
 
     def __post_init__(self) -> None:
         self.event_id = sha256_hex(self.event_bytes)
         self.leaf_hash = leaf_hash(self.entry)
-
-    @property
-    def producer(self) -> str:
-        return self.event["producer"]
+        self.producer = self.event["producer"]
 
     def verify_signature(self, public_key: bytes, where: str = "sig") -> None:
         if not verify(public_key, self.event_bytes, self.sig):
@@ -268,6 +266,7 @@ def _parsed_from_wire(header: tuple, sig: bytes, event_bytes: bytes, entry: byte
     p = object.__new__(ParsedEvent)
     p.event = dict(zip(_HEADER, header))
     p.sig, p.event_bytes, p.entry, p.openings, p.event_id, p.leaf_hash = sig, event_bytes, entry, openings, event_id, leaf
+    p.producer = p.event["producer"]
     return p
 
 

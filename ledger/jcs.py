@@ -18,7 +18,6 @@ random data.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import orjson
@@ -44,10 +43,10 @@ def _fast_ok(value: Any, depth: int = 0) -> bool:
     if t is int:
         return -_SAFE_INT <= value <= _SAFE_INT
     if t is float:
-        if not math.isfinite(value):
-            return False
-        r = repr(value)
-        return "e" not in r and not r.endswith(".0")
+        # Python's repr prints fixed notation exactly for 1e-4 <= |x| < 1e16 (a double outside
+        # has a shortest form with another decimal exponent); there ES6 prints the same digits,
+        # except for integral values, which repr ends in ".0". NaN and infinities fail the range.
+        return 1e-4 <= abs(value) < 1e16 and not value.is_integer()
     if t is dict:
         for k, v in value.items():
             if type(k) is not str or not k.isascii() or not _fast_ok(v, depth + 1):
