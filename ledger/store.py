@@ -445,15 +445,6 @@ class Ledger:
                 )
             }
             errors: list[tuple[int, LedgerError]] = []
-            ids = sorted({p.event_id for p in events})
-            existing: dict[str, tuple[int, bytes]] = {}
-            for j in range(0, len(ids), 900):
-                for r in conn.execute(
-                    sa.select(db.entries.c.event_id, db.entries.c.idx, db.entries.c.leaf_hash).where(
-                        db.entries.c.log_id == log_id, db.entries.c.event_id.in_(ids[j : j + 900])
-                    )
-                ):
-                    existing[r.event_id] = (r.idx, r.leaf_hash)
             pairs = sorted({(p.event["run_id"], p.producer) for p in events})
             heads: dict[tuple[str, str], tuple[int, str]] = {}
             for j in range(0, len(pairs), 400):
@@ -464,6 +455,23 @@ class Ledger:
                     )
                 ):
                     heads[(r.run_id, r.producer)] = (r.seq, r.event_hash)
+            # Resubmissions: a chain is stored without gaps up to its head, so an event at or below
+            # its producer's head is either the stored event at that seq (answered with its
+            # position) or a fork. Only those are looked up, by (run, producer, seq); new events,
+            # the usual case, cost no lookup at all.
+            olds = sorted({
+                (p.event["run_id"], p.producer, p.event["seq"]) for p in events
+                if (h := heads.get((p.event["run_id"], p.producer))) is not None and p.event["seq"] <= h[0]
+            })
+            existing: dict[str, tuple[int, bytes]] = {}
+            e = db.entries.c
+            for j in range(0, len(olds), 300):
+                for r in conn.execute(
+                    sa.select(e.event_id, e.idx, e.leaf_hash).where(
+                        e.log_id == log_id, sa.tuple_(e.run_id, e.producer, e.seq).in_(olds[j : j + 300])
+                    )
+                ):
+                    existing[r.event_id] = (r.idx, r.leaf_hash)
 
             results: list[AppendResult | None] = []
             new: list[tuple[int, ParsedEvent]] = []
@@ -535,10 +543,10 @@ class Ledger:
         self._insert_many(
             conn,
             db.entries,
-            ("log_id", "idx", "event_id", "leaf_hash", "entry", "run_id", "producer", "seq", "type", "ts", "appended_at"),
+            ("log_id", "idx", "event_id", "event_key", "leaf_hash", "entry", "run_id", "producer", "seq", "type", "ts", "appended_at"),
             [
-                (log_id, idx, p.event_id, p.leaf_hash, p.entry, p.event["run_id"], p.producer, p.event["seq"],
-                 p.event["type"], p.event["ts"], now)
+                (log_id, idx, p.event_id, db.event_key(p.event_id), p.leaf_hash, p.entry, p.event["run_id"], p.producer,
+                 p.event["seq"], p.event["type"], p.event["ts"], now)
                 for idx, p in new
             ],
         )
@@ -773,7 +781,12 @@ class Ledger:
         return rows[0]
 
     def find_event(self, log_id: str, event_id: str) -> sa.Row:
-        rows = self._read(sa.select(db.entries).where(db.entries.c.log_id == log_id, db.entries.c.event_id == event_id))
+        try:
+            key = db.event_key(event_id)
+        except ValueError:
+            raise NotFoundError(f"no event with id {event_id[:80]} (an event id is 64 hex digits)", where=f"log {log_id!r}") from None
+        e = db.entries.c
+        rows = self._read(sa.select(db.entries).where(e.log_id == log_id, e.event_key == key, e.event_id == event_id))
         if not rows:
             raise NotFoundError(f"no event with id {event_id}", where=f"log {log_id!r}")
         return rows[0]
@@ -887,7 +900,8 @@ def audit(ledger: Ledger, log_id: str) -> list[str]:
             continue
         if p.entry != raw:
             problems.append(f"entry {row.idx}: not in canonical form")
-        if p.event_id != row.event_id or p.producer != row.producer or p.event["seq"] != row.seq:
+        if (p.event_id != row.event_id or row.event_key != db.event_key(p.event_id) or p.producer != row.producer
+                or p.event["seq"] != row.seq):
             problems.append(f"entry {row.idx}: indexed columns disagree with the stored event")
         key = (p.event["run_id"], p.producer)
         head = chains.get(key)
