@@ -250,6 +250,11 @@ class Ledger:
             raise LedgerError("checkpoint intervals must be positive")
         origin = origin or default_origin(log_id)
         with self.engine.begin() as conn:
+            if not self._sqlite:
+                # Serialise concurrent creations of one log (SQLite's BEGIN IMMEDIATE already
+                # does): the loser then sees the row and gets ConflictError, instead of finding
+                # the winner's key file written and its row not yet committed.
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(727275, hashtext(:k))"), {"k": log_id})
             if conn.execute(sa.select(db.logs.c.log_id).where(db.logs.c.log_id == log_id)).first():
                 raise ConflictError("log already exists", where=log_id)
             path = self._log_key_path(log_id)

@@ -51,3 +51,36 @@ def test_concurrent_writers_one_consistent_log(backend):
     sizes = [c.size for c in ledger.list_checkpoints("default")]
     assert sizes == sorted(sizes) and sizes[-1] == total
     ledger.close()
+
+
+def test_concurrent_init_of_one_log_has_one_winner(backend):
+    """Several processes starting at once (API workers) may all create the same log: exactly
+    one succeeds, the others get ConflictError and then read the winner's log."""
+    import threading
+
+    from ledger.errors import ConflictError
+    from ledger.store import Ledger
+
+    data_dir, url = backend
+    Ledger.open(data_dir, url).close()  # schema in place before the race
+    ledgers = [Ledger.open(data_dir, url) for _ in range(4)]
+    outcomes: list[object] = []
+    start = threading.Barrier(len(ledgers))
+
+    def create(lg):
+        start.wait()
+        try:
+            outcomes.append(lg.init_log("shared").public_key)
+        except ConflictError as e:
+            outcomes.append(e)
+
+    threads = [threading.Thread(target=create, args=(lg,)) for lg in ledgers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [o for o in outcomes if isinstance(o, bytes)]
+    assert len(winners) == 1 and len(outcomes) == len(ledgers), outcomes
+    for lg in ledgers:
+        assert lg.log_info("shared").public_key == winners[0]
+        lg.close()
