@@ -5,7 +5,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
     RLHF_LEDGER_HOME=/data
 
 WORKDIR /app
-COPY pyproject.toml requirements.lock ./
+COPY pyproject.toml setup.py requirements.lock ./
 COPY ledger ./ledger
 COPY anchoring ./anchoring
 COPY api ./api
