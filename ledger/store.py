@@ -113,7 +113,7 @@ def _claimed_producers(envelopes: Sequence[Any]) -> set[str]:
 def _parse_chunk(
     envelopes: Sequence[Any], start: int, log_id: str | None, keys: dict[str, tuple[bytes, str]]
 ) -> list[ParsedEvent | LedgerError]:
-    """Schema, log and key checks of a slice of a batch; signatures are left to _check_signatures.
+    """Schema, log and key checks of a slice of a batch; signatures are checked after (sigverify).
 
     Each item becomes a ParsedEvent or the LedgerError that refuses it, so one pass reports
     every bad event of the batch.
