@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import collections
 import json
 import os
 import sys
@@ -124,7 +125,8 @@ class _BatchReader:
 
     def __init__(self, stream: IO[str], batch_size: int, source: str) -> None:
         self.stream, self.batch_size, self.source = stream, batch_size, source
-        self.first_lines: list[int] = []  # first line number of each batch handed out
+        # First line number of each batch handed out and not yet answered (popped in order).
+        self.first_lines: collections.deque[int] = collections.deque()
         self.error: str | None = None
 
     def __iter__(self) -> Iterator[list]:
@@ -187,12 +189,13 @@ def append(data_dir, database_url, log_id, batch_size, threads, as_json, progres
     reader = _BatchReader(stream, batch_size, name)
     pool = ThreadPoolExecutor(threads, thread_name_prefix="verify") if threads else None
     try:
-        for k, results in enumerate(_stream_or_refusal(ledger, reader, log_id, pool)):
+        for results in _stream_or_refusal(ledger, reader, log_id, pool):
+            first_line = reader.first_lines.popleft()
             if isinstance(results, BatchRejected):
                 pos, err = results.errors[0]
                 more = f" ({len(results.errors) - 1} more refused in this batch)" if len(results.errors) > 1 else ""
                 raise CliError(
-                    f"{name}:{reader.first_lines[k] + pos}: {err.code}: {err}{more}; batch not stored; "
+                    f"{name}:{first_line + pos}: {err.code}: {err}{more}; batch not stored; "
                     f"{appended} events appended before it"
                 )
             for r in results:
