@@ -17,34 +17,40 @@ typedef int (*verify_fn)(const unsigned char *sig, const unsigned char *m, unsig
 static PyObject *verify_many(PyObject *self, PyObject *args) {
     (void)self;
     unsigned long long addr;
-    PyObject *keys, *msgs, *sigs;
-    if (!PyArg_ParseTuple(args, "KO!O!O!", &addr, &PyList_Type, &keys, &PyList_Type, &msgs, &PyList_Type, &sigs))
+    PyObject *keys_in, *msgs_in, *sigs_in;
+    if (!PyArg_ParseTuple(args, "KOOO", &addr, &keys_in, &msgs_in, &sigs_in))
         return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(msgs);
-    if (!addr || PyList_GET_SIZE(keys) != n || PyList_GET_SIZE(sigs) != n) {
-        PyErr_SetString(PyExc_ValueError, "verify_many(fn, keys, messages, signatures): lists of equal length");
-        return NULL;
+    /* Tuples of the items: they hold every bytes object while the GIL is released, whatever
+     * another thread does to the caller's sequences. */
+    PyObject *keys = PySequence_Tuple(keys_in), *msgs = keys ? PySequence_Tuple(msgs_in) : NULL,
+             *sigs = msgs ? PySequence_Tuple(sigs_in) : NULL;
+    PyObject *out = NULL;
+    const unsigned char **k = NULL;
+    Py_ssize_t *mlen = NULL;
+    if (!sigs)
+        goto done;
+    Py_ssize_t n = PyTuple_GET_SIZE(msgs);
+    if (!addr || PyTuple_GET_SIZE(keys) != n || PyTuple_GET_SIZE(sigs) != n) {
+        PyErr_SetString(PyExc_ValueError, "verify_many(fn, keys, messages, signatures): sequences of equal length");
+        goto done;
     }
     verify_fn fn = (verify_fn)(uintptr_t)addr;
-    const unsigned char **k = PyMem_Malloc(sizeof(char *) * 3 * (n ? n : 1));
-    Py_ssize_t *mlen = PyMem_Malloc(sizeof(Py_ssize_t) * (n ? n : 1));
-    PyObject *out = PyBytes_FromStringAndSize(NULL, n);
+    k = PyMem_Malloc(sizeof(char *) * 3 * (n ? n : 1));
+    mlen = PyMem_Malloc(sizeof(Py_ssize_t) * (n ? n : 1));
+    out = PyBytes_FromStringAndSize(NULL, n);
     if (!k || !mlen || !out) {
-        PyMem_Free(k);
-        PyMem_Free(mlen);
-        Py_XDECREF(out);
-        return PyErr_NoMemory();
+        Py_CLEAR(out);
+        PyErr_NoMemory();
+        goto done;
     }
     const unsigned char **m = k + n, **s = k + 2 * n;
     char *res = PyBytes_AS_STRING(out);
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *pk = PyList_GET_ITEM(keys, i), *msg = PyList_GET_ITEM(msgs, i), *sig = PyList_GET_ITEM(sigs, i);
+        PyObject *pk = PyTuple_GET_ITEM(keys, i), *msg = PyTuple_GET_ITEM(msgs, i), *sig = PyTuple_GET_ITEM(sigs, i);
         if (!PyBytes_Check(pk) || !PyBytes_Check(msg) || !PyBytes_Check(sig)) {
             PyErr_Format(PyExc_TypeError, "item %zd: keys, messages and signatures must be bytes", i);
-            PyMem_Free(k);
-            PyMem_Free(mlen);
-            Py_DECREF(out);
-            return NULL;
+            Py_CLEAR(out);
+            goto done;
         }
         /* wrong lengths are a refusal, not an error (as crypto_sign_open's checks) */
         int ok_len = PyBytes_GET_SIZE(pk) == 32 && PyBytes_GET_SIZE(sig) == 64;
@@ -53,24 +59,14 @@ static PyObject *verify_many(PyObject *self, PyObject *args) {
         s[i] = (const unsigned char *)PyBytes_AS_STRING(sig);
         mlen[i] = PyBytes_GET_SIZE(msg);
     }
-    /* Hold the lists' items while the GIL is released, whatever another thread does to the lists. */
-    PyObject *k_t = PySequence_Tuple(keys), *m_t = k_t ? PySequence_Tuple(msgs) : NULL,
-             *s_t = m_t ? PySequence_Tuple(sigs) : NULL;
-    if (!s_t) {
-        Py_XDECREF(k_t);
-        Py_XDECREF(m_t);
-        PyMem_Free(k);
-        PyMem_Free(mlen);
-        Py_DECREF(out);
-        return NULL;
-    }
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++)
         res[i] = k[i] != NULL && fn(s[i], m[i], (unsigned long long)mlen[i], k[i]) == 0;
     Py_END_ALLOW_THREADS
-    Py_DECREF(k_t);
-    Py_DECREF(m_t);
-    Py_DECREF(s_t);
+done:
+    Py_XDECREF(keys);
+    Py_XDECREF(msgs);
+    Py_XDECREF(sigs);
     PyMem_Free(k);
     PyMem_Free(mlen);
     return out;

@@ -48,4 +48,4 @@ def verify_many(keys: Sequence[bytes], messages: Sequence[bytes], signatures: Se
     if _LOOP is None:
         return [verify(k, m, s) for k, m, s in zip(keys, messages, signatures, strict=True)]
     mod, addr = _LOOP
-    return [b == 1 for b in mod.verify_many(addr, list(keys), list(messages), list(signatures))]  # type: ignore[attr-defined]
+    return [b == 1 for b in mod.verify_many(addr, keys, messages, signatures)]  # type: ignore[attr-defined]
