@@ -246,18 +246,26 @@ static void ge_to_cached(ge_cached *c, const ge *p) {
     fe_mul(c->T2d, p->T, FE_D2);
 }
 
-/* r = p + q (q cached); add-2008-hwcd-3 for a = -1. r may alias p. */
-static void ge_add(ge *r, const ge *p, const ge_cached *q) {
+/* r = p + q for q = (Y+X, Y-X, 2Z, 2dT) given as parts; add-2008-hwcd-3 for a = -1. -q is
+ * (Y-X, Y+X, 2Z, -2dT): ge_sub passes the first two swapped and `neg` flips the T term's sign,
+ * which swaps F and G. Inlined into both callers, so `neg` costs no branch in the hot loop.
+ * r may alias p. */
+static inline void ge_add_parts(ge *r, const ge *p, const fe ypx, const fe ymx, const fe z2, const fe t2d, int neg) {
     fe a, b, c, d, e, f, g, h;
     fe_sub(a, p->Y, p->X);
-    fe_mul(a, a, q->YmX);
+    fe_mul(a, a, ymx);
     fe_add(b, p->Y, p->X);
-    fe_mul(b, b, q->YpX);
-    fe_mul(c, p->T, q->T2d);
-    fe_mul(d, p->Z, q->Z2);
+    fe_mul(b, b, ypx);
+    fe_mul(c, p->T, t2d);
+    fe_mul(d, p->Z, z2);
     fe_sub(e, b, a);
-    fe_sub(f, d, c);
-    fe_add(g, d, c);
+    if (neg) {
+        fe_add(f, d, c);
+        fe_sub(g, d, c);
+    } else {
+        fe_sub(f, d, c);
+        fe_add(g, d, c);
+    }
     fe_add(h, b, a);
     fe_mul(r->X, e, f);
     fe_mul(r->Y, g, h);
@@ -265,24 +273,9 @@ static void ge_add(ge *r, const ge *p, const ge_cached *q) {
     fe_mul(r->Z, f, g);
 }
 
-/* r = p - q (q cached): the same with -q = (Y-X, Y+X, 2Z, -2dT). */
-static void ge_sub(ge *r, const ge *p, const ge_cached *q) {
-    fe a, b, c, d, e, f, g, h;
-    fe_sub(a, p->Y, p->X);
-    fe_mul(a, a, q->YpX);
-    fe_add(b, p->Y, p->X);
-    fe_mul(b, b, q->YmX);
-    fe_mul(c, p->T, q->T2d);
-    fe_mul(d, p->Z, q->Z2);
-    fe_sub(e, b, a);
-    fe_add(f, d, c);
-    fe_sub(g, d, c);
-    fe_add(h, b, a);
-    fe_mul(r->X, e, f);
-    fe_mul(r->Y, g, h);
-    fe_mul(r->T, e, h);
-    fe_mul(r->Z, f, g);
-}
+static void ge_add(ge *r, const ge *p, const ge_cached *q) { ge_add_parts(r, p, q->YpX, q->YmX, q->Z2, q->T2d, 0); }
+
+static void ge_sub(ge *r, const ge *p, const ge_cached *q) { ge_add_parts(r, p, q->YmX, q->YpX, q->Z2, q->T2d, 1); }
 
 /* r = 2p; dbl-2008-hwcd with a = -1 (D = -A). With h = A+B, e = h-(X+Y)^2, g = A-B, f = C+g
  * the formula's E, G, F, H are -e, -g, -f, -h, and each output is a product of two of them,
