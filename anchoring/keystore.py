@@ -94,10 +94,12 @@ def load_anchor_account(keystore_path: str | Path | None = None, *,
                         env: dict[str, str] | None = None) -> LocalAccount:
     """The anchoring account: from `keystore_path` if given, else from RLHF_ANCHOR_PRIVATE_KEY."""
     environ = os.environ if env is None else env
+    from ledger.secret_env import env_secret  # NAME or NAME_FILE (a mounted Secret)
+
     if keystore_path is not None:
-        return load_keystore(keystore_path, environ.get(PASSPHRASE_ENV))
-    value = environ.get(PRIVATE_KEY_ENV)
+        return load_keystore(keystore_path, env_secret(PASSPHRASE_ENV, environ))
+    value = env_secret(PRIVATE_KEY_ENV, environ)
     if not value:
-        raise KeyFileError(f"no anchoring key: pass a keystore file or set {PRIVATE_KEY_ENV}",
+        raise KeyFileError(f"no anchoring key: pass a keystore file or set {PRIVATE_KEY_ENV} (or {PRIVATE_KEY_ENV}_FILE)",
                            where=PRIVATE_KEY_ENV)
     return account_from_private_key(value, where=PRIVATE_KEY_ENV)

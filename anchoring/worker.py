@@ -112,6 +112,11 @@ class AnchorWorker:
         self.logs_from_block = logs_from_block
         self.reorg_window = reorg_window  # without a finalized tag, stop re-checking rows this deep
         self.lease = Lease(ledger.engine, f"anchor:{log_id}", holder=holder, ttl=lease_ttl)
+        if ledger.fork_guard is not None:  # the chain's anchored root also guards signing (fork_witness.py)
+            from .fork_witness import ChainWitness
+
+            if not any(getattr(w, "client", None) is chain_client for w in ledger.fork_guard.witnesses):
+                ledger.fork_guard.add_witness(ChainWitness(chain_client))
         self._unavailable: str | None = None
         self._result = PassResult()
 
@@ -131,7 +136,11 @@ class AnchorWorker:
             if self.issue_checkpoints:
                 self._maybe_checkpoint()
             self._progress()
-            self._start_or_resume()
+            why = self.ledger.fork_check(self.log_id)
+            if why is None:
+                self._start_or_resume()
+            else:  # the database is behind or forked: anchor nothing new (ledger/fork_guard.py)
+                result.errors.append(why)
             self._progress()  # a node that mines at once (automine) shows inclusion in the same pass
         except (ChainUnavailable, ContentStoreUnavailable) as e:
             result.unavailable = self._describe_unavailable(e)

@@ -35,6 +35,7 @@ from . import tokens as tok
 from .audit import Denial, DenialRecorder, ensure_audit_log
 from .config import Settings
 from .metrics import ANCHORED_STATUSES, Metrics
+from .ops_metrics import OpsCollector, fork_check_all, install_chain_witness
 from .middleware import BodyTooLarge, GuardMiddleware
 from .problems import COMMON_RESPONSES, ApiProblem, Problem, problem_response
 from .ratelimit import TokenBuckets
@@ -62,6 +63,7 @@ class Service:
         self.settings = settings
         self.owns_ledger = owns_ledger
         self.metrics = Metrics(ledger)
+        self.metrics.registry.register(OpsCollector(ledger))  # fork guard, replica, anchor rows
         self.buckets = TokenBuckets(settings.rate_per_second, settings.rate_burst)
         self.executor = ThreadPoolExecutor(max(1, settings.verify_threads), thread_name_prefix="verify")
         self.recorder: DenialRecorder | None = None
@@ -69,6 +71,9 @@ class Service:
         self._ticker: threading.Thread | None = None
 
     def start(self) -> None:
+        install_chain_witness(self.ledger)
+        for why in fork_check_all(self.ledger):  # at start: a restored database says so at once
+            log.error("refusing to sign: %s", why)
         signer = ensure_audit_log(self.ledger, self.settings.audit_log_id)
         self.recorder = DenialRecorder(self.ledger, signer, self.settings.audit_log_id)
         self.recorder.start()
@@ -660,7 +665,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _ledger_error(request: Request, exc: LedgerError) -> Response:
         status = next((s for cls, s in _LEDGER_STATUS if isinstance(exc, cls)), None)
         if status is None:
-            status = 503 if exc.code in ("no_passphrase", "key_file_error") else 422
+            status = 503 if exc.code in ("no_passphrase", "key_file_error", "signing_refused") else 422
         if exc.code == "payload_error" and "erased" in exc.message:
             status = 410
         if exc.code in ("not_anchored", "not_checkpointed"):  # not yet: the entry exists, its proof does not
@@ -746,8 +751,11 @@ def create_app(ledger: Ledger | None = None, settings: Settings | None = None) -
             with request.app.state.service.ledger.engine.connect() as conn:
                 conn.execute(sa.select(sa.func.count()).select_from(db.logs)).scalar()
                 conn.rollback()
+            refusals = fork_check_all(request.app.state.service.ledger)
         except Exception as e:  # noqa: BLE001 - any DB failure means not ready
             return problem_response(request, 503, "not_ready", f"database check failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+        if refusals:  # a log refusing to sign must not take appends (docs/operations.md)
+            return problem_response(request, 503, "log_refusing_to_sign", "; ".join(refusals)[:2000])
         return JSONResponse({"status": "ready"})
 
     @app.get(

@@ -25,6 +25,8 @@ LAZY_COMMANDS = {
     "serve": "api.cli:serve_command",
     "token": "api.cli:token_command",
     "export": "ledger.bundle_cli:export_command",
+    "migrate": "ledger.ops_cli:migrate_command",
+    "recover": "ledger.ops_cli:recover_command",
 }
 
 

@@ -36,6 +36,7 @@ from .errors import (
     UnknownKeyError,
 )
 from .events import ParsedEvent, parse_envelope
+from .fork_guard import ForkGuard, PublishedCheckpoints, SigningRefused, default_published_dir
 from .keys import (
     PASSPHRASE_ENV,
     Signer,
@@ -161,11 +162,18 @@ def _prepare_chunk(
 class Ledger:
     """Access to every log in one database. Thread-safe; one instance per process is enough."""
 
-    def __init__(self, engine: Engine, keys_dir: Path, *, passphrase: str | None = None, read_engine: Engine | None = None):
+    def __init__(self, engine: Engine, keys_dir: Path, *, passphrase: str | None = None, read_engine: Engine | None = None,
+                 replica_engine: Engine | None = None, fork_guard: ForkGuard | None = None):
         self.engine = engine
         # SQLite: reads use plain deferred transactions (WAL snapshots) and never queue behind
         # writers for the write lock; PostgreSQL uses one engine for both.
         self.read_engine = read_engine or engine
+        # DATABASE_READ_URL: a streaming replica for reads (ledger/replica.py explains why a
+        # lagging replica never yields a wrong answer); None = read from the primary.
+        self.replica_engine = replica_engine
+        self.replica_fallbacks = 0  # reads the replica could not answer yet, served by the primary
+        self.fork_guard = fork_guard  # ledger/fork_guard.py; None only for bare test ledgers
+        self.recovering = False  # set by `rlhf-ledger recover`: appends to a refused log allowed
         self.keys_dir = Path(keys_dir)
         self._passphrase = passphrase
         self._signers: dict[str, Signer] = {}
@@ -182,9 +190,11 @@ class Ledger:
         *,
         passphrase: str | None = None,
         migrate: bool = True,
+        database_read_url: str | None = None,
     ) -> "Ledger":
         """Open (and create or upgrade) the ledger. DATABASE_URL in the environment wins."""
         database_url = database_url or os.environ.get("DATABASE_URL") or None
+        database_read_url = database_read_url or os.environ.get("DATABASE_READ_URL") or None
         if data_dir is None:
             data_dir = os.environ.get("RLHF_LEDGER_HOME", "./data")
         data_dir = Path(data_dir)
@@ -194,18 +204,32 @@ class Ledger:
         if migrate:
             upgrade(engine)
         read_engine = db.make_engine(url, writer=False) if db.is_sqlite(engine) else None
-        return cls(engine, data_dir / "keys", passphrase=passphrase, read_engine=read_engine)
+        replica = None
+        if database_read_url:
+            if db.is_sqlite(engine):
+                engine.dispose()
+                raise LedgerError("DATABASE_READ_URL needs a PostgreSQL primary (DATABASE_URL); SQLite has no replicas",
+                                  code="config_error")
+            replica = db.make_engine(db.database_url(None, database_read_url), writer=False)
+        guard = ForkGuard(PublishedCheckpoints(default_published_dir(data_dir)))
+        return cls(engine, data_dir / "keys", passphrase=passphrase, read_engine=read_engine,
+                   replica_engine=replica, fork_guard=guard)
 
     def close(self) -> None:
         self.engine.dispose()
         if self.read_engine is not self.engine:
             self.read_engine.dispose()
+        if self.replica_engine is not None:
+            self.replica_engine.dispose()
 
     def _get_passphrase(self) -> str:
         if self._passphrase is None:
-            value = os.environ.get(PASSPHRASE_ENV)
+            from .secret_env import env_secret
+
+            value = env_secret(PASSPHRASE_ENV)
             if not value:
-                raise LedgerError(f"the ledger's keys are encrypted: set {PASSPHRASE_ENV}", code="no_passphrase")
+                raise LedgerError(f"the ledger's keys are encrypted: set {PASSPHRASE_ENV} (or {PASSPHRASE_ENV}_FILE, "
+                                  "a file holding it)", code="no_passphrase")
             self._passphrase = value
         return self._passphrase
 
@@ -439,6 +463,8 @@ class Ledger:
     def _append_locked(self, log_id: str, events: list[ParsedEvent]) -> list[AppendResult]:
         with self.engine.begin() as conn:
             log = self._lock_log(conn, log_id)
+            if self.fork_guard is not None and not self.recovering and (why := self.fork_guard.refused(log_id)):
+                raise SigningRefused(why, where=log_id)  # an append now would make the fork permanent
             size = log.size
             # Revocation may have happened since the signature check: re-read inside the lock.
             status = {
@@ -643,12 +669,29 @@ class Ledger:
         return get
 
     def _read(self, q: Any) -> list[sa.Row]:
+        if self.replica_engine is not None:
+            with self.replica_engine.connect() as conn:
+                rows = conn.execute(q).all()
+                conn.rollback()
+            if rows:
+                return rows
+            self.replica_fallbacks += 1  # not replayed yet (or absent): the primary decides
         with self.read_engine.connect() as conn:
             rows = conn.execute(q).all()
             conn.rollback()
         return rows
 
     def _with_read(self, fn: Callable[[Connection], Any]) -> Any:
+        if self.replica_engine is not None:
+            with self.replica_engine.connect() as conn:
+                try:
+                    return fn(conn)
+                except (NotFoundError, ProofError):
+                    # The replica's snapshot is a prefix of the primary's history: a size or row it
+                    # has not replayed yet is answered by the primary, never approximated.
+                    self.replica_fallbacks += 1
+                finally:
+                    conn.rollback()
         with self.read_engine.connect() as conn:
             try:
                 return fn(conn)
@@ -725,6 +768,11 @@ class Ledger:
                     f"stored tree at size {size} is not consistent with signed checkpoint {last.size}: storage is corrupt",
                     where=log_id,
                 )
+        if self.fork_guard is not None:
+            # The same rule against what a restore cannot roll back (published record, chain).
+            if optional and self.recovering:
+                return None  # mid-recovery the tree is still short of the published size: sign later
+            self.fork_guard.before_sign(log_id, origin, public_key, size, get)
         note = sign_checkpoint(origin, size, root, signer)
         conn.execute(db.checkpoints.insert().values(log_id=log_id, size=size, root=root, note=note, created_at=time.time()))
         return Checkpoint(origin, size, root, note)
@@ -735,11 +783,37 @@ class Ledger:
             log = self._lock_log(conn, log_id)
             cp = self._issue_checkpoint(conn, log_id, log.origin, log.size, log.public_key)
         assert cp is not None
+        if self.fork_guard is not None:  # after the commit: only a committed checkpoint is published
+            self.fork_guard.record(log_id, log.public_key, cp.size, cp.root, cp.note)
         return cp
+
+    def fork_check(self, log_id: str) -> str | None:
+        """Compare the log with its published references (ledger/fork_guard.py) on the primary.
+
+        Returns why the log refuses to sign, or None; when consistent, the newest checkpoint in
+        the database (e.g. one signed by an append) is recorded as published.
+        """
+        if self.fork_guard is None:
+            return None
+        with self.engine.connect() as conn:
+            try:
+                info = self.log_info(log_id, conn)
+                why = self.fork_guard.check(log_id, info.origin, info.public_key, info.size, self._node_getter(conn, log_id))
+                last = None if why else conn.execute(
+                    sa.select(db.checkpoints).where(db.checkpoints.c.log_id == log_id)
+                    .order_by(db.checkpoints.c.size.desc()).limit(1)
+                ).first()
+            finally:
+                conn.rollback()
+        if last is not None:
+            self.fork_guard.record(log_id, info.public_key, last.size, last.root, last.note)
+        return why
 
     def maybe_checkpoint(self, log_id: str, now: float | None = None) -> Checkpoint | None:
         """Issue a checkpoint if the time or size policy says one is due."""
         now = time.time() if now is None else now
+        if self.fork_check(log_id) is not None:
+            return None  # refused: nothing is signed (the reason is logged and in /readyz)
         info = self.log_info(log_id)
         last = self.latest_checkpoint(log_id)
         if last is not None and last.size == info.size:
@@ -810,7 +884,9 @@ class Ledger:
                 q = q.where(e.run_id == run_id)
             rows = self._read(q.order_by(e.idx).limit(page))
             yield from rows
-            if len(rows) < page:
+            # From a replica a short page may only mean "not replayed yet": the next read
+            # (empty there) goes to the primary.
+            if len(rows) < page and (self.replica_engine is None or not rows):
                 return
             pos = rows[-1].idx + 1
 

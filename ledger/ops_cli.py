@@ -1,0 +1,97 @@
+"""Operations commands: `rlhf-ledger migrate` (schema, for the Kubernetes migration Job and
+init containers) and `rlhf-ledger recover` (re-append a lost tail; docs/operations.md)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from .cli_common import CliError, _open_ledger, common
+
+
+def _schema_state(data_dir: str | None, database_url: str | None) -> tuple[str | None, str]:
+    """(current revision or None, head revision) without changing anything."""
+    import os
+
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from . import db
+    from .migrate import alembic_config
+
+    url = db.database_url(Path(data_dir or os.environ.get("RLHF_LEDGER_HOME", "./data")),
+                          database_url or os.environ.get("DATABASE_URL") or None)
+    engine = db.make_engine(url, writer=False)
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+            conn.rollback()
+    finally:
+        engine.dispose()
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    return current, head or ""
+
+
+@click.command("migrate")
+@common
+@click.option("--check", is_flag=True, help="change nothing: exit 0 if the schema is at the newest revision, else 1")
+@click.option("--wait", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="with --check: keep checking up to this many seconds (init containers wait for the migration Job)")
+def migrate_command(data_dir, database_url, check, wait) -> None:
+    """Create or upgrade the database schema to the newest revision (idempotent)."""
+    if not check:
+        ledger = _open_ledger(data_dir, database_url)  # Ledger.open migrates (advisory-locked on PostgreSQL)
+        ledger.close()
+        current, head = _schema_state(data_dir, database_url)
+        click.echo(f"schema at revision {current} (newest {head})")
+        return
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            current, head = _schema_state(data_dir, database_url)
+            why = None if current == head else f"schema at revision {current or 'none'}, newest is {head}"
+        except Exception as e:  # noqa: BLE001 - an unreachable database is "not yet" here
+            why = f"cannot read the schema revision: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        if why is None:
+            click.echo(f"schema at the newest revision {head}")
+            return
+        if time.monotonic() >= deadline:
+            raise CliError(why + " (run `rlhf-ledger migrate`)")
+        time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+
+
+@click.command("recover")
+@common
+@click.option("--log", "log_id", required=True, help="the log refusing to sign")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def recover_command(data_dir, database_url, log_id, files) -> None:
+    """Re-append a lost tail from the producers' signed events (JSON lines of {"event","sig"}).
+
+    Nothing is appended unless the events, in the order found, reproduce the root of every
+    published checkpoint and on-chain anchor the database is missing (docs/operations.md).
+    """
+    from .fork_guard import SigningRefused
+    from .recover import read_envelopes, recover
+
+    ledger = _open_ledger(data_dir, database_url)
+    try:
+        from .secret_env import env_secret  # the chain witness, when a chain is configured
+
+        if env_secret("RLHF_CHAIN_RPC") and env_secret("RLHF_ANCHOR_CONTRACT"):
+            from anchoring.fork_witness import witness_from_env
+
+            w = witness_from_env(ttl=0)
+            if w is not None and ledger.fork_guard is not None:
+                ledger.fork_guard.add_witness(w)
+        if ledger.fork_check(log_id) is None:
+            click.echo(f"log {log_id} is consistent with every published checkpoint; nothing to recover")
+            return
+        r = recover(ledger, log_id, read_envelopes(list(files)))
+    except SigningRefused as e:
+        raise CliError(str(e)) from None
+    finally:
+        ledger.close()
+    click.echo(f"log {log_id}: re-appended {r.appended} events ({r.already_present} were present); size "
+               f"{r.size_before} -> {r.size_after}, consistent with the published size {r.reference_size}; signing resumes")
