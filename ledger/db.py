@@ -118,6 +118,36 @@ payloads = sa.Table(
     sa.Column("ciphertext", sa.LargeBinary, nullable=False),
 )
 
+ended_runs = sa.Table(
+    "ended_runs",
+    metadata,
+    sa.Column("log_id", sa.String(128), primary_key=True),
+    sa.Column("run_id", sa.String(128), primary_key=True),
+    sa.Column("end_idx", sa.BigInteger, nullable=False),  # index of the run's run.end
+)
+
+# Run index (docs/run-index.md): each run's membership record as of a tree size.
+run_records = sa.Table(
+    "run_records",
+    metadata,
+    sa.Column("log_id", sa.String(128), primary_key=True),
+    sa.Column("run_id", sa.String(128), primary_key=True),
+    sa.Column("size", sa.BigInteger, primary_key=True),
+    sa.Column("record", sa.Text, nullable=False),  # JCS of the record (what is hashed)
+    sa.Column("record_hash", sa.LargeBinary, nullable=False),
+    sa.Column("frontier", sa.Text, nullable=False),  # compact range of the run's leaves (JSON)
+)
+
+run_indexes = sa.Table(
+    "run_indexes",
+    metadata,
+    sa.Column("log_id", sa.String(128), primary_key=True),
+    sa.Column("size", sa.BigInteger, primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.Column("root", sa.LargeBinary, nullable=False),
+    sa.Column("note", sa.Text, nullable=False),  # the signed run-index note
+)
+
 anchors = sa.Table(
     "anchors",
     metadata,
