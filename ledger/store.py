@@ -31,6 +31,7 @@ from .errors import (
     NotFoundError,
     ProofError,
     RevokedKeyError,
+    RunEndedError,
     SequenceError,
     SignatureError,
     UnknownKeyError,
@@ -193,8 +194,10 @@ class Ledger:
         database_read_url: str | None = None,
     ) -> "Ledger":
         """Open (and create or upgrade) the ledger. DATABASE_URL in the environment wins."""
-        database_url = database_url or os.environ.get("DATABASE_URL") or None
-        database_read_url = database_read_url or os.environ.get("DATABASE_READ_URL") or None
+        from .secret_env import env_secret  # NAME or NAME_FILE: URLs carry the database password
+
+        database_url = database_url or env_secret("DATABASE_URL") or None
+        database_read_url = database_read_url or env_secret("DATABASE_READ_URL") or None
         if data_dir is None:
             data_dir = os.environ.get("RLHF_LEDGER_HOME", "./data")
         data_dir = Path(data_dir)
@@ -504,6 +507,18 @@ class Ledger:
                 ):
                     existing[r.event_id] = (r.idx, r.leaf_hash)
 
+            # Runs closed by a run.end (stored, or earlier in this batch) take no further event.
+            runs = sorted({p.event["run_id"] for p in events})
+            ended: dict[str, int] = {}
+            for j in range(0, len(runs), 400):
+                for r in conn.execute(
+                    sa.select(db.ended_runs.c.run_id, db.ended_runs.c.end_idx).where(
+                        db.ended_runs.c.log_id == log_id, db.ended_runs.c.run_id.in_(runs[j : j + 400])
+                    )
+                ):
+                    ended[r.run_id] = r.end_idx
+            newly_ended: dict[str, int] = {}
+
             results: list[AppendResult | None] = []
             new: list[tuple[int, ParsedEvent]] = []
             changed_heads: dict[tuple[str, str], tuple[int, str]] = {}
@@ -522,6 +537,13 @@ class Ledger:
                     results.append(AppendResult(first.index, first.event_id, first.leaf_hash, True))
                     continue
                 key = (p.event["run_id"], p.producer)
+                end_idx = ended.get(key[0], newly_ended.get(key[0]))
+                if end_idx is not None:
+                    errors.append((i, RunEndedError(
+                        f"run {key[0]!r} was closed by its run.end at index {end_idx}; the log accepts no later "
+                        "event of that run (start a new run with a new run id)", where=f"events[{i}].event.run_id")))
+                    results.append(None)
+                    continue
                 seq, prev = p.event["seq"], p.event["prev"]
                 head = changed_heads.get(key) or heads.get(key)
                 where = f"events[{i}].event.seq"
@@ -549,10 +571,15 @@ class Ledger:
                 in_batch[p.event_id] = r
                 new.append((r.index, p))
                 results.append(r)
+                if p.event["type"] == "run.end":
+                    newly_ended[key[0]] = r.index
             if errors:
                 raise BatchRejected(errors)
             if new:
                 self._store_new(conn, log_id, size, new, changed_heads, heads)
+                if newly_ended:
+                    conn.execute(db.ended_runs.insert(), [
+                        {"log_id": log_id, "run_id": run, "end_idx": idx} for run, idx in sorted(newly_ended.items())])
                 new_size = size + len(new)
                 conn.execute(db.logs.update().where(db.logs.c.log_id == log_id).values(size=new_size))
                 if new_size - self._last_checkpoint_size(conn, log_id) >= log.checkpoint_every_events:

@@ -13,4 +13,20 @@ if ! command -v chromium >/dev/null 2>&1; then
       || echo "[services] could not install chromium; the browser test will fail" >&2
   fi
 fi
+# tests/deploy: promtool and prometheus (Debian's package) check and run the alert rules.
+if ! command -v promtool >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "[services] installing Debian prometheus (promtool) for tests/deploy" >&2
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null) \
+    || echo "[services] could not install prometheus; tests/deploy alert tests will fail" >&2
+fi
+# tests/deploy: checkov lints the rendered Kubernetes manifests, from its own virtualenv
+# (its pins conflict with requirements.lock; deploy/lint-requirements.lock).
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+want="$(sha256sum "$root/deploy/lint-requirements.lock" | cut -d' ' -f1)"
+if [ "$(cat "$root/.venv-lint/.lock.sha256" 2>/dev/null)" != "$want" ]; then
+  echo "[services] installing checkov into .venv-lint (deploy/lint-requirements.lock)" >&2
+  (python3 -m venv "$root/.venv-lint" && "$root/.venv-lint/bin/pip" install -q --disable-pip-version-check \
+     -r "$root/deploy/lint-requirements.lock" && echo "$want" > "$root/.venv-lint/.lock.sha256") \
+    || echo "[services] could not install checkov; tests/deploy manifest lint will fail" >&2
+fi
 exit 0
