@@ -26,16 +26,20 @@ from ledger import db, merkle
 from ledger.checkpoints import Checkpoint, parse_and_verify
 from ledger.errors import LedgerError, ProofError
 from ledger.jcs import canonicalize
+from ledger.run_index import RunIndex, run_index
+from ledger.run_index import parse_and_verify_note as parse_run_index_note
 from ledger.store import Ledger
 
 from .cid import cid_for_bytes, verify_cid
 
 MANIFEST_FORMAT = "rlhf-ledger-manifest"
-MANIFEST_VERSION = 1
-MEDIA_TYPE = "application/vnd.rlhf-ledger.manifest.v1+json"
+MANIFEST_VERSION = 2
+MEDIA_TYPE = "application/vnd.rlhf-ledger.manifest.v2+json"
+READABLE_VERSIONS = (1, 2)  # v1 manifests (no run index) of older anchors still verify
 _REF_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _KEYS = {"format", "version", "log_id", "origin", "checkpoint", "previous", "consistency_proof",
          "prefix", "range", "leaf_hashes", "payloads"}
+_KEYS_V2 = _KEYS | {"runs"}
 
 
 class ManifestError(LedgerError):
@@ -50,6 +54,7 @@ class ParsedManifest:
     origin: str
     checkpoint: Checkpoint
     previous: Checkpoint | None
+    runs: RunIndex | None  # the signed run index at the checkpoint's size (v2), None for v1
     start: int
     end: int
     leaf_hashes: list[bytes]
@@ -123,6 +128,7 @@ def build_manifest(ledger: Ledger, log_id: str, checkpoint: Checkpoint,
         "range": {"start": start, "end": cp.size},
         "leaf_hashes": [_b64(h) for h in leaves],
         "payloads": [{"index": int(r.idx), "ref": payload_ref(r.nonce, r.ciphertext)} for r in rows],
+        "runs": run_index(ledger, log_id, cp.size).note,
     }
     # Self-check with the independent reading path before publishing anything.
     verify_manifest(encode_manifest(doc), public_key=info.public_key)
@@ -198,11 +204,14 @@ def verify_manifest(data: bytes, *, public_key: bytes, cid: str | None = None,
         raise ManifestError("must be a JSON object", where="manifest")
     if canonicalize(doc) != data:
         raise ManifestError("bytes are not the JCS (RFC 8785) form of the document", where="manifest")
-    if set(doc) != _KEYS:
-        extra, missing = sorted(set(doc) - _KEYS), sorted(_KEYS - set(doc))
+    version = doc.get("version")
+    if doc.get("format") != MANIFEST_FORMAT or type(version) is not int or version not in READABLE_VERSIONS:
+        raise ManifestError(f"format/version must be {MANIFEST_FORMAT}/{' or '.join(map(str, READABLE_VERSIONS))}",
+                            where="manifest.format")
+    keys = _KEYS_V2 if version == 2 else _KEYS
+    if set(doc) != keys:
+        extra, missing = sorted(set(doc) - keys), sorted(keys - set(doc))
         raise ManifestError(f"members differ from the spec (missing {missing}, unknown {extra})", where="manifest")
-    if doc["format"] != MANIFEST_FORMAT or doc["version"] != MANIFEST_VERSION:
-        raise ManifestError(f"format/version must be {MANIFEST_FORMAT}/{MANIFEST_VERSION}", where="manifest.format")
     if not isinstance(doc["log_id"], str) or not isinstance(doc["origin"], str):
         raise ManifestError("log_id and origin must be strings", where="manifest.log_id")
     log_origin = doc["origin"]
@@ -211,6 +220,16 @@ def verify_manifest(data: bytes, *, public_key: bytes, cid: str | None = None,
     if not isinstance(doc["checkpoint"], str):
         raise ManifestError("must be the signed note text", where="manifest.checkpoint")
     cp = parse_and_verify(doc["checkpoint"], log_origin, public_key)
+    runs: RunIndex | None = None
+    if version == 2:
+        if not isinstance(doc["runs"], str):
+            raise ManifestError("must be the signed run-index note text", where="manifest.runs")
+        try:
+            runs = parse_run_index_note(doc["runs"], log_origin, public_key)
+        except ProofError as e:
+            raise ManifestError(str(e), where="manifest.runs") from None
+        if runs.size != cp.size:
+            raise ManifestError(f"run index is for size {runs.size}, the checkpoint's is {cp.size}", where="manifest.runs")
     prev_doc = doc["previous"]
     prev: Checkpoint | None = None
     if prev_doc is not None:
@@ -254,4 +273,4 @@ def verify_manifest(data: bytes, *, public_key: bytes, cid: str | None = None,
             raise ManifestError("ref must be sha256:<64 lowercase hex>", where=where + ".ref")
         payloads.append((index, item["ref"]))
         last = index
-    return ParsedManifest(doc["log_id"], log_origin, cp, prev, start, end, leaves, payloads, doc)
+    return ParsedManifest(doc["log_id"], log_origin, cp, prev, runs, start, end, leaves, payloads, doc)

@@ -72,3 +72,9 @@ class KeyFileError(LedgerError):
 
 class ProofError(LedgerError):
     code = "proof_error"
+
+
+class RunEndedError(LedgerError):
+    """The run was closed by its run.end: the log accepts no later event of that run."""
+
+    code = "run_ended"

@@ -276,6 +276,8 @@ class Ledger:
         if checkpoint_every_events < 1 or checkpoint_every_seconds <= 0:
             raise LedgerError("checkpoint intervals must be positive")
         origin = origin or default_origin(log_id)
+        if origin == "rlhf-ledger.run-index/v1":  # the run-index note's tag (docs/run-index.md)
+            raise LedgerError("this origin is reserved for run-index notes", where="origin")
         with self.engine.begin() as conn:
             if not self._sqlite:
                 # Serialise concurrent creations of one log (SQLite's BEGIN IMMEDIATE already
