@@ -10,19 +10,40 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib.metadata import version as _pkg_version
-
-import dp_accounting
-import numpy as np
-from dp_accounting import rdp
-from dp_accounting.rdp import rdp_privacy_accountant as _rdp_impl
+from typing import Any
 
 from ..errors import LedgerError
 
+# dp-accounting (and numpy, which it needs) is imported when a run first accounts a spend, so a
+# run that declares no privacy budget works where it is not installed (docs/sdk.md, "Imports").
 ACCOUNTANT = "rdp"
 LIBRARY = "dp-accounting"
 MECHANISM = "poisson_subsampled_gaussian"
-LIBRARY_VERSION = _pkg_version("dp-accounting")
+
+
+@lru_cache(maxsize=1)
+def library_version() -> str:
+    return _pkg_version("dp-accounting")
+
+
+def _lib() -> Any:
+    try:
+        import dp_accounting
+        from dp_accounting.rdp import rdp_privacy_accountant
+    except ImportError as e:
+        raise ImportError(
+            f"differential-privacy accounting needs the dp-accounting package ({e}); "
+            "install it with: pip install 'rlhf-ledger[sdk]' or pip install dp-accounting"
+        ) from None
+    return dp_accounting, rdp_privacy_accountant
+
+
+def __getattr__(name: str) -> Any:  # LIBRARY_VERSION stays importable without importing it eagerly
+    if name == "LIBRARY_VERSION":
+        return library_version()
+    raise AttributeError(name)
 
 
 class PrivacyBudgetExceeded(LedgerError):
@@ -35,7 +56,8 @@ class PrivacyBudgetExceeded(LedgerError):
         self.attempted = attempted
 
 
-def _dp_event(noise_multiplier: float, sample_rate: float) -> dp_accounting.DpEvent:
+def _dp_event(noise_multiplier: float, sample_rate: float) -> Any:
+    dp_accounting, _ = _lib()
     return dp_accounting.PoissonSampledDpEvent(sample_rate, dp_accounting.GaussianDpEvent(noise_multiplier))
 
 
@@ -48,7 +70,8 @@ class Spend:
 
 def replay_epsilon(spends: list[Spend], delta: float) -> float:
     """Epsilon at ``delta`` of the composition of every spend, from scratch."""
-    acc = rdp.RdpAccountant()
+    dp_accounting, _ = _lib()
+    acc = dp_accounting.rdp.RdpAccountant()
     for s in spends:
         acc.compose(_dp_event(s.noise_multiplier, s.sample_rate), s.steps)
     return float(acc.get_epsilon(delta))
@@ -69,9 +92,13 @@ class PrivacyAccountant:
         # RdpAccountant.compose does), so the one-step vector is cached per (sigma, q): a spend
         # then costs one vector add and one epsilon conversion instead of a full recomputation
         # on the training thread. replay_epsilon() (the public accountant path) is the check.
-        self._orders = np.asarray(_rdp_impl.DEFAULT_RDP_ORDERS, dtype=float)
+        import numpy as np
+
+        _, self._impl = _lib()
+        self._np = np
+        self._orders = np.asarray(self._impl.DEFAULT_RDP_ORDERS, dtype=float)
         self._rdp = np.zeros_like(self._orders)
-        self._step_rdp: dict[tuple[float, float], np.ndarray] = {}
+        self._step_rdp: dict[tuple[float, float], Any] = {}
         self.spends: list[Spend] = []
         self.epsilon = 0.0
 
@@ -83,30 +110,30 @@ class PrivacyAccountant:
         if type(steps) is not int or steps < 1:
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
 
-    def _one_step(self, noise_multiplier: float, sample_rate: float) -> np.ndarray:
+    def _one_step(self, noise_multiplier: float, sample_rate: float) -> Any:
         key = (float(noise_multiplier), float(sample_rate))
         vec = self._step_rdp.get(key)
         if vec is None:
-            vec = np.asarray(
-                _rdp_impl._compute_rdp_poisson_subsampled_gaussian(key[1], key[0], self._orders), dtype=float
+            vec = self._np.asarray(
+                self._impl._compute_rdp_poisson_subsampled_gaussian(key[1], key[0], self._orders), dtype=float
             )
             self._step_rdp[key] = vec
         return vec
 
-    def _after(self, noise_multiplier: float, sample_rate: float, steps: int) -> np.ndarray:
+    def _after(self, noise_multiplier: float, sample_rate: float, steps: int) -> Any:
         self._check(noise_multiplier, sample_rate, steps)
         return self._rdp + steps * self._one_step(noise_multiplier, sample_rate)
 
     def preview(self, noise_multiplier: float, sample_rate: float, steps: int) -> float:
         """The cumulative epsilon this spend would lead to, without spending."""
-        eps, _ = _rdp_impl.compute_epsilon(self._orders, self._after(noise_multiplier, sample_rate, steps), self.delta)
+        eps, _ = self._impl.compute_epsilon(self._orders, self._after(noise_multiplier, sample_rate, steps), self.delta)
         return float(eps)
 
     def body(self, noise_multiplier: float, sample_rate: float, steps: int, epsilon: float) -> dict:
         return {
             "accountant": ACCOUNTANT,
             "library": LIBRARY,
-            "library_version": LIBRARY_VERSION,
+            "library_version": library_version(),
             "mechanism": MECHANISM,
             "noise_multiplier": float(noise_multiplier),
             "sample_rate": float(sample_rate),
@@ -122,7 +149,7 @@ class PrivacyAccountant:
         cumulative epsilon would exceed the budget.
         """
         total = self._after(noise_multiplier, sample_rate, steps)
-        eps = float(_rdp_impl.compute_epsilon(self._orders, total, self.delta)[0])
+        eps = float(self._impl.compute_epsilon(self._orders, total, self.delta)[0])
         if self.enforce and self.epsilon_budget is not None and eps > self.epsilon_budget:
             attempted = self.body(noise_multiplier, sample_rate, steps, eps)
             attempted["declared_epsilon"] = self.epsilon_budget

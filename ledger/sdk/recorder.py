@@ -8,6 +8,7 @@ call returns) and enqueues it; a background :class:`~ledger.sdk.sender.Sender` a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -19,11 +20,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from ..errors import EventError
+from ..errors import EventError, LedgerError
 from ..events import MAX_EVENT_BYTES, commit_fields
 from ..keys import Signer
+from .distributed import RankInfo, detect
 from .privacy import PrivacyAccountant, PrivacyBudgetExceeded
 from .sender import Sender
 from .sinks import Sink
@@ -121,153 +123,115 @@ def _safe(part: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", part)
 
 
-class Run:
-    """Records one training run; use as a context manager (or call start()/end())."""
+def _recorded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Typed helpers do nothing (return None) on a process that does not record (rank != 0)."""
 
-    def __init__(
-        self,
-        *,
-        log_id: str,
-        run_id: str,
-        signer: Signer,
-        sink: Sink,
-        method: str,
-        hyperparameters: Mapping[str, Any],
-        config: Mapping[str, Any] | None = None,
-        base_model: Mapping[str, Any],
-        datasets: Sequence[DatasetManifest] = (),
-        declared: Mapping[str, Any] | None = None,
-        code: Mapping[str, str] | None = None,
-        model: Any = None,
-        pseudonym_key: bytes | None = None,
-        enforce_privacy: bool = True,
-        spool_dir: str | os.PathLike | None = None,
-        fsync: str = "batch",
-        resume: bool | None = None,
-        exit_timeout: float = 60.0,
-        queue_size: int = 65536,
-        backoff_base: float = 0.2,
-        backoff_max: float = 30.0,
-    ):
-        if not hyperparameters:
-            raise ValueError("hyperparameters must be a non-empty mapping (the EU AI Act rules need them)")
-        if not isinstance(base_model, Mapping) or "name" not in base_model or "weights_digest" not in base_model:
-            raise ValueError("base_model must be a mapping with 'name' and 'weights_digest'")
+    @functools.wraps(fn)
+    def wrapper(self: "_Recorder", *args: Any, **kwargs: Any) -> Any:
+        if not self.active:
+            return None
+        return fn(self, *args, **kwargs)
+
+    return wrapper
+
+
+DELIVERY_ERROR_MODES = ("raise", "warn")
+
+
+class _Recorder:
+    """What a Run and a RankRecorder share: the spool, the sender, the hot path, the typed helpers."""
+
+    _refused_types: frozenset[str] = frozenset()
+
+    def __init__(self, *, log_id: str, run_id: str, signer: Signer, sink: Sink, active: bool,
+                 rank_info: RankInfo, model: Any = None, pseudonym_key: bytes | None = None,
+                 spool_dir: str | os.PathLike | None = None, fsync: str = "batch", exit_timeout: float = 60.0,
+                 queue_size: int = 65536, backoff_base: float = 0.2, backoff_max: float = 30.0,
+                 on_delivery_error: str = "raise"):
+        if on_delivery_error not in DELIVERY_ERROR_MODES:
+            raise ValueError(f"on_delivery_error must be one of {DELIVERY_ERROR_MODES}, got {on_delivery_error!r}")
+        sink_log = getattr(sink, "log_id", None)
+        if sink_log is not None and sink_log != log_id:
+            raise ValueError(f"this sink delivers to log {sink_log!r}, but run {run_id!r} is in log {log_id!r}; "
+                             "a sink serves any number of runs of its own log: make one sink per log")
         self.log_id, self.run_id, self.signer, self.sink = log_id, run_id, signer, sink
-        self.method = method
-        self.hyperparameters = dict(hyperparameters)
-        self.config = dict(config or {})
-        self.base_model = dict(base_model)
-        self.datasets = list(datasets)
-        self.declared = {**DEFAULT_DECLARED, **dict(declared or {})}
-        self.code = dict(code) if code else None
+        self.rank_info = rank_info
+        self.active = active
         self.pseudonym_key = pseudonym_key
-        budget = self.declared.get("privacy_budget")
-        self.privacy: PrivacyAccountant | None = (
-            PrivacyAccountant(budget.get("epsilon"), budget["delta"], enforce=enforce_privacy) if budget else None
-        )
         root = Path(spool_dir) if spool_dir is not None else Path(os.environ.get(SPOOL_ENV, ".rlhf-ledger-spool"))
         self.spool_dir = root if spool_dir is not None else root / _safe(log_id) / _safe(run_id) / signer.key_id[:16]
         self.fsync = fsync
-        self.resume = resume
         self.exit_timeout = exit_timeout
+        self.on_delivery_error = on_delivery_error
         self._sender_opts = {"queue_size": queue_size, "backoff_base": backoff_base, "backoff_max": backoff_max}
         self._initial_model = model
         self._emit_lock = threading.Lock()
         self._ref_params: dict[str, Any] | None = None
+        self._error_raised = False
         self.last_checkpoint: WeightsDigest | None = None
         self.checkpoints: list[dict[str, Any]] = []  # {step, weights_digest[, file_digest]} in order
-        self.released_weights_digest: str | None = None
         self.max_step = 0
         self.journal: Journal | None = None
         self.sender: Sender | None = None
-        self.started = False
         self.ended = False
-        self.resumed = False
 
-    # --- lifecycle ------------------------------------------------------------------------
-
-    def open(self) -> "Run":
-        """Open the spool and start the sender (replaying anything a previous process left)."""
-        if self.sender is None:
+    def open(self) -> "_Recorder":
+        """Open the spool (refused at once if another process has it) and start the sender,
+        which first replays anything a previous process left."""
+        if self.active and self.sender is None:
             self.journal = Journal(self.spool_dir, log_id=self.log_id, run_id=self.run_id,
                                    producer=self.signer.key_id, fsync=self.fsync)
-            self.sender = Sender(self.journal, self.signer, self.sink, log_id=self.log_id, run_id=self.run_id,
-                                 **self._sender_opts)
+            try:
+                self.sender = Sender(self.journal, self.signer, self.sink, log_id=self.log_id, run_id=self.run_id,
+                                     **self._sender_opts)
+            except BaseException:
+                self.journal.close()
+                raise
         return self
-
-    def start(self) -> "Run":
-        """Emit dataset.register and run.start (skipped when resuming a run already started)."""
-        self.open()
-        assert self.journal is not None
-        already = "run.start" in self.journal.recovered.types_seen
-        self.resumed = already if self.resume is None else self.resume
-        if not self.resumed:
-            for ds in self.datasets:
-                self.event("dataset.register", ds.body())
-            body: dict[str, Any] = {
-                "method": self.method,
-                "hyperparameters": self.hyperparameters,
-                "config": self.config,
-                "base_model": self.base_model,
-                "datasets": [d.dataset_id for d in self.datasets],
-                "declared": self.declared,
-            }
-            if self.code:
-                body["code"] = self.code
-            self.event("run.start", body)
-        if self._initial_model is not None:
-            self._ref_params = _snapshot(self._initial_model)
-        self.started = True
-        return self
-
-    def end(self, status: str = "completed", *, released_weights_digest: str | None = None,
-            timeout: float | None = None) -> None:
-        """Emit run.end, wait for delivery (up to ``timeout``) and stop the sender."""
-        if self.ended:
-            return
-        released = released_weights_digest or self.released_weights_digest or (
-            self.last_checkpoint.digest if self.last_checkpoint else None)
-        self.event("run.end", {"status": status, "released_weights_digest": released, "steps": self.max_step})
-        self.ended = True
-        try:
-            self.flush(self.exit_timeout if timeout is None else timeout)
-        finally:
-            assert self.sender is not None
-            self.sender.close(timeout=0)
-
-    def __enter__(self) -> "Run":
-        return self.start()
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.end("completed")
-            return
-        status = "aborted" if issubclass(exc_type, KeyboardInterrupt) else "failed"
-        try:
-            self.end(status)
-        except Exception as e:  # noqa: BLE001 - never hide the training error behind a delivery error
-            print(f"rlhf-ledger: run.end recorded in the spool but not delivered: {e}", file=sys.stderr)
 
     def flush(self, timeout: float | None = None) -> None:
-        """Block until every event recorded so far is acknowledged by the ledger."""
+        """Block until every event recorded so far is acknowledged by the ledger (or raise why not)."""
         if self.sender is not None:
             self.sender.flush(timeout)
 
+    def _close_sender(self, timeout: float = 0) -> None:
+        if self.sender is not None:
+            self.sender.close(timeout=timeout)
+
+    @property
+    def delivery_error(self) -> Exception | None:
+        """The permanent delivery failure that stopped this run's sender, if any."""
+        return self.sender.error if self.sender is not None else None
+
     # --- the hot path ---------------------------------------------------------------------
 
-    def event(self, type: str, body: dict, *, commit: Iterable[str] = ()) -> int:
+    def _body(self, type: str, body: dict) -> dict:
+        return body
+
+    def event(self, type: str, body: dict, *, commit: Iterable[str] = ()) -> int | None:
         """Record an event of any type; ``commit`` names body fields to replace by commitments.
 
-        Returns the event's seq. Raises on the calling thread for anything that cannot become a
-        valid event (bad type, non-JSON or non-finite values, oversize).
+        Returns the event's seq (None on a process that does not record). Raises on the calling
+        thread for anything that cannot become a valid event (bad type, non-JSON or non-finite
+        values, oversize), and, once, the permanent delivery failure that stopped the sender
+        (unless ``on_delivery_error="warn"``); the call that raises records nothing.
         """
-        if self.sender is None or self.journal is None:
+        if not self.active:
+            return None
+        sender = self.sender
+        if sender is None or self.journal is None:
             raise RuntimeError("the run is not open: use `with Run(...) as run:` or call run.start()")
+        if sender.error is not None and not self._error_raised:
+            self._error_raised = True
+            if self.on_delivery_error == "raise":
+                raise sender.error
         if self.ended:
             raise RuntimeError(f"run {self.run_id} has ended; no more events can be recorded")
+        if type in self._refused_types:
+            raise EventError(f"{type} is a run-level event: only the Run on rank 0 records it", where="event.type")
         if not _TYPE_RE.match(type):
             raise EventError("must be dotted lower-case words", where="event.type")
+        body = self._body(type, body)
         openings = None
         if commit:
             body, openings = commit_fields(body, list(commit))
@@ -283,7 +247,7 @@ class Run:
         data = tail.encode("utf-8")
         with self._emit_lock:  # journal order must equal queue order
             seq, line = self.journal.append(lambda s: b'{"seq":%d' % s + data + b"\n")
-            self.sender.submit(line)
+            sender.submit(line)
         return seq
 
     # --- typed helpers (docs/event-types.md) ----------------------------------------------
@@ -295,9 +259,10 @@ class Run:
             raise ValueError("people are recorded by keyed pseudonyms: pass pseudonym_key=... to Run, or pass 'anp:' pseudonyms")
         return pseudonym(self.pseudonym_key, person)
 
+    @_recorded
     def annotation_batch(self, *, batch_id: str, dataset_id: str, guideline_version: str, annotators: Sequence[str],
                          prompts: Sequence[Any], responses: Sequence[Any], labels: Mapping[str, int] | Sequence[str],
-                         items: int | None = None, **extra: Any) -> int:
+                         items: int | None = None, **extra: Any) -> int | None:
         if not isinstance(labels, Mapping):
             counts: dict[str, int] = {}
             for lab in labels:
@@ -309,8 +274,9 @@ class Run:
                 "prompts": list(prompts), "responses": list(responses), **extra}
         return self.event("annotation.batch", body, commit=("prompts", "responses"))
 
+    @_recorded
     def reward_model_update(self, step: int, loss: float, *, accuracy: float | None = None,
-                            grad_norm: float | None = None, metrics: Mapping[str, Any] | None = None, **extra: Any) -> int:
+                            grad_norm: float | None = None, metrics: Mapping[str, Any] | None = None, **extra: Any) -> int | None:
         """``metrics`` keeps every other logged value (e.g. a trainer's full log line) as an object."""
         self.max_step = max(self.max_step, int(step))
         body = {"step": int(step), "loss": _num(loss), **{k: _num(v) for k, v in extra.items()}}
@@ -322,10 +288,11 @@ class Run:
             body["grad_norm"] = _num(grad_norm)
         return self.event("reward_model.update", body)
 
+    @_recorded
     def policy_update(self, step: int, loss: float, kl: float | None, reward_mean: float | None,
                       reward_std: float | None, grad_norm: float | None, *, model: Any = None,
                       param_delta_norm: float | None = None, metrics: Mapping[str, Any] | None = None,
-                      **extra: Any) -> int:
+                      **extra: Any) -> int | None:
         """``param_delta_norm`` = L2 norm of (parameters - parameters at the last checkpoint, or at
         run start when Run(model=...) was given, or at the first call with ``model``)."""
         self.max_step = max(self.max_step, int(step))
@@ -344,6 +311,7 @@ class Run:
             return 0.0
         return _delta_norm(model, self._ref_params)
 
+    @_recorded
     def checkpoint(self, step: int, model: Any, path: str | os.PathLike | None = None) -> WeightsDigest:
         """checkpoint.save: weights digest + tensor root of ``model``; file digest of ``path`` if given.
 
@@ -371,15 +339,9 @@ class Run:
             self._ref_params = _snapshot(model)
         return wd
 
-    def release(self, model: Any = None, *, digest: str | None = None) -> str:
-        """Name the released weights (recorded in run.end)."""
-        if (model is None) == (digest is None):
-            raise ValueError("pass exactly one of model or digest")
-        self.released_weights_digest = weights_digest(model).digest if model is not None else digest
-        return self.released_weights_digest  # type: ignore[return-value]
-
+    @_recorded
     def evaluation(self, name: str, metrics: Mapping[str, Any], *, dataset_id: str | None = None,
-                   step: int | None = None, **extra: Any) -> int:
+                   step: int | None = None, **extra: Any) -> int | None:
         body: dict[str, Any] = {"name": name, "metrics": dict(metrics), **extra}
         if dataset_id is not None:
             body["dataset_id"] = dataset_id
@@ -387,19 +349,22 @@ class Run:
             body["step"] = int(step)
         return self.event("evaluation", body)
 
+    @_recorded
     def bias_examination(self, name: str, metrics: Mapping[str, Any], findings: str, *,
-                         private_findings: bool = False, **extra: Any) -> int:
+                         private_findings: bool = False, **extra: Any) -> int | None:
         body = {"name": name, "metrics": dict(metrics), "findings": findings, **extra}
         return self.event("bias.examination", body, commit=("findings",) if private_findings else ())
 
-    def human_review(self, reviewer: str, decision: str, subject: str, *, notes: str | None = None, **extra: Any) -> int:
+    @_recorded
+    def human_review(self, reviewer: str, decision: str, subject: str, *, notes: str | None = None, **extra: Any) -> int | None:
         body: dict[str, Any] = {"reviewer": self._anon(reviewer), "decision": decision, "subject": subject, **extra}
         if notes is not None:
             body["notes"] = notes
         return self.event("human.review", body, commit=("notes",) if notes is not None else ())
 
+    @_recorded
     def compute_usage(self, device: str, seconds: float, *, flops: float | None = None,
-                      energy_kwh: float | None = None, metrics: Mapping[str, Any] | None = None, **extra: Any) -> int:
+                      energy_kwh: float | None = None, metrics: Mapping[str, Any] | None = None, **extra: Any) -> int | None:
         body: dict[str, Any] = {"device": device, "seconds": _num(float(seconds)), **extra}
         if metrics:
             body["metrics"] = _metrics(metrics)
@@ -409,6 +374,171 @@ class Run:
             body["energy_kwh"] = _num(float(energy_kwh))
         return self.event("compute.usage", body)
 
+
+class RunEndedError(LedgerError):
+    """The run already has its run.end: it cannot be resumed (choose a new run id)."""
+
+    code = "run_ended"
+
+
+class Run(_Recorder):
+    """Records one training run; use as a context manager (or call start()/end()).
+
+    In a distributed job only the world process zero records (``run.active``); on the other
+    ranks every call is a no-op returning None (docs/sdk.md, "Distributed training").
+    """
+
+    def __init__(
+        self,
+        *,
+        log_id: str,
+        run_id: str,
+        signer: Signer,
+        sink: Sink,
+        method: str,
+        hyperparameters: Mapping[str, Any],
+        config: Mapping[str, Any] | None = None,
+        base_model: Mapping[str, Any],
+        datasets: Sequence[DatasetManifest] = (),
+        declared: Mapping[str, Any] | None = None,
+        code: Mapping[str, str] | None = None,
+        model: Any = None,
+        pseudonym_key: bytes | None = None,
+        enforce_privacy: bool = True,
+        spool_dir: str | os.PathLike | None = None,
+        fsync: str = "batch",
+        resume: bool | None = None,
+        exit_timeout: float = 60.0,
+        queue_size: int = 65536,
+        backoff_base: float = 0.2,
+        backoff_max: float = 30.0,
+        on_delivery_error: str = "raise",
+        rank: int | None = None,
+    ):
+        if not hyperparameters:
+            raise ValueError("hyperparameters must be a non-empty mapping (the EU AI Act rules need them)")
+        if not isinstance(base_model, Mapping) or "name" not in base_model or "weights_digest" not in base_model:
+            raise ValueError("base_model must be a mapping with 'name' and 'weights_digest'")
+        info = detect() if rank is None else RankInfo(int(rank), max(1, int(rank) + 1), 0, "explicit")
+        super().__init__(log_id=log_id, run_id=run_id, signer=signer, sink=sink, active=info.is_main, rank_info=info,
+                         model=model, pseudonym_key=pseudonym_key, spool_dir=spool_dir, fsync=fsync,
+                         exit_timeout=exit_timeout, queue_size=queue_size, backoff_base=backoff_base,
+                         backoff_max=backoff_max, on_delivery_error=on_delivery_error)
+        self.method = method
+        self.hyperparameters = dict(hyperparameters)
+        self.config = dict(config or {})
+        self.base_model = dict(base_model)
+        self.datasets = list(datasets)
+        self.declared = {**DEFAULT_DECLARED, **dict(declared or {})}
+        self.code = dict(code) if code else None
+        self._budget = self.declared.get("privacy_budget")
+        self._enforce_privacy = enforce_privacy
+        self._privacy: PrivacyAccountant | None = None
+        self.resume = resume
+        self.released_weights_digest: str | None = None
+        self.started = False
+        self.resumed = False
+
+    @property
+    def privacy(self) -> PrivacyAccountant | None:
+        """The run's accountant (dp-accounting is imported the first time it is needed)."""
+        if self._privacy is None and self._budget:
+            self._privacy = PrivacyAccountant(self._budget.get("epsilon"), self._budget["delta"], enforce=self._enforce_privacy)
+        return self._privacy
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def open(self) -> "Run":
+        super().open()
+        return self
+
+    def start(self) -> "Run":
+        """Emit dataset.register and run.start (skipped when resuming a run already started).
+
+        Refused (RunEndedError) when the spool shows the run already ended."""
+        if not self.active:
+            self.started = True
+            return self
+        self.open()
+        assert self.journal is not None
+        seen = self.journal.recovered.types_seen
+        if "run.end" in seen:
+            where = str(self.journal.dir)
+            self._close_sender(timeout=0)  # leave any undelivered leftovers in the spool
+            self.sender = None
+            raise RunEndedError(
+                f"run {self.run_id!r} in log {self.log_id!r} has already ended (its run.end is recorded); an ended "
+                f"run cannot be resumed: choose a new run id (leftovers, if any: rlhf-ledger spool flush {where})",
+                where=where)
+        already = "run.start" in seen
+        self.resumed = already if self.resume is None else self.resume
+        if not self.resumed:
+            for ds in self.datasets:
+                self.event("dataset.register", ds.body())
+            body: dict[str, Any] = {
+                "method": self.method,
+                "hyperparameters": self.hyperparameters,
+                "config": self.config,
+                "base_model": self.base_model,
+                "datasets": [d.dataset_id for d in self.datasets],
+                "declared": self.declared,
+            }
+            if self.code:
+                body["code"] = self.code
+            if self.rank_info.world_size > 1:
+                body["world_size"] = self.rank_info.world_size
+            self.event("run.start", body)
+        if self._initial_model is not None:
+            self._ref_params = _snapshot(self._initial_model)
+        self.started = True
+        return self
+
+    def end(self, status: str = "completed", *, released_weights_digest: str | None = None,
+            timeout: float | None = None) -> None:
+        """Emit run.end, wait for delivery (up to ``timeout``) and stop the sender."""
+        if self.ended:
+            return
+        if not self.active:
+            self.ended = True
+            return
+        released = released_weights_digest or self.released_weights_digest or (
+            self.last_checkpoint.digest if self.last_checkpoint else None)
+        self._error_raised = True  # run.end is journaled even after a delivery failure; flush raises it
+        self.event("run.end", {"status": status, "released_weights_digest": released, "steps": self.max_step})
+        self.ended = True
+        try:
+            self.flush(self.exit_timeout if timeout is None else timeout)
+        finally:
+            self._close_sender(timeout=0)
+
+    def __enter__(self) -> "Run":
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.end("completed")
+            return
+        status = "aborted" if issubclass(exc_type, KeyboardInterrupt) else "failed"
+        try:
+            self.end(status)
+        except Exception as e:  # noqa: BLE001 - never hide the training error behind a delivery error
+            print(f"rlhf-ledger: run.end recorded in the spool but not delivered: {e}", file=sys.stderr)
+
+    def rank_recorder(self, signer: Signer, *, sink: Sink | None = None, **kwargs: Any) -> "RankRecorder":
+        """A recorder for this process's rank-local facts, under its own key, in this run."""
+        return RankRecorder(log_id=self.log_id, run_id=self.run_id, signer=signer, sink=sink or self.sink,
+                            pseudonym_key=kwargs.pop("pseudonym_key", self.pseudonym_key), **kwargs)
+
+    # --- typed helpers (docs/event-types.md) ----------------------------------------------
+
+    def release(self, model: Any = None, *, digest: str | None = None) -> str:
+        """Name the released weights (recorded in run.end)."""
+        if (model is None) == (digest is None):
+            raise ValueError("pass exactly one of model or digest")
+        self.released_weights_digest = weights_digest(model).digest if model is not None else digest
+        return self.released_weights_digest  # type: ignore[return-value]
+
+    @_recorded
     def privacy_spend(self, noise_multiplier: float, sample_rate: float, steps: int) -> float:
         """Account and record a DP spend; returns the run's cumulative epsilon.
 
@@ -425,6 +555,56 @@ class Run:
             raise
         self.event("privacy.spend", body)
         return body["epsilon"]
+
+
+class RankRecorder(_Recorder):
+    """Rank-local facts of a distributed run, under the rank's own producer key.
+
+    Every process of the job may hold one (rank 0 too, beside its Run). Its events chain under
+    its key within the run and carry ``rank``, ``world_size`` and ``local_rank`` in the body;
+    run-level types (run.start, run.end, dataset.register, privacy.*) are refused: the Run on
+    rank 0 records those. Close it (``with`` or ``close()``, which waits for delivery) before
+    rank 0 ends the run: the ledger refuses events after ``run.end``.
+    """
+
+    _refused_types = frozenset({"run.start", "run.end", "dataset.register", "privacy.spend", "privacy.budget_exceeded"})
+
+    def __init__(self, *, log_id: str, run_id: str, signer: Signer, sink: Sink, rank: int | None = None,
+                 world_size: int | None = None, **kwargs: Any):
+        info = detect()
+        if rank is not None:
+            info = RankInfo(int(rank), int(world_size or max(info.world_size, int(rank) + 1)), info.local_rank, "explicit")
+        super().__init__(log_id=log_id, run_id=run_id, signer=signer, sink=sink, active=True, rank_info=info, **kwargs)
+        self._rank_body = info.body()
+
+    def _body(self, type: str, body: dict) -> dict:
+        for k, v in self._rank_body.items():
+            if k in body and body[k] != v:
+                raise EventError(f"body says {k}={body[k]!r} but this recorder is {k} {v}", where=f"event.body.{k}")
+        return {**body, **self._rank_body}
+
+    def close(self, timeout: float | None = None) -> None:
+        """Wait for delivery (up to ``timeout``, default exit_timeout) and stop the sender."""
+        if self.ended:
+            return
+        self.ended = True
+        try:
+            self.flush(self.exit_timeout if timeout is None else timeout)
+        finally:
+            self._close_sender(timeout=0)
+
+    def __enter__(self) -> "RankRecorder":
+        self.open()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except Exception as e:  # noqa: BLE001
+            print(f"rlhf-ledger: rank {self.rank_info.rank} events kept in the spool, not delivered: {e}", file=sys.stderr)
 
 
 def _metrics(m: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import hashlib
 import json
 import queue
 import random
+import sys
 import threading
 import time
 from collections import deque
@@ -111,7 +112,7 @@ class Sender:
             self._abandon.set()
             self._thread.join()
         self.journal.close(acked_seq=self.acked_seq)
-        self.sink.close()
+        # The sink is not closed here: one sink may serve several runs; its owner closes it.
 
     # --- sender thread --------------------------------------------------------------------
 
@@ -224,3 +225,11 @@ class Sender:
             self.error = err
             self._unacked.clear()
             self._cond.notify_all()
+        # Said when it happens, not when training ends (the training thread also gets it raised at
+        # its next SDK call, unless the run was opened with on_delivery_error="warn").
+        try:
+            print(f"rlhf-ledger: delivery of run {self.run_id} (log {self.log_id}) stopped: {type(err).__name__}: {err}. "
+                  f"Later events are kept in the spool {self.journal.dir}; fix the cause, then "
+                  f"`rlhf-ledger spool flush {self.journal.dir}` delivers them", file=sys.stderr, flush=True)
+        except Exception:  # noqa: BLE001 - a closed stderr must not kill the sender
+            pass

@@ -46,8 +46,48 @@ class PermanentDeliveryError(DeliveryError):
         self.problem = problem or {}
 
 
+class ChainConflictError(PermanentDeliveryError):
+    """The ledger already holds a different event at this producer's seq in this run (or the chain
+    does not continue): another process writes the same producer chain. Typical causes: several
+    ranks of a distributed job recording with one key, two copies of a job, or a run id reused
+    after its spool was deleted."""
+
+
+class RunEndedDeliveryError(PermanentDeliveryError):
+    """The ledger refused the events because the run already has its ``run.end`` (code run_ended)."""
+
+
+class DeliveryAuthError(PermanentDeliveryError):
+    """The ledger refused the credentials (401) or this key/token may not write here (403)."""
+
+
+_CHAIN_CODES = frozenset({"conflict", "sequence_error"})
+_AUTH_CODES = frozenset({"unauthorized", "forbidden", "unknown_key", "revoked_key", "not_authorized"})
+
+
+def refusal(message: str, *, where: str | None, code: str | None, problem: dict, status: int | None = None,
+            run_id: str | None = None) -> PermanentDeliveryError:
+    """The named permanent error for a refusal, with the ledger's own reason in the message."""
+    if code == "run_ended":
+        return RunEndedDeliveryError(
+            f"{message}. The run has ended in the ledger: events after its run.end are refused; "
+            "choose a new run id to record another run", where=where, code=code, problem=problem)
+    if code in _CHAIN_CODES:
+        return ChainConflictError(
+            f"{message}. Another process is writing this producer's chain in this run: under torchrun/"
+            "accelerate/DeepSpeed record run-level events from rank 0 only (the SDK default) and give each "
+            "rank that records its own key (RankRecorder); or the run id was used before: choose a new run id",
+            where=where, code=code, problem=problem)
+    if status in (401, 403) or code in _AUTH_CODES:
+        return DeliveryAuthError(message, where=where, code=code, problem=problem)
+    return PermanentDeliveryError(message, where=where, code=code, problem=problem)
+
+
 class Sink(Protocol):
+    """``log_id`` (when not None) is the only log the sink can deliver to; ``close`` is its owner's call."""
+
     max_batch: int
+    log_id: str | None
 
     def send(self, envelopes: Sequence[dict]) -> list[Ack]: ...
 
@@ -73,6 +113,7 @@ class HttpSink:
     def __init__(self, base_url: str, token: str, log_id: str, *, timeout: float = 30.0, client: Any = None):
         import httpx
 
+        self.log_id = log_id
         self.url = f"{base_url.rstrip('/')}/v1/logs/{log_id}/events"
         self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json", "Accept": "application/json"}
         self._client = client or httpx.Client(timeout=timeout)
@@ -102,14 +143,31 @@ class HttpSink:
             return [_ack_from(x, i, "results") for i, x in enumerate(results)]
         problem = _problem(r)
         msg = f"HTTP {r.status_code}: {problem.get('title') or r.reason_phrase}"
+        if problem.get("code"):
+            msg += f" [{problem['code']}]"
         if problem.get("detail"):
             msg += f": {problem['detail']}"
+        for item in (problem.get("errors") or [])[:3]:  # per-event reasons, when the ledger lists them
+            if isinstance(item, dict) and item.get("detail") and item.get("detail") != problem.get("detail"):
+                msg += f"; {item.get('where') or ''} {item['detail']}".rstrip()
         if r.status_code in (408, 425, 429) or r.status_code >= 500:
             raise TransientDeliveryError(msg, where=self.url, retry_after=_retry_after(r))
-        raise PermanentDeliveryError(msg, where=problem.get("where") or self.url, code=problem.get("code"), problem=problem)
+        code = problem.get("code")
+        items = problem.get("errors") if isinstance(problem.get("errors"), list) else []
+        inner = [x.get("code") for x in items if isinstance(x, dict) and isinstance(x.get("code"), str)]
+        if inner and (code in (None, "batch_rejected")):
+            code = inner[0]  # the first refused event's own reason names the error
+        raise refusal(msg, where=problem.get("where") or self.url, code=code, problem=problem, status=r.status_code)
 
     def close(self) -> None:
+        """Close the HTTP client. A sink may serve several runs: its owner closes it, not a Run."""
         self._client.close()
+
+    def __enter__(self) -> "HttpSink":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def _problem(r: Any) -> dict:
@@ -138,14 +196,19 @@ class LocalSink:
 
     max_batch = MAX_BATCH
 
-    def __init__(self, append: Callable[[list[dict]], list]):
+    def __init__(self, append: Callable[[list[dict]], list], *, log_id: str | None = None):
         self._append = append
+        self.log_id = log_id  # None: whatever log the events name (the ledger checks it)
 
     def send(self, envelopes: Sequence[dict]) -> list[Ack]:
         try:
             results = self._append(list(envelopes))
         except LedgerError as e:
-            raise PermanentDeliveryError(e.message, where=e.where, code=e.code, problem={"code": e.code, "detail": e.message, "where": e.where}) from None
+            errs = getattr(e, "errors", None)  # BatchRejected: the first refused event's own error
+            if errs and isinstance(errs, list) and isinstance(errs[0], tuple) and isinstance(errs[0][1], LedgerError):
+                i, e = errs[0]
+            raise refusal(f"{e.code}: {e.message}", where=e.where, code=e.code,
+                          problem={"code": e.code, "detail": e.message, "where": e.where}) from None
         except Exception as e:  # noqa: BLE001 - anything else is an outage, retried with backoff
             raise TransientDeliveryError(f"{type(e).__name__}: {e}", where="LocalSink.append") from None
         if len(results) != len(envelopes):

@@ -8,6 +8,9 @@ Layout of a spool directory (one per log, run and producer):
 * ``acked.json``           -- {"seq", "hash"}: the last event the ledger acknowledged and its event
   hash (replaced atomically). Segments whose records are all acknowledged are deleted.
 * ``deadletter.jsonl``     -- batches the ledger refused for good, with the problem it gave.
+* ``lock``                 -- held (flock, exclusive) by the one process that has the spool open;
+  it holds that process's pid. A second opener is refused at once: two writers of one journal
+  would assign the same seqs to different events (a fork the ledger then refuses).
 
 Why unsigned lines are enough: the signed envelope is a pure function of the line, the
 producer key and the previous event's hash (``seq`` is in the line, ``prev`` is the hash of
@@ -24,6 +27,7 @@ delivery and at least every ``fsync_interval`` seconds; ``"none"`` leaves it to 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -42,6 +46,71 @@ DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 
 class SpoolError(LedgerError):
     code = "spool_error"
+
+
+class SpoolLockedError(SpoolError):
+    """Another process (or another Run in this one) has this spool open."""
+
+    code = "spool_locked"
+
+
+def read_meta(directory: str | os.PathLike) -> dict:
+    """A spool's meta.json (log_id, run_id, producer), or SpoolError saying why not."""
+    p = Path(directory) / "meta.json"
+    try:
+        meta = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise SpoolError("not a spool directory (no meta.json)", where=str(directory)) from None
+    except (OSError, ValueError) as e:
+        raise SpoolError(f"unreadable spool metadata: {e}", where=str(p)) from None
+    if not isinstance(meta, dict) or meta.get("format") != SPOOL_FORMAT or not all(
+            isinstance(meta.get(k), str) for k in ("log_id", "run_id", "producer")):
+        raise SpoolError(f"not a {SPOOL_FORMAT} spool", where=str(p))
+    return meta
+
+
+def lock_holder(directory: str | os.PathLike) -> int | None:
+    """The pid holding the spool's lock, or None when nobody has it open (does not take it)."""
+    p = Path(directory) / "lock"
+    try:
+        fd = os.open(p, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                return int(os.pread(fd, 32, 0).decode().strip() or 0) or -1
+            except ValueError:
+                return -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _take_lock(directory: Path) -> int:
+    p = directory / "lock"
+    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            holder = os.pread(fd, 32, 0).decode().strip() or "?"
+        finally:
+            os.close(fd)
+        me = " (this process)" if holder == str(os.getpid()) else ""
+        raise SpoolLockedError(
+            f"spool is in use by process {holder}{me}; one process writes a producer's chain. Under torchrun/"
+            "accelerate/DeepSpeed only rank 0 records the run (the default); a rank that records rank-local "
+            "facts needs its own key (RankRecorder). To deliver a crashed run's leftovers, stop the other "
+            "process first (rlhf-ledger spool status shows the holder)",
+            where=str(directory),
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
 
 
 def _seg_name(first_seq: int) -> str:
@@ -109,6 +178,15 @@ class Journal:
         self._timer_stop = threading.Event()
         self.synced_seq = -1  # last seq known fsynced
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock_fd = _take_lock(self.dir)  # before reading anything: we are the only writer
+        try:
+            self._init_files(log_id, run_id, producer, fsync)
+        except BaseException:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            raise
+
+    def _init_files(self, log_id: str, run_id: str, producer: str, fsync: str) -> None:
         meta = {"format": SPOOL_FORMAT, "log_id": log_id, "run_id": run_id, "producer": producer}
         meta_path = self.dir / "meta.json"
         if meta_path.exists():
@@ -315,3 +393,10 @@ class Journal:
             if acked_seq is not None and acked_seq == self._seq - 1:
                 for _, path in self.segments():
                     path.unlink()
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = -1
+
+    @property
+    def closed(self) -> bool:
+        return self._lock_fd < 0

@@ -173,17 +173,19 @@ def test_release_digest_and_resume(tmp_path):
     run = make_run(tmp_path, s, app).start()
     run.policy_update(1, 1.0, 0.0, 0.0, 0.0, 0.0)
     run.release(m)
-    run.end("completed")
-    assert app.events()[-1]["body"]["released_weights_digest"] == weights_digest(m).digest
+    run.flush(10)
+    run.sender.close(timeout=0)  # the process dies before run.end
     # the same run re-opened from the same spool continues the chain without a second run.start
     run2 = make_run(tmp_path, s, app).start()
     assert run2.resumed
     run2.evaluation("late-eval", {"x": 1})
+    run2.release(m)
     run2.end("completed")
     events = app.events()
     check_chains(events)
     assert [e["type"] for e in events].count("run.start") == 1
     assert events[-2]["type"] == "evaluation"
+    assert events[-1]["body"]["released_weights_digest"] == weights_digest(m).digest
     with pytest.raises(RuntimeError, match="ended"):
         run2.evaluation("after", {})
 
