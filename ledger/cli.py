@@ -13,6 +13,7 @@ from typing import IO, Any, Iterator
 import click
 
 from .errors import LedgerError
+from .jcs import DuplicateKeyError, loads_strict
 
 from .cli_common import CliError, _open_ledger, common
 
@@ -138,9 +139,15 @@ class _BatchReader:
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = loads_strict(line)
             except json.JSONDecodeError as e:
                 self.error = f"{self.source}:{n}: malformed JSON ({e.msg} at column {e.colno})"
+                return
+            except DuplicateKeyError as e:  # two parsers must never read two different events
+                self.error = f"{self.source}:{n}: {e}"
+                return
+            except (ValueError, RecursionError) as e:  # e.g. an integer of more than 4,300 digits
+                self.error = f"{self.source}:{n}: malformed JSON ({str(e).splitlines()[0][:200]})"
                 return
             if not batch:
                 first_line = n

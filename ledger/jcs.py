@@ -18,12 +18,13 @@ random data.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
 import rfc8785
 
-from .errors import CanonicalError
+from .errors import CanonicalError, EventError
 
 _SAFE_INT = 2**53 - 1
 _SORTED = orjson.OPT_SORT_KEYS
@@ -100,3 +101,74 @@ def canonicalize_event(event: dict) -> bytes:
         except orjson.JSONEncodeError:  # e.g. a lone surrogate: canonicalize() names the problem
             pass
     return canonicalize(event)
+
+
+def is_fast(value: Any) -> bool:
+    """True if canonicalize(value) takes the fast path (the API weighs slow-path events more)."""
+    return _fast_ok(value)
+
+
+# --- strict parsing: duplicate member names ------------------------------------------------
+# RFC 8259 leaves duplicate names to the parser ("last one wins" in Python); RFC 7493 (I-JSON)
+# forbids them. The ledger refuses them wherever it reads JSON text (API bodies, `rlhf-ledger
+# append` lines): two parsers must never see two different events in one signed text.
+
+
+class DuplicateKeyError(EventError):
+    code = "duplicate_key"
+
+
+class _Dup(dict):
+    __slots__ = ("dup",)
+
+
+def _dup_of(d: dict, pairs: list[tuple[str, Any]]) -> _Dup:
+    seen: set[str] = set()
+    out = _Dup(d)
+    for k, _ in pairs:
+        if k in seen:
+            out.dup = k
+            break
+        seen.add(k)
+    return out
+
+
+def _find_dup(value: Any, path: str, depth: int = 0) -> tuple[str, str] | None:
+    if depth > 10_000:
+        return None
+    if isinstance(value, _Dup):
+        return path, value.dup
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = _find_dup(v, f"{path}.{k}" if path else k, depth + 1)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _find_dup(v, f"{path}[{i}]", depth + 1)
+            if found:
+                return found
+    return None
+
+
+def loads_strict(text: str | bytes, *, where: str = "") -> Any:
+    """json.loads that refuses duplicate member names, naming the object that repeats one
+    (`where` prefixes the path, e.g. "line 3"). JSONDecodeError and ValueError pass through."""
+    dups: list[bool] = []
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict:
+        d = dict(pairs)
+        if len(d) == len(pairs):
+            return d
+        dups.append(True)
+        return _dup_of(d, pairs)
+
+    value = json.loads(text, object_pairs_hook=hook)
+    if not dups:  # the walk below runs only when a duplicate was seen
+        return value
+    found = _find_dup(value, "")
+    if found is not None:
+        path, name = found
+        full = ".".join(x for x in (where, path) if x) or "(top level)"
+        raise DuplicateKeyError(f"duplicate member name {name!r} in one JSON object", where=full)
+    return value
