@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from . import db
 from .errors import LedgerError, NotFoundError
 from .events import now_ts
+from .run_index import run_membership
 from .store import Ledger
 
 MEDIA_TYPE = "application/vnd.rlhf-ledger.bundle.v1+jsonl"
@@ -164,6 +165,13 @@ def iter_bundle_lines(
         if content_store is not None and row["cid"]:
             rec["manifest"] = _b64(content_store.get(row["cid"]))
         yield emit(rec)
+
+    if scope.type == "run":
+        # The log's signed statement of the run's membership at the bundle's final checkpoint
+        # (docs/run-index.md): the verifier proves from it that no event of the run is missing.
+        index, record, position, proof = run_membership(ledger, log_id, scope.run_id, target)  # type: ignore[arg-type]
+        yield emit({"kind": "run", "checkpoint_size": target, "note": index.note, "record": record,
+                    "index": position, "proof": [_b64(h) for h in proof]})
 
     events = 0
     if mode == "inclusion":

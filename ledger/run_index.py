@@ -151,6 +151,27 @@ class _RunState:
         return json.dumps([[s, _b64(h)] for s, h in self.frontier], separators=(",", ":"))
 
 
+def records_from_entries(entries: Iterable[tuple[str, str, int, str, str, bytes]]) -> list[tuple[str, dict]]:
+    """Run records of (run_id, producer, seq, event_id, type, leaf_hash) entries in index order,
+    sorted by run id: the pure form of what storage computes incrementally."""
+    states: dict[str, _RunState] = {}
+    for run_id, producer, seq, event_id, typ, leaf in entries:
+        st = states.setdefault(run_id, _RunState())
+        st.events += 1
+        frontier_push(st.frontier, leaf)
+        st.producers[producer] = (seq, event_id)
+        st.ended = st.ended or typ == "run.end"
+    return sorted(((r, st.record(r)) for r, st in states.items()), key=lambda x: _sort_key(x[0]))
+
+
+def sign_index(origin: str, size: int, records: Sequence[tuple[str, dict]], signer: Signer) -> tuple[RunIndex, merkle.InMemoryTree]:
+    """The signed run index over sorted records, and its tree (for inclusion proofs)."""
+    tree = merkle.InMemoryTree()
+    tree.extend_leaf_hashes([record_leaf(rec) for _, rec in records])
+    root = tree.root()
+    return RunIndex(size, tree.size, root, sign_note(origin, size, tree.size, root, signer)), tree
+
+
 def _computed_sizes(conn: Connection, log_id: str) -> list[int]:
     ri = db.run_indexes.c
     return [int(r[0]) for r in conn.execute(sa.select(ri.size).where(ri.log_id == log_id).order_by(ri.size))]
@@ -192,14 +213,11 @@ def _compute(conn: Connection, log_id: str, size: int) -> None:
         for run_id, row in _latest_records(conn, log_id, base, fresh).items():
             states[run_id] = _RunState.load(row.record, row.frontier)
         for r in rows:
-            st = states.get(r.run_id)
-            if st is None:
-                st = states[r.run_id] = _RunState()
+            st = states.setdefault(r.run_id, _RunState())
             st.events += 1
             frontier_push(st.frontier, bytes(r.leaf_hash))
             st.producers[r.producer] = (int(r.seq), r.event_id)
-            if r.type == "run.end":
-                st.ended = True
+            st.ended = st.ended or r.type == "run.end"
         last = rows[-1].idx
     if last != size - 1 and size > base:
         raise LedgerError(f"entries below {size} are missing (read up to index {last})", where=f"log {log_id!r}")

@@ -31,6 +31,7 @@ from ledger.events import make_event, sign_event
 from ledger.jcs import canonicalize
 from ledger.keys import Signer
 from ledger.merkle import InMemoryTree
+from ledger.run_index import records_from_entries, sign_index
 
 ANCHORED_TOPIC = keccak(b"Anchored(bytes32,uint64,bytes32,string,address)")
 MEDIA_TYPE = "application/vnd.rlhf-ledger.bundle.v1+jsonl"
@@ -136,7 +137,7 @@ class Built:
 def build_bundle(path: Path, *, mode: str = "inclusion", checkpoint_sizes: list[int] | None = None,
                  anchor_sizes: list[int] | None = None, events: list[tuple[str, dict]] | None = None,
                  anchor_delay: int = 60, extra_leaves: int = 0, manifest: bool = True,
-                 producers: int = 1, run_id: str = "run-1", log_id: str = "log-1") -> Built:
+                 producers: int = 1, run_id: str = "run-1", log_id: str = "log-1", run_record: bool = True) -> Built:
     """Write a bundle. All events are in scope; `extra_leaves` foreign entries are appended first
     (in tree mode they appear as `leaf` records)."""
     log_signer = Signer.from_seed(hashlib.sha256(b"log").digest())
@@ -149,6 +150,7 @@ def build_bundle(path: Path, *, mode: str = "inclusion", checkpoint_sizes: list[
         foreign.append(tree.append(b"foreign entry %d" % i))
     state: dict[str, tuple[int, str | None]] = {}
     records: list[tuple[int, dict, float]] = []
+    index_entries: list[tuple[int, tuple]] = []  # for the run index (docs/run-index.md)
     for k, (typ, body) in enumerate(evs):
         s = signers[k % producers]
         seq, prev = state.get(s.key_id, (0, None))
@@ -158,6 +160,8 @@ def build_bundle(path: Path, *, mode: str = "inclusion", checkpoint_sizes: list[
         state[s.key_id] = (seq + 1, hashlib.sha256(canonicalize(ev)).hexdigest())
         idx = tree.append(canonicalize(env))
         records.append((idx, env, float(k)))
+        event_id = hashlib.sha256(canonicalize(ev)).hexdigest()
+        index_entries.append((idx, (run_id, s.key_id, seq, event_id, typ, tree.leaf_hash(idx))))
     total = tree.size
     cps = checkpoint_sizes or [total]
     anchors = anchor_sizes if anchor_sizes is not None else cps
@@ -188,6 +192,12 @@ def build_bundle(path: Path, *, mode: str = "inclusion", checkpoint_sizes: list[
             rec["manifest"] = b64(man)
         lines.append(rec)
     final = cps[-1]
+    if run_record:
+        run_records = records_from_entries(e for i, e in index_entries if i < final)
+        ri, ri_tree = sign_index(origin, final, run_records, log_signer)
+        pos = next(i for i, (r, _) in enumerate(run_records) if r == run_id)
+        lines.append({"kind": "run", "checkpoint_size": final, "note": ri.note, "record": run_records[pos][1],
+                      "index": pos, "proof": [b64(x) for x in ri_tree.inclusion_proof(pos)]})
     by_index = {r[0]: r[1] for r in records}
     n_events = 0
     if mode == "inclusion":

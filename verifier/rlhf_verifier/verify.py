@@ -23,6 +23,7 @@ from typing import Any, BinaryIO, Callable
 from . import ed25519, worker
 from .bundle import FORMAT, MAX_LINE_BYTES, MEDIA_TYPE, VERSION, BundleReadError, iter_lines, parse_line
 from .cid import CIDError, check_content
+from .completeness import CompletenessError, RunCompleteness
 from .compliance import Collector, RULE_SETS, evaluate
 from .events import ChainTracker
 from .evidence import Anchor, EvidenceError, verify_evidence
@@ -97,6 +98,7 @@ class Result:
     events_anchored: int = 0
     producer_chains: int = 0
     compliance: list | None = None
+    completeness: dict = field(default_factory=dict)  # what the bundle proves about the run's membership
     series: dict[str, Series] = field(default_factory=dict)
     privacy_series: dict[str, list] = field(default_factory=dict)
     privacy_budgets: dict[str, float] = field(default_factory=dict)
@@ -132,6 +134,8 @@ class Verifier:
         self.state = "header"
         self.end_seen = False
         self.scope: tuple | None = None
+        self.run_check = RunCompleteness()
+        self.manifest_runs: dict[int, Any] = {}  # anchored size -> its manifest's run-index note (v2)
 
     # ---- driver -----------------------------------------------------------------------------
 
@@ -218,14 +222,14 @@ class Verifier:
             self.header(obj)
             self.state = "checkpoint"
             return
-        order = {"checkpoint": 0, "consistency": 1, "anchor": 2}
+        order = {"checkpoint": 0, "consistency": 1, "anchor": 2, "run": 3}
         if kind not in order:
             self.r.fail("structure", f"line {n}", f"unexpected record kind {kind[:40]!r} before the events")
             return
         if order[kind] < order[self.state]:
             self.r.fail("structure", f"line {n}", f"{kind} record after {self.state} records (order is checkpoint, consistency, anchor)")
         self.state = kind
-        getattr(self, kind)(n, obj)
+        getattr(self, "run_record" if kind == "run" else kind)(n, obj)
 
     def header(self, h: dict) -> None:
         if h.get("format") != FORMAT:
@@ -420,6 +424,8 @@ class Verifier:
                 m = json.loads(manifest)
                 if not isinstance(m, dict) or m.get("checkpoint") != self.cp_notes[size]:
                     raise CIDError("manifest's checkpoint member is not this checkpoint's note")
+                if m.get("version") == 2:
+                    self.manifest_runs[size] = m.get("runs")
             except (CIDError, ValueError) as e:
                 problems.append(("anchor.manifest", str(e)))
         for check, msg in problems:
@@ -503,6 +509,8 @@ class Verifier:
                        f"index {index} is outside the declared {sc[0]} scope [{sc[1]}, {sc[2]})")
                 errors = errors + [("scope", "outside the declared scope")]
         chain_err = self.chains.feed(run_id, producer, seq, prev, eid)
+        if sc is not None and sc[0] == "run" and run_id == sc[1] and index is not None:
+            self.run_check.feed(index, lh, producer, seq, eid, typ)
         if chain_err:
             r.fail("seq_chain", _ev_where(index, eid, line), chain_err)
             errors = errors + [("seq_chain", chain_err)]
@@ -543,6 +551,51 @@ class Verifier:
         if root is not None and self.tree.root() != root:
             self.r.fail("inclusion", f"checkpoint {size}", "recomputed tree root differs from the checkpoint root")
 
+    # ---- completeness of a run (docs/run-index.md) -------------------------------------------
+
+    def run_record(self, n: int, obj: dict) -> None:
+        where = f"run record (line {n})"
+        if self.scope is None or self.scope[0] != "run":
+            return  # a window of the log claims no run's completeness: the record is not used
+        try:
+            self.run_check.read_record(obj, self.log_keys, self.origin, self.scope[1])
+        except CompletenessError as e:
+            self.r.fail("completeness", where, str(e))
+
+    def _finish_completeness(self) -> None:
+        r, rc = self.r, self.run_check
+        if self.scope is None or self.scope[0] != "run":
+            r.completeness = {"status": "not claimed",
+                              "detail": "an event or range bundle is a window of the log: that it holds every event "
+                                        "of a run is not claimed"}
+            return
+        if rc.record is None:
+            if not rc.seen_record:
+                r.fail("completeness", "bundle", "a run bundle must carry a run record (the log's signed run index): "
+                       "without it, that no event of the run was left out is not proven")
+            r.completeness = {"status": "not proven", "detail": "no valid run record"}
+            return
+        problems = []
+        if rc.size != self.final_size:
+            problems.append(f"the run record is for tree size {rc.size}, the bundle's events are proven at {self.final_size}")
+        anchored_note = self.manifest_runs.get(rc.size)
+        if rc.size in self.manifest_runs and anchored_note != rc.note:
+            problems.append(f"the anchored manifest of checkpoint {rc.size} carries a different run index")
+        problems += rc.differences()
+        for msg in problems:
+            r.fail("completeness", f"run {self.scope[1][:40]!r}", msg)
+        r.completeness = {
+            "status": "failed" if problems else "proven",
+            "run_id": self.scope[1], "size": rc.size, "events": rc.record["events"], "ended": rc.record["ended"],
+            "producers": len(rc.record["producers"]),
+            "anchored_statement": rc.size in self.manifest_runs,
+            "detail": ("the bundle holds every event the log had for this run at tree size "
+                       f"{rc.size} (the log's signed run index" + (", anchored in the manifest" if rc.size in self.manifest_runs else "")
+                       + ")" + ("; the run was closed by its run.end, so no later event can exist" if rc.record["ended"] else
+                                "; the run was still open: later events may exist"))
+            if not problems else "; ".join(problems),
+        }
+
     def end(self, line: int, obj: dict) -> None:
         self.end_seen = True
         if obj.get("events") != self.event_count or obj.get("records") != self.records:
@@ -566,6 +619,7 @@ class Verifier:
         if self.mode == "inclusion" and self.last_index >= 0 and self.last_index >= getattr(self, "final_size", 0):
             r.fail("inclusion", f"event {self.last_index}", "index beyond the final checkpoint")
         r.producer_chains = self.chains.pairs()
+        self._finish_completeness()
         if self.o.rules:
             r.compliance = [x.as_json() for x in evaluate(self.o.rules, self.collector)]
             for run_id, facts in self.collector.runs.items():

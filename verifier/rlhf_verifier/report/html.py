@@ -107,6 +107,9 @@ def render_html(r: Result, bundle: str) -> str:
         shown = "<br>".join(_e(x) for x in val) if isinstance(val, list) else _e(val)
         o.append(f"<tr><th>{_e(k)}</th><td><code>{shown or '(none)'}</code></td></tr>")
     o.append("</table>")
+    if r.completeness:
+        o.append(f"<h2>Completeness of the run</h2><p><b>{_e(r.completeness['status'])}</b>: "
+                 f"{_e(r.completeness['detail'])}</p>")
     if r.findings:
         o.append(f"<h2>Failures</h2><table><tr><th>check</th><th>where</th><th>what</th></tr>")
         for f in r.findings:

@@ -34,6 +34,7 @@ def as_dict(r: Result, bundle: str) -> dict[str, Any]:
         "checkpoints": r.checkpoints,
         "anchors": r.anchors,
         "compliance": r.compliance,
+        "completeness": r.completeness,
     }
 
 
@@ -52,6 +53,8 @@ def render_text(r: Result, bundle: str) -> str:
     out += ["", f"Events: {c['events']} ({c['events_valid']} passed every check, {c['events_anchored']} under an "
                 f"anchored checkpoint); leaves: {c['leaves']}; producer chains: {c['producer_chains']}",
             f"Checkpoints: {', '.join(str(x['size']) for x in r.checkpoints) or 'none'}"]
+    if r.completeness:
+        out.append(f"Completeness of the run: {r.completeness['status']}: {r.completeness['detail']}")
     for a in r.anchors:
         out.append(f"Anchor: checkpoint {a['checkpoint_size']} in block {a['block_number']} ({a['block_hash'][:18]}..) "
                    f"chain {a['chain_id']}: {a['status']}")

@@ -1,0 +1,164 @@
+"""A dishonest exporter hides events of a run (issue 10, item 2; docs/run-index.md).
+
+Each attack edits an honest run bundle the way an exporter could (every edit keeps the `end`
+counts right, so only the run index can catch it) and must end INVALID with a `completeness`
+finding; the honest bundle beside it must stay VALID.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from factory import build_bundle, run_events
+from rlhf_verifier.cli import main
+
+settings.register_profile("completeness", max_examples=25, deadline=None,
+                          suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _lines(b) -> list[dict]:
+    return [json.loads(x) for x in b.path.read_text().splitlines()]
+
+
+def _write(b, objs: list[dict]) -> None:
+    objs = [o for o in objs if o["kind"] != "end"]
+    objs.append({"kind": "end", "events": sum(o["kind"] == "event" for o in objs), "records": len(objs)})
+    b.path.write_text("\n".join(json.dumps(o) for o in objs) + "\n")
+
+
+def _verify(b, capsys) -> tuple[int, dict]:
+    code = main([str(a) for a in b.args("--json")])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def _completeness(rep: dict) -> list[str]:
+    return [f["message"] for f in rep["findings"] if f["check"] == "completeness"]
+
+
+def _leaf_hash(env: dict) -> str:
+    import hashlib
+
+    from ledger.jcs import canonicalize
+
+    return base64.b64encode(hashlib.sha256(b"\x00" + canonicalize(env)).digest()).decode()
+
+
+@pytest.mark.parametrize("mode", ["inclusion", "tree"])
+def test_honest_run_bundle_is_complete(tmp_path, capsys, mode):
+    b = build_bundle(tmp_path / "b.jsonl", mode=mode, producers=2, extra_leaves=3 if mode == "tree" else 0)
+    code, rep = _verify(b, capsys)
+    assert code == 0, rep["findings"]
+    c = rep["completeness"]
+    assert c["status"] == "proven" and c["ended"] is True and c["events"] == len(run_events())
+
+
+def test_deleting_the_events_after_a_point_is_caught(tmp_path, capsys):
+    """The tail of the run (its evaluation, compute and run.end) left out."""
+    b = build_bundle(tmp_path / "b.jsonl", producers=2)
+    objs = _lines(b)
+    events = [i for i, o in enumerate(objs) if o["kind"] == "event"]
+    _write(b, objs[: events[-3]] + [objs[-1]])
+    code, rep = _verify(b, capsys)
+    msgs = _completeness(rep)
+    assert code == 1
+    assert any("the bundle holds" in m for m in msgs), msgs
+    assert any("run.end for this run that the bundle omits" in m for m in msgs), msgs
+
+
+def test_leaving_out_a_whole_producer_is_caught(tmp_path, capsys):
+    b = build_bundle(tmp_path / "b.jsonl", producers=2)
+    objs = _lines(b)
+    second = objs[0]["producers"][1]["key_id"]
+    kept = [o for o in objs if not (o["kind"] == "event" and o["envelope"]["event"]["producer"] == second)]
+    kept[0]["producers"] = kept[0]["producers"][:1]
+    _write(b, kept)
+    b.producer_keys = b.producer_keys[:1]  # the regulator pinned only the key the bundle shows
+    code, rep = _verify(b, capsys)
+    assert code == 1
+    assert any(f"producer(s) {second[:16]} wrote events of this run that the bundle omits" in m
+               for m in _completeness(rep)), rep["findings"]
+
+
+def test_an_event_shown_as_a_hash_only_leaf_is_caught(tmp_path, capsys):
+    b = build_bundle(tmp_path / "b.jsonl", mode="tree", extra_leaves=2)
+    objs = _lines(b)
+    i = next(i for i, o in enumerate(objs) if o["kind"] == "event" and o["envelope"]["event"]["type"] == "evaluation")
+    objs[i] = {"kind": "leaf", "index": objs[i]["index"], "hash": _leaf_hash(objs[i]["envelope"])}
+    _write(b, objs)
+    code, rep = _verify(b, capsys)
+    assert code == 1
+    assert any("the log has" in m and "the bundle holds" in m for m in _completeness(rep)), rep["findings"]
+    # the tree itself still verifies: only the run index shows that leaf belongs to the run
+    assert not [f for f in rep["findings"] if f["check"] == "inclusion"]
+
+
+def test_a_run_bundle_without_its_run_record_is_not_complete(tmp_path, capsys):
+    b = build_bundle(tmp_path / "b.jsonl", run_record=False)
+    code, rep = _verify(b, capsys)
+    assert code == 1
+    assert any("must carry a run record" in m for m in _completeness(rep))
+    assert rep["completeness"]["status"] == "not proven"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda r: r["record"].__setitem__("events", r["record"]["events"] - 1), "not in the signed run index"),
+    (lambda r: r["record"].__setitem__("ended", False), "not in the signed run index"),
+    (lambda r: r.__setitem__("index", r["index"] + 1), "index must be an integer below"),
+    (lambda r: r.__setitem__("note", r["note"].replace("\n1\n", "\n2\n", 1)), "does not verify"),
+    (lambda r: r["record"].__setitem__("run_id", "run-2"), "is for run 'run-2'"),
+    (lambda r: r.__setitem__("extra", 1), "exactly {kind, checkpoint_size, note, record, index, proof}"),
+])
+def test_a_forged_run_record_is_refused(tmp_path, capsys, edit, message):
+    b = build_bundle(tmp_path / "b.jsonl", producers=2)
+    objs = _lines(b)
+    rec = next(o for o in objs if o["kind"] == "run")
+    edit(rec)
+    _write(b, objs)
+    code, rep = _verify(b, capsys)
+    assert code == 1
+    assert any(message in m for m in _completeness(rep)), rep["findings"]
+
+
+def test_a_run_record_of_an_older_tree_size_is_refused(tmp_path, capsys):
+    """The exporter proves the events at a later checkpoint but shows the run index of an
+    earlier one (before the events it wants to hide)."""
+    evs = run_events()
+    b = build_bundle(tmp_path / "b.jsonl", checkpoint_sizes=[5, len(evs)], anchor_sizes=[5, len(evs)])
+    old = build_bundle(tmp_path / "old.jsonl", checkpoint_sizes=[5], anchor_sizes=[5], events=evs[:5])
+    objs = _lines(b)
+    old_run = next(o for o in _lines(old) if o["kind"] == "run")
+    objs = [old_run if o["kind"] == "run" else o for o in objs]
+    _write(b, objs)
+    code, rep = _verify(b, capsys)
+    assert code == 1
+    assert any("the run record is for tree size 5" in m for m in _completeness(rep)), rep["findings"]
+
+
+@settings(settings.get_profile("completeness"))
+@given(data=st.data())
+def test_deleting_any_set_of_event_lines_is_invalid(tmp_path_factory, capsys, data):
+    b = build_bundle(tmp_path_factory.mktemp("del") / "b.jsonl", producers=2)
+    objs = _lines(b)
+    events = [i for i, o in enumerate(objs) if o["kind"] == "event"]
+    drop = set(data.draw(st.sets(st.sampled_from(events), min_size=1, max_size=len(events))))
+    _write(b, [o for i, o in enumerate(objs) if i not in drop])
+    code, rep = _verify(b, capsys)
+    assert code == 1 and _completeness(rep), rep["findings"]
+
+
+@settings(settings.get_profile("completeness"))
+@given(data=st.data())
+def test_moving_any_event_to_a_hash_only_leaf_is_invalid(tmp_path_factory, capsys, data):
+    b = build_bundle(tmp_path_factory.mktemp("leaf") / "b.jsonl", mode="tree", extra_leaves=2, producers=2)
+    objs = _lines(b)
+    events = [i for i, o in enumerate(objs) if o["kind"] == "event"]
+    i = data.draw(st.sampled_from(events))
+    objs[i] = {"kind": "leaf", "index": objs[i]["index"], "hash": _leaf_hash(objs[i]["envelope"])}
+    _write(b, objs)
+    code, rep = _verify(b, capsys)
+    assert code == 1 and _completeness(rep), rep["findings"]
