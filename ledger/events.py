@@ -26,11 +26,20 @@ MAX_EVENT_BYTES = 64 * 1024  # canonical bytes of one event, body included
 MAX_OPENINGS_BYTES = 1024 * 1024  # canonical bytes of one event's openings (clear payloads)
 COMMITMENT_KEY = "$commitment"
 
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
-_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){0,7}$")
-_HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
-_TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
-_COMMIT_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+# One id grammar (docs/event-format.md), always applied with fullmatch: `re.match` with `$`
+# also accepts a trailing newline ("x\n"), which the verifier refuses. ASCII classes only, and
+# [0-9] rather than \d (which matches every Unicode digit).
+ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}"
+_ID_RE = re.compile(ID_PATTERN)
+_TYPE_RE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){0,7}")
+_HEX64_RE = re.compile(r"[0-9a-f]{64}")
+_TS_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z")
+_COMMIT_RE = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def valid_id(value: object) -> bool:
+    """True if `value` is a log or run id (the grammar above, whole string)."""
+    return type(value) is str and _ID_RE.fullmatch(value) is not None
 _FIELDS = ("v", "log_id", "run_id", "type", "producer", "seq", "prev", "ts", "body")
 _MAX_SEQ = 2**53 - 1
 
@@ -158,13 +167,13 @@ def _well_formed(event: Any) -> bool:
     seq, prev, ts, body = event["seq"], event["prev"], event["ts"], event["body"]
     return (
         type(event["v"]) is int and event["v"] == EVENT_VERSION
-        and type(event["log_id"]) is str and _ID_RE.match(event["log_id"]) is not None
-        and type(event["run_id"]) is str and _ID_RE.match(event["run_id"]) is not None
-        and type(event["type"]) is str and _TYPE_RE.match(event["type"]) is not None
-        and type(event["producer"]) is str and _HEX64_RE.match(event["producer"]) is not None
+        and type(event["log_id"]) is str and _ID_RE.fullmatch(event["log_id"]) is not None
+        and type(event["run_id"]) is str and _ID_RE.fullmatch(event["run_id"]) is not None
+        and type(event["type"]) is str and _TYPE_RE.fullmatch(event["type"]) is not None
+        and type(event["producer"]) is str and _HEX64_RE.fullmatch(event["producer"]) is not None
         and type(seq) is int and 0 <= seq <= _MAX_SEQ
-        and ((prev is None) if seq == 0 else (type(prev) is str and _HEX64_RE.match(prev) is not None))
-        and type(ts) is str and _TS_RE.match(ts) is not None
+        and ((prev is None) if seq == 0 else (type(prev) is str and _HEX64_RE.fullmatch(prev) is not None))
+        and type(ts) is str and _TS_RE.fullmatch(ts) is not None
         and type(body) is dict
         and not any(type(v) is dict and COMMITMENT_KEY in v for v in body.values())
     )
@@ -193,18 +202,18 @@ def _validate_event_detailed(event: Any, where: str) -> bytes:
     _req(type(event["v"]) is int and event["v"] == EVENT_VERSION, f"must be {EVENT_VERSION}", f"{where}.v")
     for k in ("log_id", "run_id"):
         v = event[k]
-        _req(isinstance(v, str) and bool(_ID_RE.match(v)), "must match [A-Za-z0-9][A-Za-z0-9._:/-]{0,127}", f"{where}.{k}")
-    _req(isinstance(event["type"], str) and bool(_TYPE_RE.match(event["type"])), "must be dotted lower-case words", f"{where}.type")
-    _req(isinstance(event["producer"], str) and bool(_HEX64_RE.match(event["producer"])), "must be a 64-hex key id", f"{where}.producer")
+        _req(isinstance(v, str) and bool(_ID_RE.fullmatch(v)), "must match [A-Za-z0-9][A-Za-z0-9._:/-]{0,127}", f"{where}.{k}")
+    _req(isinstance(event["type"], str) and bool(_TYPE_RE.fullmatch(event["type"])), "must be dotted lower-case words", f"{where}.type")
+    _req(isinstance(event["producer"], str) and bool(_HEX64_RE.fullmatch(event["producer"])), "must be a 64-hex key id", f"{where}.producer")
     seq = event["seq"]
     _req(type(seq) is int and 0 <= seq <= _MAX_SEQ, "must be an integer >= 0", f"{where}.seq")
     prev = event["prev"]
     if seq == 0:
         _req(prev is None, "must be null when seq is 0", f"{where}.prev")
     else:
-        _req(isinstance(prev, str) and bool(_HEX64_RE.match(prev)), "must be the 64-hex hash of the producer's previous event", f"{where}.prev")
+        _req(isinstance(prev, str) and bool(_HEX64_RE.fullmatch(prev)), "must be the 64-hex hash of the producer's previous event", f"{where}.prev")
     ts = event["ts"]
-    _req(isinstance(ts, str) and bool(_TS_RE.match(ts)), "must be an RFC 3339 UTC time like 2026-01-31T12:00:00.000000Z", f"{where}.ts")
+    _req(isinstance(ts, str) and bool(_TS_RE.fullmatch(ts)), "must be an RFC 3339 UTC time like 2026-01-31T12:00:00.000000Z", f"{where}.ts")
     try:
         parse_ts(ts)
     except ValueError:
@@ -212,7 +221,7 @@ def _validate_event_detailed(event: Any, where: str) -> bytes:
     _req(isinstance(event["body"], dict), "must be a JSON object", f"{where}.body")
     for k, v in event["body"].items():
         if isinstance(v, dict) and COMMITMENT_KEY in v:
-            _req(set(v) == {COMMITMENT_KEY} and isinstance(v[COMMITMENT_KEY], str) and bool(_COMMIT_RE.match(v[COMMITMENT_KEY])),
+            _req(set(v) == {COMMITMENT_KEY} and isinstance(v[COMMITMENT_KEY], str) and bool(_COMMIT_RE.fullmatch(v[COMMITMENT_KEY])),
                  "a commitment must be {\"$commitment\": \"sha256:<64 hex>\"}", f"{where}.body.{k}")
     try:
         raw = canonicalize_event(event)

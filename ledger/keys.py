@@ -28,7 +28,33 @@ import nacl.utils
 from .errors import KeyFileError
 
 KEY_FILE_FORMAT = "rlhf-ledger-key/v1"
+
+
+def _shown(path: Path) -> str:
+    # Errors name a key file by its base name: they reach API clients (503) and logs, and the
+    # data directory's location is nobody's business there.
+    return f"key file {Path(path).name}"
+
 PASSPHRASE_ENV = "RLHF_LEDGER_PASSPHRASE"
+
+
+def log_key_file_name(log_id: str) -> str:
+    """The key file of a log: "log-" + hex SHA-256(log id) + ".key.json" (docs/keys.md).
+
+    Injective (distinct ids never share a file, unlike replacing '/' and ':' by '_'), safe on
+    case-insensitive file systems and always a short, plain file name.
+    """
+    return "log-" + hashlib.sha256(log_id.encode("utf-8")).hexdigest() + ".key.json"
+
+
+def valid_origin(origin: object) -> bool:
+    """A checkpoint origin line: 1-256 printable characters, no C0/C1 control characters
+    (a NUL cannot be stored by PostgreSQL, a newline would end the note line), not starting
+    with a space or an em dash (the signed-note signature-line marker)."""
+    return (
+        type(origin) is str and 1 <= len(origin) <= 256 and origin.isprintable()
+        and not origin.startswith((" ", "\u2014"))
+    )
 
 
 def key_id(public_key: bytes) -> str:
@@ -137,7 +163,7 @@ def decrypt_key(doc: dict, passphrase: str, *, where: str = "key file") -> Signe
 def write_key_file(path: Path, signer: Signer, passphrase: str, *, label: str = "") -> None:
     path = Path(path)
     if path.exists():
-        raise KeyFileError("refusing to overwrite an existing key file", where=str(path))
+        raise KeyFileError("refusing to overwrite an existing key file", where=_shown(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -150,12 +176,14 @@ def read_key_file(path: Path, passphrase: str | None = None, *, env: str = PASSP
     try:
         doc = json.loads(path.read_text())
     except FileNotFoundError:
-        raise KeyFileError("no such key file", where=str(path)) from None
-    except (OSError, ValueError) as e:
-        raise KeyFileError(f"cannot read key file: {e}", where=str(path)) from None
+        raise KeyFileError("no such key file", where=_shown(path)) from None
+    except OSError as e:
+        raise KeyFileError(f"cannot read key file: {e.strerror}", where=_shown(path)) from None
+    except ValueError as e:
+        raise KeyFileError(f"cannot read key file: {e}", where=_shown(path)) from None
     if passphrase is None:
         passphrase = passphrase_from_env_or_prompt(env)
-    return decrypt_key(doc, passphrase, where=str(path))
+    return decrypt_key(doc, passphrase, where=_shown(path))
 
 
 def read_public_key_file(path: Path) -> bytes:
@@ -163,8 +191,10 @@ def read_public_key_file(path: Path) -> bytes:
     try:
         doc = json.loads(Path(path).read_text())
         return unb64(doc["public_key"], what="public_key", length=32)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise KeyFileError(f"cannot read public key: {e}", where=str(path)) from None
+    except OSError as e:
+        raise KeyFileError(f"cannot read public key: {e.strerror}", where=_shown(path)) from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise KeyFileError(f"cannot read public key: {e}", where=_shown(path)) from None
 
 
 def passphrase_from_env_or_prompt(env: str = PASSPHRASE_ENV, *, confirm: bool = False) -> str:
@@ -194,7 +224,7 @@ def write_secret_file(path: Path, secret: bytes, passphrase: str, *, label: str)
         raise KeyFileError("refusing to write a secret file with an empty passphrase")
     path = Path(path)
     if path.exists():
-        raise KeyFileError("refusing to overwrite an existing secret file", where=str(path))
+        raise KeyFileError("refusing to overwrite an existing secret file", where=_shown(path))
     salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
     ops, mem = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE, nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE
     sealed = nacl.secret.SecretBox(_kdf(passphrase, salt, ops, mem)).encrypt(secret)
@@ -216,13 +246,15 @@ def read_secret_file(path: Path, passphrase: str) -> bytes:
     try:
         doc = json.loads(path.read_text())
         if doc.get("format") != SECRET_FILE_FORMAT:
-            raise KeyFileError("unknown secret file format", where=str(path))
+            raise KeyFileError("unknown secret file format", where=_shown(path))
         kdf = doc["kdf"]
         key = _kdf(passphrase, unb64(kdf["salt"]), int(kdf["opslimit"]), int(kdf["memlimit"]))
         return nacl.secret.SecretBox(key).decrypt(unb64(doc["sealed"]))
     except nacl.exceptions.CryptoError:
-        raise KeyFileError("wrong passphrase or corrupted secret file", where=str(path)) from None
+        raise KeyFileError("wrong passphrase or corrupted secret file", where=_shown(path)) from None
     except FileNotFoundError:
-        raise KeyFileError("no such secret file", where=str(path)) from None
-    except (OSError, KeyError, TypeError, ValueError) as e:
-        raise KeyFileError(f"malformed secret file ({e})", where=str(path)) from None
+        raise KeyFileError("no such secret file", where=_shown(path)) from None
+    except OSError as e:
+        raise KeyFileError(f"cannot read secret file: {e.strerror}", where=_shown(path)) from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise KeyFileError(f"malformed secret file ({e})", where=_shown(path)) from None

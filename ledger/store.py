@@ -40,6 +40,8 @@ from .events import ParsedEvent, parse_envelope
 from .fork_guard import ForkGuard, PublishedCheckpoints, SigningRefused, default_published_dir
 from .keys import (
     PASSPHRASE_ENV,
+    log_key_file_name,
+    valid_origin,
     Signer,
     key_id,
     read_key_file,
@@ -237,13 +239,21 @@ class Ledger:
         return self._passphrase
 
     def _log_key_path(self, log_id: str) -> Path:
+        return self.keys_dir / log_key_file_name(log_id)
+
+    def _legacy_log_key_path(self, log_id: str) -> Path:
+        # Before log_key_file_name: '/' and ':' both became '_', so "a:b" and "a_b" shared a
+        # file. Still read (the key's public key is checked against the log's), never written.
         return self.keys_dir / f"log-{log_id.replace('/', '_').replace(':', '_')}.key.json"
 
     def log_signer(self, log_id: str, public_key: bytes | None = None) -> Signer:
         """The log's signing key (decrypted once). Pass `public_key` when inside a transaction."""
         signer = self._signers.get(log_id)
         if signer is None:
-            signer = read_key_file(self._log_key_path(log_id), self._get_passphrase())
+            path = self._log_key_path(log_id)
+            if not path.exists() and self._legacy_log_key_path(log_id).exists():
+                path = self._legacy_log_key_path(log_id)
+            signer = read_key_file(path, self._get_passphrase())
             if public_key is None:
                 public_key = self.log_info(log_id).public_key
             if signer.public_key != public_key:
@@ -269,10 +279,13 @@ class Ledger:
         checkpoint_every_events: int = 1000,
         checkpoint_every_seconds: float = 60.0,
     ) -> LogInfo:
-        from .events import _ID_RE
+        from .events import valid_id
 
-        if not _ID_RE.match(log_id):
+        if not valid_id(log_id):
             raise EventError("log id must match [A-Za-z0-9][A-Za-z0-9._:/-]{0,127}", where="log_id")
+        if origin is not None and not valid_origin(origin):
+            raise EventError("origin must be 1 to 256 printable characters (no control characters) "
+                             "and must not start with a space or an em dash", where="origin")
         if checkpoint_every_events < 1 or checkpoint_every_seconds <= 0:
             raise LedgerError("checkpoint intervals must be positive")
         origin = origin or default_origin(log_id)
@@ -288,6 +301,8 @@ class Ledger:
                 raise ConflictError("log already exists", where=log_id)
             path = self._log_key_path(log_id)
             signer = Signer.generate()
+            if path.exists():  # left by a creation whose transaction failed (or a lost database): keep it aside
+                path.rename(path.with_name(f"{path.name}.orphan-{int(time.time())}"))
             write_key_file(path, signer, self._get_passphrase(), label=f"log key for {origin}")
             conn.execute(
                 db.logs.insert().values(
