@@ -312,7 +312,16 @@ class _Recorder:
         return _delta_norm(model, self._ref_params)
 
     @_recorded
+    def reward_model_save(self, step: int, model: Any, path: str | os.PathLike | None = None) -> WeightsDigest:
+        """reward_model.save: like :meth:`checkpoint`, for a reward model (a reward run's released weights)."""
+        return self._save("reward_model.save", step, model, path)
+
+    @_recorded
     def checkpoint(self, step: int, model: Any, path: str | os.PathLike | None = None) -> WeightsDigest:
+        """checkpoint.save (the policy's weights): see :meth:`_save`."""
+        return self._save("checkpoint.save", step, model, path)
+
+    def _save(self, type: str, step: int, model: Any, path: str | os.PathLike | None) -> WeightsDigest:
         """checkpoint.save: weights digest + tensor root of ``model``; file digest of ``path`` if given.
 
         ``path`` may be a file (file_digest = its SHA-256) or a directory (file_digest = the
@@ -332,7 +341,7 @@ class _Recorder:
             else:
                 body["file_digest"] = file_digest(p)
             body["path"] = str(p)
-        self.event("checkpoint.save", body)
+        self.event(type, body)
         self.checkpoints.append({k: body[k] for k in ("step", "weights_digest", "file_digest") if k in body})
         self.last_checkpoint = wd
         if hasattr(model, "named_parameters"):

@@ -56,12 +56,15 @@ def test_dpo_trainer_is_recorded(tmp_path, monkeypatch):
                          save_only_model=True, beta=0.2, disable_tqdm=True)
     trainer = trl.DPOTrainer(model=model, ref_model=copy.deepcopy(model), args=args, train_dataset=ds,
                              processing_class=tok, callbacks=[LedgerCallback(run)])
+    cb = next(c for c in trainer.callback_handler.callbacks if isinstance(c, LedgerCallback))
     trainer.train()
-    assert run.ended  # the callback started the run, so it ended it at train end
+    assert not run.ended  # the callback started the run: it stays open for evaluate() until close()
+    cb.close()
+    assert run.ended
     events = app.events()
     check_chains(events)
     types = [e["type"] for e in events]
-    assert types[:2] == ["dataset.register", "run.start"] and types[-1] == "run.end"
+    assert types[:3] == ["dataset.register", "run.start", "trainer.config"] and types[-1] == "run.end"
     start = events[1]["body"]
     assert start["hyperparameters"]["beta"] == 0.2 and start["hyperparameters"]["learning_rate"] == 1e-3
     assert start["hyperparameters"]["note"] == "tiny" and start["base_model"]["weights_digest"] == base_digest
