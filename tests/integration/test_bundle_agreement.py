@@ -99,3 +99,66 @@ def test_tampered_export_is_rejected(anchored, anvil, tmp_path):
     path.write_text("\n".join(lines) + "\n")
     res = _verify(path, led, owner, anvil)
     assert res.returncode == 1, res.stdout + res.stderr
+
+
+def _rewrite(path, keep) -> None:
+    """Keep the records `keep` accepts, with the end counts recomputed (as an exporter would)."""
+    objs = [json.loads(x) for x in path.read_text().splitlines()]
+    objs = [o for o in objs[:-1] if keep(o)]
+    objs.append({"kind": "end", "events": sum(o["kind"] == "event" for o in objs), "records": len(objs)})
+    path.write_text("\n".join(json.dumps(o) for o in objs) + "\n")
+
+
+@pytest.mark.parametrize("mode", ["inclusion", "tree"])
+def test_exported_run_bundle_proves_completeness_and_omissions_fail(anchored, anvil, tmp_path, mode):
+    """The ledger's real export of a run written by two producers, anchored on anvil: the run
+    index (docs/run-index.md) is in the anchored manifest and the bundle; leaving out one event,
+    or every event of one producer, is INVALID even with the end counts fixed up."""
+    led, store, owner = anchored
+    path = tmp_path / "b.jsonl"
+    with open(path, "w") as f:
+        export_bundle(led, LOG, f, Scope("run", run_id="run-a"), mode=mode, content_store=store)
+    res = _verify(path, led, owner, anvil)
+    assert res.returncode == 0, res.stdout + res.stderr
+    c = json.loads(res.stdout)["completeness"]
+    assert c["status"] == "proven" and c["events"] == 30 and c["anchored_statement"] is True
+
+    first = next(json.loads(x) for x in path.read_text().splitlines() if '"kind":"event"' in x)["index"]
+    _rewrite(path, lambda o: not (o["kind"] == "event" and o["index"] == first + 3))
+    res = _verify(path, led, owner, anvil)
+    assert res.returncode == 1
+    msgs = [f["message"] for f in json.loads(res.stdout)["findings"] if f["check"] == "completeness"]
+    assert any("the log has 30 events of this run" in m and "the bundle holds 29" in m for m in msgs), msgs
+
+    with open(path, "w") as f:
+        export_bundle(led, LOG, f, Scope("run", run_id="run-a"), mode=mode, content_store=store)
+    gone = sorted({json.loads(x)["envelope"]["event"]["producer"] for x in path.read_text().splitlines()
+                   if '"kind":"event"' in x})[1]
+    _rewrite(path, lambda o: not (o["kind"] == "event" and o["envelope"]["event"]["producer"] == gone))
+    res = _verify(path, led, owner, anvil)
+    assert res.returncode == 1
+    msgs = [f["message"] for f in json.loads(res.stdout)["findings"] if f["check"] == "completeness"]
+    assert any(f"producer(s) {gone[:16]} wrote events of this run that the bundle omits" in m for m in msgs), msgs
+
+
+def test_anchored_manifest_and_bundle_must_carry_the_same_run_index(anchored, anvil, tmp_path):
+    """An exporter cannot swap in a run index other than the one the anchored manifest holds."""
+    from ledger.run_index import sign_index
+
+    led, store, owner = anchored
+    path = tmp_path / "b.jsonl"
+    with open(path, "w") as f:
+        export_bundle(led, LOG, f, Scope("run", run_id="run-a"), content_store=store)
+    objs = [json.loads(x) for x in path.read_text().splitlines()]
+    run = next(o for o in objs if o["kind"] == "run")
+    # The log key holder signs a second, different index for the same size (one run dropped).
+    rec = run["record"]
+    records = [("run-a", rec)]
+    signer = led.log_signer(LOG)
+    idx, _ = sign_index(led.log_info(LOG).origin, run["checkpoint_size"], records, signer)
+    run.update(note=idx.note, index=0, proof=[])
+    path.write_text("\n".join(json.dumps(o) for o in objs) + "\n")
+    res = _verify(path, led, owner, anvil)
+    assert res.returncode == 1
+    msgs = [f["message"] for f in json.loads(res.stdout)["findings"] if f["check"] == "completeness"]
+    assert any("anchored manifest of checkpoint" in m and "different run index" in m for m in msgs), msgs
