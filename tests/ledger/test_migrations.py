@@ -81,3 +81,21 @@ def test_resubmission_and_forks_are_found_without_an_event_id_index(ledger):
     assert ledger.find_event("default", res[3].event_id).idx == 4
     with pytest.raises(NotFoundError, match="64 hex"):
         ledger.find_event("default", "not-an-id")
+
+
+def test_run_index_migration_backfills_ended_runs(ledger):
+    """0004 on a populated 0003 log: runs already closed by a run.end stay closed after upgrade."""
+    ledger.init_log("default", checkpoint_every_events=1000)
+    p = Producer()
+    ledger.register_producer("default", p.signer.public_key)
+    ledger.append([p.event("r1", "run.start", {}), p.event("r1", "run.end", {}), p.event("r2")])
+    ledger.engine.dispose()
+    _migrate(ledger.engine, command.downgrade, "0003")
+    assert "ended_runs" not in sa.inspect(ledger.engine).get_table_names()
+    _migrate(ledger.engine, command.upgrade, "head")
+    with ledger.engine.connect() as c:
+        assert c.execute(sa.select(db.ended_runs.c.run_id, db.ended_runs.c.end_idx)).all() == [("r1", 1)]
+    with pytest.raises(BatchRejected) as exc:
+        ledger.append([p.event("r1")])
+    assert exc.value.errors[0][1].code == "run_ended"
+    assert ledger.append([p.event("r2")])[0].index == 3
