@@ -544,6 +544,8 @@ class Run(_Recorder):
         """Name the released weights (recorded in run.end)."""
         if (model is None) == (digest is None):
             raise ValueError("pass exactly one of model or digest")
+        if not self.active:
+            return None  # type: ignore[return-value]
         self.released_weights_digest = weights_digest(model).digest if model is not None else digest
         return self.released_weights_digest  # type: ignore[return-value]
 
