@@ -270,11 +270,49 @@ def test_core_rejects_malformed_arguments():
     assert ed25519.verify_many([(pk, m, s[:63]), (pk[:31], m, s), (pk, m, s)]) == [False, False, True]
 
 
-def test_without_the_c_core_every_signature_goes_to_libsodium(monkeypatch):
+def test_without_the_c_core_the_same_rule_applies(monkeypatch):
     items = [_signed(b"a"), _signed(b"b")]
     items[1] = (items[1][0], b"c", items[1][2])
     monkeypatch.setattr(ed25519, "_core", None)
     assert ed25519.verify_many(items) == [True, False]
+    assert "cofactored" in ed25519.engine()
+
+
+def _torsion_crafted() -> tuple[bytes, bytes, bytes]:
+    seed = hashlib.sha256(b"key").digest()
+    a = int.from_bytes(hashlib.sha512(seed).digest()[:32], "little")
+    a = (a & ((1 << 254) - 8)) | (1 << 254)
+    A = _encode(_mul(a, B_POINT))
+    r = _h(b"nonce")
+    R = _encode(_add(_mul(r, B_POINT), _torsion_point(8)))
+    S = (r + _h(R, A, b"crafted") * a) % L
+    return A, b"crafted", R + S.to_bytes(32, "little")
+
+
+def test_both_paths_give_one_verdict_on_every_vector():
+    """One verdict per bundle whatever the build (issue 13, item 6): the C batch path and the
+    path without the C core agree on RFC 8032 7.1, all of Wycheproof, small-order and
+    non-canonical inputs, and the torsion-crafted signature libsodium alone would refuse."""
+    from Crypto.SelfTest.Signature.test_eddsa import rfc8032_tv_bytes
+
+    from rlhf_verifier import ed25519_ref
+
+    cases = [(pk, m, s) for _, _, _, pk, m, s in _wycheproof()]
+    cases += [(pk, msg, sig) for _sk, pk, msg, hashmod, ctx, sig in rfc8032_tv_bytes
+              if hashmod is None and not ctx and len(pk) == 32]
+    cases.append(_torsion_crafted())
+    pk, m, s = _signed()
+    for order in (2, 4, 8):
+        t = _encode(_torsion_point(order))
+        cases += [(pk, m, t + s[32:]), (t, m, s)]
+    cases += [(pk, m, s[:32] + (int.from_bytes(s[32:], "little") + L).to_bytes(32, "little")),
+              ((1 + P).to_bytes(32, "little"), m, s), (pk, m, (1 | (1 << 255)).to_bytes(32, "little") + s[32:])]
+    with_core = ed25519.verify_many(cases)
+    without = ed25519.verify_many_without_core(cases)
+    assert with_core == without
+    assert with_core == [ed25519_ref.verify(*c) for c in cases]
+    assert with_core[-10] is True  # the torsion-crafted signature: accepted on both paths
+    assert not ed25519.verify_one_libsodium(*cases[-10])
 
 
 # ---- through the whole verifier ----------------------------------------------------------
@@ -305,12 +343,12 @@ def _bundle_verdict(tmp_path, monkeypatch, *, core_built: bool, break_sig_of: in
     return Verifier(opts).run(io.BytesIO(data), len(data))
 
 
-@pytest.mark.parametrize("core_built", [True, False], ids=["batch", "libsodium-fallback"])
+@pytest.mark.parametrize("core_built", [True, False], ids=["batch", "without-c-core"])
 def test_bundle_signatures_with_and_without_the_c_core(tmp_path, monkeypatch, core_built):
     good = _bundle_verdict(tmp_path, monkeypatch, core_built=core_built, break_sig_of=None)
     assert good.valid and good.events > 300
     assert good.trusted["signature_check"] == ed25519.engine()
-    assert ("batches" if core_built else "libsodium") in good.trusted["signature_check"]
+    assert ("batches" if core_built else "one at a time: cofactored") in good.trusted["signature_check"]
     bad = _bundle_verdict(tmp_path, monkeypatch, core_built=core_built, break_sig_of=200)
     sig_findings = [f for f in bad.findings if f.check == "signature"]
     assert not bad.valid and len(sig_findings) == 1 and sig_findings[0].where.startswith("event 200 ")

@@ -18,7 +18,9 @@ Beyond the equation, the rules libsodium applies are kept: S < L, R and A are ca
 encodings of curve points and neither has small order. What this accepts and libsodium does
 not: only signatures made on purpose with torsion components by the key holder (no forgery),
 docs/verifier.md "Signatures". The multi-scalar check is C (`_ed25519_batch.c`); where it
-could not be built, every signature goes to libsodium instead (`engine()` says which).
+could not be built, each signature goes to libsodium, and one libsodium rejects is decided by the
+pure-Python check of the same rule (`ed25519_ref`), so the verdicts are the same on every
+machine; only the speed differs (`engine()` says which path ran).
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ def engine() -> str:
     """The rule and implementation in use, for reports."""
     if _core is not None:
         return "Ed25519 batches: cofactored RFC 8032 5.1.7 equation, random 128-bit weights (C core)"
-    return "Ed25519 one at a time: libsodium crypto_sign_open (C core not built)"
+    return ("Ed25519 one at a time: cofactored RFC 8032 5.1.7 equation (C core not built: libsodium, "
+            "and a pure-Python check of the same rule for what libsodium rejects)")
 
 
 _ZERO32 = bytes(32)
@@ -58,6 +61,15 @@ def verify_one_libsodium(public_key: bytes, message: bytes, sig: bytes) -> bool:
         return True
     except Exception:  # BadSignatureError, ValueError on wrong lengths
         return False
+
+
+def verify_many_without_core(items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
+    """The same rule without the C core: libsodium's accept implies the rule's (its cofactorless
+    equation implies the cofactored one and it applies the same encoding and small-order rules);
+    what it rejects is decided by the pure-Python check of the rule."""
+    from .ed25519_ref import verify as verify_ref
+
+    return [verify_one_libsodium(p, m, s) or verify_ref(p, m, s) for p, m, s in items]
 
 
 def _key_valid(pub: bytes) -> bool:
@@ -79,7 +91,7 @@ def _single(pub: bytes, r: bytes, s: int, k: int) -> bool:
 def verify_many(items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
     """Verdict per (public key, message, signature), in order."""
     if _core is None:
-        return [verify_one_libsodium(p, m, s) for p, m, s in items]
+        return verify_many_without_core(items)
     out = [False] * len(items)
     for start in range(0, len(items), BATCH):
         _batch(items, start, min(len(items), start + BATCH), out)
