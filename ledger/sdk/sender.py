@@ -220,7 +220,7 @@ class Sender:
         self.dead_letter_path = self.journal.dead_letter(
             {"error": {"code": err.code, "message": err.message, "where": err.where, "problem": problem}, "envelopes": items}
         )
-        err.message = f"{err.message} (batch kept in {self.dead_letter_path}; events stay in the spool)"
+        err.message = f"run {self.run_id}: {err.message} (batch kept in {self.dead_letter_path}; events stay in the spool)"
         with self._cond:
             self.error = err
             self._unacked.clear()

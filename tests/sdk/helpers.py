@@ -28,6 +28,7 @@ class RecordingAppendForTests:
         self.entries: list[dict] = []
         self.index_of: dict[str, int] = {}
         self.chain: dict[tuple[str, str], tuple[int, str]] = {}
+        self.ended: set[str] = set()  # runs closed by their run.end (the ledger refuses later events)
         self.calls: list[int] = []  # batch sizes
         self.fail_transient = 0
         self.lock = threading.Lock()
@@ -39,6 +40,7 @@ class RecordingAppendForTests:
                 self.fail_transient -= 1
                 raise ConnectionError("emulated outage")
             chain = dict(self.chain)
+            ended = set(self.ended)
             plan: list[tuple[str, Any, bool]] = []
             for i, env in enumerate(envelopes):
                 p = parse_envelope(env, where=f"events[{i}]")
@@ -49,6 +51,11 @@ class RecordingAppendForTests:
                     plan.append((p.event_id, p, True))
                     continue
                 k = (p.event["run_id"], p.producer)
+                if k[0] in ended:
+                    raise LedgerError(f"run {k[0]!r} was closed by its run.end", where=f"events[{i}].event.run_id",
+                                      code="run_ended")
+                if p.event["type"] == "run.end":
+                    ended.add(k[0])
                 last = chain.get(k)
                 want_seq, want_prev = (0, None) if last is None else (last[0] + 1, last[1])
                 if p.event["seq"] < want_seq:
@@ -65,6 +72,7 @@ class RecordingAppendForTests:
                 out.append({"index": self.index_of[event_id], "event_id": event_id,
                             "leaf_hash": base64.b64encode(p.leaf_hash).decode(), "duplicate": dup})
             self.chain = chain
+            self.ended = ended
             return out
 
     def events(self) -> list[dict]:
