@@ -242,8 +242,14 @@ def run_index(ledger, log_id: str, size: int) -> RunIndex:  # noqa: ANN001 - a l
     if size <= 0:
         raise LedgerError("the run index of an empty tree is not signed", where=f"log {log_id!r}")
     ri = db.run_indexes.c
+    q = sa.select(db.run_indexes).where(ri.log_id == log_id, ri.size == size)
+    with ledger.read_engine.connect() as conn:  # the usual case: signed already, no write lock
+        row = conn.execute(q).first()
+        conn.rollback()
+    if row is not None:
+        return RunIndex(size, int(row.count), bytes(row.root), row.note)
     with ledger.engine.begin() as conn:
-        row = conn.execute(sa.select(db.run_indexes).where(ri.log_id == log_id, ri.size == size)).first()
+        row = conn.execute(q).first()  # another process may have signed it meanwhile
         if row is not None:
             return RunIndex(size, int(row.count), bytes(row.root), row.note)
         info = ledger.log_info(log_id, conn)
