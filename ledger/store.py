@@ -175,6 +175,7 @@ class Ledger:
         # lagging replica never yields a wrong answer); None = read from the primary.
         self.replica_engine = replica_engine
         self.replica_fallbacks = 0  # reads the replica could not answer yet, served by the primary
+        self._replica_down_until = 0.0
         self.fork_guard = fork_guard  # ledger/fork_guard.py; None only for bare test ledgers
         self.recovering = False  # set by `rlhf-ledger recover`: appends to a refused log allowed
         self.keys_dir = Path(keys_dir)
@@ -712,30 +713,47 @@ class Ledger:
 
         return get
 
+    def _replica(self) -> Engine | None:
+        """The read replica, unless it failed within the last few seconds (then: the primary)."""
+        if self.replica_engine is None or time.monotonic() < self._replica_down_until:
+            return None
+        return self.replica_engine
+
+    def _replica_failed(self) -> None:
+        self.replica_fallbacks += 1
+        self._replica_down_until = time.monotonic() + 5.0  # no connect timeout per request meanwhile
+
     def _read(self, q: Any) -> list[sa.Row]:
-        if self.replica_engine is not None:
-            with self.replica_engine.connect() as conn:
-                rows = conn.execute(q).all()
-                conn.rollback()
-            if rows:
-                return rows
-            self.replica_fallbacks += 1  # not replayed yet (or absent): the primary decides
+        if (replica := self._replica()) is not None:
+            try:
+                with replica.connect() as conn:
+                    rows = conn.execute(q).all()
+                    conn.rollback()
+            except sa.exc.DBAPIError:
+                self._replica_failed()
+            else:
+                if rows:
+                    return rows
+                self.replica_fallbacks += 1  # not replayed yet (or absent): the primary decides
         with self.read_engine.connect() as conn:
             rows = conn.execute(q).all()
             conn.rollback()
         return rows
 
     def _with_read(self, fn: Callable[[Connection], Any]) -> Any:
-        if self.replica_engine is not None:
-            with self.replica_engine.connect() as conn:
-                try:
-                    return fn(conn)
-                except (NotFoundError, ProofError):
-                    # The replica's snapshot is a prefix of the primary's history: a size or row it
-                    # has not replayed yet is answered by the primary, never approximated.
-                    self.replica_fallbacks += 1
-                finally:
-                    conn.rollback()
+        if (replica := self._replica()) is not None:
+            try:
+                with replica.connect() as conn:
+                    try:
+                        return fn(conn)
+                    finally:
+                        conn.rollback()
+            except (NotFoundError, ProofError):
+                # The replica's snapshot is a prefix of the primary's history: a size or row it
+                # has not replayed yet is answered by the primary, never approximated.
+                self.replica_fallbacks += 1
+            except sa.exc.DBAPIError:
+                self._replica_failed()
         with self.read_engine.connect() as conn:
             try:
                 return fn(conn)

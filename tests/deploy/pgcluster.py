@@ -1,0 +1,119 @@
+"""Throw-away PostgreSQL clusters (Debian's pg_createcluster / pg_basebackup), on free loopback
+ports, for the replica and failover tests. The machine's main cluster (127.0.0.1:5432) is never
+touched: every cluster here has its own name, port and data directory and is dropped after."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+
+
+def _version() -> str:
+    return sorted(os.listdir("/etc/postgresql"), key=lambda v: int(v))[-1]
+
+
+def available() -> str | None:
+    """None if clusters can be made here, else why not."""
+    if os.geteuid() != 0:
+        return "creating PostgreSQL clusters needs root (pg_createcluster)"
+    for tool in ("pg_createcluster", "pg_ctlcluster", "pg_dropcluster"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(*cmd: str, user: str | None = None, timeout: float = 60) -> str:
+    if user:
+        cmd = ("runuser", "-u", user, "--", *cmd)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {out.stderr.strip() or out.stdout.strip()}")
+    return out.stdout
+
+
+class Cluster:
+    def __init__(self, name: str, port: int):
+        self.version = _version()
+        self.name, self.port = name, port
+        self.data = Path(f"/var/lib/postgresql/{self.version}/{name}")
+        self.conf = Path(f"/etc/postgresql/{self.version}/{name}")
+
+    def url(self, db: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{db}"
+
+    @classmethod
+    def create(cls, prefix: str, settings: dict[str, str] | None = None) -> "Cluster":
+        c = cls(f"{prefix}_{uuid.uuid4().hex[:8]}", free_port())
+        _run("pg_createcluster", c.version, c.name, "-p", str(c.port), "--", "--auth=trust", "--no-sync")
+        c.configure({"listen_addresses": "'127.0.0.1'", "wal_level": "replica", "max_wal_senders": "5",
+                     "fsync": "on", **(settings or {})})
+        with open(c.conf / "pg_hba.conf", "a") as fh:
+            fh.write("host replication all 127.0.0.1/32 trust\n")
+        return c
+
+    def configure(self, settings: dict[str, str]) -> None:
+        with open(self.conf / "conf.d" / "rlhf-test.conf", "a") as fh:
+            for k, v in settings.items():
+                fh.write(f"{k} = {v}\n")
+
+    def start(self) -> None:
+        _run("pg_ctlcluster", "--skip-systemctl-redirect", self.version, self.name, "start")
+        self.wait_ready()
+
+    def stop(self, mode: str = "fast") -> None:
+        _run("pg_ctlcluster", "--skip-systemctl-redirect", self.version, self.name, "stop", "-m", mode)
+
+    def promote(self) -> None:
+        _run("pg_ctlcluster", "--skip-systemctl-redirect", self.version, self.name, "promote")
+        deadline = time.monotonic() + 30
+        while self.scalar("SELECT pg_is_in_recovery()"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not leave recovery")
+            time.sleep(0.1)
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.scalar("SELECT 1")
+                return
+            except sa.exc.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def scalar(self, sql: str, db: str = "postgres"):
+        eng = sa.create_engine(self.url(db), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+        try:
+            with eng.connect() as c:
+                res = c.execute(sa.text(sql))
+                return res.scalar() if res.returns_rows else None
+        finally:
+            eng.dispose()
+
+    def replica(self, prefix: str, *, application_name: str) -> "Cluster":
+        """A streaming replica of this cluster (pg_basebackup -R), started."""
+        r = Cluster.create(prefix, {"hot_standby": "on", "hot_standby_feedback": "on"})
+        for child in r.data.iterdir():  # empty, keep the directory (its parent is not postgres's)
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+        conninfo = f"host=127.0.0.1 port={self.port} user=postgres application_name={application_name}"
+        _run("pg_basebackup", "-d", conninfo, "-D", str(r.data), "-R", "-X", "stream", "-c", "fast", user="postgres",
+             timeout=120)
+        r.start()
+        return r
+
+    def drop(self) -> None:
+        subprocess.run(["pg_dropcluster", "--stop", self.version, self.name], capture_output=True, timeout=60)
