@@ -21,7 +21,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -281,13 +281,30 @@ class ChainClient:
         self.contract_address = to_checksum_address(rcpt["contractAddress"])
         return self.contract_address
 
-    def anchor(self, log_id: bytes, tree_size: int, root_hash: bytes, cid: str) -> str:
-        """Send anchor(logId, treeSize, rootHash, cid); returns the tx hash (0x hex) once accepted
-        by the node. Raises ContractRevert (e.g. SizeNotIncreasing, NotAuthorized) before sending."""
+    def anchor(self, log_id: bytes, tree_size: int, root_hash: bytes, cid: str,
+               proof: Sequence[bytes] = ()) -> str:
+        """Send anchor(logId, treeSize, rootHash, cid, proof); `proof` is the RFC 9162 consistency
+        proof from the latest anchored (size, root) of the log (empty for its first anchor).
+        Returns the tx hash (0x hex) once accepted by the node. Raises ContractRevert (e.g.
+        InconsistentProof, LogNotRegistered, SizeNotIncreasing, NotAuthorized) before sending."""
         if not 0 < tree_size < 2**64:
             raise ValueError(f"tree_size {tree_size} out of uint64 range (and must be >= 1)")
-        fn = self.contract.functions.anchor(_b32(log_id), tree_size, _b32(root_hash), cid)
+        fn = self.contract.functions.anchor(_b32(log_id), tree_size, _b32(root_hash), cid, [_b32(h) for h in proof])
         return self.send(self.contract_address, fn._encode_transaction_data(), what="anchor")
+
+    def register_log(self, origin: str, public_key: bytes) -> str:
+        """Register a log (owner only): logId = SHA-256(origin) with its Ed25519 log key."""
+        fn = self.contract.functions.registerLog(log_id_for_origin(origin), origin, _b32(public_key))
+        return self.send(self.contract_address, fn._encode_transaction_data(), what="registerLog")
+
+    def rotate_log_key(self, log_id: bytes, public_key: bytes) -> str:
+        fn = self.contract.functions.rotateLogKey(_b32(log_id), _b32(public_key))
+        return self.send(self.contract_address, fn._encode_transaction_data(), what="rotateLogKey")
+
+    def log_key(self, log_id: bytes) -> bytes | None:
+        """The log's registered Ed25519 key; None if the log is not registered."""
+        key = bytes(self._retry("logKey()", lambda: self.contract.functions.logKey(_b32(log_id)).call()))
+        return None if key == bytes(32) else key
 
     def authorize(self, account: str) -> str:
         fn = self.contract.functions.authorize(to_checksum_address(account))

@@ -371,8 +371,16 @@ class AnchorWorker:
         self._fence()
         checkpoint = self.ledger.get_checkpoint(self.log_id, row.checkpoint_size)
         try:
+            problem = self._registration_problem()
+            if problem is not None:
+                self._update(row, status=FAILED, error=problem)
+                return
             tx_hash, raw, nonce = self._sign_anchor(checkpoint, cid)
         except ContractRevert as e:
+            if e.error_name == "InconsistentProof":  # terminal: the same proof would be refused again
+                self._update(row, status=FAILED, error=f"the contract refused the consistency proof from its "
+                             f"anchored root (this log does not extend what is anchored): {e}")
+                return
             if e.error_name == "SizeNotIncreasing":
                 found = self._find_anchored(row.checkpoint_size)
                 if found is not None:
@@ -399,10 +407,15 @@ class AnchorWorker:
         self._result.submitted.append(row.checkpoint_size)
 
     def _sign_anchor(self, checkpoint: Checkpoint, cid: str) -> tuple[str, str, int]:
-        """Sign anchor(logId, size, root, cid) locally; gas estimation surfaces reverts first."""
+        """Sign anchor(logId, size, root, cid, proof) locally; gas estimation surfaces reverts first.
+        The proof is the RFC 9162 consistency proof from what the contract holds now, which the
+        contract checks (docs/contract.md): a log that does not extend its anchored root cannot
+        be anchored at all."""
         c = self.chain
+        on_chain, _ = c.latest(self.chain_log_id)
+        proof = self._chain_proof(on_chain, checkpoint.size)
         data = c.contract.functions.anchor(self.chain_log_id, checkpoint.size, checkpoint.root,
-                                           cid)._encode_transaction_data()
+                                           cid, proof)._encode_transaction_data()
         tx: dict[str, Any] = {"from": c.address, "to": c.contract_address, "data": data, "value": 0,
                               "chainId": c.chain_id}
         gas = c._estimate_gas(tx, "anchor")  # noqa: SLF001 - same package; decodes custom errors
@@ -415,6 +428,28 @@ class AnchorWorker:
         del tx["from"]
         signed = c.account.sign_transaction(tx)
         return "0x" + bytes(signed.hash).hex(), "0x" + bytes(signed.raw_transaction).hex(), tx["nonce"]
+
+    def _chain_proof(self, on_chain: int, size: int) -> list[bytes]:
+        """The consistency proof from the contract's anchored size (empty for a first anchor)."""
+        return self.ledger.consistency_proof(self.log_id, on_chain, size) if 0 < on_chain < size else []
+
+    def _registration_problem(self) -> str | None:
+        """A log is registered on the contract (origin and log key) before its first anchor: the
+        contract's owner registers it here. For another key the anchor itself reverts with
+        LogNotRegistered (a bounded, retried failure: the owner may register it meanwhile). A
+        registered key other than this log's is a terminal failure, returned as its reason."""
+        c = self.chain
+        info = self.ledger.log_info(self.log_id)
+        key = c.log_key(self.chain_log_id)
+        if key is None:
+            if c.owner().lower() == c.address.lower():
+                c.wait_for_receipt(c.register_log(info.origin, info.public_key))
+                log.info("anchoring %s: registered the log %r and its key on the contract", self.log_id, info.origin)
+            return None
+        if key != info.public_key:
+            return (f"the contract registers another key for log {info.origin!r} (0x{key.hex()[:16]}..) than this "
+                    "ledger's log key: rotate it on chain (rotateLogKey) or anchor to the right contract")
+        return None
 
     def _lost_transaction(self, row: sa.Row, why: str) -> sa.Row:
         """The node does not know the row's transaction: adopt an existing anchor of this size, or

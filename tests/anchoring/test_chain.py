@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
+from tests.anchoring.simlog import LOG_KEY, SimLog, registered
 from anchoring.chain import (
     ChainClient,
     ChainUnavailable,
@@ -39,7 +40,7 @@ def test_transient_failures_are_retried_then_anchor_succeeds(owner, anvil, flaky
     delays: list[float] = []
     client = ChainClient(proxy.url, anvil.private_keys[0], contract_address=owner.contract_address,
                          retry=RetryPolicy(attempts=5, base_delay=0.01, max_delay=0.02), sleep=delays.append)
-    log_id = log_id_for_origin(f"example.org/flaky-{mode}")
+    log_id = registered(owner, f"example.org/flaky-{mode}")
     tx = client.anchor(log_id, 1, b"\x31" * 32, "cid")
     client.wait_for_receipt(tx)
     assert client.latest(log_id) == (1, b"\x31" * 32)
@@ -125,20 +126,26 @@ def test_nonce_recovery_after_another_sender_used_the_key(owner, anvil) -> None:
     # Two clients share one key (e.g. a restarted worker next to a stale one).
     a = ChainClient(anvil.rpc_url, anvil.private_keys[0], contract_address=owner.contract_address)
     b = ChainClient(anvil.rpc_url, anvil.private_keys[0], contract_address=owner.contract_address)
-    log_id = log_id_for_origin("example.org/nonce")
-    a.wait_for_receipt(a.anchor(log_id, 1, b"\x41" * 32, "c1"))   # a caches nonce n+1
-    b.wait_for_receipt(b.anchor(log_id, 2, b"\x42" * 32, "c2"))   # b uses n+1 from the node
+    log = SimLog("example.org/nonce")
+    log.register(a)
+    log_id = log.log_id
+    a.wait_for_receipt(log.anchor(a, 1, "c1"))   # a caches nonce n+1
+    b.wait_for_receipt(log.anchor(b, 2, "c2"))   # b uses n+1 from the node
     stale = a._nonce
-    tx = a.anchor(log_id, 3, b"\x43" * 32, "c3")  # a's n+1 is now "nonce too low": must resync
+    tx = log.anchor(a, 3, "c3")  # a's n+1 is now "nonce too low": must resync
     rcpt = a.wait_for_receipt(tx)
     assert int(rcpt["status"], 16) == 1
     assert a._nonce == stale + 2
-    assert a.latest(log_id) == (3, b"\x43" * 32)
+    assert a.latest(log_id) == (3, log.root(3))
     sent = a.transaction(tx)
     assert int(sent["nonce"], 16) == stale + 1
 
 
 def test_local_nonces_allow_several_pending_transactions(owner, manual_mining) -> None:  # type: ignore[no-untyped-def]
+    regs = [owner.register_log(f"example.org/pending-{i}", LOG_KEY) for i in range(5)]
+    manual_mining.mine()
+    for h in regs:
+        owner.wait_for_receipt(h)
     hashes = [owner.anchor(log_id_for_origin(f"example.org/pending-{i}"), 1, bytes([i]) * 32, "c")
               for i in range(5)]
     nonces = [int(owner.transaction(h)["nonce"], 16) for h in hashes]
@@ -153,13 +160,13 @@ def test_eip1559_fees_and_transaction_type(owner) -> None:  # type: ignore[no-un
     base = int(owner.block("latest")["baseFeePerGas"], 16)
     assert tip >= owner.min_priority_fee_wei
     assert max_fee >= base + tip
-    tx = owner.transaction(owner.anchor(log_id_for_origin("example.org/fees"), 1, b"\x51" * 32, "c"))
+    tx = owner.transaction(owner.anchor(registered(owner, "example.org/fees"), 1, b"\x51" * 32, "c"))
     assert tx["type"] == "0x2"
     assert int(tx["maxPriorityFeePerGas"], 16) == tip
 
 
 def test_block_reads_and_confirmations(owner, anvil) -> None:  # type: ignore[no-untyped-def]
-    tx = owner.anchor(log_id_for_origin("example.org/confirm"), 1, b"\x61" * 32, "c")
+    tx = owner.anchor(registered(owner, "example.org/confirm"), 1, b"\x61" * 32, "c")
     rcpt = owner.wait_for_receipt(tx)
     assert owner.confirmations(tx) == 1
     anvil.mine(3)

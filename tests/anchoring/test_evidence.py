@@ -10,6 +10,7 @@ import pytest
 import rlp
 from eth_utils import keccak
 
+from tests.anchoring.simlog import LOG_KEY, registered
 from anchoring.chain import ChainClient, log_id_for_origin
 from anchoring.devchain import Anvil
 from anchoring.evidence import (
@@ -34,8 +35,12 @@ def crowded_block(owner, account_client, manual_mining):  # type: ignore[no-unty
     second = account_client(1, owner.contract_address)
     sent: list[tuple[str, str, int]] = []  # (tx hash, origin, size)
     hashes = [owner.authorize(second.address)]  # automine is off: mine it before second anchors
+    for i in range(8):  # and the 16 logs' registrations
+        hashes.append(owner.register_log(f"example.org/crowded-{i}", LOG_KEY))
+        hashes.append(owner.register_log(f"example.org/crowded-{i}/2", LOG_KEY))
     manual_mining.mine()
-    owner.wait_for_receipt(hashes[0])
+    for h in hashes:
+        owner.wait_for_receipt(h)
     hashes = []
     for i in range(8):
         origin = f"example.org/crowded-{i}"
@@ -73,7 +78,8 @@ def test_evidence_for_every_anchor_in_a_crowded_block(crowded_block) -> None:  #
 
 
 def test_evidence_in_a_single_transaction_block(owner) -> None:  # type: ignore[no-untyped-def]
-    tx = owner.anchor(log_id_for_origin("example.org/alone"), 7, b"\x77" * 32, "bafy-alone")
+    log_id = registered(owner, "example.org/alone")
+    tx = owner.anchor(log_id, 7, b"\x77" * 32, "bafy-alone")
     owner.wait_for_receipt(tx)
     ev = build_evidence(owner, tx)
     assert ev["tx_index"] == 0 and ev["receipt_proof"] and ev["cid"] == "bafy-alone"
@@ -157,7 +163,7 @@ def test_header_encoding_for_cancun_fork() -> None:
         client = ChainClient(chain.rpc_url, chain.private_keys[0])
         client.deploy()
         client.wait_for_receipt(client.authorize(client.address))
-        tx = client.anchor(log_id_for_origin("example.org/cancun"), 3, b"\x33" * 32, "bafy-cancun")
+        tx = client.anchor(registered(client, "example.org/cancun"), 3, b"\x33" * 32, "bafy-cancun")
         client.wait_for_receipt(tx)
         block = client.block(client.receipt(tx)["blockHash"])
         assert "requestsHash" not in block or block["requestsHash"] is None
