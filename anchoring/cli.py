@@ -46,7 +46,9 @@ def _confirmations(value: str) -> int | str:
 
 
 def open_ledger(data_dir: str | None, database_url: str | None) -> Ledger:
-    return Ledger.open(data_dir, database_url)
+    from ledger.preflight import open_ledger as open_or_explain  # one line if the database is missing
+
+    return open_or_explain(data_dir, database_url)
 
 
 def content_store_for(data_dir: Path, content_dir: str | None, ipfs: str | None) -> ContentStore:
@@ -61,7 +63,7 @@ def content_store_for(data_dir: Path, content_dir: str | None, ipfs: str | None)
 @click.option("--data-dir", envvar="RLHF_LEDGER_HOME", default="./data", show_default=True, help="ledger data directory")
 @click.option("--database-url", envvar="DATABASE_URL", default=None, help="ledger database (default SQLite in data dir)")
 @click.option("--log", "log_ids", multiple=True, help="log id(s) to anchor (default: every log)")
-@click.option("--rpc", envvar=RPC_ENV, required=True, help=f"chain JSON-RPC URL (env {RPC_ENV})")
+@click.option("--rpc", envvar=RPC_ENV, default=None, help=f"chain JSON-RPC URL (env {RPC_ENV})")
 @click.option("--contract", envvar=CONTRACT_ENV, default=None, help=f"ProvenanceAnchor address (env {CONTRACT_ENV})")
 @click.option("--keystore", type=click.Path(dir_okay=False), default=None, help="keystore v3 file for the anchoring key")
 @click.option("--confirmations", default="2", show_default=True, help="blocks deep before 'confirmed', or 'finalized'")
@@ -75,6 +77,9 @@ def anchor_command(data_dir: str, database_url: str | None, log_ids: tuple[str, 
                    deploy: bool, once: bool, interval: float) -> None:
     """Anchor signed checkpoints on chain and store their manifests."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # schema upgrades are not worker news
+    if not rpc:
+        raise click.ClickException(f"no chain: pass --rpc URL or set {RPC_ENV} (a JSON-RPC endpoint of the chain to anchor on)")
     try:
         conf = _confirmations(confirmations)
         ledger = open_ledger(data_dir, database_url)

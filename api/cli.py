@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import click
 
@@ -31,11 +32,13 @@ def serve(host: str, port: int, workers: int, data_dir: str | None, database_url
     """Run the service with uvicorn (settings: docs/api.md)."""
     import uvicorn
 
-    from ledger.store import Ledger
+    from ledger.preflight import open_ledger, require_passphrase
 
     _env(data_dir, database_url)
-    # Migrate once here, before the workers start, so they never race on the schema.
-    Ledger.open(data_dir, database_url).close()
+    # Everything the workers need, checked here as one-line errors (no traceback from a worker):
+    # the passphrase opens the keys, the database answers; migrate once before the workers start.
+    require_passphrase(Path(data_dir or os.environ.get("RLHF_LEDGER_HOME", "./data")))
+    open_ledger(data_dir, database_url).close()
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level=log_level,
                 timeout_graceful_shutdown=10, proxy_headers=False)
 
@@ -56,11 +59,11 @@ def token_group() -> None:
 def token_create(role, label, log_ids, producer_key_ids, run_ids, data_dir, database_url) -> None:
     """Mint a token and print it once (only its SHA-256 is stored)."""
     from ledger.errors import LedgerError
-    from ledger.store import Ledger
+    from ledger.preflight import open_ledger
 
     from .tokens import create_token
 
-    ledger = Ledger.open(data_dir, database_url)
+    ledger = open_ledger(data_dir, database_url)
     try:
         text, p = create_token(ledger.engine, role, label=label, log_ids=list(log_ids),
                                producer_key_ids=list(producer_key_ids), run_ids=list(run_ids))
@@ -76,11 +79,11 @@ def token_create(role, label, log_ids, producer_key_ids, run_ids, data_dir, data
 @click.option("--data-dir", envvar="RLHF_LEDGER_HOME", default=None)
 @click.option("--database-url", envvar="DATABASE_URL", default=None)
 def token_list(data_dir, database_url) -> None:
-    from ledger.store import Ledger
+    from ledger.preflight import open_ledger
 
     from .tokens import list_tokens
 
-    ledger = Ledger.open(data_dir, database_url)
+    ledger = open_ledger(data_dir, database_url)
     try:
         for t in list_tokens(ledger.engine):
             click.echo(json.dumps(t, sort_keys=True))
@@ -94,11 +97,11 @@ def token_list(data_dir, database_url) -> None:
 @click.option("--database-url", envvar="DATABASE_URL", default=None)
 def token_revoke(token_id, data_dir, database_url) -> None:
     from ledger.errors import LedgerError
-    from ledger.store import Ledger
+    from ledger.preflight import open_ledger
 
     from .tokens import revoke_token
 
-    ledger = Ledger.open(data_dir, database_url)
+    ledger = open_ledger(data_dir, database_url)
     try:
         revoke_token(ledger.engine, token_id)
     except LedgerError as e:
