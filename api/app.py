@@ -811,8 +811,16 @@ def create_app(ledger: Ledger | None = None, settings: Settings | None = None) -
         version="1.0.0",
         description="Submission of signed audit events, Merkle proofs, checkpoints, anchors and proof bundles. See docs/api.md.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc are served with local assets (api/docs_offline.py)
+        redoc_url=None,
     )
     app.include_router(router)
+    from .runs_routes import make_router as runs_router  # GET /v1/logs/{log_id}/runs (ledger/run_list.py)
+
+    app.include_router(runs_router(authenticate, LogId), prefix="/v1")
+    from .docs_offline import install_offline_docs
+
+    install_offline_docs(app)
 
     @app.get("/healthz", response_model=m.Health, tags=["ops"], responses=COMMON_RESPONSES)
     def healthz() -> dict:
@@ -826,7 +834,7 @@ def create_app(ledger: Ledger | None = None, settings: Settings | None = None) -
                 conn.rollback()
             refusals = fork_check_all(request.app.state.service.ledger)
         except Exception as e:  # noqa: BLE001 - any DB failure means not ready
-            return problem_response(request, 503, "not_ready", f"database check failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+            return problem_response(request, 503, "not_ready", redact_secrets(f"database check failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"))
         if refusals:  # a log refusing to sign must not take appends (docs/operations.md)
             return problem_response(request, 503, "log_refusing_to_sign", "; ".join(refusals)[:2000])
         return JSONResponse({"status": "ready"})

@@ -28,8 +28,18 @@ def _env(data_dir: str | None, database_url: str | None) -> None:
 @click.option("--data-dir", envvar="RLHF_LEDGER_HOME", default=None, help="data directory (default ./data)")
 @click.option("--database-url", envvar="DATABASE_URL", default=None, help="PostgreSQL URL (default: SQLite in the data dir)")
 @click.option("--log-level", default="info", show_default=True)
-def serve(host: str, port: int, workers: int, data_dir: str | None, database_url: str | None, log_level: str) -> None:
-    """Run the service with uvicorn (settings: docs/api.md)."""
+@click.option("--header-timeout", envvar="RLHF_API_HEADER_TIMEOUT", default=10.0, show_default=True, type=click.FloatRange(0),
+              help="seconds a connection has to deliver a complete request head (0: off)")
+@click.option("--keep-alive", envvar="RLHF_API_KEEP_ALIVE", default=5, show_default=True, type=click.IntRange(1, 3600),
+              help="seconds an idle keep-alive connection stays open")
+@click.option("--limit-concurrency", envvar="RLHF_API_LIMIT_CONCURRENCY", default=256, show_default=True, type=click.IntRange(1),
+              help="connections plus requests in progress per worker beyond which requests get 503")
+@click.option("--max-connections", envvar="RLHF_API_MAX_CONNECTIONS", default=1024, show_default=True, type=click.IntRange(1),
+              help="open connections per worker beyond which new ones are closed at once")
+@click.option("--backlog", default=512, show_default=True, type=click.IntRange(1))
+def serve(host: str, port: int, workers: int, data_dir: str | None, database_url: str | None, log_level: str,
+          header_timeout: float, keep_alive: int, limit_concurrency: int, max_connections: int, backlog: int) -> None:
+    """Run the service with uvicorn (settings: docs/api.md; behind a proxy: docs/security.md)."""
     import uvicorn
 
     from ledger.preflight import open_ledger, require_passphrase
@@ -39,8 +49,15 @@ def serve(host: str, port: int, workers: int, data_dir: str | None, database_url
     # the passphrase opens the keys, the database answers; migrate once before the workers start.
     require_passphrase(Path(data_dir or os.environ.get("RLHF_LEDGER_HOME", "./data")))
     open_ledger(data_dir, database_url).close()
+    # Worker processes read these when they import the protocol class.
+    os.environ["RLHF_API_HEADER_TIMEOUT"] = str(header_timeout)
+    os.environ["RLHF_API_MAX_CONNECTIONS"] = str(max_connections)
+    from .protocol import GuardedH11Protocol
+
+    GuardedH11Protocol.header_timeout, GuardedH11Protocol.max_connections = header_timeout, max_connections
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level=log_level,
-                timeout_graceful_shutdown=10, proxy_headers=False)
+                timeout_graceful_shutdown=10, proxy_headers=False, http=GuardedH11Protocol, timeout_keep_alive=keep_alive,
+                limit_concurrency=limit_concurrency, backlog=backlog)
 
 
 @api_group.group("token", help="Bearer tokens (admin, submitter, auditor).")
