@@ -121,7 +121,7 @@ def test_restored_dump_never_forks_and_recovers(anvil, owner, dbs, tmp_path):  #
     chain_env = {"RLHF_CHAIN_RPC": anvil.rpc_url, "RLHF_ANCHOR_CONTRACT": owner.contract_address}
     for data_dir, env, source in ((data, {}, "published checkpoint file"), (bare, chain_env, "chain")):
         lg2 = Ledger.open(data_dir, restored)
-        token, _ = create_token(lg2.engine, "submitter", log_ids=[LOG], producer_key_ids=[prod.signer.key_id])
+        token, _ = create_token(lg2.engine, "submitter", log_ids=[LOG], producer_key_ids=[prod.signer.key_id], run_ids=["*"])
         lg2.close()
         svc = service.start(data_dir, restored, env)
         try:
