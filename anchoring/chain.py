@@ -2,9 +2,15 @@
 
 - Transactions are signed locally with the anchoring key (anchoring/keystore.py) and sent raw;
   the node never holds the key.
-- Fees are EIP-1559: maxPriorityFeePerGas = the median tip of recent blocks (eth_feeHistory,
-  50th percentile), at least `min_priority_fee_wei`; maxFeePerGas = 2 x next base fee + tip, so a
-  transaction stays valid through several blocks of base-fee growth.
+- Fees (`fee_mode`): "eip1559" (type 2): maxPriorityFeePerGas = the median tip of recent blocks
+  (eth_feeHistory, 50th percentile), at least `min_priority_fee_wei`; maxFeePerGas = 2 x next base
+  fee + tip, so a transaction stays valid through several blocks of base-fee growth. "legacy"
+  (type 0): gasPrice = eth_gasPrice + 25 %, for chains without EIP-1559. "auto" (default): legacy
+  when the latest block has no baseFeePerGas.
+- Several RPC URLs (a list, or one comma-separated string): a transient failure moves to the next
+  endpoint (failover), whose eth_chainId must equal the first one's.
+- Every node answer used is validated where it arrives: a missing or malformed field is a
+  one-line ChainError naming the RPC method, the field and the value.
 - Nonces are tracked locally (one lock around sign-and-send) and resynchronised from the node's
   pending count when the node answers "nonce too low" or the transaction is a known replacement.
 - Transient RPC failures (connection refused/reset, timeouts, HTTP 5xx and 429) are retried with
@@ -116,7 +122,7 @@ class ChainClient:
 
     def __init__(
         self,
-        rpc_url: str,
+        rpc_url: str | list[str] | tuple[str, ...],
         account: LocalAccount | str | bytes,
         *,
         contract_address: str | None = None,
@@ -126,14 +132,26 @@ class ChainClient:
         min_priority_fee_wei: int = 1_000_000,  # 0.001 gwei: dev chains report zero tips
         gas_margin: float = 1.25,
         sleep: Callable[[float], None] = time.sleep,
+        fee_mode: str = "auto",
     ) -> None:
-        self.rpc_url = rpc_url
+        urls = [u.strip() for u in rpc_url.split(",")] if isinstance(rpc_url, str) else [str(u) for u in rpc_url]
+        urls = [u for u in urls if u]
+        if not urls:
+            raise ChainError("no RPC URL given", where="rpc")
+        if fee_mode not in FEE_MODES:
+            raise ValueError(f"fee_mode must be one of {', '.join(FEE_MODES)}, got {fee_mode!r}")
+        self.fee_mode = fee_mode
+        self.rpc_urls = urls
+        self._active = 0  # index of the endpoint in use; transient failures move to the next one
+        self.rpc_url = urls[0]
         self.account: LocalAccount = (
             account if isinstance(account, LocalAccount) else account_from_private_key(account, where="anchoring key")
         )
         # web3's own retry layer is off: retries are ours, bounded and visible (is_transient()).
-        self.w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": request_timeout},
-                                    exception_retry_configuration=None))
+        self._w3s = [Web3(HTTPProvider(u, request_kwargs={"timeout": request_timeout},
+                                       exception_retry_configuration=None)) for u in urls]
+        self._verified_chain = {0}  # endpoints whose eth_chainId was checked against the first one
+        self.failovers = 0  # endpoint switches so far (observability, tests)
         self.artifact = artifact or load_artifact()
         self.retry_policy = retry
         self.min_priority_fee_wei = min_priority_fee_wei
@@ -142,6 +160,7 @@ class ChainClient:
         self._nonce: int | None = None
         self._lock = threading.Lock()
         self._chain_id: int | None = None
+        self._eip1559: bool | None = None
         self._errors = {
             "0x" + keccak(text=f"{e['name']}({','.join(i['type'] for i in e['inputs'])})")[:4].hex():
                 (e["name"], [i["type"] for i in e["inputs"]])
@@ -149,6 +168,35 @@ class ChainClient:
         }
         self.contract_address = to_checksum_address(contract_address) if contract_address else None
         self.retries_done = 0  # transient failures retried so far (observability, tests)
+
+    @property
+    def w3(self) -> Web3:
+        return self._w3s[self._active]
+
+    def _fail_over(self, exc: BaseException) -> None:
+        """Move to the next RPC endpoint after a transient failure (several URLs configured)."""
+        if len(self._w3s) < 2:
+            return
+        previous = self.rpc_urls[self._active]
+        self._active = (self._active + 1) % len(self._w3s)
+        self.rpc_url = self.rpc_urls[self._active]
+        self.failovers += 1
+        log.warning("chain RPC %s failed (%s); failing over to %s", previous, exc.__class__.__name__, self.rpc_url)
+        if self._active not in self._verified_chain and self._chain_id is not None:
+            try:
+                answer = self.w3.provider.make_request("eth_chainId", [])  # type: ignore[arg-type]
+            except Exception:  # noqa: BLE001 - this endpoint may be down too; the retry loop decides
+                return
+            other = answer.get("result") if isinstance(answer, dict) else None
+            try:
+                same = _quantity(other, "eth_chainId", "result", where=self.rpc_url) == self._chain_id
+            except ChainError:
+                same = False
+            if not same:
+                raise ChainError(f"eth_chainId: endpoint {self.rpc_url} reports chain {other!r}, the first endpoint "
+                                 f"reports {self._chain_id}; all --rpc URLs must serve the same chain",
+                                 where=self.rpc_url)
+            self._verified_chain.add(self._active)
 
     def __repr__(self) -> str:  # never show the key
         return f"ChainClient(rpc_url={self.rpc_url!r}, address={self.address}, contract={self.contract_address})"
@@ -162,7 +210,8 @@ class ChainClient:
     @property
     def chain_id(self) -> int:
         if self._chain_id is None:
-            self._chain_id = self._retry("eth_chainId", lambda: int(self.w3.eth.chain_id))
+            value = self.rpc("eth_chainId", [])
+            self._chain_id = _quantity(value, "eth_chainId", "result", where=self.rpc_url)
         return self._chain_id
 
     @property
@@ -174,17 +223,19 @@ class ChainClient:
     def _retry(self, what: str, fn: Callable[[], T]) -> T:
         """Run fn, retrying transient RPC failures with bounded exponential backoff."""
         policy = self.retry_policy
-        for attempt in range(policy.attempts):
+        for attempt in range(max(policy.attempts, len(self._w3s))):
             try:
                 return fn()
             except Exception as exc:  # noqa: BLE001 - classified right below
                 if not is_transient(exc):
                     raise
-                if attempt == policy.attempts - 1:
+                if attempt >= max(policy.attempts, len(self._w3s)) - 1:
                     raise ChainUnavailable(
-                        f"{what} failed after {policy.attempts} attempts: {exc.__class__.__name__}: {exc}",
+                        f"{what} failed after {attempt + 1} attempts over {len(self._w3s)} endpoint(s): "
+                        f"{exc.__class__.__name__}: {exc}",
                         where=self.rpc_url,
                     ) from exc
+                self._fail_over(exc)
                 delay = min(policy.base_delay * (2 ** attempt), policy.max_delay)
                 log.warning("%s: transient RPC failure (%s), retry %d in %.2fs",
                             what, exc.__class__.__name__, attempt + 1, delay)
@@ -205,7 +256,13 @@ class ChainClient:
 
     def receipt(self, tx_hash: str | bytes) -> dict[str, Any] | None:
         """The raw receipt, or None while pending/unknown."""
-        return self.rpc("eth_getTransactionReceipt", [_hex(tx_hash)])
+        rcpt = self.rpc("eth_getTransactionReceipt", [_hex(tx_hash)])
+        if rcpt is not None:
+            _require_object(rcpt, "eth_getTransactionReceipt", where=self.rpc_url)
+            if rcpt.get("blockNumber") is not None:
+                for name in ("blockNumber", "status", "transactionIndex", "gasUsed"):
+                    _quantity(rcpt.get(name), "eth_getTransactionReceipt", name, where=self.rpc_url)
+        return rcpt
 
     def transaction(self, tx_hash: str | bytes) -> dict[str, Any] | None:
         return self.rpc("eth_getTransactionByHash", [_hex(tx_hash)])
@@ -219,6 +276,12 @@ class ChainClient:
             result = self.rpc("eth_getBlockByNumber", [tag, full_transactions])
         if result is None:
             raise ChainError(f"block {block!r} not found", where=self.rpc_url)
+        method = "eth_getBlockByHash" if isinstance(block, bytes) or str(block).startswith("0x") and len(str(block)) == 66 else "eth_getBlockByNumber"
+        _require_object(result, method, where=self.rpc_url)
+        _quantity(result.get("number"), method, "number", where=self.rpc_url)
+        h = result.get("hash")
+        if not (isinstance(h, str) and len(h) == 66 and h.startswith("0x")):
+            raise ChainError(f"{method}: hash = {str(h)[:80]!r} is not a 32-byte hex hash", where=self.rpc_url)
         return result
 
     def block_number(self, tag: str = "latest") -> int | None:
@@ -227,11 +290,18 @@ class ChainClient:
             raise ValueError(f"unknown block tag {tag!r}")
         try:
             result = self.rpc("eth_getBlockByNumber", [tag, False])
-        except ChainError as e:  # some nodes answer an error instead of null for unknown tags
-            if "finalized" in str(e) or "safe" in str(e):
+        except RPCError as e:
+            # Some nodes answer an error instead of null for a tag they do not have ("finalized
+            # block not found", "unknown block", "invalid block tag", ...): whatever the wording,
+            # that tag is absent. Confirmations still apply (docs/anchoring.md, "Confirmations").
+            if tag in ("safe", "finalized"):
+                log.debug("eth_getBlockByNumber(%s): %s; treating the tag as absent", tag, e)
                 return None
             raise
-        return None if result is None else int(result["number"], 16)
+        if result is None:
+            return None
+        _require_object(result, "eth_getBlockByNumber", where=self.rpc_url)
+        return _quantity(result.get("number"), f"eth_getBlockByNumber({tag})", "number", where=self.rpc_url)
 
     def confirmations(self, tx_hash: str | bytes) -> int:
         """Blocks on top of and including the tx's block (1 = just mined); 0 if not mined."""
@@ -324,11 +394,41 @@ class ChainClient:
 
     def fees(self) -> tuple[int, int]:
         """(maxFeePerGas, maxPriorityFeePerGas) from eth_feeHistory over the last 5 blocks."""
-        history = self.rpc("eth_feeHistory", [hex(5), "latest", [50]])
-        next_base = int(history["baseFeePerGas"][-1], 16)  # base fee of the next block
-        tips = sorted(int(r[0], 16) for r in history.get("reward") or [] if r)
+        method = "eth_feeHistory"
+        history = self.rpc(method, [hex(5), "latest", [50]])
+        _require_object(history, method, where=self.rpc_url)
+        bases = history.get("baseFeePerGas")
+        if not isinstance(bases, list) or not bases:
+            raise ChainError(f"{method}: baseFeePerGas = {str(bases)[:80]!r}: no base fee (a chain without "
+                             "EIP-1559 needs --fee-mode legacy)", where=self.rpc_url)
+        next_base = _quantity(bases[-1], method, "baseFeePerGas[-1]", where=self.rpc_url)
+        rewards = history.get("reward") or []
+        if not isinstance(rewards, list):
+            raise ChainError(f"{method}: reward = {str(rewards)[:80]!r} is not a list", where=self.rpc_url)
+        tips = sorted(_quantity(r[0], method, f"reward[{i}][0]", where=self.rpc_url)
+                      for i, r in enumerate(rewards) if isinstance(r, list) and r)
         tip = max(tips[len(tips) // 2] if tips else 0, self.min_priority_fee_wei)
         return 2 * next_base + tip, tip
+
+    def legacy_gas_price(self) -> int:
+        """eth_gasPrice with a 25 % margin, at least min_priority_fee_wei (type 0 transactions)."""
+        price = _quantity(self.rpc("eth_gasPrice", []), "eth_gasPrice", "result", where=self.rpc_url)
+        return max(price + price // 4, self.min_priority_fee_wei)
+
+    def uses_eip1559(self) -> bool:
+        """fee_mode 'eip1559'/'legacy' as configured; 'auto': the latest block has baseFeePerGas."""
+        if self.fee_mode != "auto":
+            return self.fee_mode == "eip1559"
+        if self._eip1559 is None:
+            self._eip1559 = self.block("latest").get("baseFeePerGas") is not None
+        return self._eip1559
+
+    def fee_fields(self) -> dict[str, int]:
+        """Fee fields and type for a transaction: EIP-1559 (type 2) or legacy (type 0, gasPrice)."""
+        if self.uses_eip1559():
+            max_fee, tip = self.fees()
+            return {"type": 2, "maxFeePerGas": max_fee, "maxPriorityFeePerGas": tip}
+        return {"type": 0, "gasPrice": self.legacy_gas_price()}
 
     def send(self, to: str | None, data: str, *, what: str, value: int = 0) -> str:
         """Estimate gas (reverts surface here as ContractRevert), sign locally with the next local
@@ -338,8 +438,7 @@ class ChainClient:
             tx["to"] = to
         gas = self._estimate_gas(tx, what)
         tx["gas"] = int(gas * self.gas_margin)
-        tx["maxFeePerGas"], tx["maxPriorityFeePerGas"] = self.fees()
-        tx["type"] = 2
+        tx.update(self.fee_fields())
         del tx["from"]
         with self._lock:
             for attempt in range(3):
@@ -375,14 +474,16 @@ class ChainClient:
             self._nonce = None
 
     def _pending_nonce(self) -> int:
-        return int(self.rpc("eth_getTransactionCount", [self.address, "pending"]), 16)
+        return _quantity(self.rpc("eth_getTransactionCount", [self.address, "pending"]),
+                         "eth_getTransactionCount", "result", where=self.rpc_url)
 
     def _estimate_gas(self, tx: dict[str, Any], what: str) -> int:
         call = {k: (hex(v) if isinstance(v, int) else v) for k, v in tx.items() if k != "chainId"}
         try:
-            return int(self.rpc("eth_estimateGas", [call]), 16)
+            answer = self.rpc("eth_estimateGas", [call])
         except ChainError as e:
             raise self._revert_error(e, what) from None
+        return _quantity(answer, "eth_estimateGas", "result", where=self.rpc_url)
 
     def _revert_error(self, e: ChainError, what: str) -> ChainError:
         """Turn a JSON-RPC execution error into ContractRevert with the decoded custom error."""
@@ -402,6 +503,25 @@ class ChainClient:
         return e
 
 
+FEE_MODES = ("auto", "eip1559", "legacy")
+
+
+def _require_object(value: Any, method: str, *, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ChainError(f"{method}: answer = {str(value)[:80]!r} is not an object", where=where)
+    return value
+
+
+def _quantity(value: Any, method: str, field: str, *, where: str) -> int:
+    """A JSON-RPC quantity ("0x" + hex); anything else is a one-line error naming method and field."""
+    if isinstance(value, str) and value.startswith("0x") and len(value) > 2:
+        try:
+            return int(value, 16)
+        except ValueError:
+            pass
+    raise ChainError(f"{method}: {field} = {str(value)[:80]!r} is not a 0x-hex quantity", where=where)
+
+
 def _hex(value: str | bytes) -> str:
     return value if isinstance(value, str) else "0x" + bytes(value).hex()
 
@@ -417,6 +537,6 @@ def _show(value: Any) -> str:
 
 
 __all__ = [
-    "ARTIFACT_PATH", "ChainClient", "ChainError", "ChainUnavailable", "ContractRevert", "RPCError",
+    "ARTIFACT_PATH", "FEE_MODES", "ChainClient", "ChainError", "ChainUnavailable", "ContractRevert", "RPCError",
     "RetryPolicy", "TransactionFailed", "is_transient", "load_artifact", "log_id_for_origin",
 ]

@@ -24,10 +24,10 @@ import click
 from ledger.errors import LedgerError
 from ledger.store import Ledger
 
-from .chain import ChainClient
+from .chain import FEE_MODES, ChainClient
 from .content_store import ContentStore, LocalContentStore
 from .keystore import load_anchor_account
-from .worker import FINALIZED_MODE, AnchorWorker, anchors_for_log
+from .worker import FINALIZED_MODE, AnchorWorker, anchors_for_log, retry_anchor
 
 RPC_ENV = "RLHF_CHAIN_RPC"
 CONTRACT_ENV = "RLHF_ANCHOR_CONTRACT"
@@ -46,7 +46,9 @@ def _confirmations(value: str) -> int | str:
 
 
 def open_ledger(data_dir: str | None, database_url: str | None) -> Ledger:
-    return Ledger.open(data_dir, database_url)
+    from ledger.preflight import open_ledger as open_or_explain  # one line if the database is missing
+
+    return open_or_explain(data_dir, database_url)
 
 
 def content_store_for(data_dir: Path, content_dir: str | None, ipfs: str | None) -> ContentStore:
@@ -61,24 +63,33 @@ def content_store_for(data_dir: Path, content_dir: str | None, ipfs: str | None)
 @click.option("--data-dir", envvar="RLHF_LEDGER_HOME", default="./data", show_default=True, help="ledger data directory")
 @click.option("--database-url", envvar="DATABASE_URL", default=None, help="ledger database (default SQLite in data dir)")
 @click.option("--log", "log_ids", multiple=True, help="log id(s) to anchor (default: every log)")
-@click.option("--rpc", envvar=RPC_ENV, required=True, help=f"chain JSON-RPC URL (env {RPC_ENV})")
+@click.option("--rpc", envvar=RPC_ENV, default=None,
+              help=f"chain JSON-RPC URL; several comma-separated URLs fail over in order (env {RPC_ENV})")
 @click.option("--contract", envvar=CONTRACT_ENV, default=None, help=f"ProvenanceAnchor address (env {CONTRACT_ENV})")
 @click.option("--keystore", type=click.Path(dir_okay=False), default=None, help="keystore v3 file for the anchoring key")
-@click.option("--confirmations", default="2", show_default=True, help="blocks deep before 'confirmed', or 'finalized'")
+@click.option("--confirmations", default="2", show_default=True,
+              help="blocks deep before 'confirmed' (always applies), or 'finalized' (2 blocks and the finalized tag)")
+@click.option("--finality-tag", type=click.Choice(["finalized", "safe"]), default="finalized", show_default=True,
+              help="chain tag a row must also pass to become 'finalized' (an additional condition)")
+@click.option("--fee-mode", type=click.Choice(list(FEE_MODES)), default="auto", show_default=True,
+              help="eip1559 (type 2), legacy (type 0, gasPrice) or auto (legacy if blocks have no baseFeePerGas)")
 @click.option("--content-store", "content_dir", default=None, help="content directory (default <data-dir>/content)")
 @click.option("--ipfs", default=None, help="Kubo RPC URL, e.g. http://127.0.0.1:5001 (instead of --content-store)")
 @click.option("--deploy", is_flag=True, help="deploy a new contract (dev chains) and authorise the key")
 @click.option("--once/--watch", default=True, help="one pass (default) or keep running")
 @click.option("--interval", default=5.0, show_default=True, help="seconds between passes with --watch")
 def anchor_command(data_dir: str, database_url: str | None, log_ids: tuple[str, ...], rpc: str, contract: str | None,
-                   keystore: str | None, confirmations: str, content_dir: str | None, ipfs: str | None,
-                   deploy: bool, once: bool, interval: float) -> None:
+                   keystore: str | None, confirmations: str, finality_tag: str, fee_mode: str,
+                   content_dir: str | None, ipfs: str | None, deploy: bool, once: bool, interval: float) -> None:
     """Anchor signed checkpoints on chain and store their manifests."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # schema upgrades are not worker news
+    if not rpc:
+        raise click.ClickException(f"no chain: pass --rpc URL or set {RPC_ENV} (a JSON-RPC endpoint of the chain to anchor on)")
     try:
         conf = _confirmations(confirmations)
         ledger = open_ledger(data_dir, database_url)
-        client = ChainClient(rpc, load_anchor_account(keystore), contract_address=contract)
+        client = ChainClient(rpc, load_anchor_account(keystore), contract_address=contract, fee_mode=fee_mode)
         if deploy:
             address = client.deploy()
             client.wait_for_receipt(client.authorize(client.address))
@@ -87,9 +98,18 @@ def anchor_command(data_dir: str, database_url: str | None, log_ids: tuple[str, 
             raise click.UsageError(f"no contract: pass --contract, set {CONTRACT_ENV}, or --deploy on a dev chain")
         store = content_store_for(Path(data_dir), content_dir, ipfs)
         logs = list(log_ids) or [info.log_id for info in ledger.list_logs()]
-        workers = [AnchorWorker(ledger, client, store, log_id, confirmations=conf) for log_id in logs]
+        workers = [AnchorWorker(ledger, client, store, log_id, confirmations=conf, finality_tag=finality_tag)
+                   for log_id in logs]
     except LedgerError as e:
         raise click.ClickException(str(e)) from None
+    try:
+        _run(workers, once, interval)
+    finally:  # a finished --once run (or a stopped --watch) hands the lease on at once, not after its ttl
+        for w in workers:
+            w.lease.release()
+
+
+def _run(workers: list[AnchorWorker], once: bool, interval: float) -> None:
     while True:
         for w in workers:
             r = w.run_once()
@@ -116,10 +136,17 @@ def _when(ts: float | int | None) -> str:
 @click.option("--database-url", envvar="DATABASE_URL", default=None)
 @click.option("--log", "log_id", required=True, help="log id")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines with every column (evidence included)")
-def anchors_command(data_dir: str, database_url: str | None, log_id: str, as_json: bool) -> None:
-    """List a log's anchors and their status."""
+@click.option("--retry", "retry_id", type=int, default=None,
+              help="retry one failed anchor (by id): it goes back to submitted/pending for the worker")
+def anchors_command(data_dir: str, database_url: str | None, log_id: str, as_json: bool, retry_id: int | None) -> None:
+    """List a log's anchors and their status (failed rows show their reason)."""
     try:
         ledger = open_ledger(data_dir, database_url)
+        if retry_id is not None:
+            row = retry_anchor(ledger, log_id, retry_id)
+            click.echo(f"anchor {retry_id} (checkpoint {row['checkpoint_size']}): failed -> {row['status']}; "
+                       "the next worker pass takes it up")
+            return
         rows = anchors_for_log(ledger, log_id)
     except LedgerError as e:
         raise click.ClickException(str(e)) from None
@@ -127,10 +154,10 @@ def anchors_command(data_dir: str, database_url: str | None, log_id: str, as_jso
         for r in rows:
             click.echo(json.dumps(r, sort_keys=True))
         return
-    click.echo(f"{'size':>8} {'prev':>8} {'status':<10} {'block':>9} {'tx':<68} {'anchored (block time)':<21} cid / error")
+    click.echo(f"{'id':>5} {'size':>8} {'prev':>8} {'status':<10} {'block':>9} {'tx':<68} {'anchored (block time)':<21} cid / error")
     for r in rows:
         tail = r["error"] if r["status"] in ("failed", "reorged") or (r["error"] and r["status"] == "pending") else r["cid"]
-        click.echo(f"{r['checkpoint_size']:>8} {r['prev_size']:>8} {r['status']:<10} {r['block_number'] or '':>9} "
+        click.echo(f"{r['id']:>5} {r['checkpoint_size']:>8} {r['prev_size']:>8} {r['status']:<10} {r['block_number'] or '':>9} "
                    f"{r['tx_hash'] or '':<68} {_when(r['block_timestamp']):<21} {tail or ''}")
 
 

@@ -12,6 +12,7 @@ Merkle-Patricia proof walker), so a builder bug is not mirrored in the check.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from trie import HexaryTrie
 
 from ledger.errors import ProofError
 
-from .chain import ChainClient, ChainError
+from .chain import ChainClient, ChainError, ChainUnavailable
 
 EVIDENCE_FORMAT = "rlhf-anchor-evidence"
 EVIDENCE_VERSION = 1
@@ -77,47 +78,135 @@ def _int_bytes(value: int) -> bytes:
     return value.to_bytes((value.bit_length() + 7) // 8, "big") if value else b""
 
 
-def header_rlp(block: dict[str, Any]) -> bytes:
-    """RLP of the header of a JSON-RPC block object, fields per HEADER_FIELDS."""
+DEPOSIT_TX_TYPE = 0x7E  # OP Stack deposit transactions (op-geth core/types/deposit_tx.go)
+
+
+def _field(obj: dict[str, Any], name: str, *, method: str, where: str) -> Any:
+    """A field the builder needs from a node answer; missing -> one line naming method and field."""
+    if not isinstance(obj, dict) or obj.get(name) is None:
+        raise EvidenceError(f"{method}: answer has no {name}", where=where)
+    return obj[name]
+
+
+def _qty(obj: dict[str, Any], name: str, *, method: str, where: str) -> int:
+    """A JSON-RPC quantity (0x-hex, no leading zeros tolerated only as geth emits them)."""
+    value = _field(obj, name, method=method, where=where)
+    if not isinstance(value, str) or not value.startswith("0x") or len(value) < 3:
+        raise EvidenceError(f"{method}: {name} = {str(value)[:80]!r} is not a 0x-hex quantity", where=where)
+    try:
+        return int(value, 16)
+    except ValueError:
+        raise EvidenceError(f"{method}: {name} = {value[:80]!r} is not a 0x-hex quantity", where=where) from None
+
+
+def _data(obj: dict[str, Any], name: str, *, method: str, where: str, length: int | None = None) -> bytes:
+    value = _field(obj, name, method=method, where=where)
+    if not isinstance(value, str) or not value.startswith("0x") or len(value) % 2:
+        raise EvidenceError(f"{method}: {name} = {str(value)[:80]!r} is not 0x-hex data", where=where)
+    try:
+        raw = bytes.fromhex(value[2:])
+    except ValueError:
+        raise EvidenceError(f"{method}: {name} = {value[:80]!r} is not 0x-hex data", where=where) from None
+    if length is not None and len(raw) != length:
+        raise EvidenceError(f"{method}: {name} = {value[:80]!r} must be {length} bytes, got {len(raw)}", where=where)
+    return raw
+
+
+# Fields a node reports in a block object that are not header fields (JSON-RPC extras).
+_NON_HEADER_KEYS = frozenset({
+    "hash", "size", "totalDifficulty", "transactions", "uncles", "withdrawals", "sealFields", "author",
+    "l1BlockNumber", "sendCount", "sendRoot",  # Arbitrum: derived from extraData/mixHash/nonce
+    "requests", "blockAccessList", "signature", "committee",
+})
+# Header fields a chain reports beyond HEADER_FIELDS, in consensus order after requestsHash, that
+# this builder knows how to encode. Anything else is refused with its name (see header_rlp()).
+EXTRA_TRAILING_FIELDS: tuple[tuple[str, str], ...] = (
+    ("blockAccessListHash", "hash"),   # Amsterdam (EIP-7928), appended after requestsHash
+)
+
+
+def header_rlp(block: dict[str, Any], *, chain: str = "chain", method: str = "eth_getBlockByHash") -> bytes:
+    """RLP of the header of a JSON-RPC block object, fields per HEADER_FIELDS (then the known
+    trailing fields of EXTRA_TRAILING_FIELDS). A field the node reports that is neither a known
+    header field nor a known JSON-RPC extra is refused with its name: the builder cannot know
+    where it goes in the header, and guessing would emit evidence that does not hash."""
+    where = f"{chain} block {block.get('hash') if isinstance(block, dict) else None}"
+    if not isinstance(block, dict):
+        raise EvidenceError(f"{method}: answer is not a block object", where=where)
     items: list[bytes] = []
     missing_from: str | None = None
-    for name, kind in HEADER_FIELDS:
+    fields = HEADER_FIELDS + EXTRA_TRAILING_FIELDS
+    for name, kind in fields:
         if block.get(name) is None:
             missing_from = missing_from or name
             continue
         if missing_from is not None:
-            raise EvidenceError(f"header has {name} but not the earlier field {missing_from}",
-                                where=f"block {block.get('hash')}")
-        value = block[name]
+            raise EvidenceError(f"{method}: header has {name} but not the earlier field {missing_from}",
+                                where=where)
         if kind == "int":
-            items.append(_int_bytes(int(value, 16)))
+            items.append(_int_bytes(_qty(block, name, method=method, where=where)))
         else:
-            raw = _unhex(value, where=f"block.{name}")
-            if kind in _FIXED_LEN and len(raw) != _FIXED_LEN[kind]:
-                raise EvidenceError(f"{name} must be {_FIXED_LEN[kind]} bytes", where=f"block {block.get('hash')}")
-            items.append(raw)
+            items.append(_data(block, name, method=method, where=where, length=_FIXED_LEN.get(kind)))
+    known = {name for name, _ in fields}
+    unknown = sorted(k for k in block if k not in known and k not in _NON_HEADER_KEYS)
+    if unknown:
+        raise EvidenceError(
+            f"{method}: block has header field(s) {', '.join(unknown)} this builder cannot place on {chain}; "
+            "use a node that offers debug_getRawHeader, or extend anchoring/evidence.py", where=where)
     return rlp.encode(items)
 
 
-def receipt_rlp(receipt: dict[str, Any]) -> bytes:
-    """Consensus encoding of a JSON-RPC receipt (EIP-2718): legacy receipts are
-    rlp([status, cumulativeGasUsed, logsBloom, logs]); typed ones are type_byte || that RLP."""
+def _status_byte(receipt: dict[str, Any], *, method: str, where: str) -> bytes:
     if receipt.get("status") is None:
-        raise EvidenceError("pre-Byzantium receipt (state root instead of status) is not supported",
-                            where=f"receipt {receipt.get('transactionHash')}")
-    logs = [
-        [_unhex(lg["address"], where="log.address"),
-         [_unhex(t, where="log.topic") for t in lg["topics"]],
-         _unhex(lg["data"], where="log.data")]
-        for lg in receipt["logs"]
-    ]
-    body = rlp.encode([
-        _int_bytes(int(receipt["status"], 16)),
-        _int_bytes(int(receipt["cumulativeGasUsed"], 16)),
-        _unhex(receipt["logsBloom"], where="receipt.logsBloom"),
-        logs,
-    ])
-    tx_type = int(receipt.get("type") or "0x0", 16)
+        if receipt.get("root") is not None:
+            raise EvidenceError(f"{method}: pre-Byzantium receipt (root instead of status) is not supported",
+                                where=where)
+        raise EvidenceError(f"{method}: receipt has no status", where=where)
+    status = _qty(receipt, "status", method=method, where=where)
+    if status not in (0, 1):
+        raise EvidenceError(f"{method}: status = {receipt['status']!r} is neither 0x0 nor 0x1", where=where)
+    return _int_bytes(status)
+
+
+def receipt_rlp(receipt: dict[str, Any], *, method: str = "eth_getBlockReceipts") -> bytes:
+    """Consensus encoding of a JSON-RPC receipt (EIP-2718), the value stored in the receipt trie.
+
+    - legacy (type 0): rlp([status, cumulativeGasUsed, logsBloom, logs]);
+    - typed (0x01 access list, 0x02 EIP-1559, 0x03 blob, 0x04 set-code, Arbitrum 0x64..0x6a, ...):
+      type_byte || the same RLP list;
+    - OP Stack deposit (0x7e): before Canyon as a typed receipt; since Canyon the node reports
+      depositReceiptVersion and the list gains [..., depositNonce, depositReceiptVersion]
+      (op-geth core/types/receipt.go, EncodeIndex). A Regolith receipt carries depositNonce in
+      JSON but not in the trie encoding.
+    Every field is validated; a missing or malformed one is named with the RPC method."""
+    where = f"receipt {receipt.get('transactionHash') if isinstance(receipt, dict) else None}"
+    if not isinstance(receipt, dict):
+        raise EvidenceError(f"{method}: receipt is not an object", where=where)
+    status = _status_byte(receipt, method=method, where=where)
+    cumulative = _qty(receipt, "cumulativeGasUsed", method=method, where=where)
+    bloom = _data(receipt, "logsBloom", method=method, where=where, length=256)
+    raw_logs = _field(receipt, "logs", method=method, where=where)
+    if not isinstance(raw_logs, list):
+        raise EvidenceError(f"{method}: logs = {str(raw_logs)[:80]!r} is not a list", where=where)
+    logs = []
+    for i, lg in enumerate(raw_logs):
+        lw = f"{where} log {i}"
+        topics = _field(lg, "topics", method=method, where=lw)
+        if not isinstance(topics, list):
+            raise EvidenceError(f"{method}: topics = {str(topics)[:80]!r} is not a list", where=lw)
+        logs.append([
+            _data(lg, "address", method=method, where=lw, length=20),
+            [_data({"topic": t}, "topic", method=method, where=lw, length=32) for t in topics],
+            _data(lg, "data", method=method, where=lw),
+        ])
+    tx_type = _qty(receipt, "type", method=method, where=where) if receipt.get("type") is not None else 0
+    if tx_type > 0x7F:
+        raise EvidenceError(f"{method}: type = {receipt['type']!r} is not an EIP-2718 type (0x00..0x7f)", where=where)
+    fields: list[Any] = [status, _int_bytes(cumulative), bloom, logs]
+    if tx_type == DEPOSIT_TX_TYPE and receipt.get("depositReceiptVersion") is not None:
+        fields += [_int_bytes(_qty(receipt, "depositNonce", method=method, where=where)),
+                   _int_bytes(_qty(receipt, "depositReceiptVersion", method=method, where=where))]
+    body = rlp.encode(fields)
     return body if tx_type == 0 else bytes([tx_type]) + body
 
 
@@ -147,18 +236,86 @@ def decode_anchored_data(data: bytes, *, where: str = "log.data") -> tuple[int, 
 
 # -- building ------------------------------------------------------------------------------------
 
+RECEIPT_CALLS_IN_PARALLEL = 8  # bound for eth_getTransactionReceipt fallback calls
+
+
 def _block_receipts(client: ChainClient, block: dict[str, Any]) -> list[dict[str, Any]]:
-    try:
-        receipts = client.rpc("eth_getBlockReceipts", [block["hash"]])
-    except ChainError:  # not every node has eth_getBlockReceipts; one call per transaction then
-        receipts = None
+    """Every receipt of the block: eth_getBlockReceipts when the node offers it, else one
+    eth_getTransactionReceipt per transaction, at most RECEIPT_CALLS_IN_PARALLEL at a time."""
+    where = f"block {block['hash']}"
+    hashes = block.get("transactions")
+    if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
+        raise EvidenceError("eth_getBlockByHash: transactions is not a list of hashes", where=where)
+    method = "eth_getBlockReceipts"
+    receipts: Any = None
+    if getattr(client, "block_receipts_supported", True):
+        try:
+            receipts = client.rpc(method, [block["hash"]])
+        except ChainError as e:
+            if isinstance(e, ChainUnavailable):
+                raise
+            # not every node has eth_getBlockReceipts (method not found): remember, then fall back
+            try:
+                client.block_receipts_supported = False  # type: ignore[attr-defined]
+            except AttributeError:
+                pass
+            receipts = None
     if receipts is None:
-        receipts = [client.receipt(h) for h in block["transactions"]]
+        method = "eth_getTransactionReceipt"
+        if hashes:
+            with ThreadPoolExecutor(max_workers=min(RECEIPT_CALLS_IN_PARALLEL, len(hashes))) as pool:
+                receipts = list(pool.map(client.receipt, hashes))
+        else:
+            receipts = []
+    if not isinstance(receipts, list):
+        raise EvidenceError(f"{method}: answer is not a list of receipts", where=where)
+    for i, r in enumerate(receipts):
+        if r is None:
+            raise EvidenceError(f"{method}: no receipt for transaction {hashes[i] if i < len(hashes) else i}",
+                                where=where)
+        _qty(r, "transactionIndex", method=method, where=where)
     receipts = sorted(receipts, key=lambda r: int(r["transactionIndex"], 16))
-    if len(receipts) != len(block["transactions"]):
-        raise EvidenceError(f"got {len(receipts)} receipts for {len(block['transactions'])} transactions",
-                            where=f"block {block['hash']}")
+    if len(receipts) != len(hashes):
+        raise EvidenceError(f"{method}: got {len(receipts)} receipts for {len(hashes)} transactions", where=where)
+    for i, r in enumerate(receipts):
+        if int(r["transactionIndex"], 16) != i or str(r.get("transactionHash", "")).lower() != hashes[i].lower():
+            raise EvidenceError(f"{method}: receipt {i} is for transaction {r.get('transactionHash')!r} at index "
+                                f"{r['transactionIndex']}, the block lists {hashes[i]}", where=where)
     return receipts
+
+
+def block_header_bytes(client: ChainClient, block: dict[str, Any]) -> bytes:
+    """The header RLP: debug_getRawHeader when the node offers it (checked against the block hash),
+    else built from the block object's fields (header_rlp)."""
+    chain = f"chain {client.chain_id}"
+    block_hash = _data(block, "hash", method="eth_getBlockByHash", where=chain, length=32)
+    raw: bytes | None = None
+    if getattr(client, "raw_header_supported", True):
+        try:
+            answer = client.rpc("debug_getRawHeader", [block["hash"]])
+        except ChainError as e:
+            if isinstance(e, ChainUnavailable):
+                raise
+            answer = None
+            try:
+                client.raw_header_supported = False  # type: ignore[attr-defined]
+            except AttributeError:
+                pass
+        if answer is not None:
+            raw = _data({"result": answer}, "result", method="debug_getRawHeader", where=chain)
+            if keccak(raw) != block_hash:
+                raise EvidenceError(f"debug_getRawHeader: keccak of the raw header is 0x{keccak(raw).hex()}, "
+                                    f"not the block hash {block['hash']}", where=chain)
+            return raw
+    header = header_rlp(block, chain=chain)
+    if keccak(header) != block_hash:
+        n = len(rlp.decode(header))
+        raise EvidenceError(
+            f"eth_getBlockByHash: the header rebuilt from its {n} fields hashes to 0x{keccak(header).hex()}, not "
+            f"the block hash {block['hash']}: a field value differs from the consensus header (extraData of "
+            f"{len(_data(block, 'extraData', method='eth_getBlockByHash', where=chain))} bytes as reported, or a "
+            "field this builder does not know); use a node that offers debug_getRawHeader", where=chain)
+    return header
 
 
 def build_receipt_trie(encoded_receipts: list[bytes]) -> HexaryTrie:
@@ -182,19 +339,23 @@ def build_evidence(client: ChainClient, tx_hash: str, *, contract: str | None = 
     rcpt = client.receipt(tx_hash)
     if rcpt is None or rcpt.get("blockHash") is None:
         raise EvidenceError("transaction not mined (no receipt)", where=tx_hash)
-    if int(rcpt["status"], 16) != 1:
+    if _qty(rcpt, "status", method="eth_getTransactionReceipt", where=tx_hash) != 1:
         raise EvidenceError("transaction reverted: no anchor", where=tx_hash)
+    _qty(rcpt, "transactionIndex", method="eth_getTransactionReceipt", where=tx_hash)
     block = client.block(rcpt["blockHash"])
-    header = header_rlp(block)
-    if keccak(header) != _unhex(block["hash"], where="block.hash"):
-        raise EvidenceError("keccak(header RLP) != block hash: the node reports header fields this "
-                            "builder does not know (new fork?)", where=f"block {block['hash']}")
+    header = block_header_bytes(client, block)
+    _data(block, "receiptsRoot", method="eth_getBlockByHash", where=tx_hash, length=32)
+    _qty(block, "number", method="eth_getBlockByHash", where=tx_hash)
 
     receipts = _block_receipts(client, block)
-    encoded = [receipt_rlp(r) for r in receipts]
+    method = "eth_getBlockReceipts" if getattr(client, "block_receipts_supported", True) else "eth_getTransactionReceipt"
+    encoded = [receipt_rlp(r, method=method) for r in receipts]
     receipts_trie = build_receipt_trie(encoded)
-    if receipts_trie.root_hash != _unhex(block["receiptsRoot"], where="block.receiptsRoot"):
-        raise EvidenceError("rebuilt receipt trie root != header receiptsRoot", where=f"block {block['hash']}")
+    header_receipts_root = rlp.decode(header)[5]  # from the hashed header, not the JSON answer
+    if receipts_trie.root_hash != header_receipts_root:
+        raise EvidenceError(f"rebuilt receipt trie root 0x{receipts_trie.root_hash.hex()} != header receiptsRoot "
+                            f"0x{header_receipts_root.hex()} ({len(receipts)} receipts of types "
+                            f"{sorted({str(r.get('type') or '0x0') for r in receipts})})", where=f"block {block['hash']}")
 
     tx_index = int(rcpt["transactionIndex"], 16)
     mine = receipts[tx_index]
@@ -228,7 +389,7 @@ def build_evidence(client: ChainClient, tx_hash: str, *, contract: str | None = 
         "tx_index": tx_index,
         "block_number": int(block["number"], 16),
         "block_hash": block["hash"].lower(),
-        "log_index": int(lg["logIndex"], 16),
+        "log_index": _qty(lg, "logIndex", method=method, where=tx_hash),
         "receipt_log_position": position,
         "block_header_rlp": "0x" + header.hex(),
         "receipt_rlp": "0x" + encoded[tx_index].hex(),
@@ -391,8 +552,12 @@ def verify_evidence(ev: dict[str, Any], *, block_hash: str | bytes | None = None
     # 3. decode the receipt: optional type byte (< 0x80 for typed receipts), then the RLP list.
     body = receipt[1:] if receipt and receipt[0] < 0x80 else receipt
     try:
-        status, _cumulative, _bloom, logs = rlp.decode(body)
-    except (rlp.exceptions.DecodingError, ValueError):
+        decoded = rlp.decode(body)
+        # OP Stack deposit receipts (0x7e) since Canyon: [..., depositNonce, depositReceiptVersion]
+        if receipt[:1] == bytes([DEPOSIT_TX_TYPE]) and isinstance(decoded, list) and len(decoded) == 6:
+            decoded = decoded[:4]
+        status, _cumulative, _bloom, logs = decoded
+    except (rlp.exceptions.DecodingError, ValueError, TypeError):
         raise EvidenceError("receipt is not [status, cumulativeGasUsed, logsBloom, logs]", where="evidence.receipt_rlp") from None
     if status != b"\x01":
         raise EvidenceError("receipt status is not success (1)", where="evidence.receipt_rlp")

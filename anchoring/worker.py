@@ -56,6 +56,7 @@ REORGED, FAILED = "reorged", "failed"
 IN_FLIGHT = (PENDING, SUBMITTED, INCLUDED)
 ON_CHAIN = (INCLUDED, CONFIRMED)  # mined but not final: re-checked for reorgs every pass
 FINALIZED_MODE = "finalized"
+DEFAULT_CONFIRMATIONS = 2
 
 
 class LeaseLost(LedgerError):
@@ -96,9 +97,13 @@ class AnchorWorker:
         issue_checkpoints: bool = True,
         logs_from_block: int = 0,
         reorg_window: int = 4096,
+        finality_tag: str | None = None,
     ) -> None:
-        if confirmations != FINALIZED_MODE and not (isinstance(confirmations, int) and confirmations >= 1):
+        if confirmations != FINALIZED_MODE and not (isinstance(confirmations, int) and not isinstance(
+                confirmations, bool) and confirmations >= 1):
             raise ValueError(f"confirmations must be an integer >= 1 or 'finalized', got {confirmations!r}")
+        if finality_tag not in (None, "finalized", "safe"):
+            raise ValueError(f"finality_tag must be 'finalized', 'safe' or None, got {finality_tag!r}")
         self.ledger = ledger
         self.chain = chain_client
         self.store = content_store
@@ -107,6 +112,10 @@ class AnchorWorker:
         self.origin = info.origin
         self.chain_log_id = log_id_for_origin(info.origin)
         self.confirmations = confirmations
+        # K always applies; the chain's tag is an additional condition, never a replacement
+        # (Hardhat and eth-tester report finalized = latest). "finalized" mode = K 2 + the tag.
+        self.depth = DEFAULT_CONFIRMATIONS if confirmations == FINALIZED_MODE else int(confirmations)
+        self.finality_tag = finality_tag or "finalized"
         self.max_attempts = max_attempts
         self.issue_checkpoints = issue_checkpoints
         self.logs_from_block = logs_from_block
@@ -247,7 +256,7 @@ class AnchorWorker:
             return
         head = self.chain.block_number("latest")
         assert head is not None
-        finalized = self.chain.block_number("finalized")
+        finalized = self.chain.block_number(self.finality_tag)
         for row in rows:
             if row.status == SUBMITTED:
                 row = self._check_submitted(row)
@@ -285,7 +294,7 @@ class AnchorWorker:
         return self._update(
             row, status=INCLUDED, cid=verified.cid, block_number=verified.block_number,
             block_hash=evidence["block_hash"], block_timestamp=verified.timestamp,
-            log_index=evidence["log_index"], gas_used=int(rcpt["gasUsed"], 16),
+            log_index=evidence["log_index"], gas_used=int(rcpt["gasUsed"], 16),  # validated in chain.receipt()
             evidence=json.dumps(evidence, sort_keys=True), error=None,
         )
 
@@ -300,9 +309,11 @@ class AnchorWorker:
                         self.log_id, row.block_number, row.checkpoint_size, row.block_hash, current)
             return self._update(row, status=REORGED,
                                 error=f"block {row.block_number} hash changed from {row.block_hash} to {current}")
+        if depth < self.depth:
+            return row  # K confirmations first, whatever the tag says
         if finalized is not None and row.block_number <= finalized:
             return self._update(row, status=FINALIZED)
-        if row.status == INCLUDED and self.confirmations != FINALIZED_MODE and depth >= int(self.confirmations):
+        if row.status == INCLUDED and self.confirmations != FINALIZED_MODE:
             return self._update(row, status=CONFIRMED)
         return row
 
@@ -317,7 +328,14 @@ class AnchorWorker:
         base = max(settled, key=lambda r: r.checkpoint_size) if settled else None
         base_size = base.checkpoint_size if base is not None else 0
         chain_size, _ = self.chain.latest(self.chain_log_id)
-        if chain_size > base_size:
+        given_up = [r for r in self._rows((FAILED,)) if r.checkpoint_size == chain_size and r.tx_hash]
+        if chain_size > base_size and given_up:
+            # Our own anchor of this size is on chain but its row failed terminally (e.g. the
+            # evidence could not be built): adopting it again would loop. It stays failed until
+            # an operator retries it (retry_anchor); newer checkpoints are anchored meanwhile.
+            log.debug("anchoring %s: checkpoint %d failed (%s); not adopting it again", self.log_id,
+                      chain_size, given_up[-1].error)
+        elif chain_size > base_size:
             # The contract is ahead of our settled rows: a reorg re-included our transaction, or
             # our record was lost. Adopt that anchor rather than send another.
             found = self._find_anchored(chain_size)
@@ -420,8 +438,7 @@ class AnchorWorker:
                               "chainId": c.chain_id}
         gas = c._estimate_gas(tx, "anchor")  # noqa: SLF001 - same package; decodes custom errors
         tx["gas"] = int(gas * c.gas_margin)
-        tx["maxFeePerGas"], tx["maxPriorityFeePerGas"] = c.fees()
-        tx["type"] = 2
+        tx.update(c.fee_fields())  # type 2 (EIP-1559) or type 0 (legacy gasPrice), chain.py
         # The node's pending count: only the lease holder sends with this key for this log, and a
         # recorded-but-unsent transaction is never in the pool, so its nonce is reused, not skipped.
         tx["nonce"] = int(c.rpc("eth_getTransactionCount", [c.address, "pending"]), 16)
@@ -533,6 +550,33 @@ def anchors_for_log(ledger: Ledger, log_id: str, *, statuses: tuple[str, ...] | 
         rows = conn.execute(q.order_by(a.id)).all()
         conn.rollback()
     return [_row_dict(r) for r in rows]
+
+
+class RetryRefused(LedgerError):
+    code = "anchor_retry_refused"
+
+
+def retry_anchor(ledger: Ledger, log_id: str, row_id: int) -> dict[str, Any]:
+    """An operator's deliberate retry of one failed anchor row (`rlhf-ledger anchors --retry ID`).
+
+    A row whose transaction is recorded goes back to `submitted` (the worker looks the receipt up
+    and builds the evidence again); one without goes back to `pending` (signed and sent again; the
+    contract refuses a size that no longer grows). Attempts restart at 0. Only `failed` rows."""
+    a = db.anchors.c
+    with ledger.engine.begin() as conn:
+        row = conn.execute(sa.select(db.anchors).where(a.log_id == log_id, a.id == row_id)).first()
+        if row is None:
+            raise RetryRefused(f"no anchor {row_id} in log {log_id}", where="anchors")
+        if row.status != FAILED:
+            raise RetryRefused(f"anchor {row_id} is {row.status}, only failed anchors can be retried",
+                               where="anchors")
+        status = SUBMITTED if row.tx_hash else PENDING
+        conn.execute(db.anchors.update().where(a.id == row_id, a.status == FAILED).values(
+            status=status, attempts=0, updated_at=_now(),
+            error=f"retry requested by operator (was: {row.error})"[:2000]))
+    log.info("anchoring %s: anchor %d (checkpoint %d) retried by operator: failed -> %s", log_id, row_id,
+             row.checkpoint_size, status)
+    return next(r for r in anchors_for_log(ledger, log_id) if r["id"] == row_id)
 
 
 def anchor_for_checkpoint(ledger: Ledger, log_id: str, size: int) -> dict[str, Any] | None:

@@ -25,14 +25,20 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledger import db
-from ledger.errors import ConflictError, EventError, LedgerError, NotFoundError, ProofError, RevokedKeyError, UnknownKeyError
+from pydantic import BaseModel, ValidationError
+
+from ledger.errors import ConflictError, EventError, LedgerError, NotFoundError, ProofError, RevokedKeyError, RunEndedError, UnknownKeyError
+from ledger.jcs import is_fast
+from ledger.redact import redact_secrets
 from ledger.events import envelope_of
 from ledger.keys import unb64
 from ledger.store import BatchRejected, Ledger
 
 from . import models as m
 from . import tokens as tok
+from . import limits
 from .audit import Denial, DenialRecorder, ensure_audit_log
+from .bodies import ADMIN_MAX_BODY_BYTES, read_json
 from .config import Settings
 from .metrics import ANCHORED_STATUSES, Metrics
 from .ops_metrics import OpsCollector, fork_check_all, install_chain_witness
@@ -67,6 +73,10 @@ class Service:
         self.buckets = TokenBuckets(settings.rate_per_second, settings.rate_burst)
         self.executor = ThreadPoolExecutor(max(1, settings.verify_threads), thread_name_prefix="verify")
         self.recorder: DenialRecorder | None = None
+        self.service_key_id: str | None = None
+        # Failed authentications (unknown or malformed tokens) have their own, stricter bucket
+        # per client address: each one costs a hash lookup and feeds the denial aggregate.
+        self.auth_failures = TokenBuckets(settings.auth_fail_rate, settings.auth_fail_burst)
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
 
@@ -74,9 +84,15 @@ class Service:
         install_chain_witness(self.ledger)
         for why in fork_check_all(self.ledger):  # at start: a restored database says so at once
             log.error("refusing to sign: %s", why)
+        limits.preload()  # lazily used imports happen now, then process-wide limits are restored
         signer = ensure_audit_log(self.ledger, self.settings.audit_log_id)
-        self.recorder = DenialRecorder(self.ledger, signer, self.settings.audit_log_id)
+        self.service_key_id = signer.key_id
+        self.recorder = DenialRecorder(
+            self.ledger, signer, self.settings.audit_log_id, window=self.settings.denial_window,
+            max_records_per_minute=self.settings.audit_max_records_per_minute,
+        )
         self.recorder.start()
+        limits.restore_limits()
         if self.settings.checkpoint_interval > 0:
             self._ticker = threading.Thread(target=self._checkpoint_loop, name="checkpointer", daemon=True)
             self._ticker.start()
@@ -133,21 +149,54 @@ def authenticate(request: Request) -> tok.Principal:
     header = request.headers.get("authorization")
     principal = tok.PUBLIC
     if header is not None:
+        client = request.client.host if request.client else "?"
+        wait = svc.auth_failures.peek("ip:" + client)
+        if wait > 0:  # this address keeps failing: no more token lookups or denial records for now
+            svc.metrics.rate_limited.inc()
+            if svc.recorder is not None:
+                svc.recorder.count_suppressed(client)
+            raise _rate_limited(svc, wait, "too many failed authentications from this client")
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
+            svc.auth_failures.take("ip:" + client)
             raise svc.deny(request, tok.PUBLIC, 401, "bad_authorization_header", "Authorization must be 'Bearer <token>'")
         found = tok.lookup(svc.ledger.engine, value.strip())
         if found is None:
+            svc.auth_failures.take("ip:" + client)
             raise svc.deny(request, tok.PUBLIC, 401, "unknown_token", "the bearer token is unknown or revoked")
         principal = found
     key = principal.token_id or ("ip:" + (request.client.host if request.client else "?"))
     wait = svc.buckets.take(key)
     if wait > 0:
         svc.metrics.rate_limited.inc()
-        retry = max(1, int(wait + 0.999))
-        raise ApiProblem(429, "rate_limited", f"rate limit of {svc.settings.rate_per_second:g} requests/s exceeded for {key if principal.token_id else 'this client'}; retry in {retry} s",
-                         headers={"Retry-After": str(retry)})
+        raise _rate_limited(svc, wait, f"rate limit of {svc.settings.rate_per_second:g} requests/s exceeded for {key if principal.token_id else 'this client'}")
     return principal
+
+
+def _rate_limited(svc: Service, wait: float, what: str) -> ApiProblem:
+    retry = max(1, int(wait + 0.999))
+    return ApiProblem(429, "rate_limited", f"{what}; retry in {retry} s", headers={"Retry-After": str(retry)})
+
+
+def run_allowed(p: tok.Principal, run_id: str) -> bool:
+    """A token's run scope: exact run ids, or prefixes written with a trailing '*'."""
+    return tok.run_in_scope(p.run_ids, run_id)
+
+
+def _body_schema(model: type[BaseModel]) -> dict:
+    # The body is read by the handler (after authorisation), so FastAPI does not see a model;
+    # the published schema still documents it.
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+
+
+async def admin_body(request: Request, model: type[BaseModel]) -> Any:
+    """Read and validate an admin body; called only after require_admin passed."""
+    svc = _svc(request)
+    doc = await read_json(request, limit=min(ADMIN_MAX_BODY_BYTES, svc.settings.max_body_bytes), max_values=10_000)
+    try:
+        return model.model_validate(doc)
+    except ValidationError as e:
+        raise RequestValidationError([{**err, "loc": ("body", *err.get("loc", ()))} for err in e.errors(include_url=False)]) from None
 
 
 def _need_token(request: Request, p: tok.Principal, what: str) -> None:
@@ -207,7 +256,7 @@ def _anchor_out(r: Any) -> dict:
         "log_index": r.log_index,
         "confirmations": confirmations,
         "attempts": r.attempts,
-        "error": r.error,
+        "error": redact_secrets(r.error) if r.error else r.error,
         "created_at": r.created_at,
         "updated_at": r.updated_at,
     }
@@ -306,13 +355,15 @@ def list_logs(request: Request, _: tok.Principal = Depends(authenticate)) -> lis
     return [_log_out(i) for i in _svc(request).ledger.list_logs()]
 
 
-@router.post("/logs", response_model=m.LogOut, status_code=201, tags=["admin"], summary="Create a log (admin)")
-def init_log(body: m.LogCreate, request: Request, _: tok.Principal = Depends(require_admin)) -> dict:
-    info = _svc(request).ledger.init_log(
-        body.log_id, origin=body.origin, checkpoint_every_events=body.checkpoint_every_events,
+@router.post("/logs", response_model=m.LogOut, status_code=201, tags=["admin"], summary="Create a log (admin)",
+             openapi_extra=_body_schema(m.LogCreate))
+async def init_log(request: Request, _: tok.Principal = Depends(require_admin)) -> JSONResponse:
+    body = await admin_body(request, m.LogCreate)
+    info = await run_in_threadpool(
+        _svc(request).ledger.init_log, body.log_id, origin=body.origin, checkpoint_every_events=body.checkpoint_every_events,
         checkpoint_every_seconds=body.checkpoint_every_seconds,
     )
-    return _log_out(info)
+    return JSONResponse(_log_out(info), status_code=201)
 
 
 @router.get("/logs/{log_id}", response_model=m.LogOut, tags=["logs"])
@@ -327,32 +378,35 @@ def list_producers(request: Request, log_id: str = LogId, _: tok.Principal = Dep
     return ledger.producers(log_id)
 
 
-@router.post("/logs/{log_id}/producers", response_model=m.KeyIdOut, status_code=201, tags=["admin"], summary="Register a producer key (admin)")
-def register_producer(body: m.ProducerCreate, request: Request, log_id: str = LogId, _: tok.Principal = Depends(require_admin)) -> dict:
+@router.post("/logs/{log_id}/producers", response_model=m.KeyIdOut, status_code=201, tags=["admin"], summary="Register a producer key (admin)",
+             openapi_extra=_body_schema(m.ProducerCreate))
+async def register_producer(request: Request, log_id: str = LogId, _: tok.Principal = Depends(require_admin)) -> JSONResponse:
+    body = await admin_body(request, m.ProducerCreate)
     try:
         pk = unb64(body.public_key, what="public_key", length=32)
     except ValueError as e:
         raise ApiProblem(422, "invalid_key", str(e), errors=[{"index": None, "code": "invalid_key", "where": "public_key", "detail": str(e)}]) from None
-    kid = _svc(request).ledger.register_producer(log_id, pk, body.label)
-    return {"log_id": log_id, "key_id": kid, "status": "active"}
+    kid = await run_in_threadpool(_svc(request).ledger.register_producer, log_id, pk, body.label)
+    return JSONResponse({"log_id": log_id, "key_id": kid, "status": "active"}, status_code=201)
 
 
 @router.post("/logs/{log_id}/producers/{key_id}/revoke", response_model=m.KeyIdOut, tags=["admin"], summary="Revoke a producer key (admin)")
 def revoke_producer(
     request: Request, log_id: str = LogId, key_id: str = Path(pattern=m.KEY_ID_PATTERN), _: tok.Principal = Depends(require_admin)
 ) -> dict:
-    ledger = _svc(request).ledger
+    svc = _svc(request)
+    ledger = svc.ledger
     ledger.log_info(log_id)
+    if log_id == svc.settings.audit_log_id and key_id == svc.service_key_id:
+        # Revoking it would silently stop the denial records (docs/security.md): the service
+        # rotates this key itself, at start, when it finds it revoked offline.
+        raise ApiProblem(409, "service_key", "the audit service key cannot be revoked over the API; revoke it offline "
+                         "(rlhf-ledger revoke-producer) and restart the service, which then rotates it")
     ledger.revoke_producer(log_id, key_id)
     return {"log_id": log_id, "key_id": key_id, "status": "revoked"}
 
 
-_SUBMIT_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": m.SubmitIn.model_json_schema()}},
-    }
-}
+_SUBMIT_BODY = _body_schema(m.SubmitIn)
 
 
 @router.post(
@@ -369,16 +423,7 @@ async def submit(request: Request, log_id: str = LogId, p: tok.Principal = Depen
         raise svc.deny(request, p, 403, "submitter_required", f"a {p.role} token cannot submit events")
     if log_id not in p.log_ids:
         raise svc.deny(request, p, 403, "log_not_bound", f"this token may not submit to log {log_id!r}")
-    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if ctype != "application/json":
-        raise ApiProblem(415, "unsupported_media_type", f"the body must be application/json, got {ctype!r}")
-    raw = await request.body()
-    try:
-        doc = json.loads(raw)
-    except UnicodeDecodeError:
-        raise ApiProblem(400, "malformed_json", "the body is not UTF-8 text") from None
-    except json.JSONDecodeError as e:
-        raise ApiProblem(400, "malformed_json", f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    doc = await read_json(request, limit=svc.settings.max_body_bytes, max_values=svc.settings.max_json_values)
     if not isinstance(doc, dict) or set(doc) != {"events"}:
         raise ApiProblem(422, "invalid_request", 'the body must be an object with exactly one member, "events"')
     events = doc["events"]
@@ -386,16 +431,31 @@ async def submit(request: Request, log_id: str = LogId, p: tok.Principal = Depen
     if not isinstance(events, list) or not 1 <= len(events) <= limit:
         n = len(events) if isinstance(events, list) else None
         raise ApiProblem(422, "invalid_request", f'"events" must be an array of 1 to {limit} envelopes' + (f", got {n}" if n is not None else ""))
-    unbound = []
+    unbound, runs_unbound = [], []
+    units = 0
     for i, env in enumerate(events):
         ev = env.get("event") if isinstance(env, dict) else None
         producer = ev.get("producer") if isinstance(ev, dict) else None
         if isinstance(producer, str) and producer not in p.producer_key_ids:
             unbound.append({"index": i, "code": "producer_not_bound", "where": f"events[{i}].event.producer",
                             "detail": f"producer {producer[:64]} is not one of this token's keys"})
+        run_id = ev.get("run_id") if isinstance(ev, dict) else None
+        if isinstance(run_id, str) and not run_allowed(p, run_id):
+            runs_unbound.append({"index": i, "code": "run_not_bound", "where": f"events[{i}].event.run_id",
+                                 "detail": f"run {run_id[:128]!r} is not in this token's run scope"})
+        # CPU cost: an event whose canonical form needs the pure-Python RFC 8785 encoder costs
+        # as much as many fast ones (docs/api.md "Cost caps"), so it counts that many.
+        openings = env.get("openings") if isinstance(env, dict) else None
+        units += 1 if is_fast(ev) and (openings is None or is_fast(openings)) else svc.settings.slow_event_weight
     if unbound:
         raise svc.deny(request, p, 403, "producer_not_bound",
                        f"{len(unbound)} event(s) are signed by producer keys this token is not bound to", errors=unbound)
+    if runs_unbound:
+        raise svc.deny(request, p, 403, "run_not_bound",
+                       f"{len(runs_unbound)} event(s) belong to runs this token may not write", errors=runs_unbound)
+    if units > limit:
+        raise ApiProblem(422, "batch_too_costly", f"the batch costs {units} units, more than the limit of {limit} "
+                         f"(an event on the slow canonicalisation path counts {svc.settings.slow_event_weight}); send fewer events per request")
     await run_in_threadpool(svc.ledger.log_info, log_id)
     try:
         results = await run_in_threadpool(svc.ledger.append, events, log_id=log_id, executor=svc.executor)
@@ -583,16 +643,26 @@ def bundle_range(
     request: Request,
     log_id: str = LogId,
     start: int = Query(ge=0, le=m.MAX_INDEX),
-    end: int = Query(ge=1, le=m.MAX_INDEX),
+    end: int | None = Query(None, ge=1, le=m.MAX_INDEX, description="default: start + the page limit, at most the log size"),
     anchored: bool = _ANCHORED_BUNDLE,
     _: tok.Principal = Depends(authenticate),
 ) -> StreamingResponse:
     svc = _svc(request)
     size = svc.ledger.log_info(log_id).size
+    cap = svc.settings.max_bundle_range
+    if end is None:
+        end = min(start + cap, size)
     if not start < end <= size:
         raise ApiProblem(422, "invalid_range", f"need start < end <= {size} (the log size); got start {start}, end {end}")
+    if end - start > cap:
+        raise ApiProblem(422, "range_too_large", f"a range bundle holds at most {cap} entries; got {end - start}. "
+                         f"Page through the log: ?start={start}&end={start + cap}, then follow the Link header")
     gen = _stream_bundle(svc, log_id, {"type": "range", "start": start, "end": end}, anchored=anchored)
-    return StreamingResponse(gen, media_type=BUNDLE_MEDIA_TYPE, headers={"Content-Disposition": f'attachment; filename="{log_id}-{start}-{end}.rlhfbundle.jsonl"'})
+    headers = {"Content-Disposition": f'attachment; filename="{log_id}-{start}-{end}.rlhfbundle.jsonl"'}
+    if end < size:
+        nxt = f"{request.url.path}?start={end}&end={min(end + cap, size)}" + ("&anchored=true" if anchored else "")
+        headers["Link"] = f'<{nxt}>; rel="next"'
+    return StreamingResponse(gen, media_type=BUNDLE_MEDIA_TYPE, headers=headers)
 
 
 @router.get("/logs/{log_id}/runs/{run_id}/bundle", response_class=StreamingResponse, responses=_BUNDLE_RESPONSE, tags=["bundles"], summary="Proof bundle for a whole run")
@@ -621,15 +691,17 @@ def get_payload(request: Request, log_id: str = LogId, index: int = Index, p: to
     return {"index": index, "event_id": row.event_id, "run_id": row.run_id, "openings": svc.ledger.read_payload(log_id, index)}
 
 
-@router.post("/tokens", response_model=m.TokenCreated, status_code=201, tags=["admin"], summary="Mint a token (admin); the token is shown once")
-def create_token(body: m.TokenCreate, request: Request, p: tok.Principal = Depends(require_admin)) -> dict:
-    text, principal = tok.create_token(
-        _svc(request).ledger.engine, body.role, label=body.label, log_ids=body.log_ids,
+@router.post("/tokens", response_model=m.TokenCreated, status_code=201, tags=["admin"], summary="Mint a token (admin); the token is shown once",
+             openapi_extra=_body_schema(m.TokenCreate))
+async def create_token(request: Request, p: tok.Principal = Depends(require_admin)) -> JSONResponse:
+    body = await admin_body(request, m.TokenCreate)
+    text, principal = await run_in_threadpool(
+        tok.create_token, _svc(request).ledger.engine, body.role, label=body.label, log_ids=body.log_ids,
         producer_key_ids=body.producer_key_ids, run_ids=body.run_ids, created_by=p.token_id,
     )
     out = principal.as_json()
     out.update(token=text, created_by=p.token_id)
-    return out
+    return JSONResponse(out, status_code=201)
 
 
 @router.get("/tokens", response_model=list[m.TokenOut], tags=["admin"])
@@ -649,6 +721,7 @@ def revoke_token(request: Request, token_id: str = Path(pattern=r"^[0-9a-f]{16}$
 _LEDGER_STATUS: list[tuple[type, int]] = [
     (NotFoundError, 404),
     (ConflictError, 409),
+    (RunEndedError, 409),
     (RevokedKeyError, 409),
     (UnknownKeyError, 404),
     (EventError, 422),
@@ -670,8 +743,8 @@ def _install_error_handlers(app: FastAPI) -> None:
             status = 410
         if exc.code in ("not_anchored", "not_checkpointed"):  # not yet: the entry exists, its proof does not
             status = 404
-        errors = [{"index": None, "code": exc.code, "where": exc.where, "detail": exc.message}] if exc.where else None
-        return problem_response(request, status, exc.code, str(exc), errors=errors)
+        errors = [{"index": None, "code": exc.code, "where": exc.where, "detail": redact_secrets(exc.message)}] if exc.where else None
+        return problem_response(request, status, exc.code, redact_secrets(str(exc)), errors=errors)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
@@ -738,8 +811,16 @@ def create_app(ledger: Ledger | None = None, settings: Settings | None = None) -
         version="1.0.0",
         description="Submission of signed audit events, Merkle proofs, checkpoints, anchors and proof bundles. See docs/api.md.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc are served with local assets (api/docs_offline.py)
+        redoc_url=None,
     )
     app.include_router(router)
+    from .runs_routes import make_router as runs_router  # GET /v1/logs/{log_id}/runs (ledger/run_list.py)
+
+    app.include_router(runs_router(authenticate, LogId), prefix="/v1")
+    from .docs_offline import install_offline_docs
+
+    install_offline_docs(app)
 
     @app.get("/healthz", response_model=m.Health, tags=["ops"], responses=COMMON_RESPONSES)
     def healthz() -> dict:
@@ -753,7 +834,7 @@ def create_app(ledger: Ledger | None = None, settings: Settings | None = None) -
                 conn.rollback()
             refusals = fork_check_all(request.app.state.service.ledger)
         except Exception as e:  # noqa: BLE001 - any DB failure means not ready
-            return problem_response(request, 503, "not_ready", f"database check failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+            return problem_response(request, 503, "not_ready", redact_secrets(f"database check failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"))
         if refusals:  # a log refusing to sign must not take appends (docs/operations.md)
             return problem_response(request, 503, "log_refusing_to_sign", "; ".join(refusals)[:2000])
         return JSONResponse({"status": "ready"})

@@ -6,23 +6,26 @@ exported in a proof bundle. Each server process writes its own run (`api-<host>-
 several worker processes never contend for one producer chain. The client address is personal
 data: it is a salted commitment in the event; its opening is stored encrypted (auditor access).
 
-Records are queued and appended in batches by a background thread (a flood of bad requests
-costs one transaction per batch, not one per request). docs/api.md describes the event body.
+Denials cost the attacker, not the ledger: repeated denials are aggregated (one record per
+client, status, reason and token per window, with a count), records per minute are capped (the
+excess is itself recorded, as one overflow record per minute), and a background thread appends
+each window's records as one batch. docs/api.md describes the event bodies.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
+import re
 import socket
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ledger.errors import ConflictError, KeyFileError, NotFoundError
-from ledger.events import commit_fields, make_event, sha256_hex, sign_event
+from ledger.errors import ConflictError, KeyFileError, NotFoundError, RevokedKeyError
+from ledger.events import commit_fields, make_event, sha256_hex, sign_event, valid_id
+from ledger.redact import redact_secrets
 from ledger.jcs import canonicalize
 from ledger.keys import Signer, read_key_file, write_key_file
 from ledger.store import Ledger
@@ -32,6 +35,7 @@ log = logging.getLogger("api.audit")
 AUDIT_LOG_ID = "audit"
 SERVICE_KEY_FILE = "api-service.key.json"
 DENIAL_TYPE = "access.denied"
+OVERFLOW_TYPE = "access.denied_overflow"
 
 
 @dataclass(frozen=True)
@@ -46,11 +50,27 @@ class Denial:
     client: str
 
 
+def _load_or_create(path: Path, passphrase: str) -> Signer:
+    if not path.exists():
+        try:
+            write_key_file(path, Signer.generate(), passphrase, label="api service key (audit log producer)")
+        except KeyFileError:
+            pass  # created by a concurrent process
+    for _ in range(50):  # a concurrent creator may still be writing the file
+        try:
+            return read_key_file(path, passphrase)
+        except KeyFileError:
+            time.sleep(0.1)
+    return read_key_file(path, passphrase)
+
+
 def ensure_audit_log(ledger: Ledger, log_id: str = AUDIT_LOG_ID) -> Signer:
     """Create the audit log and the service producer key if missing; return the service signer.
 
     Safe when several processes start at once: key files are created with O_EXCL and the
-    log row under the ledger's lock, so exactly one creator wins and the others read.
+    log row under the ledger's lock, so exactly one creator wins and the others read. A service
+    key found revoked (revoked offline; the API refuses to) is rotated: the old file is moved
+    aside and a new key is made and registered, so denials are recorded again.
     """
     try:
         ledger.log_info(log_id)
@@ -61,40 +81,67 @@ def ensure_audit_log(ledger: Ledger, log_id: str = AUDIT_LOG_ID) -> Signer:
             ledger.log_info(log_id)  # another process created it meanwhile
     path = Path(ledger.keys_dir) / SERVICE_KEY_FILE
     passphrase = ledger._get_passphrase()  # the ledger's own key passphrase protects this key too
-    if not path.exists():
+    for _ in range(5):
+        signer = _load_or_create(path, passphrase)
         try:
-            write_key_file(path, Signer.generate(), passphrase, label="api service key (audit log producer)")
-        except KeyFileError:
-            pass  # created by a concurrent process
-    for _ in range(50):  # a concurrent creator may still be writing the file
-        try:
-            signer = read_key_file(path, passphrase)
-            break
-        except KeyFileError:
-            time.sleep(0.1)
-    else:
-        signer = read_key_file(path, passphrase)
-    ledger.register_producer(log_id, signer.public_key, label="api service (access denials)")
-    return signer
+            ledger.register_producer(log_id, signer.public_key, label="api service (access denials)")
+            return signer
+        except RevokedKeyError:
+            log.warning("the audit service key %s... is revoked; rotating it", signer.key_id[:16])
+            try:  # one of several starting processes wins the rename; the others then read the new key
+                path.rename(path.with_name(f"{SERVICE_KEY_FILE}.revoked-{signer.key_id[:16]}"))
+            except FileNotFoundError:
+                pass
+    raise KeyFileError("could not rotate the revoked audit service key", where=f"key file {SERVICE_KEY_FILE}")
+
+
+_HOST_RE = re.compile(r"[^A-Za-z0-9.-]+")
+
+
+def _run_id() -> str:
+    # The run id must follow the id grammar whatever the host name holds (spaces, Unicode,
+    # underscores ...): other characters become '-'.
+    host = _HOST_RE.sub("-", socket.gethostname())[:40].strip("-.") or "host"
+    run_id = f"api-{host}-{os.getpid()}-{os.urandom(4).hex()}"
+    assert valid_id(run_id), run_id
+    return run_id
+
+
+@dataclass
+class _Aggregate:
+    first: Denial
+    count: int = 1
+    last_ts: str = ""
 
 
 class DenialRecorder:
-    """Queue of denials flushed as one signed batch per interval into the audit log."""
+    """Denials aggregated per (client, status, reason, token) and window, flushed as one signed
+    batch per window into the audit log, with a hard cap of records per minute (the excess is
+    counted in one `access.denied_overflow` record per minute)."""
 
-    def __init__(self, ledger: Ledger, signer: Signer, log_id: str = AUDIT_LOG_ID, interval: float = 0.2):
+    MAX_OPEN = 100_000  # distinct aggregates held in memory per window
+
+    def __init__(self, ledger: Ledger, signer: Signer, log_id: str = AUDIT_LOG_ID, interval: float = 0.2, *,
+                 window: float = 10.0, max_records_per_minute: int = 600):
         self.ledger = ledger
         self.signer = signer
         self.log_id = log_id
         self.interval = interval
-        self.run_id = f"api-{socket.gethostname()[:40]}-{os.getpid()}-{os.urandom(4).hex()}"
+        self.window = max(window, interval)
+        self.max_per_minute = max(1, max_records_per_minute)
+        self.run_id = _run_id()
         self._seq = 0
         self._prev: str | None = None
-        self._q: queue.Queue[Denial] = queue.Queue(maxsize=100_000)
+        self._lock = threading.Lock()
+        self._open: dict[tuple, _Aggregate] = {}
+        self._window_start = time.monotonic()
+        self._minute = int(time.time() // 60)
+        self._minute_records = 0
+        self._overflow = {"records": 0, "denials": 0}
         self._stop = threading.Event()
-        self._flushed = threading.Condition()
-        self._pending = 0
-        self.dropped = 0
+        self.dropped = 0  # denials not even aggregated (MAX_OPEN reached); counted in the overflow
         self.failed = 0
+        self.records = 0
         self._thread = threading.Thread(target=self._loop, name="denial-recorder", daemon=True)
 
     def start(self) -> None:
@@ -103,50 +150,88 @@ class DenialRecorder:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
-        self._flush()
+        self._flush(force=True)
 
     def record(self, d: Denial) -> None:
-        try:
-            self._q.put_nowait(d)
-        except queue.Full:  # never block a request on auditing; the metric still counts it
-            self.dropped += 1
+        key = (d.client, d.status, d.reason, d.token_id, d.role)
+        with self._lock:
+            agg = self._open.get(key)
+            if agg is not None:
+                agg.count += 1
+                agg.last_ts = d.ts
+            elif len(self._open) < self.MAX_OPEN:
+                self._open[key] = _Aggregate(d, 1, d.ts)
+            else:  # never block or grow without bound: counted, not itemised
+                self.dropped += 1
+                self._overflow["denials"] += 1
+
+    def count_suppressed(self, client: str) -> None:
+        """A request refused (429) before authentication because its address keeps failing:
+        counted in that address's aggregate of rate-limited denials."""
+        self.record(Denial(ts=_now(), method="*", path="*", status=429, reason="auth_rate_limited", token_id=None,
+                           role="public", client=client))
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             self._flush()
 
-    def _flush(self) -> None:
-        items: list[Denial] = []
-        while len(items) < 1000:
-            try:
-                items.append(self._q.get_nowait())
-            except queue.Empty:
-                break
-        if not items:
-            return
+    def _flush(self, force: bool = False) -> None:
+        now = time.monotonic()
+        minute = int(time.time() // 60)
+        with self._lock:
+            due = force or now - self._window_start >= self.window
+            if not due and minute == self._minute:
+                return
+            items = list(self._open.values()) if due else []
+            if due:
+                self._open = {}
+                self._window_start = now
+            overflow = None
+            if minute != self._minute:
+                if self._overflow["records"] or self._overflow["denials"]:
+                    overflow = (self._minute, dict(self._overflow))
+                self._minute, self._minute_records = minute, 0
+                self._overflow = {"records": 0, "denials": 0}
+            room = self.max_per_minute - self._minute_records
+            kept, over = items[:max(0, room)], items[max(0, room):]
+            self._minute_records += len(kept)
+            for agg in over:
+                self._overflow["records"] += 1
+                self._overflow["denials"] += agg.count
         envs, seq, prev = [], self._seq, self._prev
-        for d in items:
-            body = {
-                "method": d.method,
-                "path": d.path,
-                "status": d.status,
-                "reason": d.reason,
-                "token_id": d.token_id,
-                "role": d.role,
-                "client": d.client,
-            }
-            body, openings = commit_fields(body, ["client"])
-            ev = make_event(
-                log_id=self.log_id, run_id=self.run_id, type=DENIAL_TYPE, producer=self.signer.key_id,
-                seq=seq, prev=prev, body=body, ts=d.ts,
-            )
+        bodies: list[tuple[str, str, dict, list[str]]] = []
+        for agg in kept:
+            d = agg.first
+            bodies.append((DENIAL_TYPE, d.ts, {
+                "method": d.method, "path": d.path, "status": d.status, "reason": d.reason,
+                "token_id": d.token_id, "role": d.role, "client": d.client,
+                "count": agg.count, "last_ts": agg.last_ts or d.ts,
+            }, ["client"]))
+        if overflow is not None:
+            m, o = overflow
+            bodies.append((OVERFLOW_TYPE, _now(), {
+                "minute": time.strftime("%Y-%m-%dT%H:%M:00Z", time.gmtime(m * 60)),
+                "cap_per_minute": self.max_per_minute, "records_not_written": o["records"], "denials_not_itemised": o["denials"],
+            }, []))
+        if not bodies:
+            return
+        for typ, ts, body, secret in bodies:
+            body, openings = commit_fields(body, secret)
+            ev = make_event(log_id=self.log_id, run_id=self.run_id, type=typ, producer=self.signer.key_id,
+                            seq=seq, prev=prev, body=body, ts=ts)
             env = sign_event(ev, self.signer)
-            env["openings"] = openings
+            if openings:
+                env["openings"] = openings
             envs.append(env)
             prev, seq = sha256_hex(canonicalize(ev)), seq + 1
         try:
             self.ledger.append(envs, log_id=self.log_id)
             self._seq, self._prev = seq, prev  # advance only after the commit
+            self.records += len(envs)
         except Exception as e:  # noqa: BLE001 - a database outage must not kill the thread
-            self.failed += len(items)
-            log.error("could not append %d denial record(s) to log %r: %s", len(items), self.log_id, e)
+            self.failed += len(envs)
+            log.error("could not append %d denial record(s) to log %r: %s", len(envs), self.log_id, redact_secrets(str(e)))
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".000000Z"

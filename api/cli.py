@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import click
 
@@ -27,17 +28,36 @@ def _env(data_dir: str | None, database_url: str | None) -> None:
 @click.option("--data-dir", envvar="RLHF_LEDGER_HOME", default=None, help="data directory (default ./data)")
 @click.option("--database-url", envvar="DATABASE_URL", default=None, help="PostgreSQL URL (default: SQLite in the data dir)")
 @click.option("--log-level", default="info", show_default=True)
-def serve(host: str, port: int, workers: int, data_dir: str | None, database_url: str | None, log_level: str) -> None:
-    """Run the service with uvicorn (settings: docs/api.md)."""
+@click.option("--header-timeout", envvar="RLHF_API_HEADER_TIMEOUT", default=10.0, show_default=True, type=click.FloatRange(0),
+              help="seconds a connection has to deliver a complete request head (0: off)")
+@click.option("--keep-alive", envvar="RLHF_API_KEEP_ALIVE", default=5, show_default=True, type=click.IntRange(1, 3600),
+              help="seconds an idle keep-alive connection stays open")
+@click.option("--limit-concurrency", envvar="RLHF_API_LIMIT_CONCURRENCY", default=256, show_default=True, type=click.IntRange(1),
+              help="connections plus requests in progress per worker beyond which requests get 503")
+@click.option("--max-connections", envvar="RLHF_API_MAX_CONNECTIONS", default=1024, show_default=True, type=click.IntRange(1),
+              help="open connections per worker beyond which new ones are closed at once")
+@click.option("--backlog", default=512, show_default=True, type=click.IntRange(1))
+def serve(host: str, port: int, workers: int, data_dir: str | None, database_url: str | None, log_level: str,
+          header_timeout: float, keep_alive: int, limit_concurrency: int, max_connections: int, backlog: int) -> None:
+    """Run the service with uvicorn (settings: docs/api.md; behind a proxy: docs/security.md)."""
     import uvicorn
 
-    from ledger.store import Ledger
+    from ledger.preflight import open_ledger, require_passphrase
 
     _env(data_dir, database_url)
-    # Migrate once here, before the workers start, so they never race on the schema.
-    Ledger.open(data_dir, database_url).close()
+    # Everything the workers need, checked here as one-line errors (no traceback from a worker):
+    # the passphrase opens the keys, the database answers; migrate once before the workers start.
+    require_passphrase(Path(data_dir or os.environ.get("RLHF_LEDGER_HOME", "./data")))
+    open_ledger(data_dir, database_url).close()
+    # Worker processes read these when they import the protocol class.
+    os.environ["RLHF_API_HEADER_TIMEOUT"] = str(header_timeout)
+    os.environ["RLHF_API_MAX_CONNECTIONS"] = str(max_connections)
+    from .protocol import GuardedH11Protocol
+
+    GuardedH11Protocol.header_timeout, GuardedH11Protocol.max_connections = header_timeout, max_connections
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level=log_level,
-                timeout_graceful_shutdown=10, proxy_headers=False)
+                timeout_graceful_shutdown=10, proxy_headers=False, http=GuardedH11Protocol, timeout_keep_alive=keep_alive,
+                limit_concurrency=limit_concurrency, backlog=backlog)
 
 
 @api_group.group("token", help="Bearer tokens (admin, submitter, auditor).")
@@ -56,11 +76,11 @@ def token_group() -> None:
 def token_create(role, label, log_ids, producer_key_ids, run_ids, data_dir, database_url) -> None:
     """Mint a token and print it once (only its SHA-256 is stored)."""
     from ledger.errors import LedgerError
-    from ledger.store import Ledger
+    from ledger.preflight import open_ledger
 
     from .tokens import create_token
 
-    ledger = Ledger.open(data_dir, database_url)
+    ledger = open_ledger(data_dir, database_url)
     try:
         text, p = create_token(ledger.engine, role, label=label, log_ids=list(log_ids),
                                producer_key_ids=list(producer_key_ids), run_ids=list(run_ids))
@@ -76,11 +96,11 @@ def token_create(role, label, log_ids, producer_key_ids, run_ids, data_dir, data
 @click.option("--data-dir", envvar="RLHF_LEDGER_HOME", default=None)
 @click.option("--database-url", envvar="DATABASE_URL", default=None)
 def token_list(data_dir, database_url) -> None:
-    from ledger.store import Ledger
+    from ledger.preflight import open_ledger
 
     from .tokens import list_tokens
 
-    ledger = Ledger.open(data_dir, database_url)
+    ledger = open_ledger(data_dir, database_url)
     try:
         for t in list_tokens(ledger.engine):
             click.echo(json.dumps(t, sort_keys=True))
@@ -94,11 +114,11 @@ def token_list(data_dir, database_url) -> None:
 @click.option("--database-url", envvar="DATABASE_URL", default=None)
 def token_revoke(token_id, data_dir, database_url) -> None:
     from ledger.errors import LedgerError
-    from ledger.store import Ledger
+    from ledger.preflight import open_ledger
 
     from .tokens import revoke_token
 
-    ledger = Ledger.open(data_dir, database_url)
+    ledger = open_ledger(data_dir, database_url)
     try:
         revoke_token(ledger.engine, token_id)
     except LedgerError as e:

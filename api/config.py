@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from ledger.secret_env import env_secret
+
 
 def _num(name: str, default: float) -> float:
     raw = os.environ.get(name)
@@ -28,12 +30,21 @@ class Settings:
     checkpoint_interval: float = 5.0  # seconds between maybe_checkpoint sweeps; 0 = off
     audit_log_id: str = "audit"
     verify_threads: int = 2  # signature checks of a batch are spread over this many threads
+    # Cost caps (docs/api.md "Limits")
+    max_json_values: int = 500_000  # JSON values per submission body (memory: ~100 B per parsed value)
+    slow_event_weight: int = 10  # batch units of an event on the slow canonicalisation path
+    max_bundle_range: int = 1000  # entries per range bundle (pages beyond)
+    # Denials (docs/api.md "Denial records")
+    auth_fail_rate: float = 1.0  # failed authentications per second and client address
+    auth_fail_burst: float = 20.0
+    denial_window: float = 10.0  # seconds: one aggregated record per client per window
+    audit_max_records_per_minute: int = 600  # hard cap on denial records; the overflow is itself recorded
 
     @classmethod
     def from_env(cls) -> "Settings":
         return cls(
             data_dir=os.environ.get("RLHF_LEDGER_HOME") or None,
-            database_url=os.environ.get("DATABASE_URL") or None,
+            database_url=env_secret("DATABASE_URL") or None,
             max_body_bytes=int(_num("RLHF_API_MAX_BODY_BYTES", cls.max_body_bytes)),
             max_batch=int(_num("RLHF_API_MAX_BATCH", cls.max_batch)),
             rate_per_second=_num("RLHF_API_RATE", cls.rate_per_second),
@@ -42,4 +53,11 @@ class Settings:
             checkpoint_interval=_num("RLHF_API_CHECKPOINT_INTERVAL", cls.checkpoint_interval),
             audit_log_id=os.environ.get("RLHF_API_AUDIT_LOG") or cls.audit_log_id,
             verify_threads=int(_num("RLHF_API_VERIFY_THREADS", cls.verify_threads)),
+            max_json_values=int(_num("RLHF_API_MAX_JSON_VALUES", cls.max_json_values)),
+            slow_event_weight=max(1, int(_num("RLHF_API_SLOW_EVENT_WEIGHT", cls.slow_event_weight))),
+            max_bundle_range=max(1, int(_num("RLHF_API_MAX_BUNDLE_RANGE", cls.max_bundle_range))),
+            auth_fail_rate=_num("RLHF_API_AUTH_FAIL_RATE", cls.auth_fail_rate),
+            auth_fail_burst=_num("RLHF_API_AUTH_FAIL_BURST", cls.auth_fail_burst),
+            denial_window=_num("RLHF_API_DENIAL_WINDOW", cls.denial_window),
+            audit_max_records_per_minute=int(_num("RLHF_API_AUDIT_MAX_PER_MINUTE", cls.audit_max_records_per_minute)),
         )

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 
+from . import limits
 from .problems import PROBLEM_MEDIA_TYPE, problem_body
 
 log = logging.getLogger("api")
@@ -52,6 +53,8 @@ class GuardMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if not limits.limits_ok():  # a module imported since the last request changed them
+            limits.restore_limits()
         path = scope.get("path", "")
         limit = self.max_body
         for k, v in scope.get("headers", []):

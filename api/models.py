@@ -17,7 +17,9 @@ class _Strict(BaseModel):
 
 class LogCreate(_Strict):
     log_id: str = Field(pattern=LOG_ID_PATTERN)
-    origin: str | None = Field(None, min_length=1, max_length=256, pattern=r"^[^\n\u2014][^\n]*$")
+    # Printable characters only (no NUL: PostgreSQL cannot store it; no newline: it ends the
+    # note's origin line); not starting with a space or an em dash. The ledger checks the same.
+    origin: str | None = Field(None, min_length=1, max_length=256, pattern=r"^[^\x00-\x20\x7f-\x9f\u2014][^\x00-\x1f\x7f-\x9f]*$")
     checkpoint_every_events: int = Field(1000, ge=1, le=1_000_000)
     checkpoint_every_seconds: float = Field(60.0, gt=0, le=86400 * 365)
 
@@ -34,7 +36,7 @@ class LogOut(BaseModel):
 
 class ProducerCreate(_Strict):
     public_key: str = Field(description="base64 of the raw 32-byte Ed25519 public key", max_length=64)
-    label: str = Field("", max_length=256)
+    label: str = Field("", max_length=256, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")
 
 
 class ProducerOut(BaseModel):
@@ -54,10 +56,11 @@ class KeyIdOut(BaseModel):
 
 class TokenCreate(_Strict):
     role: Literal["admin", "submitter", "auditor"]
-    label: str = Field("", max_length=256)
+    label: str = Field("", max_length=256, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")
     log_ids: list[str] = Field(default_factory=list, max_length=100)
     producer_key_ids: list[str] = Field(default_factory=list, max_length=1000)
-    run_ids: list[str] = Field(default_factory=list, max_length=1000)
+    run_ids: list[str] = Field(default_factory=list, max_length=1000, description="exact run ids or prefixes ending in '*' ('*': every run); "
+                               "required for submitters and auditors")
 
 
 class TokenOut(BaseModel):

@@ -37,6 +37,27 @@ class OpsCollector(Collector):
                                 "(0 when everything signed is anchored)", labels=["log_id"])
         now = time.time()
         refusals = lg.fork_guard.refusals() if lg.fork_guard is not None else {}
+        try:
+            facts = self._facts(now)
+        except sa.exc.SQLAlchemyError:
+            yield GaugeMetricFamily("ledger_database_up", "1 if the primary database answers", value=0)
+            yield GaugeMetricFamily("ledger_ready", "1 if /readyz would answer 200", value=0)
+            return
+        logs, counts, oldest = facts
+        yield GaugeMetricFamily("ledger_database_up", "1 if the primary database answers", value=1)
+        yield GaugeMetricFamily("ledger_ready", "1 if /readyz would answer 200", value=0 if refusals else 1)
+        for log_id in sorted(logs):
+            refused.add_metric([log_id], 1 if log_id in refusals else 0)
+            age.add_metric([log_id], oldest[log_id])
+        for log_id, status, n in counts:
+            rows.add_metric([log_id, status], n)
+        yield refused
+        yield rows
+        yield age
+        yield from self._replica()
+
+    def _facts(self, now: float) -> tuple[list[str], list, dict[str, float]]:
+        lg = self.ledger
         with lg.engine.connect() as conn:
             logs = [r.log_id for r in conn.execute(sa.select(db.logs.c.log_id))]
             a = db.anchors.c
@@ -50,14 +71,10 @@ class OpsCollector(Collector):
                     c.log_id == log_id, c.size > int(settled.get(log_id) or 0))).scalar()
                 oldest[log_id] = 0.0 if created is None else max(0.0, now - float(created))
             conn.rollback()
-        for log_id in sorted(logs):
-            refused.add_metric([log_id], 1 if log_id in refusals else 0)
-            age.add_metric([log_id], oldest[log_id])
-        for log_id, status, n in counts:
-            rows.add_metric([log_id, status], n)
-        yield refused
-        yield rows
-        yield age
+        return logs, counts, oldest
+
+    def _replica(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        lg = self.ledger
         if lg.replica_engine is None:
             return
         st = replica_status(lg)

@@ -2,7 +2,7 @@
 
 Token text: "rlt_" + URL-safe base64 (no padding) of 32 random bytes. The database keeps
 hex SHA-256(token text) and a public token id (the first 16 hex digits of that hash).
-Roles (docs/api.md): admin, submitter (bound to logs and producer key ids), auditor (bound to
+Roles (docs/api.md): admin, submitter (bound to logs, producer key ids and runs), auditor (bound to
 logs and run ids). The public role needs no token.
 """
 
@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ledger.errors import LedgerError, NotFoundError
+from ledger.events import valid_id
 
 from .schema import api_tokens
 
@@ -65,6 +66,19 @@ def new_token_text() -> str:
     return TOKEN_PREFIX + base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode("ascii")
 
 
+def run_in_scope(patterns: frozenset[str] | set[str], run_id: str) -> bool:
+    """Exact run ids, or prefixes written "<prefix>*" ("*" alone: every run)."""
+    if run_id in patterns:
+        return True
+    return any(p.endswith("*") and run_id.startswith(p[:-1]) for p in patterns)
+
+
+def _check_run_patterns(runs: list[str]) -> None:
+    for r in runs:
+        if r != "*" and not valid_id(r[:-1] if r.endswith("*") else r):
+            raise TokenError(f"not a run id or run-id prefix ending in '*': {r[:140]!r}", where="run_ids")
+
+
 def _strings(values: list[str] | None, what: str) -> list[str]:
     values = list(values or [])
     if not all(isinstance(v, str) and v for v in values):
@@ -90,14 +104,19 @@ def create_token(
     runs = _strings(run_ids, "run_ids")
     if len(label) > 256:
         raise TokenError("label is longer than 256 characters", where="label")
+    if not label.isprintable():
+        raise TokenError("label holds control characters", where="label")
+    bad_logs = [x for x in logs if not valid_id(x)]
+    if bad_logs:
+        raise TokenError(f"not a log id: {bad_logs[0][:140]!r}", where="log_ids")
+    _check_run_patterns(runs)
     if role == "submitter":
-        if not logs or not kids:
-            raise TokenError("a submitter token needs at least one log id and one producer key id", where="role")
+        if not logs or not kids or not runs:
+            raise TokenError("a submitter token needs at least one log id, one producer key id and one run id or "
+                             "run-id prefix ('team-a-*'; '*' for every run)", where="role")
         bad = [k for k in kids if len(k) != 64 or not set(k) <= _HEX64]
         if bad:
             raise TokenError(f"not a 64-hex producer key id: {bad[0]!r}", where="producer_key_ids")
-        if runs:
-            raise TokenError("run_ids apply to auditor tokens only", where="run_ids")
     elif role == "auditor":
         if not logs or not runs:
             raise TokenError("an auditor token needs at least one log id and one run id", where="role")

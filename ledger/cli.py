@@ -28,6 +28,11 @@ LAZY_COMMANDS = {
     "export": "ledger.bundle_cli:export_command",
     "migrate": "ledger.ops_cli:migrate_command",
     "recover": "ledger.ops_cli:recover_command",
+    # recording from the shell, listing runs, SDK spools, a dev chain (ledger/cli_record.py, cli_spool.py)
+    "record": "ledger.cli_record:record_command",
+    "runs": "ledger.cli_record:runs_command",
+    "devchain": "ledger.cli_record:devchain_command",
+    "spool": "ledger.cli_spool:spool_command",
 }
 
 

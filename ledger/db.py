@@ -183,6 +183,26 @@ locks = sa.Table(
 )
 
 
+def secure_data_dir(data_dir: Path | str, *, sqlite: bool = True) -> None:
+    """Data files are the operator's alone: the directory (and its keys/) 0700, the SQLite
+    database and its -wal/-shm files 0600. The database file is created here with 0600 before
+    SQLite opens it, because SQLite gives the WAL and shm files the database file's mode."""
+    import os
+
+    d = Path(data_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    os.chmod(d, 0o700)
+    keys = d / "keys"
+    if keys.is_dir():
+        os.chmod(keys, 0o700)
+    db_file = d / "ledger.sqlite3"
+    if sqlite and not db_file.exists():
+        os.close(os.open(db_file, os.O_WRONLY | os.O_CREAT, 0o600))
+    for f in (db_file, d / "ledger.sqlite3-wal", d / "ledger.sqlite3-shm"):
+        if f.exists():
+            os.chmod(f, 0o600)
+
+
 def database_url(data_dir: Path | str | None, url: str | None = None) -> str:
     """DATABASE_URL wins; otherwise a SQLite file under the data directory."""
     if url:
@@ -209,6 +229,9 @@ def make_engine(url: str, *, writer: bool = True) -> Engine:
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=60000")
+            # Freed cells and pages are zeroed, so an erased run key leaves no bytes behind in
+            # the database file (docs/storage.md "Payloads and erasure").
+            cur.execute("PRAGMA secure_delete=ON")
             cur.close()
 
         @event.listens_for(engine, "begin")

@@ -151,9 +151,21 @@ def _find_dup(value: Any, path: str, depth: int = 0) -> tuple[str, str] | None:
     return None
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (RFC 8259 has no NaN or Infinity)")
+
+
+def _finite_float(text: str) -> float:
+    v = float(text)
+    if v in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:40]} is out of the range of a double")
+    return v
+
+
 def loads_strict(text: str | bytes, *, where: str = "") -> Any:
     """json.loads that refuses duplicate member names, naming the object that repeats one
-    (`where` prefixes the path, e.g. "line 3"). JSONDecodeError and ValueError pass through."""
+    (`where` prefixes the path, e.g. "line 3"). NaN, Infinity and numbers beyond a double's
+    range are refused too. JSONDecodeError and ValueError pass through."""
     dups: list[bool] = []
 
     def hook(pairs: list[tuple[str, Any]]) -> dict:
@@ -163,7 +175,7 @@ def loads_strict(text: str | bytes, *, where: str = "") -> Any:
         dups.append(True)
         return _dup_of(d, pairs)
 
-    value = json.loads(text, object_pairs_hook=hook)
+    value = json.loads(text, object_pairs_hook=hook, parse_constant=_no_constant, parse_float=_finite_float)
     if not dups:  # the walk below runs only when a duplicate was seen
         return value
     found = _find_dup(value, "")

@@ -164,7 +164,7 @@ def write_key_file(path: Path, signer: Signer, passphrase: str, *, label: str = 
     path = Path(path)
     if path.exists():
         raise KeyFileError("refusing to overwrite an existing key file", where=_shown(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(encrypt_key(signer, passphrase, label=label), f, indent=2)
@@ -235,7 +235,7 @@ def write_secret_file(path: Path, secret: bytes, passphrase: str, *, label: str)
         "cipher": "xsalsa20-poly1305",
         "sealed": b64(bytes(sealed)),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(doc, f, indent=2)

@@ -45,12 +45,10 @@ from .keys import (
     Signer,
     key_id,
     read_key_file,
-    read_secret_file,
     write_key_file,
-    write_secret_file,
 )
 from .migrate import upgrade
-from .payloads import PayloadCrypto, PayloadError
+from .payloads import KeyRing, PayloadCrypto, PayloadError
 
 MAX_BATCH = 10_000
 
@@ -204,8 +202,8 @@ class Ledger:
         if data_dir is None:
             data_dir = os.environ.get("RLHF_LEDGER_HOME", "./data")
         data_dir = Path(data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
         url = db.database_url(data_dir, database_url)
+        db.secure_data_dir(data_dir, sqlite=url.startswith("sqlite"))
         engine = db.make_engine(url)
         if migrate:
             upgrade(engine)
@@ -264,10 +262,7 @@ class Ledger:
 
     def _payload_crypto(self) -> PayloadCrypto:
         if self._crypto is None:
-            path = self.keys_dir / "payload-kek.json"
-            if not path.exists():
-                write_secret_file(path, os.urandom(32), self._get_passphrase(), label="payload key-encryption key")
-            self._crypto = PayloadCrypto(read_secret_file(path, self._get_passphrase()))
+            self._crypto = PayloadCrypto(KeyRing(self.keys_dir, self._get_passphrase))
         return self._crypto
 
     # --- logs and producers ---------------------------------------------------------------
@@ -683,6 +678,8 @@ class Ledger:
             if row.wrapped_key is None:
                 raise PayloadError("run was erased: its data key is destroyed and it takes no new payloads", where=run_id)
             return crypto.unwrap(row.wrapped_key, log_id, run_id)
+        if not self._sqlite:  # wrap under the current KEK, never one an erasure is replacing
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(727276, 1)"))
         key, wrapped = crypto.new_run_key(log_id, run_id)
         conn.execute(db.run_keys.insert().values(log_id=log_id, run_id=run_id, wrapped_key=wrapped, created_at=time.time()))
         return key
@@ -971,26 +968,75 @@ class Ledger:
         if not rows:
             return None
         row = rows[0]
-        keyrow = self._read(
-            sa.select(db.run_keys).where(db.run_keys.c.log_id == log_id, db.run_keys.c.run_id == row.run_id)
-        )
-        if not keyrow or keyrow[0].wrapped_key is None:
-            raise PayloadError("the run's data key was erased: payload unreadable", where=f"entry {index}")
         crypto = self._payload_crypto()
-        key = crypto.unwrap(keyrow[0].wrapped_key, log_id, row.run_id)
+        for attempt in (0, 1):  # an erasure may re-wrap the key between our read and the KEK lookup
+            keyrow = self._read(
+                sa.select(db.run_keys).where(db.run_keys.c.log_id == log_id, db.run_keys.c.run_id == row.run_id)
+            )
+            if not keyrow or keyrow[0].wrapped_key is None:
+                raise PayloadError("the run's data key was erased: payload unreadable", where=f"entry {index}")
+            try:
+                key = crypto.unwrap(keyrow[0].wrapped_key, log_id, row.run_id)
+                break
+            except PayloadError:
+                if attempt:
+                    raise
         return crypto.open(key, row.nonce, row.ciphertext, log_id, index, self.get_entry(log_id, index).event_id)
 
     def erase_run(self, log_id: str, run_id: str) -> int:
-        """Crypto-shred a run: destroy its data key (salts and values become unreadable)."""
-        with self.engine.begin() as conn:
-            n = conn.execute(
-                db.run_keys.update()
-                .where(db.run_keys.c.log_id == log_id, db.run_keys.c.run_id == run_id)
-                .values(wrapped_key=None, erased_at=time.time())
-            ).rowcount
-        # Ciphertexts stay: without the data key they are noise (crypto-shredding), and keeping
-        # them shows that nothing but the key changed.
+        """Destroy a run's data key so that no copy stays readable (docs/storage.md).
+
+        In one transaction: the run's wrapped key is overwritten with NULL and every other run
+        key is re-wrapped under a new KEK. Then the old KEK files are overwritten and deleted,
+        and the database drops its old copies: SQLite (secure_delete on) checkpoints and
+        truncates the WAL; PostgreSQL rewrites run_keys (VACUUM FULL), dropping the dead tuple.
+        Ciphertexts stay: without the data key they are noise, and keeping them shows that
+        nothing but the key changed. Returns the number of run-key rows erased (0 or 1).
+        """
+        crypto = self._payload_crypto()
+        ring = crypto.ring
+        rk = db.run_keys.c
+        with self.engine.connect() as conn:
+            if not self._sqlite:  # session lock: held until the old KEK files are gone
+                conn.execute(sa.text("SELECT pg_advisory_lock(727276, 1)"))
+                conn.commit()
+            try:
+                with conn.begin():
+                    n = conn.execute(
+                        db.run_keys.update().where(rk.log_id == log_id, rk.run_id == run_id)
+                        .values(wrapped_key=None, erased_at=time.time())
+                    ).rowcount
+                    new = ring.rotate()
+                    rows = conn.execute(sa.select(rk.log_id, rk.run_id, rk.wrapped_key).where(rk.wrapped_key.is_not(None))).all()
+                    for r in rows:
+                        key = crypto.unwrap(r.wrapped_key, r.log_id, r.run_id)
+                        conn.execute(db.run_keys.update().where(rk.log_id == r.log_id, rk.run_id == r.run_id)
+                                     .values(wrapped_key=crypto.wrap(key, r.log_id, r.run_id, kek=new)))
+                ring.shred_all_but(new[0])
+            finally:
+                if not self._sqlite:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(727276, 1)"))
+                    conn.commit()
+        self._drop_old_copies()
         return n
+
+    def _drop_old_copies(self) -> None:
+        """Old row versions out of the database files: SQLite WAL frames, PostgreSQL dead tuples."""
+        if self._sqlite:
+            deadline = time.time() + 30
+            while True:
+                with self.engine.connect() as conn:
+                    raw = conn.connection.driver_connection
+                    busy, _, _ = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if not busy:
+                    return
+                if time.time() > deadline:  # a reader held a snapshot all along; say so, do not hide it
+                    raise LedgerError("erased, but the WAL could not be truncated (a reader holds a snapshot); "
+                                      "run `rlhf-ledger erase-run` again once readers are idle", code="wal_busy")
+                time.sleep(0.1)
+        else:
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("VACUUM FULL run_keys")
 
     def tlog_proof(self, log_id: str, index: int, size: int | None = None) -> str:
         """The entry's inclusion proof as a c2sp.org/tlog-proof@v1 file (docs/checkpoint-format.md)."""

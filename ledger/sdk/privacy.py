@@ -30,6 +30,7 @@ def library_version() -> str:
 
 def _lib() -> Any:
     try:
+        import numpy  # noqa: F401 - dp-accounting's own dependency
         import dp_accounting
         from dp_accounting.rdp import rdp_privacy_accountant
     except ImportError as e:
@@ -92,9 +93,9 @@ class PrivacyAccountant:
         # RdpAccountant.compose does), so the one-step vector is cached per (sigma, q): a spend
         # then costs one vector add and one epsilon conversion instead of a full recomputation
         # on the training thread. replay_epsilon() (the public accountant path) is the check.
-        import numpy as np
-
         _, self._impl = _lib()
+        import numpy as np  # a dependency of dp-accounting: present once _lib() succeeded
+
         self._np = np
         self._orders = np.asarray(self._impl.DEFAULT_RDP_ORDERS, dtype=float)
         self._rdp = np.zeros_like(self._orders)

@@ -191,8 +191,8 @@ def world(server: Server) -> World:
         assert r.status_code == 201, r.text
     tokens = {"admin": server.admin_token}
     specs = {
-        "submitter": {"role": "submitter", "log_ids": [log_id], "producer_key_ids": [prod.key_id]},
-        "submitter_other_log": {"role": "submitter", "log_ids": ["elsewhere"], "producer_key_ids": [prod.key_id]},
+        "submitter": {"role": "submitter", "log_ids": [log_id], "producer_key_ids": [prod.key_id], "run_ids": ["*"]},
+        "submitter_other_log": {"role": "submitter", "log_ids": ["elsewhere"], "producer_key_ids": [prod.key_id], "run_ids": ["*"]},
         "auditor": {"role": "auditor", "log_ids": [log_id], "run_ids": [run_id]},
         "auditor_other_run": {"role": "auditor", "log_ids": [log_id], "run_ids": ["another-run"]},
     }

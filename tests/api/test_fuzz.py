@@ -32,7 +32,7 @@ def fuzz_server(tmp_path_factory):
     admin.post("/v1/logs", json={"log_id": "fuzz", "checkpoint_every_events": 2}).raise_for_status()
     p = Producer()
     admin.post("/v1/logs/fuzz/producers", json={"public_key": base64.b64encode(p.signer.public_key).decode()}).raise_for_status()
-    tok = admin.post("/v1/tokens", json={"role": "submitter", "log_ids": ["fuzz"], "producer_key_ids": [p.key_id]}).json()["token"]
+    tok = admin.post("/v1/tokens", json={"role": "submitter", "log_ids": ["fuzz"], "producer_key_ids": [p.key_id], "run_ids": ["*"]}).json()["token"]
     srv.client(tok).post("/v1/logs/fuzz/events", json={"events": p.events("fuzz", "r", 5)}).raise_for_status()
     yield srv
     srv.stop()

@@ -27,7 +27,7 @@ def test_two_workers_one_consistent_log(tmp_path):
         tokens = []
         for p in producers:
             admin.post("/v1/logs/shared/producers", json={"public_key": base64.b64encode(p.signer.public_key).decode()}).raise_for_status()
-            tokens.append(admin.post("/v1/tokens", json={"role": "submitter", "log_ids": ["shared"], "producer_key_ids": [p.key_id]}).json()["token"])
+            tokens.append(admin.post("/v1/tokens", json={"role": "submitter", "log_ids": ["shared"], "producer_key_ids": [p.key_id], "run_ids": ["*"]}).json()["token"])
 
         def submit(i: int) -> list[int]:
             c = srv.client(tokens[i])

@@ -266,7 +266,7 @@ def test_revoked_producer_refused(world):
     kid = admin.post(f"/v1/logs/{world.log_id}/producers", json={"public_key": base64.b64encode(p.signer.public_key).decode()}).json()["key_id"]
     assert kid == p.key_id
     assert admin.post(f"/v1/logs/{world.log_id}/producers/{kid}/revoke").json()["status"] == "revoked"
-    tok = admin.post("/v1/tokens", json={"role": "submitter", "log_ids": [world.log_id], "producer_key_ids": [kid]}).json()["token"]
+    tok = admin.post("/v1/tokens", json={"role": "submitter", "log_ids": [world.log_id], "producer_key_ids": [kid], "run_ids": ["*"]}).json()["token"]
     b = assert_problem(world.server.client(tok).post(f"/v1/logs/{world.log_id}/events", json={"events": p.events(world.log_id, "rv", 1)}), 422)
     assert b["errors"][0]["code"] == "revoked_key"
     assert_problem(admin.post(f"/v1/logs/{world.log_id}/producers", json={"public_key": base64.b64encode(p.signer.public_key).decode()}), 409)
@@ -282,7 +282,7 @@ def test_bundles_stream_and_verify(world, tmp_path):
     admin.post("/v1/logs", json={"log_id": log_id, "checkpoint_every_events": 5, "checkpoint_every_seconds": 0.5}).raise_for_status()
     p = Producer()
     admin.post(f"/v1/logs/{log_id}/producers", json={"public_key": base64.b64encode(p.signer.public_key).decode()}).raise_for_status()
-    tok = admin.post("/v1/tokens", json={"role": "submitter", "log_ids": [log_id], "producer_key_ids": [p.key_id]}).json()["token"]
+    tok = admin.post("/v1/tokens", json={"role": "submitter", "log_ids": [log_id], "producer_key_ids": [p.key_id], "run_ids": ["*"]}).json()["token"]
     sub = srv.client(tok)
     for run, n in (("ra", 5), ("rb", 5), ("ra", 2)):
         sub.post(f"/v1/logs/{log_id}/events", json={"events": p.events(log_id, run, n)}).raise_for_status()

@@ -117,3 +117,5 @@ class Cluster:
 
     def drop(self) -> None:
         subprocess.run(["pg_dropcluster", "--stop", self.version, self.name], capture_output=True, timeout=60)
+        # pg_dropcluster leaves conf.d behind when it holds a file of ours.
+        shutil.rmtree(self.conf, ignore_errors=True)

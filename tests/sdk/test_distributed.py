@@ -60,7 +60,7 @@ def setup_log(srv, n_rank_keys: int = 2):
     for s in signers:
         r = admin.post(f"/v1/logs/{log_id}/producers", json={"public_key": base64.b64encode(s.public_key).decode()})
         assert r.status_code == 201, r.text
-    r = admin.post("/v1/tokens", json={"role": "submitter", "log_ids": [log_id], "producer_key_ids": [s.key_id for s in signers]})
+    r = admin.post("/v1/tokens", json={"role": "submitter", "log_ids": [log_id], "producer_key_ids": [s.key_id for s in signers], "run_ids": ["*"]})
     return log_id, r.json()["token"], run_key, run_seed, rank_seeds, signers
 
 

@@ -29,7 +29,7 @@ def test_run_delivers_to_real_api_through_an_outage(tmp_path, api_server):
     assert admin.post("/v1/logs", json={"log_id": log_id}).status_code == 201
     r = admin.post(f"/v1/logs/{log_id}/producers", json={"public_key": base64.b64encode(s.public_key).decode()})
     assert r.status_code == 201, r.text
-    r = admin.post("/v1/tokens", json={"role": "submitter", "log_ids": [log_id], "producer_key_ids": [s.key_id]})
+    r = admin.post("/v1/tokens", json={"role": "submitter", "log_ids": [log_id], "producer_key_ids": [s.key_id], "run_ids": ["*"]})
     token = r.json()["token"]
 
     def make(url, **kw):

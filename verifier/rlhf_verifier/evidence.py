@@ -109,8 +109,14 @@ def decode_receipt(raw: bytes) -> tuple[int, int, list[Log]]:
         r = decode(body)
     except RLPError as e:
         raise EvidenceError(f"receipt is not valid RLP: {e}", "evidence.receipt") from None
-    if not isinstance(r, list) or len(r) != 4 or not isinstance(r[3], list):
-        raise EvidenceError("receipt must be [status, cumulativeGas, bloom, logs]", "evidence.receipt")
+    # OP Stack deposit receipts (type 0x7e) since Canyon append [depositNonce, depositReceiptVersion].
+    sizes = (4, 6) if tx_type == 0x7E else (4,)
+    if not isinstance(r, list) or len(r) not in sizes or not isinstance(r[3], list):
+        raise EvidenceError("receipt must be [status, cumulativeGas, bloom, logs]"
+                            + (" (+ [depositNonce, depositReceiptVersion] for a deposit)" if tx_type == 0x7E else ""),
+                            "evidence.receipt")
+    if len(r) == 6 and not all(isinstance(x, bytes) and len(x) <= 8 and x[:1] != b"\x00" for x in r[4:]):
+        raise EvidenceError("deposit receipt's depositNonce/depositReceiptVersion must be integers", "evidence.receipt")
     if not isinstance(r[0], bytes) or len(r[0]) > 1:
         raise EvidenceError("receipt has a pre-Byzantium state root, not a status", "evidence.receipt")
     status = int.from_bytes(r[0], "big")

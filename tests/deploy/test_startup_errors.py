@@ -1,0 +1,63 @@
+"""Start-up errors of the real commands (subprocesses): each missing passphrase, database or
+chain gives one line on stderr naming it and how to provide it, exit status 1, no traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "ledger.cli"]
+DEAD_PG = "postgresql://ledger:hunter2@127.0.0.1:1/ledger"
+
+
+def run(args: list[str], env: dict[str, str | None], cwd: Path) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items()
+            if k not in ("RLHF_LEDGER_PASSPHRASE", "DATABASE_URL", "RLHF_CHAIN_RPC", "RLHF_ANCHOR_PRIVATE_KEY")}
+    full["PYTHONPATH"] = str(ROOT)
+    full.update({k: v for k, v in env.items() if v is not None})
+    return subprocess.run(CLI + args, capture_output=True, text=True, env=full, cwd=cwd, timeout=60)
+
+
+def one_line(p: subprocess.CompletedProcess) -> str:
+    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr + p.stdout
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, p.stderr
+    return lines[0]
+
+
+CASES = [
+    ("serve without passphrase", ["serve", "--data-dir", "{d}"], {}, ["RLHF_LEDGER_PASSPHRASE", "RLHF_LEDGER_PASSPHRASE_FILE"]),
+    ("serve with an unreadable passphrase file", ["serve", "--data-dir", "{d}"],
+     {"RLHF_LEDGER_PASSPHRASE_FILE": "/nonexistent/pass"}, ["RLHF_LEDGER_PASSPHRASE_FILE", "/nonexistent/pass"]),
+    ("serve with an unreachable database", ["serve", "--data-dir", "{d}", "--database-url", DEAD_PG],
+     {"RLHF_LEDGER_PASSPHRASE": "p"}, ["cannot open the ledger database", "127.0.0.1:1", "DATABASE_URL"]),
+    ("token list with an unreachable database", ["token", "list", "--database-url", DEAD_PG], {}, ["DATABASE_URL"]),
+    ("init without passphrase", ["init", "--data-dir", "{d}"], {}, ["RLHF_LEDGER_PASSPHRASE"]),
+    ("anchor without a chain", ["anchor", "--data-dir", "{d}"], {}, ["--rpc", "RLHF_CHAIN_RPC"]),
+    ("anchor without a key", ["anchor", "--data-dir", "{d}", "--rpc", "http://127.0.0.1:1"], {},
+     ["RLHF_ANCHOR_PRIVATE_KEY", "keystore"]),
+    ("anchor with an unreachable database", ["anchor", "--data-dir", "{d}", "--rpc", "http://127.0.0.1:1",
+                                             "--database-url", DEAD_PG], {}, ["cannot open the ledger database"]),
+]
+
+
+@pytest.mark.parametrize("name,args,env,words", CASES, ids=[c[0] for c in CASES])
+def test_one_line_naming_what_is_missing(name, args, env, words, tmp_path):
+    line = one_line(run([a.format(d=tmp_path / "data") for a in args], env, tmp_path))
+    for w in words:
+        assert w in line, line
+    assert "hunter2" not in line  # the database password is never printed
+
+
+def test_serve_with_a_wrong_passphrase_names_the_key_file(tmp_path):
+    d = tmp_path / "data"
+    ok = run(["init", "--data-dir", str(d)], {"RLHF_LEDGER_PASSPHRASE": "right"}, tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    line = one_line(run(["serve", "--data-dir", str(d)], {"RLHF_LEDGER_PASSPHRASE": "wrong"}, tmp_path))
+    assert "does not open" in line and "keys" in line
