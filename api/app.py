@@ -89,7 +89,7 @@ class Service:
         self.service_key_id = signer.key_id
         self.recorder = DenialRecorder(
             self.ledger, signer, self.settings.audit_log_id, window=self.settings.denial_window,
-            max_records_per_minute=self.settings.audit_max_records_per_minute,
+            max_records_per_minute=self.settings.audit_max_records_per_minute, cap_period=self.settings.audit_cap_period,
         )
         self.recorder.start()
         limits.restore_limits()
@@ -149,20 +149,22 @@ def authenticate(request: Request) -> tok.Principal:
     header = request.headers.get("authorization")
     principal = tok.PUBLIC
     if header is not None:
+        # Failed authentications have a stricter bucket per client address. A valid token is
+        # never held back by it (an attacker behind the same NAT cannot lock others out); a
+        # failure beyond it gets 429 and only a count in that address's denial aggregate.
         client = request.client.host if request.client else "?"
-        wait = svc.auth_failures.peek("ip:" + client)
-        if wait > 0:  # this address keeps failing: no more token lookups or denial records for now
-            svc.metrics.rate_limited.inc()
-            if svc.recorder is not None:
-                svc.recorder.count_suppressed(client)
-            raise _rate_limited(svc, wait, "too many failed authentications from this client")
         scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
-            svc.auth_failures.take("ip:" + client)
-            raise svc.deny(request, tok.PUBLIC, 401, "bad_authorization_header", "Authorization must be 'Bearer <token>'")
-        found = tok.lookup(svc.ledger.engine, value.strip())
+        well_formed = scheme.lower() == "bearer" and bool(value.strip())
+        found = tok.lookup(svc.ledger.engine, value.strip()) if well_formed else None
         if found is None:
-            svc.auth_failures.take("ip:" + client)
+            wait = svc.auth_failures.take("ip:" + client)
+            if wait > 0:
+                svc.metrics.rate_limited.inc()
+                if svc.recorder is not None:
+                    svc.recorder.count_suppressed(client)
+                raise _rate_limited(svc, wait, "too many failed authentications from this client")
+            if not well_formed:
+                raise svc.deny(request, tok.PUBLIC, 401, "bad_authorization_header", "Authorization must be 'Bearer <token>'")
             raise svc.deny(request, tok.PUBLIC, 401, "unknown_token", "the bearer token is unknown or revoked")
         principal = found
     key = principal.token_id or ("ip:" + (request.client.host if request.client else "?"))

@@ -39,6 +39,7 @@ class Settings:
     auth_fail_burst: float = 20.0
     denial_window: float = 10.0  # seconds: one aggregated record per client per window
     audit_max_records_per_minute: int = 600  # hard cap on denial records; the overflow is itself recorded
+    audit_cap_period: float = 60.0  # the cap's period in seconds (a minute; shorter only in tests)
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -60,4 +61,5 @@ class Settings:
             auth_fail_burst=_num("RLHF_API_AUTH_FAIL_BURST", cls.auth_fail_burst),
             denial_window=_num("RLHF_API_DENIAL_WINDOW", cls.denial_window),
             audit_max_records_per_minute=int(_num("RLHF_API_AUDIT_MAX_PER_MINUTE", cls.audit_max_records_per_minute)),
+            audit_cap_period=_num("RLHF_API_AUDIT_CAP_PERIOD", cls.audit_cap_period),
         )
