@@ -277,12 +277,17 @@ class _Recorder:
         return self.event("annotation.batch", body, commit=("prompts", "responses"))
 
     def reward_model_update(self, step: int, loss: float, *, accuracy: float | None = None,
-                            grad_norm: float | None = None, metrics: Mapping[str, Any] | None = None, **extra: Any) -> int | None:
-        """``metrics`` keeps every other logged value (e.g. a trainer's full log line) as an object."""
+                            grad_norm: float | None = None, metrics: Mapping[str, Any] | None = None,
+                            dp_steps: int | None = None, **extra: Any) -> int | None:
+        """``metrics`` keeps every other logged value (e.g. a trainer's full log line) as an object.
+        ``dp_steps``: for a DP-SGD update, the run's cumulative number of DP optimizer steps so far;
+        the verifier checks that the run's ``privacy.spend`` steps cover it (event-types.md)."""
         if not self.active:
             return None
         self.max_step = max(self.max_step, int(step))
         body = {"step": int(step), "loss": _num(loss), **{k: _num(v) for k, v in extra.items()}}
+        if dp_steps is not None:
+            body["dp_steps"] = int(dp_steps)
         if metrics:
             body["metrics"] = _metrics(metrics)
         if accuracy is not None:
