@@ -337,7 +337,7 @@ def test_fee_history_answers_are_validated(history, message):
 def test_fee_modes():
     c = _offline_client({"eth_feeHistory": {"baseFeePerGas": ["0x10", "0x20"], "reward": [["0x5"]]},
                          "eth_gasPrice": "0x64", "eth_getBlockByNumber": {"number": "0x1", "hash": KEY}})
-    assert c.fee_fields() == {"type": 0, "gasPrice": max(125, c.min_priority_fee_wei)}  # auto: no baseFeePerGas
+    assert c.fee_fields() == {"gasPrice": max(125, c.min_priority_fee_wei)}  # auto: no baseFeePerGas -> type 0
     c.fee_mode, c._eip1559 = "eip1559", None
     assert c.fee_fields()["type"] == 2 and c.fee_fields()["maxFeePerGas"] == 2 * 0x20 + c.min_priority_fee_wei
     with pytest.raises(ValueError, match="fee_mode must be one of"):
