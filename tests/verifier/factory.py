@@ -93,7 +93,7 @@ def run_events(n_updates: int = 3, *, epsilon_budget: float = 8.0, released_ok: 
                        "declared": {"privacy_budget": {"epsilon": epsilon_budget, "delta": 1e-5},
                                     "anchoring_delay_seconds": 3600, "retention_days": retention_days}}),
         ("dataset.register", {"dataset_id": "prefs-1", "name": "prefs", "source": "internal", "licence": "CC-BY-4.0",
-                              "digest": "sha256:" + "cd" * 32, "size_bytes": 1234}),
+                              "digest": "sha256:" + "cd" * 32, "size_bytes": 1234, "records": 1000}),
         ("annotation.batch", {"batch_id": "b1", "dataset_id": "prefs-1", "guideline_version": "v2.1",
                               "annotators": ["anp:" + "ee" * 16], "items": 10, "labels": {"chosen": 10},
                               "prompts": {"$commitment": "sha256:" + "12" * 32},
