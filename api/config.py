@@ -32,7 +32,8 @@ class Settings:
     verify_threads: int = 2  # signature checks of a batch are spread over this many threads
     # Cost caps (docs/api.md "Limits")
     max_json_values: int = 500_000  # JSON values per submission body (memory: ~100 B per parsed value)
-    slow_event_weight: int = 10  # batch units of an event on the slow canonicalisation path
+    slow_event_weight: int = 10  # batch units of an event on the slow canonicalisation path (at least)
+    slow_units_per_kib: int = 3  # ... or this many per KiB of its JSON, if more
     max_bundle_range: int = 1000  # entries per range bundle (pages beyond)
     # Denials (docs/api.md "Denial records")
     auth_fail_rate: float = 1.0  # failed authentications per second and client address
@@ -56,6 +57,7 @@ class Settings:
             verify_threads=int(_num("RLHF_API_VERIFY_THREADS", cls.verify_threads)),
             max_json_values=int(_num("RLHF_API_MAX_JSON_VALUES", cls.max_json_values)),
             slow_event_weight=max(1, int(_num("RLHF_API_SLOW_EVENT_WEIGHT", cls.slow_event_weight))),
+            slow_units_per_kib=max(0, int(_num("RLHF_API_SLOW_UNITS_PER_KIB", cls.slow_units_per_kib))),
             max_bundle_range=max(1, int(_num("RLHF_API_MAX_BUNDLE_RANGE", cls.max_bundle_range))),
             auth_fail_rate=_num("RLHF_API_AUTH_FAIL_RATE", cls.auth_fail_rate),
             auth_fail_burst=_num("RLHF_API_AUTH_FAIL_BURST", cls.auth_fail_burst),

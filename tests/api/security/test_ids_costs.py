@@ -73,10 +73,12 @@ def test_slow_canonicalisation_counts_against_the_batch(sec_server):
     p, tok = setup_log(sec_server, log_id, ["*"])
     sub = sec_server.client(tok)
 
-    def batch(n: int, run: str, slow: bool) -> list[dict]:
+    def batch(n: int, run: str, slow: bool, big: bool = False) -> list[dict]:
         out, prev = [], None
         for seq in range(n):
             body = {"\u00e9t\u00e9": 1e300} if slow else {"x": seq}  # non-ASCII keys, exponent floats: the rfc8785 path
+            if big:  # about 30 KiB on the slow path: charged 3 units per KiB
+                body = {f"\u00e9{i}": 1e300 for i in range(1500)}
             ev = make_event(log_id=log_id, run_id=run, type="compute.usage", producer=p.key_id, seq=seq, prev=prev, body=body)
             out.append(sign_event(ev, p.signer))
             prev = sha256_hex(canonicalize(ev))
@@ -86,6 +88,9 @@ def test_slow_canonicalisation_counts_against_the_batch(sec_server):
     assert b["type"].endswith("/batch_too_costly") and "1010 units" in b["detail"]
     assert sub.post(f"/v1/logs/{log_id}/events", json={"events": batch(100, "slow-2", True)}).status_code == 200
     assert sub.post(f"/v1/logs/{log_id}/events", json={"events": batch(1000, "fast", False)}).status_code == 200
+    assert_problem(sub.post(f"/v1/logs/{log_id}/events", json={"events": batch(15, "slow-big-1", True, big=True)}), 422)
+    r = sub.post(f"/v1/logs/{log_id}/events", json={"events": batch(5, "slow-big-2", True, big=True)})
+    assert r.status_code == 200, r.text[:300]
 
 
 def test_range_bundles_are_capped_and_paged(sec_server):
