@@ -49,7 +49,7 @@ def test_real_headers_hash_to_their_published_block_hash_on_both_sides(path):
 def test_fixtures_cover_london_paris_shanghai():
     numbers = {int(json.loads(p.read_text())["number"], 16) for p in HEADERS}
     assert 15537394 in numbers and 17034870 in numbers  # mainnet Paris and Shanghai first blocks
-    assert all(p.stat().st_size < 8192 for p in FIXTURES.iterdir())  # small fixtures only
+    assert all(p.stat().st_size < 16384 for p in FIXTURES.iterdir())  # small fixtures only
 
 
 def test_a_changed_header_field_no_longer_hashes():
@@ -142,6 +142,25 @@ def test_canyon_receipt_without_its_nonce_is_the_old_bug():
     receipt.pop("depositNonce")
     with pytest.raises(EvidenceError, match="eth_getBlockReceipts: answer has no depositNonce"):
         receipt_rlp(receipt)
+
+
+def test_a_real_op_stack_block_reproduces_its_receipts_root_and_proves_its_deposit():
+    """All five receipts of an OP Stack block (Regolith: the deposit's nonce is reported but is not
+    in the trie value) rebuild the published receiptsRoot; both verifiers prove each receipt."""
+    fixture = _load("op_regolith_block_receipts.json")
+    receipts = fixture["receipts"]
+    assert receipts[0]["type"] == "0x7e" and "depositNonce" in receipts[0]
+    encoded = [receipt_rlp(r) for r in receipts]
+    t = build_receipt_trie(encoded)
+    assert "0x" + t.root_hash.hex() == fixture["receiptsRoot"]
+    for i in (0, 3):
+        proof = trie_proof(t, rlp.encode(i))
+        assert verify_mpt_proof(t.root_hash, rlp.encode(i), proof) == encoded[i]
+        assert verify_proof(t.root_hash, rlp.encode(i), proof) == encoded[i]
+        assert vev.decode_receipt(encoded[i])[:2] == (int(receipts[i]["type"], 16), 1)
+    # Encoding the Regolith deposit as a Canyon one (nonce in the trie) misses the published root.
+    wrong = [dict(receipts[0], depositReceiptVersion="0x1")] + receipts[1:]
+    assert build_receipt_trie([receipt_rlp(r) for r in wrong]).root_hash != t.root_hash
 
 
 # -- a block of every receipt type, made up here from real deposit receipts and typed ones --------
