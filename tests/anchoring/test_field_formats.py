@@ -46,9 +46,12 @@ def test_real_headers_hash_to_their_published_block_hash_on_both_sides(path):
     assert "0x" + h.receipts_root.hex() == block["receiptsRoot"]
 
 
-def test_fixtures_cover_london_paris_shanghai():
-    numbers = {int(json.loads(p.read_text())["number"], 16) for p in HEADERS}
-    assert 15537394 in numbers and 17034870 in numbers  # mainnet Paris and Shanghai first blocks
+def test_fixtures_cover_london_to_prague_and_an_op_stack_header():
+    headers = {int(json.loads(p.read_text())["number"], 16): json.loads(p.read_text()) for p in HEADERS}
+    assert 15537394 in headers and 17034870 in headers  # mainnet Paris and Shanghai first blocks
+    assert len(rlp.decode(header_rlp(headers[24630100]))) == 21  # mainnet, Prague: requestsHash
+    op = headers[157796868]  # OP Mainnet after Isthmus: withdrawalsRoot is the L2 message passer root
+    assert op["miner"] == "0x4200000000000000000000000000000000000011" and len(rlp.decode(header_rlp(op))) == 21
     assert all(p.stat().st_size < 16384 for p in FIXTURES.iterdir())  # small fixtures only
 
 
