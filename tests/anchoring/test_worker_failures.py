@@ -176,3 +176,26 @@ def test_anchor_once_releases_its_lease_and_anchors_lists_and_retries(anvil, tmp
     refused = runner.invoke(anchors_command, ["--data-dir", str(data), "--log", "train", "--retry", "1"])
     assert refused.exit_code != 0 and "anchor 1 is confirmed, only failed anchors can be retried" in refused.output
     ledger.close()
+
+
+def test_malformed_node_answers_end_the_pass_with_one_line_not_a_traceback(anvil, owner, ledger, producer, store,
+                                                                          monkeypatch):
+    from anchoring.chain import ChainError
+
+    c = client(anvil, owner.contract_address)
+    w = AnchorWorker(ledger, c, store, LOG, confirmations=1)
+    add(ledger, producer, 2)
+    w.run_once()
+    real_rpc = c.rpc
+
+    def rpc(method, params):
+        if method == "eth_getLogs":
+            return "garbage"
+        if method == "eth_getBlockByNumber" and params[0] == "latest":
+            return {"number": "12", "hash": "0x" + "00" * 32}
+        return real_rpc(method, params)
+    monkeypatch.setattr(c, "rpc", rpc)
+    with pytest.raises(ChainError, match="eth_getLogs: answer = 'garbage' is not a list"):
+        w._find_anchored(2)  # noqa: SLF001
+    result = w.run_once()
+    assert result.errors == [f"{c.rpc_url}: eth_getBlockByNumber(latest): number = '12' is not a 0x-hex quantity"]
