@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import stat
 import time
@@ -13,7 +12,6 @@ import pytest
 from ledger import db
 from ledger.store import Ledger
 
-from ..conftest import Producer
 from ..helpers import assert_problem, wait_for
 from .conftest import alive, setup_log, start_serve, unique
 
