@@ -494,6 +494,28 @@ class Verifier:
         self.anchor_sizes.append(size)
         self.anchor_times.append(a.block_timestamp)
 
+    def _check_equivocation(self) -> None:
+        """--rpc: every root the contract anchored for this log must be a checkpoint of the bundle
+        (online.check_equivocation); a failure makes every anchor unconfirmed."""
+        anchored_roots = getattr(self.o.online_block_check, "anchored_roots", None)
+        if anchored_roots is None or not self.r.anchors:
+            return
+        from .online import OnlineUnavailable, OnlineError, check_equivocation
+        contract = self.o.contract or bytes.fromhex(self.r.anchors[0]["contract"][2:42])
+        log_id = hashlib.sha256(self.origin.encode("utf-8")).digest()
+        try:
+            problems = check_equivocation(anchored_roots(contract, log_id), self.cps)
+        except OnlineUnavailable:
+            raise
+        except OnlineError as e:
+            problems = [f"could not read the contract's Anchored events: {e}"]
+        for msg in problems:
+            self.r.fail("anchor.equivocation", f"contract 0x{contract.hex()}", msg)
+        if problems:
+            self.anchor_sizes, self.anchor_times = [], []
+            for a in self.r.anchors:
+                a["status"] = "unconfirmed"
+
     # ---- events -----------------------------------------------------------------------------
 
     def start_events(self) -> None:
@@ -502,6 +524,7 @@ class Verifier:
         for a, b in zip(sizes, sizes[1:]):
             if (a, b) not in consistent:
                 self.r.fail("consistency", f"checkpoints {a}->{b}", "no verified consistency proof between successive checkpoints")
+        self._check_equivocation()
         self.max_anchored = self.anchor_sizes[-1] if self.anchor_sizes else 0
         self.final_size = sizes[-1] if sizes else 0
         self.state = "events"
@@ -678,9 +701,17 @@ class Verifier:
         r = self.r
         if not self.end_seen:
             r.fail("truncation", "end of file", "no end record: the bundle is truncated")
+        # The checkpoint the events are proven against: the first one after the last event
+        # (inclusion mode) or the one the listed leaves end at (tree mode). Later checkpoints are
+        # anchored ones the bundle ties in by consistency proofs (docs/bundle-format.md).
+        sizes = sorted(self.cps)
+        if self.mode == "tree" and self.tree.size in self.cps:
+            self.final_size = self.tree.size
+        elif self.mode == "inclusion" and sizes:
+            self.final_size = next((c for c in sizes if c > self.last_index), sizes[-1])
         if self.mode == "tree" and self.tree.size != self.final_size:
             r.fail("inclusion", f"checkpoint {self.final_size}",
-                   f"tree mode lists {self.tree.size} leaves, the final checkpoint has {self.final_size}")
+                   f"tree mode lists {self.tree.size} leaves, which is not the size of a checkpoint of the bundle")
         if self.mode == "inclusion" and self.last_index >= 0 and self.last_index >= getattr(self, "final_size", 0):
             r.fail("inclusion", f"event {self.last_index}", "index beyond the final checkpoint")
         r.producer_chains = self.chains.pairs()

@@ -260,3 +260,23 @@ def test_ipfs_gateway_serving_altered_bytes_is_rejected(anchored, anvil, capsys)
     found = [f for f in json.loads(out)["findings"] if f["check"] == "anchor.ipfs"]
     assert code == 1 and len(found) == 2
     assert all("does not match it" in f["message"] for f in found)
+
+
+def test_rpc_reads_every_anchored_root_and_catches_equivocation(anchored, anvil, capsys):
+    """Issue 10 item 4: an anchor of an unrelated root at a larger size on the same contract (the
+    log equivocating, or an exporter hiding a checkpoint) is found with eth_getLogs."""
+    import hashlib
+
+    code, out, err = run(anchored.args(anvil, "--rpc", anvil.rpc_url), capsys)
+    assert code == 0, out + err
+    origin = anchored.led.log_info(LOG).origin
+    log_id = hashlib.sha256(origin.encode()).digest()
+    size = anchored.anchors[-1]["checkpoint_size"] + 5
+    tx = anchored.owner.anchor(log_id, size, b"\x42" * 32, "bafkreiequivocation")
+    anchored.owner.wait_for_receipt(tx)
+    code, out, err = run(anchored.args(anvil, "--rpc", anvil.rpc_url), capsys)
+    rep = json.loads(out)
+    eq = [f for f in rep["findings"] if f["check"] == "anchor.equivocation"]
+    assert code == 1 and len(eq) == 1, out + err
+    assert f"anchored tree size {size}" in eq[0]["message"] and "not proven" in eq[0]["message"]
+    assert {a["status"] for a in rep["anchors"]} == {"unconfirmed"}
