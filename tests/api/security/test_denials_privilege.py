@@ -67,12 +67,13 @@ def test_audit_growth_cap_is_itself_recorded(denial_server):
     admin = denial_server.client(denial_server.admin_token)
     log_id = unique("cap")
     setup_log(denial_server, log_id, ["*"])
-    time.sleep(3.2)  # a fresh cap period
+    tokens = [admin.post("/v1/tokens", json={"role": "auditor", "log_ids": [log_id], "run_ids": ["x"]}).json()["token"] for _ in range(8)]
+    time.sleep(3 - time.time() % 3 + 0.05)  # the start of a cap period (periods are aligned to 3 s)
     before = denial_server.client().get("/v1/logs/audit").json()["size"]
     # 8 distinct denial kinds (8 tokens, each refused once) in one window; the cap is 3 per period
-    for _ in range(8):
-        t = admin.post("/v1/tokens", json={"role": "auditor", "log_ids": [log_id], "run_ids": ["x"]}).json()["token"]
-        assert_problem(denial_server.client(t).get("/v1/tokens"), 403)
+    with httpx.Client(base_url=denial_server.url) as c:
+        for t in tokens:
+            assert_problem(c.get("/v1/tokens", headers={"authorization": f"Bearer {t}"}), 403)
 
     def overflow():
         evs = _audit_events(denial_server, before)
