@@ -13,7 +13,7 @@ COPY api ./api
 # (Training extras such as torch are not installed in the service image.)
 RUN pip install --no-cache-dir -c requirements.lock . \
     && useradd --system --uid 10001 --home-dir /data ledger \
-    && mkdir -p /data && chown ledger /data
+    && mkdir -p /data && chown ledger /data && chmod 0700 /data
 
 USER ledger
 VOLUME ["/data"]

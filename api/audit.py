@@ -122,7 +122,7 @@ class DenialRecorder:
     MAX_OPEN = 100_000  # distinct aggregates held in memory per window
 
     def __init__(self, ledger: Ledger, signer: Signer, log_id: str = AUDIT_LOG_ID, interval: float = 0.2, *,
-                 window: float = 10.0, max_records_per_minute: int = 600):
+                 window: float = 10.0, max_records_per_minute: int = 600, cap_period: float = 60.0):
         self.ledger = ledger
         self.signer = signer
         self.log_id = log_id
@@ -135,7 +135,8 @@ class DenialRecorder:
         self._lock = threading.Lock()
         self._open: dict[tuple, _Aggregate] = {}
         self._window_start = time.monotonic()
-        self._minute = int(time.time() // 60)
+        self.cap_period = max(cap_period, interval)  # "minute": 60 s, shorter in tests
+        self._minute = int(time.time() // self.cap_period)
         self._minute_records = 0
         self._overflow = {"records": 0, "denials": 0}
         self._stop = threading.Event()
@@ -177,7 +178,7 @@ class DenialRecorder:
 
     def _flush(self, force: bool = False) -> None:
         now = time.monotonic()
-        minute = int(time.time() // 60)
+        minute = int(time.time() // self.cap_period)
         with self._lock:
             due = force or now - self._window_start >= self.window
             if not due and minute == self._minute:
@@ -210,8 +211,9 @@ class DenialRecorder:
         if overflow is not None:
             m, o = overflow
             bodies.append((OVERFLOW_TYPE, _now(), {
-                "minute": time.strftime("%Y-%m-%dT%H:%M:00Z", time.gmtime(m * 60)),
-                "cap_per_minute": self.max_per_minute, "records_not_written": o["records"], "denials_not_itemised": o["denials"],
+                "period_start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(m * self.cap_period)),
+                "period_seconds": self.cap_period,
+                "cap_per_period": self.max_per_minute, "records_not_written": o["records"], "denials_not_itemised": o["denials"],
             }, []))
         if not bodies:
             return

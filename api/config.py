@@ -32,13 +32,15 @@ class Settings:
     verify_threads: int = 2  # signature checks of a batch are spread over this many threads
     # Cost caps (docs/api.md "Limits")
     max_json_values: int = 500_000  # JSON values per submission body (memory: ~100 B per parsed value)
-    slow_event_weight: int = 10  # batch units of an event on the slow canonicalisation path
+    slow_event_weight: int = 10  # batch units of an event on the slow canonicalisation path (at least)
+    slow_units_per_kib: int = 3  # ... or this many per KiB of its JSON, if more
     max_bundle_range: int = 1000  # entries per range bundle (pages beyond)
     # Denials (docs/api.md "Denial records")
     auth_fail_rate: float = 1.0  # failed authentications per second and client address
     auth_fail_burst: float = 20.0
     denial_window: float = 10.0  # seconds: one aggregated record per client per window
     audit_max_records_per_minute: int = 600  # hard cap on denial records; the overflow is itself recorded
+    audit_cap_period: float = 60.0  # the cap's period in seconds (a minute; shorter only in tests)
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -55,9 +57,11 @@ class Settings:
             verify_threads=int(_num("RLHF_API_VERIFY_THREADS", cls.verify_threads)),
             max_json_values=int(_num("RLHF_API_MAX_JSON_VALUES", cls.max_json_values)),
             slow_event_weight=max(1, int(_num("RLHF_API_SLOW_EVENT_WEIGHT", cls.slow_event_weight))),
+            slow_units_per_kib=max(0, int(_num("RLHF_API_SLOW_UNITS_PER_KIB", cls.slow_units_per_kib))),
             max_bundle_range=max(1, int(_num("RLHF_API_MAX_BUNDLE_RANGE", cls.max_bundle_range))),
             auth_fail_rate=_num("RLHF_API_AUTH_FAIL_RATE", cls.auth_fail_rate),
             auth_fail_burst=_num("RLHF_API_AUTH_FAIL_BURST", cls.auth_fail_burst),
             denial_window=_num("RLHF_API_DENIAL_WINDOW", cls.denial_window),
             audit_max_records_per_minute=int(_num("RLHF_API_AUDIT_MAX_PER_MINUTE", cls.audit_max_records_per_minute)),
+            audit_cap_period=_num("RLHF_API_AUDIT_CAP_PERIOD", cls.audit_cap_period),
         )

@@ -12,6 +12,13 @@ Measures, per call, with time.perf_counter_ns around each call:
 Then, for fsync="batch", the time from each call's return until a group-commit fsync covered
 its line (what could be lost on power loss; a process crash loses nothing once the call
 returned). Target: policy_update median <= 20 us.
+
+Distributed (--http-events N, 0 to skip): the real API (uvicorn, SQLite) on loopback; first one
+process recording N events over HTTP (training-thread cost, end-to-end delivery rate = N / time
+from the first call until all are acknowledged), then a real `torchrun --nproc_per_node 2` job
+(tests/sdk/torchrun_dpo_worker.py bench) where each rank records N rank-local events under its
+own key (RankRecorder) at the same time, and rank 0 then N run events: per-rank cost and rate,
+beside the single-process figures of the same run.
 """
 
 from __future__ import annotations
@@ -128,10 +135,83 @@ def fsync_lag(returns, syncs) -> list[int]:
     return lag
 
 
+def distributed(tmp: Path, n: int) -> None:
+    """Single process vs two torchrun ranks, both delivering over HTTP to the real API."""
+    import base64
+    import secrets
+    import shutil
+    import socket
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    from ledger.sdk import HttpSink
+    from tests.api.conftest import start_server
+
+    srv = start_server(tmp / "api", None, env={"RLHF_API_RATE": "0"})
+    try:
+        admin = srv.client(srv.admin_token)
+        admin.post("/v1/logs", json={"log_id": "bench"}).raise_for_status()
+        seeds = [secrets.token_bytes(32) for _ in range(4)]
+        signers = [Signer.from_seed(x) for x in seeds]
+        for sg in signers:
+            admin.post("/v1/logs/bench/producers", json={"public_key": base64.b64encode(sg.public_key).decode()}).raise_for_status()
+        r = admin.post("/v1/tokens", json={"role": "submitter", "log_ids": ["bench"], "run_ids": ["*"],
+                                           "producer_key_ids": [sg.key_id for sg in signers]})
+        r.raise_for_status()
+        token = r.json()["token"]
+        # one process, over HTTP
+        run = Run(log_id="bench", run_id="single", signer=signers[3], sink=HttpSink(srv.url, token, "bench"), method="ppo",
+                  hyperparameters={"lr": 1e-6}, base_model={"name": "m", "weights_digest": "sha256:" + "0" * 64},
+                  spool_dir=tmp / "single")
+        run.start()
+        run.flush(60)
+        pc = time.perf_counter_ns
+        times = []
+        t0 = time.perf_counter()
+        for i in range(n):
+            a = pc()
+            run.policy_update(i, 0.5, 0.01, 0.1, 0.02, 1.0, param_delta_norm=0.0)
+            times.append(pc() - a)
+        run.flush(600)
+        rate = n / (time.perf_counter() - t0)
+        run.end()
+        print(f"{'1 process, HTTP: run.policy_update':42s} {stats(times)}   delivered {rate:8.0f} ev/s")
+        # two ranks under torchrun
+        out = tmp / "ranks"
+        out.mkdir()
+        cfg = {"url": srv.url, "token": token, "log_id": "bench", "run_id": "ddp", "run_key": seeds[0].hex(),
+               "rank_keys": [seeds[1].hex(), seeds[2].hex()], "spool": str(tmp / "spool"), "out": str(out), "events": n}
+        (tmp / "cfg.json").write_text(json.dumps(cfg))
+        with socket.socket() as so:
+            so.bind(("127.0.0.1", 0))
+            port = so.getsockname()[1]
+        exe = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+        env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+        t0 = time.perf_counter()
+        p = subprocess.run([exe, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port),
+                            str(root / "tests" / "sdk" / "torchrun_dpo_worker.py"), "bench", str(tmp / "cfg.json")],
+                           env=env, capture_output=True, text=True, timeout=1200)
+        if p.returncode != 0:
+            raise SystemExit(f"torchrun failed: {p.stderr[-3000:]}")
+        for rank in (0, 1):
+            res = json.loads((out / f"rank{rank}.json").read_text())
+            rr = res["rank_recorder"]
+            print(f"{f'2 ranks, rank {rank}: RankRecorder (both at once)':42s} median {rr['ns'] / 1000:8.2f} us   "
+                  f"p99 {rr['p99'] / 1000:8.2f} us   delivered {rr['delivered_per_s']:8.0f} ev/s")
+            if "run" in res:
+                rn = res["run"]
+                print(f"{f'2 ranks, rank {rank}: run.policy_update':42s} median {rn['ns'] / 1000:8.2f} us   "
+                      f"p99 {rn['p99'] / 1000:8.2f} us   delivered {rn['delivered_per_s']:8.0f} ev/s")
+        print(f"torchrun job wall time {time.perf_counter() - t0:.1f} s (start-up, 2 x {n} + {n} events)")
+    finally:
+        srv.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=20000)
     ap.add_argument("--sync-events", type=int, default=2000)
+    ap.add_argument("--http-events", type=int, default=5000, help="events per recorder in the HTTP/torchrun cases (0: skip)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as d:
         tmp = Path(d)
@@ -146,6 +226,8 @@ def main() -> None:
         print(f"{'fsync=batch: return -> covered by fsync':42s} {stats(lag)}  ({len(syncs)} group commits)")
         med = statistics.median(t_batch) / 1000
         print(f"target: policy_update median <= 20 us -> {'MET' if med <= 20 else 'NOT MET'} ({med:.2f} us)")
+        if a.http_events:
+            distributed(tmp, a.http_events)
 
 
 if __name__ == "__main__":

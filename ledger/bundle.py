@@ -114,9 +114,10 @@ def iter_bundle_lines(
                 code="not_checkpointed",
             )
         target = later[0]
-    sizes = [s for s in anchored_sizes if s <= target]
-    if target not in sizes:
-        sizes.append(target)
+    # Every anchored checkpoint the log knows, also those after `target` (the one the events are
+    # proven against), tied by consistency proofs: a verifier reading the contract's Anchored
+    # events can then show each anchored root consistent with the bundle (docs/bundle-format.md).
+    sizes = sorted(set(anchored_sizes) | {target})
     mode = mode or ("inclusion" if count <= INCLUSION_MODE_MAX_EVENTS else "tree")
     if mode not in ("inclusion", "tree"):
         raise LedgerError(f"unknown bundle mode {mode!r}", where="mode")

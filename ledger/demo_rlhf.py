@@ -323,7 +323,7 @@ def train_reward_model(rm: RewardModel, pairs: list[Pair], cfg: Config, rec: Rec
                 dc, dr = rm(chosen), rm(rejected)
                 loss = float(-nn.functional.logsigmoid(dc - dr).mean())
                 acc = float((dc > dr).float().mean())
-            rec.reward_model_update(step, loss, accuracy=acc, grad_norm=math.sqrt(sq), batch_size=int(len(idx)),
+            rec.reward_model_update(step, loss, accuracy=acc, grad_norm=math.sqrt(sq), batch_size=int(len(idx)), dp_steps=step,
                                     dp_clip_fraction=float((norms > cfg.dp_clip).float().mean()) if len(idx) else 0.0)
         if pending == cfg.privacy_spend_every or step == cfg.rm_steps:
             rec.privacy_spend(cfg.dp_noise_multiplier, q, pending)

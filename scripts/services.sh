@@ -13,6 +13,14 @@ if ! command -v chromium >/dev/null 2>&1; then
       || echo "[services] could not install chromium; the browser test will fail" >&2
   fi
 fi
+# tests/api/security/test_erasure.py reads PostgreSQL pages with the pageinspect extension
+# (Debian's postgresql-contrib in older releases; part of the server package since 10).
+if command -v psql >/dev/null 2>&1 && [ "$(id -u)" = 0 ] \
+   && ! psql -h 127.0.0.1 -U postgres -Atc "select 1 from pg_available_extensions where name='pageinspect'" 2>/dev/null | grep -q 1; then
+  echo "[services] installing postgresql-contrib (pageinspect) for the erasure test" >&2
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-contrib >/dev/null) \
+    || echo "[services] could not install postgresql-contrib; the PostgreSQL erasure test will fail" >&2
+fi
 # tests/deploy: promtool and prometheus (Debian's package) check and run the alert rules.
 if ! command -v promtool >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   echo "[services] installing Debian prometheus (promtool) for tests/deploy" >&2

@@ -142,6 +142,7 @@ class _Recorder:
     """What a Run and a RankRecorder share: the spool, the sender, the hot path, the typed helpers."""
 
     _refused_types: frozenset[str] = frozenset()
+    _adds_to_body = False  # RankRecorder adds its rank to every body
 
     def __init__(self, *, log_id: str, run_id: str, signer: Signer, sink: Sink, active: bool,
                  rank_info: RankInfo, model: Any = None, pseudonym_key: bytes | None = None,
@@ -227,11 +228,12 @@ class _Recorder:
                 raise sender.error
         if self.ended:
             raise RuntimeError(f"run {self.run_id} has ended; no more events can be recorded")
-        if type in self._refused_types:
+        if self._refused_types and type in self._refused_types:
             raise EventError(f"{type} is a run-level event: only the Run on rank 0 records it", where="event.type")
         if not _TYPE_RE.match(type):
             raise EventError("must be dotted lower-case words", where="event.type")
-        body = self._body(type, body)
+        if self._adds_to_body:
+            body = self._body(type, body)
         openings = None
         if commit:
             body, openings = commit_fields(body, list(commit))
@@ -274,12 +276,18 @@ class _Recorder:
                 "prompts": list(prompts), "responses": list(responses), **extra}
         return self.event("annotation.batch", body, commit=("prompts", "responses"))
 
-    @_recorded
     def reward_model_update(self, step: int, loss: float, *, accuracy: float | None = None,
-                            grad_norm: float | None = None, metrics: Mapping[str, Any] | None = None, **extra: Any) -> int | None:
-        """``metrics`` keeps every other logged value (e.g. a trainer's full log line) as an object."""
+                            grad_norm: float | None = None, metrics: Mapping[str, Any] | None = None,
+                            dp_steps: int | None = None, **extra: Any) -> int | None:
+        """``metrics`` keeps every other logged value (e.g. a trainer's full log line) as an object.
+        ``dp_steps``: for a DP-SGD update, the run's cumulative number of DP optimizer steps so far;
+        the verifier checks that the run's ``privacy.spend`` steps cover it (event-types.md)."""
+        if not self.active:
+            return None
         self.max_step = max(self.max_step, int(step))
         body = {"step": int(step), "loss": _num(loss), **{k: _num(v) for k, v in extra.items()}}
+        if dp_steps is not None:
+            body["dp_steps"] = int(dp_steps)
         if metrics:
             body["metrics"] = _metrics(metrics)
         if accuracy is not None:
@@ -288,13 +296,14 @@ class _Recorder:
             body["grad_norm"] = _num(grad_norm)
         return self.event("reward_model.update", body)
 
-    @_recorded
     def policy_update(self, step: int, loss: float, kl: float | None, reward_mean: float | None,
                       reward_std: float | None, grad_norm: float | None, *, model: Any = None,
                       param_delta_norm: float | None = None, metrics: Mapping[str, Any] | None = None,
                       **extra: Any) -> int | None:
         """``param_delta_norm`` = L2 norm of (parameters - parameters at the last checkpoint, or at
         run start when Run(model=...) was given, or at the first call with ``model``)."""
+        if not self.active:
+            return None
         self.max_step = max(self.max_step, int(step))
         if model is not None and param_delta_norm is None:
             param_delta_norm = self.param_delta_norm(model)
@@ -579,6 +588,7 @@ class RankRecorder(_Recorder):
     """
 
     _refused_types = frozenset({"run.start", "run.end", "dataset.register", "privacy.spend", "privacy.budget_exceeded"})
+    _adds_to_body = True
 
     def __init__(self, *, log_id: str, run_id: str, signer: Signer, sink: Sink, rank: int | None = None,
                  world_size: int | None = None, **kwargs: Any):

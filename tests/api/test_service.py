@@ -284,7 +284,9 @@ def test_bundles_stream_and_verify(world, tmp_path):
     admin.post(f"/v1/logs/{log_id}/producers", json={"public_key": base64.b64encode(p.signer.public_key).decode()}).raise_for_status()
     tok = admin.post("/v1/tokens", json={"role": "submitter", "log_ids": [log_id], "producer_key_ids": [p.key_id], "run_ids": ["*"]}).json()["token"]
     sub = srv.client(tok)
-    for run, n in (("ra", 5), ("rb", 5), ("ra", 2)):
+    # run "ra" opens with its run.start: a run bundle without one is invalid (docs/verifier.md)
+    sub.post(f"/v1/logs/{log_id}/events", json={"events": p.events(log_id, "ra", 1, type="run.start")}).raise_for_status()
+    for run, n in (("ra", 4), ("rb", 5), ("ra", 2)):
         sub.post(f"/v1/logs/{log_id}/events", json={"events": p.events(log_id, run, n)}).raise_for_status()
     pub = srv.client()
     wait_for(lambda: pub.get(f"/v1/logs/{log_id}/checkpoints/latest").json()["size"] == 12, what="the time-policy checkpoint")

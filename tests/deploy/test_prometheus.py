@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import sqlalchemy as sa
 import yaml
 
 from api.tokens import create_token

@@ -61,3 +61,29 @@ def test_serve_with_a_wrong_passphrase_names_the_key_file(tmp_path):
     assert ok.returncode == 0, ok.stderr
     line = one_line(run(["serve", "--data-dir", str(d)], {"RLHF_LEDGER_PASSPHRASE": "wrong"}, tmp_path))
     assert "does not open" in line and "keys" in line
+
+
+def test_migrate_check_waits_for_the_schema(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    url = f"sqlite:///{d / 'ledger.sqlite3'}"
+    line = one_line(run(["migrate", "--check", "--data-dir", str(d), "--database-url", url], {}, tmp_path))
+    assert "newest is" in line and "rlhf-ledger migrate" in line  # nothing migrated yet
+    ok = run(["migrate", "--data-dir", str(d), "--database-url", url], {}, tmp_path)
+    assert ok.returncode == 0 and "newest" in ok.stdout, ok.stderr
+    ok = run(["migrate", "--check", "--data-dir", str(d), "--database-url", url], {}, tmp_path)
+    assert ok.returncode == 0 and "newest revision" in ok.stdout
+
+
+def test_secrets_from_files(tmp_path):
+    from ledger.errors import LedgerError
+    from ledger.secret_env import env_secret
+
+    f = tmp_path / "pass"
+    f.write_text("s3cret\n")  # kubectl create secret --from-file keeps the newline
+    assert env_secret("X", {"X_FILE": str(f)}) == "s3cret"
+    assert env_secret("X", {"X": "direct", "X_FILE": str(f)}) == "direct"
+    assert env_secret("X", {}) is None
+    f.write_text("\n")
+    with pytest.raises(LedgerError, match="empty"):
+        env_secret("X", {"X_FILE": str(f)})

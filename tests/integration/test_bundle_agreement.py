@@ -34,7 +34,9 @@ def anchored(anvil, owner, backend):
     client = ChainClient(anvil.rpc_url, anvil.private_keys[0], contract_address=owner.contract_address, retry=FAST_RETRY)
     worker = AnchorWorker(led, client, store, LOG, confirmations=1)
     for rnd in range(3):
-        batch = []
+        # each run starts with its run.start (a run bundle without one is invalid, docs/verifier.md)
+        batch = [prods[0].event(r, "run.start", {"method": "dpo", "hyperparameters": {"lr": 1e-5}})
+                 for r in ("run-a", "run-b")] if rnd == 0 else []
         for p in prods:
             batch += p.events(5, run_id="run-a")
             body, op = commit_fields({"step": rnd, "prompt": f"secret {rnd}"}, ["prompt"])
@@ -54,7 +56,9 @@ def anchored(anvil, owner, backend):
 def _verify(path, led, owner, anvil, *extra) -> subprocess.CompletedProcess:
     vkey = led.log_info(LOG).vkey
     cmd = [sys.executable, "-m", "rlhf_verifier", str(path), "--log-key", vkey, "--trust-bundle-producers",
-           "--chain-id", str(anvil.chain_id), "--contract", owner.contract_address, "--json", *extra]
+           "--chain-id", str(anvil.chain_id), "--contract", owner.contract_address, "--json",
+           # the chain is pinned, so the anchors must be confirmed (docs/verifier.md): by the node itself
+           "--rpc", anvil.rpc_url, *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
@@ -94,7 +98,7 @@ def test_tampered_export_is_rejected(anchored, anvil, tmp_path):
     with open(path, "w") as f:
         export_bundle(led, LOG, f, Scope("run", run_id="run-a"), content_store=store)
     lines = path.read_text().splitlines()
-    i = next(k for k, l in enumerate(lines) if '"kind":"event"' in l)
+    i = next(k for k, l in enumerate(lines) if '"kind":"event"' in l and '"loss":0.25' in l)
     lines[i] = lines[i].replace('"loss":0.25', '"loss":0.26', 1)
     path.write_text("\n".join(lines) + "\n")
     res = _verify(path, led, owner, anvil)
@@ -121,14 +125,14 @@ def test_exported_run_bundle_proves_completeness_and_omissions_fail(anchored, an
     res = _verify(path, led, owner, anvil)
     assert res.returncode == 0, res.stdout + res.stderr
     c = json.loads(res.stdout)["completeness"]
-    assert c["status"] == "proven" and c["events"] == 30 and c["anchored_statement"] is True
+    assert c["status"] == "proven" and c["events"] == 31 and c["anchored_statement"] is True
 
     first = next(json.loads(x) for x in path.read_text().splitlines() if '"kind":"event"' in x)["index"]
     _rewrite(path, lambda o: not (o["kind"] == "event" and o["index"] == first + 3))
     res = _verify(path, led, owner, anvil)
     assert res.returncode == 1
     msgs = [f["message"] for f in json.loads(res.stdout)["findings"] if f["check"] == "completeness"]
-    assert any("the log has 30 events of this run" in m and "the bundle holds 29" in m for m in msgs), msgs
+    assert any("the log has 31 events of this run" in m and "the bundle holds 30" in m for m in msgs), msgs
 
     with open(path, "w") as f:
         export_bundle(led, LOG, f, Scope("run", run_id="run-a"), mode=mode, content_store=store)

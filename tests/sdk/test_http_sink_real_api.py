@@ -65,3 +65,27 @@ def test_run_delivers_to_real_api_through_an_outage(tmp_path, api_server):
                 pass
     finally:
         srv2.stop()
+
+
+def test_batches_the_service_finds_too_costly_are_halved(tmp_path, api_server):
+    """The real API caps a request's CPU cost (slow-path events, e.g. with floats, weigh more):
+    a backlog of 600 events goes through in smaller requests instead of failing for good."""
+    srv = api_server
+    s = Signer.generate()
+    log_id = "cost-" + secrets.token_hex(3)
+    admin = srv.client(srv.admin_token)
+    assert admin.post("/v1/logs", json={"log_id": log_id}).status_code == 201
+    assert admin.post(f"/v1/logs/{log_id}/producers", json={"public_key": base64.b64encode(s.public_key).decode()}).status_code == 201
+    token = admin.post("/v1/tokens", json={"role": "submitter", "log_ids": [log_id], "producer_key_ids": [s.key_id],
+                                           "run_ids": ["*"]}).json()["token"]
+    sink = HttpSink(srv.url, token, log_id)
+    run = Run(log_id=log_id, run_id="costly", signer=s, sink=sink, method="dpo", hyperparameters={"beta": 0.1},
+              base_model={"name": "m", "weights_digest": "sha256:" + "0" * 64}, spool_dir=tmp_path / "spool")
+    run.open()
+    with run.sender._cond:  # the sender cannot record an acknowledgement meanwhile: a backlog builds up
+        run.start()
+        for i in range(600):
+            run.policy_update(i, 0.5 + i / 7, 0.1, 0.2, 0.05, 1.0, param_delta_norm=0.0)
+    run.end()
+    assert run.sender.acked_seq == 601 and sink.max_batch < 600
+    assert admin.get(f"/v1/logs/{log_id}/entries/601").status_code == 200

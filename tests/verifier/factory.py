@@ -93,7 +93,7 @@ def run_events(n_updates: int = 3, *, epsilon_budget: float = 8.0, released_ok: 
                        "declared": {"privacy_budget": {"epsilon": epsilon_budget, "delta": 1e-5},
                                     "anchoring_delay_seconds": 3600, "retention_days": retention_days}}),
         ("dataset.register", {"dataset_id": "prefs-1", "name": "prefs", "source": "internal", "licence": "CC-BY-4.0",
-                              "digest": "sha256:" + "cd" * 32, "size_bytes": 1234}),
+                              "digest": "sha256:" + "cd" * 32, "size_bytes": 1234, "records": 1000}),
         ("annotation.batch", {"batch_id": "b1", "dataset_id": "prefs-1", "guideline_version": "v2.1",
                               "annotators": ["anp:" + "ee" * 16], "items": 10, "labels": {"chosen": 10},
                               "prompts": {"$commitment": "sha256:" + "12" * 32},
@@ -137,9 +137,12 @@ class Built:
 def build_bundle(path: Path, *, mode: str = "inclusion", checkpoint_sizes: list[int] | None = None,
                  anchor_sizes: list[int] | None = None, events: list[tuple[str, dict]] | None = None,
                  anchor_delay: int = 60, extra_leaves: int = 0, manifest: bool = True,
-                 producers: int = 1, run_id: str = "run-1", log_id: str = "log-1", run_record: bool = True) -> Built:
+                 producers: int = 1, run_id: str = "run-1", log_id: str = "log-1", run_record: bool = True,
+                 times: list[float] | None = None, block_time: int | None = None) -> Built:
     """Write a bundle. All events are in scope; `extra_leaves` foreign entries are appended first
-    (in tree mode they appear as `leaf` records)."""
+    (in tree mode they appear as `leaf` records). `times`: each event's time in seconds after T0
+    (default 0, 1, 2, ...); `block_time`: every anchor block's timestamp (default: the last
+    covered event's time + `anchor_delay`)."""
     log_signer = Signer.from_seed(hashlib.sha256(b"log").digest())
     signers = [Signer.from_seed(hashlib.sha256(b"producer%d" % i).digest()) for i in range(producers)]
     origin = default_origin(log_id)
@@ -154,12 +157,13 @@ def build_bundle(path: Path, *, mode: str = "inclusion", checkpoint_sizes: list[
     for k, (typ, body) in enumerate(evs):
         s = signers[k % producers]
         seq, prev = state.get(s.key_id, (0, None))
+        t = float(times[k]) if times is not None else float(k)
         ev = make_event(log_id=log_id, run_id=run_id, type=typ, producer=s.key_id, seq=seq, prev=prev, body=body,
-                        ts=ts(k))
+                        ts=ts(t))
         env = sign_event(ev, s)
         state[s.key_id] = (seq + 1, hashlib.sha256(canonicalize(ev)).hexdigest())
         idx = tree.append(canonicalize(env))
-        records.append((idx, env, float(k)))
+        records.append((idx, env, t))
         event_id = hashlib.sha256(canonicalize(ev)).hexdigest()
         index_entries.append((idx, (run_id, s.key_id, seq, event_id, typ, tree.leaf_hash(idx))))
     total = tree.size
@@ -184,7 +188,8 @@ def build_bundle(path: Path, *, mode: str = "inclusion", checkpoint_sizes: list[
         man = json.dumps({"checkpoint": notes[size], "log_id": log_id}).encode()
         cid = cid_for_bytes(man)
         last_ts = max(r[2] for r in records if r[0] < size) if any(r[0] < size for r in records) else 0
-        ev = make_block(100 + n, int((T0 + timedelta(seconds=last_ts)).timestamp()) + anchor_delay, size,
+        bt = block_time if block_time is not None else int((T0 + timedelta(seconds=last_ts)).timestamp()) + anchor_delay
+        ev = make_block(100 + n, bt, size,
                         tree.root(size), cid, log_id_hash)
         block_hashes.append(ev["block_hash"])
         rec = {"kind": "anchor", "checkpoint_size": size, "cid": cid, "evidence": ev}

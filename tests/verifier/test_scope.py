@@ -41,9 +41,12 @@ def test_events_outside_a_run_scope_are_named(tmp_path, capsys):
     _with_scope(b, {"type": "run", "run_id": "run-2"})
     code, found, rep = _run(b, capsys)
     n = sum('"kind": "event"' in l for l in b.path.read_text().splitlines())
-    assert code == 1 and len(found) == n
-    assert all("outside the declared run scope 'run-2'" in f["message"] for f in found)
-    assert found[0]["where"].startswith("event 0 ")
+    per_event = [f for f in found if f["where"].startswith("event ")]
+    assert code == 1 and len(per_event) == n
+    assert all("outside the declared run scope 'run-2'" in f["message"] for f in per_event)
+    assert per_event[0]["where"].startswith("event 0 ")
+    # and the declared run itself is absent (no vacuous success)
+    assert {"check": "scope", "where": "header.scope", "message": "run 'run-2' has no events in this bundle"} in found
 
 
 def test_events_outside_a_range_scope_are_named(tmp_path, capsys):

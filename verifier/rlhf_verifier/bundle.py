@@ -27,6 +27,10 @@ class BundleReadError(Exception):
         self.line = line
 
 
+class DuplicateKeyLine(BundleReadError):
+    """A line that is JSON but has a duplicate member name: a finding (exit 1), not exit 2."""
+
+
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
@@ -38,7 +42,21 @@ def _finite_float(text: str) -> float:
     return x
 
 
-_decoder = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+class DuplicateKeyError(ValueError):
+    """An object with the same member name twice (RFC 8259 leaves its meaning open; a
+    verifier that keeps the last one would read a different value than another tool)."""
+
+
+def _unique_object(pairs: list) -> dict:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen: set = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise DuplicateKeyError(f"duplicate member name {dup[:40]!r} in a JSON object")
+    return d
+
+
+_decoder = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float, object_pairs_hook=_unique_object)
 
 
 def _depth_ok(raw: bytes) -> bool:
@@ -79,6 +97,8 @@ def parse_line(raw: bytes, line: int) -> dict:
         raise BundleReadError(f"not valid UTF-8 at byte {e.start}", line) from None
     except RecursionError:
         raise BundleReadError("JSON nested too deeply", line) from None
+    except DuplicateKeyError as e:
+        raise DuplicateKeyLine(str(e), line) from None
     except ValueError as e:  # JSONDecodeError, overflow, huge ints (int max str digits)
         msg = str(e).split("\n")[0][:200]
         raise BundleReadError(f"not valid JSON: {msg}", line) from None
@@ -104,3 +124,19 @@ def iter_lines(f: BinaryIO) -> Iterator[tuple[int, bytes]]:
         if not raw.strip():
             raise BundleReadError("empty line (JSON Lines has one record per line)", n)
         yield n, raw
+
+
+_lenient_decoder = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+
+
+def parse_record(raw: bytes, line: int) -> tuple[dict, str | None]:
+    """parse_line, except that a duplicate member name is returned as a finding (second item)
+    with the record read last-one-wins, so the rest of the bundle can still be checked; the
+    verdict is INVALID either way (docs/bundle-format.md, "Parsing")."""
+    try:
+        return parse_line(raw, line), None
+    except DuplicateKeyLine as e:
+        obj = _lenient_decoder.decode(raw.decode("utf-8"))
+        if type(obj) is not dict or type(obj.get("kind")) is not str:
+            raise BundleReadError("record is not a JSON object with a string 'kind'", line) from None
+        return obj, str(e).split(": ", 1)[-1]

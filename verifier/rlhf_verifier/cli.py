@@ -1,6 +1,8 @@
 """rlhf-verify: check a proof bundle (or a tlog-proof file) offline.
 
-Exit status: 0 valid (and compliant, with --rules), 1 invalid or non-compliant, 2 could not run. Errors are one line each; never a traceback.
+Exit status (docs/verifier.md, "Exit status"): 0 VALID: everything printed as proven is proven
+from what was trusted (and, with --rules, the rules were assessed and pass); 1 INVALID,
+non-compliant or rules not assessed; 2 could not run. Errors are one line each; never a traceback.
 """
 
 from __future__ import annotations
@@ -23,33 +25,43 @@ class UsageError(Exception):
     pass
 
 
-def _read_arg(value: str) -> str:
-    """A literal value, or the contents of a file if `value` names one."""
-    p = Path(value)
-    if p.is_file():
-        try:
-            return p.read_text().strip()
-        except OSError as e:
-            raise UsageError(f"cannot read {value}: {e.strerror}") from None
-    return value.strip()
+def _read_file(path: str, opt: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{opt} {path[:200]}: cannot read: {getattr(e, 'strerror', None) or e}") from None
 
 
-def load_log_key(value: str) -> VerifierKey:
-    text = _read_arg(value)
+def _value_or_at(value: str, opt: str, file_opt: str) -> tuple[str, str]:
+    """(text, source) of a key given as a value, or as `@path` (read from that file). A value is
+    never read as a file because a file of that name happens to exist (docs/verifier.md)."""
+    if value.startswith("@"):
+        return _read_file(value[1:], opt), f"{opt} @{value[1:]} (file)"
+    return value.strip(), f"{opt} (value on the command line)"
+
+
+def parse_log_key(text: str, what: str) -> VerifierKey:
     try:
         return parse_vkey(text.splitlines()[0] if text else text)
     except NoteError as e:
-        raise UsageError(f"--log-key {value[:60]}: {e}") from None
+        raise UsageError(f"{what}: {e}") from None
 
 
-def load_producer_key(value: str) -> bytes:
-    """Base64 or hex of a raw 32-byte Ed25519 key, or a key file (JSON with public_key)."""
-    text = _read_arg(value)
+def load_log_key(value: str) -> VerifierKey:
+    """A C2SP vkey value, or `@path`: kept for callers of the old API (tlog-proof)."""
+    text, _ = _value_or_at(value, "--log-key", "--log-key-file")
+    return parse_log_key(text, f"--log-key {value[:60]}")
+
+
+def parse_producer_key(text: str, what: str) -> bytes:
+    """Base64 or hex of a raw 32-byte Ed25519 key, or key-file JSON with public_key."""
     if text.startswith("{"):
         try:
             text = json.loads(text)["public_key"]
         except (ValueError, KeyError, TypeError):
-            raise UsageError(f"--producer-key {value[:60]}: JSON without a public_key member") from None
+            raise UsageError(f"{what}: JSON without a public_key member") from None
+        if not isinstance(text, str):
+            raise UsageError(f"{what}: public_key must be a string")
     if re.fullmatch(r"[0-9a-fA-F]{64}", text):
         return bytes.fromhex(text)
     try:
@@ -57,8 +69,33 @@ def load_producer_key(value: str) -> bytes:
     except (binascii.Error, ValueError):
         raw = b""
     if len(raw) != 32:
-        raise UsageError(f"--producer-key {value[:60]}: not a 32-byte Ed25519 public key (base64 or hex)")
+        raise UsageError(f"{what}: not a 32-byte Ed25519 public key (base64 or hex)")
     return raw
+
+
+def load_producer_key(value: str) -> bytes:
+    text, _ = _value_or_at(value, "--producer-key", "--producer-key-file")
+    return parse_producer_key(text, f"--producer-key {value[:60]}")
+
+
+def trust_inputs(a: argparse.Namespace) -> tuple[list[VerifierKey], list[str], list[bytes], list[str]]:
+    """Keys and the exact source of each, for the report's "Trusted" section."""
+    log_keys, log_src, prod_keys, prod_src = [], [], [], []
+    for v in a.log_key:
+        text, src = _value_or_at(v, "--log-key", "--log-key-file")
+        log_keys.append(parse_log_key(text, f"--log-key {v[:60]}"))
+        log_src.append(src)
+    for path in a.log_key_file:
+        log_keys.append(parse_log_key(_read_file(path, "--log-key-file"), f"--log-key-file {path[:60]}"))
+        log_src.append(f"--log-key-file {path} (file)")
+    for v in a.producer_key:
+        text, src = _value_or_at(v, "--producer-key", "--producer-key-file")
+        prod_keys.append(parse_producer_key(text, f"--producer-key {v[:60]}"))
+        prod_src.append(src)
+    for path in a.producer_key_file:
+        prod_keys.append(parse_producer_key(_read_file(path, "--producer-key-file"), f"--producer-key-file {path[:60]}"))
+        prod_src.append(f"--producer-key-file {path} (file)")
+    return log_keys, log_src, prod_keys, prod_src
 
 
 def _hex(value: str, n: int, what: str) -> bytes:
@@ -71,15 +108,26 @@ def _hex(value: str, n: int, what: str) -> bytes:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rlhf-verify", description="Verify an rlhf-ledger proof bundle offline.")
     p.add_argument("bundle", help="the .rlhfbundle.jsonl file")
-    p.add_argument("--log-key", action="append", default=[], metavar="VKEY|FILE", help="trusted log verifier key")
+    p.add_argument("--log-key", action="append", default=[], metavar="VKEY|@FILE",
+                   help="trusted log verifier key (a value; @path reads it from a file)")
+    p.add_argument("--log-key-file", action="append", default=[], metavar="FILE", help="trusted log key from a file")
     p.add_argument("--trust-bundle-log-key", action="store_true", help="trust the log key in the bundle header")
-    p.add_argument("--producer-key", action="append", default=[], metavar="KEY|FILE", help="trusted producer key")
+    p.add_argument("--producer-key", action="append", default=[], metavar="KEY|@FILE",
+                   help="trusted producer key (base64/hex value; @path reads a key file)")
+    p.add_argument("--producer-key-file", action="append", default=[], metavar="FILE",
+                   help="trusted producer key from a file (raw base64/hex or JSON with public_key)")
     p.add_argument("--trust-bundle-producers", action="store_true", help="trust the bundle's producer list")
     p.add_argument("--chain-id", type=int, help="the chain the anchors must be on")
     p.add_argument("--contract", help="the anchor contract address (0x...)")
     p.add_argument("--trusted-block-hash", action="append", default=[], metavar="0x..",
                    help="block hash(es) you trust; every anchor block must be one of them")
     p.add_argument("--rules", help="compliance rule set, e.g. eu-ai-act (= eu-ai-act@1)")
+    p.add_argument("--allow-unanchored", action="store_true",
+                   help="with chain pins, do not require every event to be under a confirmed anchor")
+    p.add_argument("--max-clock-skew", type=float, default=300.0, metavar="SECONDS",
+                   help="how far an event time may lie after its anchor's block time (default 300)")
+    p.add_argument("--max-delta", type=float, metavar="DELTA",
+                   help="largest acceptable declared privacy delta (default: 1/records of the run's largest dataset)")
     p.add_argument("--json", action="store_true", help="print the JSON report on stdout")
     p.add_argument("--html", metavar="OUT", help="write a self-contained HTML report")
     p.add_argument("--rpc", metavar="URL", help="check anchor blocks and the contract on a JSON-RPC node")
@@ -95,7 +143,7 @@ def tlog_proof_main(argv: list[str]) -> int:
 
     p = argparse.ArgumentParser(prog="rlhf-verify tlog-proof", description="Check a c2sp.org/tlog-proof@v1 file.")
     p.add_argument("file")
-    p.add_argument("--log-key", action="append", required=True, metavar="VKEY|FILE")
+    p.add_argument("--log-key", action="append", required=True, metavar="VKEY|@FILE")
     a = p.parse_args(argv)
     try:
         keys = [load_log_key(k) for k in a.log_key]
@@ -157,10 +205,17 @@ def _main(argv: list[str]) -> int:
 
     a = build_parser().parse_args(argv)
     try:
+        log_keys, log_src, prod_keys, prod_src = trust_inputs(a)
+        if not (a.max_clock_skew >= 0 and a.max_clock_skew < 1e9):
+            raise UsageError("--max-clock-skew must be a number of seconds >= 0")
+        if a.max_delta is not None and not 0 < a.max_delta < 1:
+            raise UsageError("--max-delta must be in (0, 1)")
         opts = Options(
-            log_keys=[load_log_key(k) for k in a.log_key],
+            log_keys=log_keys, log_key_sources=log_src,
+            producer_key_sources=prod_src,
+            allow_unanchored=a.allow_unanchored, max_clock_skew=a.max_clock_skew, max_delta=a.max_delta,
             trust_bundle_log_key=a.trust_bundle_log_key,
-            producer_keys=[load_producer_key(k) for k in a.producer_key],
+            producer_keys=prod_keys,
             trust_bundle_producers=a.trust_bundle_producers,
             chain_id=a.chain_id,
             contract=_hex(a.contract, 20, "--contract") if a.contract else None,

@@ -157,6 +157,7 @@ class ChainTracker:
 
     def __init__(self, require_start: bool = True) -> None:
         self._last: dict[tuple[str, str], tuple[int, str]] = {}
+        self._ts: dict[tuple[str, str], float] = {}
         self.require_start = require_start
 
     def feed(self, run_id: str, producer: str, seq: int, prev: str | None, event_id: str) -> str | None:
@@ -177,6 +178,16 @@ class ChainTracker:
             return f"seq {seq} follows seq {lseq} for producer {producer[:16]}.. in run {run_id} (gap or reorder)"
         if prev != lid:
             return f"prev {str(prev)[:16]}.. is not the hash of seq {lseq} ({lid[:16]}..)"
+        return None
+
+    def backwards(self, run_id: str, producer: str, ts: float) -> str | None:
+        """A producer's event times must not go backwards along its chain (they are its own
+        claims; a clock running backwards is reported, docs/verifier.md "Clocks")."""
+        key = (run_id, producer)
+        last = self._ts.get(key)
+        self._ts[key] = ts if last is None else max(last, ts)
+        if last is not None and ts < last:
+            return f"event time is {last - ts:.3f}s earlier than a previous event of producer {producer[:16]}.. in run {run_id}"
         return None
 
     def pairs(self) -> int:

@@ -118,26 +118,35 @@ def split_note(text: str) -> tuple[str, list[tuple[str, bytes]]]:
     return body, sigs
 
 
+MAX_SIGNATURES = 100  # golang.org/x/mod/sumdb/note: "too many signatures"
+
+
 def verify_note(text: str, trusted: list[VerifierKey]) -> tuple[str, VerifierKey]:
-    """Verify that a trusted key signed the note; return (body, the key that verified)."""
+    """Verify a note as Go's note.Open does (c2sp.org/signed-note): at most 100 signature lines;
+    lines from unknown keys are ignored; a line whose name and key id belong to a trusted key
+    must verify, else the whole note is rejected (a later good line does not rescue it); at
+    least one trusted key must have signed. Returns (body, the first key that verified)."""
     body, sigs = split_note(text)
+    if len(sigs) > MAX_SIGNATURES:
+        raise NoteError(f"note carries {len(sigs)} signatures, more than {MAX_SIGNATURES}")
     body_bytes = body.encode("utf-8")
-    matched_id = False
+    verified: VerifierKey | None = None
     for name, raw in sigs:
         for k in trusted:
-            if k.name == name and k.key_id == raw[:4]:
-                matched_id = True
+            if k.name != name or k.key_id != raw[:4]:
+                continue
+            try:
                 if len(raw) != 68:
-                    continue
-                try:
-                    nacl.signing.VerifyKey(k.public_key).verify(body_bytes, raw[4:])
-                    return body, k
-                except (nacl.exceptions.BadSignatureError, ValueError):
-                    continue
-    if matched_id:
-        raise NoteError("note signature by the trusted log key does not verify")
+                    raise ValueError("wrong length")
+                nacl.signing.VerifyKey(k.public_key).verify(body_bytes, raw[4:])
+            except (nacl.exceptions.BadSignatureError, ValueError):
+                raise NoteError(f"note signature by the trusted log key {name}/{raw[:4].hex()} does not verify "
+                                "(the note is rejected)") from None
+            verified = verified or k
+    if verified is not None:
+        return body, verified
     raise NoteError("note is not signed by any trusted log key (names/key ids: "
-                    + ", ".join(f"{n}/{r[:4].hex()}" for n, r in sigs) + ")")
+                    + ", ".join(f"{n}/{r[:4].hex()}" for n, r in sigs[:10]) + ")")
 
 
 def parse_checkpoint_body(body: str) -> tuple[str, int, bytes, tuple[str, ...]]:

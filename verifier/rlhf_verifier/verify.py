@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable
 
-from . import ed25519, worker
-from .bundle import FORMAT, MAX_LINE_BYTES, MEDIA_TYPE, VERSION, BundleReadError, iter_lines, parse_line
+from . import clock, ed25519, worker
+from .bundle import FORMAT, MAX_LINE_BYTES, MEDIA_TYPE, VERSION, BundleReadError, iter_lines, parse_record
 from .cid import CIDError, check_content
 from .completeness import CompletenessError, RunCompleteness
 from .compliance import Collector, RULE_SETS, evaluate
@@ -31,6 +31,7 @@ from .merkle import CompactRange, ProofError, verify_consistency
 from .note import NoteError, VerifierKey, b64decode_strict, verify_checkpoint
 
 MAX_FINDINGS = 200
+MAX_BLOCK_TIME = 253402300800  # 10000-01-01T00:00:00Z: later block times are findings, not overflows
 BLOCK_BYTES = 1 << 20  # raw bytes handed to a worker at once (about 2,000 events)
 IN_FLIGHT_PER_JOB = 3
 POOL_MIN_BYTES = 4 * 1024 * 1024  # below this, check inline (process start-up costs more)
@@ -53,6 +54,12 @@ class Options:
     jobs: int | None = None  # None: pool for large bundles with os.cpu_count() workers; 0/1: inline
     online_block_check: Callable[[Anchor], str | None] | None = None  # returns an error or None
     progress: Callable[[int, int], None] | None = None  # (bytes read, total bytes)
+    # Where each trust input came from, as the report names it (cli.py fills these).
+    log_key_sources: list[str] = field(default_factory=list)
+    producer_key_sources: list[str] = field(default_factory=list)
+    allow_unanchored: bool = False  # with chain pins: events outside confirmed anchors are not findings
+    max_clock_skew: float = 300.0  # seconds an event time may lie after its covering anchor's block time
+    max_delta: float | None = None  # user bound on a run's declared privacy delta (default: 1/records)
 
 
 @dataclass
@@ -102,6 +109,9 @@ class Result:
     series: dict[str, Series] = field(default_factory=dict)
     privacy_series: dict[str, list] = field(default_factory=dict)
     privacy_budgets: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    not_assessed: str | None = None  # why --rules could not be assessed over this bundle's scope
+    scope: dict | None = None
 
     def fail(self, check: str, where: str, message: str) -> None:
         self.valid = False
@@ -119,6 +129,7 @@ class Verifier:
         self.o = opts
         self.r = Result()
         self.collector = Collector()
+        self.collector.max_delta = opts.max_delta
         self.chains = ChainTracker()
         self.cps: dict[int, bytes] = {}
         self.cp_notes: dict[int, str] = {}
@@ -134,6 +145,11 @@ class Verifier:
         self.state = "header"
         self.end_seen = False
         self.scope: tuple | None = None
+        self.max_cp = -1
+        self._consistent: set[tuple[int, int]] = set()
+        self.revoked: dict[str, float] = {}
+        self.chain_pinned = False
+        self.last_listed_anchor = -1
         self.run_check = RunCompleteness()
         self.manifest_runs: dict[int, Any] = {}  # anchored size -> its manifest's run-index note (v2)
 
@@ -144,7 +160,9 @@ class Verifier:
         pending: list[tuple[int, bytes]] = []
         try:
             for n, raw in lines:
-                obj = parse_line(raw, n)
+                obj, dup = parse_record(raw, n)
+                if dup:
+                    self.r.fail("json.duplicate_key", f"line {n}", dup)
                 if obj["kind"] in ("event", "leaf", "end"):
                     pending.append((n, raw))
                     break
@@ -247,6 +265,11 @@ class Verifier:
             raise CannotRun("header.log must carry log_id, origin and public_key strings")
         self.origin, self.header_log_id = log["origin"], log["log_id"]
         try:
+            self.origin.encode("utf-8")
+        except UnicodeEncodeError:
+            self.r.fail("header", "header.log.origin", "origin is not valid Unicode text (lone surrogate)")
+            self.origin = self.origin.encode("utf-8", "backslashreplace").decode("utf-8")
+        try:
             bundle_log_pub = b64decode_strict(log["public_key"], "header.log.public_key", 32)
             bundle_log_key = VerifierKey.from_public_key(self.origin, bundle_log_pub)
         except NoteError as e:
@@ -255,7 +278,10 @@ class Verifier:
         if self.o.log_keys:
             self.log_keys = list(self.o.log_keys)
             trusted["log_keys"] = [k.vkey() for k in self.log_keys]
-            trusted["log_keys_source"] = "given on the command line"
+            trusted["log_keys_source"] = "; ".join(self.o.log_key_sources) or "given by the caller"
+            if all(k.public_key != bundle_log_pub for k in self.log_keys):
+                self.r.warnings.append("the bundle header's log key differs from every pinned log key "
+                                       f"(header: {bundle_log_key.vkey()})")
         elif self.o.trust_bundle_log_key:
             self.log_keys = [bundle_log_key]
             trusted["log_keys"] = [bundle_log_key.vkey()]
@@ -291,18 +317,27 @@ class Verifier:
                 revoked = bundle_producers.get(kid, (pub, None))[1]  # revocation can only narrow trust
                 self.producer_map[kid] = (pub, revoked)
             trusted["producer_keys"] = sorted(self.producer_map)
-            trusted["producer_keys_source"] = "given on the command line"
+            trusted["producer_keys_source"] = "; ".join(self.o.producer_key_sources) or "given by the caller"
         elif self.o.trust_bundle_producers:
             self.producer_map = bundle_producers
             trusted["producer_keys"] = sorted(bundle_producers)
-            trusted["producer_keys_source"] = "the bundle's producer list (--trust-bundle-producers)"
+            trusted["producer_keys_source"] = ("taken from the bundle's producer list (--trust-bundle-producers; "
+                                               "NOT independently trusted)")
+            self.collector.producers_trusted = False
         else:
             raise CannotRun("no trusted producer keys: pass --producer-key KEY|FILE or --trust-bundle-producers")
+        self.revoked = {kid: ra for kid, (_, ra) in self.producer_map.items() if ra is not None}
+        if self.revoked:
+            self.r.warnings.append("producer revocation (status/revoked_at) is an unsigned header claim: a revoked "
+                                   "producer's events count only when a confirmed anchor proves they were logged "
+                                   "before revoked_at; a header that omits a revocation cannot be detected")
         trusted["chain_id"] = self.o.chain_id if self.o.chain_id is not None else "not pinned (taken from the evidence)"
         trusted["contract"] = ("0x" + self.o.contract.hex()) if self.o.contract else "not pinned (taken from the evidence)"
         trusted["block_hashes"] = sorted("0x" + b.hex() for b in self.o.trusted_block_hashes) or (
-            "checked online with --rpc" if self.o.online_block_check else
-            "none: anchor blocks are internally consistent but not confirmed")
+            "none pinned (anchors confirmed online with --rpc)" if self.o.online_block_check else
+            "none: anchors are unconfirmed and count for nothing")
+        self.chain_pinned = bool(self.o.chain_id is not None or self.o.contract is not None
+                                 or self.o.trusted_block_hashes or self.o.online_block_check)
         # How event signatures are checked (the batch check also relies on this machine's
         # randomness for its weights), so a reader knows the rule that was applied.
         trusted["signature_check"] = ed25519.engine()
@@ -310,6 +345,7 @@ class Verifier:
         self.r.header = {k: h.get(k) for k in ("created", "mode", "scope", "declared")} | {
             "log_id": self.header_log_id, "origin": self.origin}
         self.scope = self._check_scope(h.get("scope"))
+        self.r.scope = h.get("scope") if self.scope is not None else None
         # Only a whole-run bundle must hold each producer chain from seq 0 (docs/bundle-format.md).
         self.chains.require_start = self.scope is None or self.scope[0] == "run"
 
@@ -345,7 +381,7 @@ class Verifier:
         if type(size) is not int or size < 0:
             self.r.fail("checkpoint", where, "size must be a non-negative integer")
             return
-        if self.cps and size <= max(self.cps):
+        if self.cps and size <= self.max_cp:
             self.r.fail("checkpoint", where, "checkpoint sizes must be strictly ascending")
         try:
             root = b64decode_strict(obj.get("root"), "root", 32)
@@ -361,6 +397,7 @@ class Verifier:
             self.r.fail("checkpoint", where, str(e))
             return
         self.cps[size] = root
+        self.max_cp = max(self.max_cp, size)
         self.cp_notes[size] = note
         self.r.checkpoints.append({"size": size, "root": obj["root"], "signed_by": cp.signed_by})
 
@@ -379,7 +416,7 @@ class Verifier:
         except (ProofError, NoteError) as e:
             self.r.fail("consistency", where, str(e))
             return
-        self._consistent = getattr(self, "_consistent", set()) | {(a, b)}
+        self._consistent.add((a, b))
 
     def anchor(self, n: int, obj: dict) -> None:
         size = obj.get("checkpoint_size")
@@ -404,17 +441,23 @@ class Verifier:
             problems.append(("anchor.chain_id", f"chain id {a.chain_id} is not the trusted {self.o.chain_id}"))
         if self.o.contract is not None and a.contract != self.o.contract:
             problems.append(("anchor.contract", f"contract 0x{a.contract.hex()} is not the trusted contract"))
-        status = "unconfirmed"
-        if a.block_hash in self.o.trusted_block_hashes:
-            status = "confirmed (trusted block hash)"
+        if not 0 <= a.block_timestamp < MAX_BLOCK_TIME:
+            problems.append(("anchor.timestamp", f"block timestamp {str(a.block_timestamp)[:30]} is not a time before "
+                                                 "the year 10000"))
+        # Confirmed = every confirmation the user asked for holds (docs/verifier.md, "Anchors").
+        confirmed_by = []
+        if self.o.trusted_block_hashes:
+            if a.block_hash in self.o.trusted_block_hashes:
+                confirmed_by.append("trusted block hash")
+            else:
+                problems.append(("anchor.block_hash", f"block hash 0x{a.block_hash.hex()} is not among the trusted block hashes"))
         if self.o.online_block_check:
             err = self.o.online_block_check(a)
             if err:
                 problems.append(("anchor.online", err))
             else:
-                status = "confirmed (online)"
-        elif self.o.trusted_block_hashes and a.block_hash not in self.o.trusted_block_hashes:
-            problems.append(("anchor.block_hash", f"block hash 0x{a.block_hash.hex()} is not among the trusted block hashes"))
+                confirmed_by.append("online")
+        status = f"confirmed ({' and '.join(confirmed_by)})" if confirmed_by and not problems else "unconfirmed"
         if "manifest" in obj:
             try:
                 manifest = base64.b64decode(obj["manifest"], validate=True) if isinstance(obj["manifest"], str) else None
@@ -432,25 +475,56 @@ class Verifier:
             self.r.fail(check, where, msg)
         if problems:
             return
-        if self.anchor_sizes and size <= self.anchor_sizes[-1]:
+        if size <= self.last_listed_anchor:
             self.r.fail("anchor", where, "anchors must be in ascending checkpoint size")
             return
+        self.last_listed_anchor = size
+        ev = obj.get("evidence")
+        self.r.anchors.append({
+            "checkpoint_size": size,
+            "chain_id": a.chain_id if self.o.chain_id is not None else f"{a.chain_id} (claimed: chain id not pinned)",
+            "contract": "0x" + a.contract.hex() + ("" if self.o.contract is not None else " (claimed: contract not pinned)"),
+            "block_number": a.block_number, "block_hash": "0x" + a.block_hash.hex(),
+            "block_timestamp": a.block_timestamp,
+            "tx_hash": "0x" + a.tx_hash.hex() + " (claimed locator, not proven)",
+            "log_index": f"{ev.get('log_index')} (claimed locator, not proven)",
+            "cid": a.cid, "status": status})
+        if status == "unconfirmed":
+            return  # listed, but counts for nothing (not coverage, not delay, not any rule)
         self.anchor_sizes.append(size)
         self.anchor_times.append(a.block_timestamp)
-        self.r.anchors.append({
-            "checkpoint_size": size, "chain_id": a.chain_id, "contract": "0x" + a.contract.hex(),
-            "block_number": a.block_number, "block_hash": "0x" + a.block_hash.hex(),
-            "block_timestamp": a.block_timestamp, "tx_hash": "0x" + a.tx_hash.hex(), "cid": a.cid,
-            "status": status})
+
+    def _check_equivocation(self) -> None:
+        """--rpc: every root the contract anchored for this log must be a checkpoint of the bundle
+        (online.check_equivocation); a failure makes every anchor unconfirmed."""
+        anchored_roots = getattr(self.o.online_block_check, "anchored_roots", None)
+        if anchored_roots is None or not self.r.anchors:
+            return
+        from .online import OnlineUnavailable, OnlineError, check_equivocation
+        contract = self.o.contract or bytes.fromhex(self.r.anchors[0]["contract"][2:42])
+        log_id = hashlib.sha256(self.origin.encode("utf-8")).digest()
+        try:
+            problems = check_equivocation(anchored_roots(contract, log_id), self.cps)
+        except OnlineUnavailable:
+            raise
+        except OnlineError as e:
+            problems = [f"could not read the contract's Anchored events: {e}"]
+        for msg in problems:
+            self.r.fail("anchor.equivocation", f"contract 0x{contract.hex()}", msg)
+        if problems:
+            self.anchor_sizes, self.anchor_times = [], []
+            for a in self.r.anchors:
+                a["status"] = "unconfirmed"
 
     # ---- events -----------------------------------------------------------------------------
 
     def start_events(self) -> None:
         sizes = sorted(self.cps)
-        consistent = getattr(self, "_consistent", set())
+        consistent = self._consistent
         for a, b in zip(sizes, sizes[1:]):
             if (a, b) not in consistent:
                 self.r.fail("consistency", f"checkpoints {a}->{b}", "no verified consistency proof between successive checkpoints")
+        self._check_equivocation()
         self.max_anchored = self.anchor_sizes[-1] if self.anchor_sizes else 0
         self.final_size = sizes[-1] if sizes else 0
         self.state = "events"
@@ -466,6 +540,8 @@ class Verifier:
             raise BundleReadError(res[2])
         if kind == "record":
             obj = res[2]
+            if "_duplicate_key" in obj:
+                r.fail("json.duplicate_key", f"line {res[1]}", obj["_duplicate_key"])
             if obj["kind"] == "end":
                 self.records -= 1
                 self.end(res[1], obj)
@@ -514,12 +590,21 @@ class Verifier:
         if chain_err:
             r.fail("seq_chain", _ev_where(index, eid, line), chain_err)
             errors = errors + [("seq_chain", chain_err)]
+        back = self.chains.backwards(run_id, producer, ts_epoch)
+        if back:
+            r.fail("clock", _ev_where(index, eid, line), back)
+            errors = errors + [("clock", back)]
         anchored = index is not None and index < self.max_anchored
         delay = None
         if index is not None:
             k = bisect.bisect_right(self.anchor_sizes, index)
             if k < len(self.anchor_sizes):
                 delay = self.anchor_times[k] - ts_epoch
+        extra = clock.event_findings(self, index, producer, ts_epoch, delay, anchored)
+        for check, msg in extra:
+            r.fail(check, _ev_where(index, eid, line), msg)
+        if extra:
+            errors = errors + extra
         valid = not errors
         if valid:
             r.events_valid += 1
@@ -530,6 +615,9 @@ class Verifier:
         if points:
             prefix = typ.split(".")[0]
             for k, step, v in points:
+                if k == "dp_steps":
+                    self.collector.dp_update(run_id, index if index is not None else -1, eid, v, not errors)
+                    continue
                 name = f"{prefix}.{k}"
                 s = r.series.get(name)
                 if s is None:
@@ -613,14 +701,23 @@ class Verifier:
         r = self.r
         if not self.end_seen:
             r.fail("truncation", "end of file", "no end record: the bundle is truncated")
+        # The checkpoint the events are proven against: the first one after the last event
+        # (inclusion mode) or the one the listed leaves end at (tree mode). Later checkpoints are
+        # anchored ones the bundle ties in by consistency proofs (docs/bundle-format.md).
+        sizes = sorted(self.cps)
+        if self.mode == "tree" and self.tree.size in self.cps:
+            self.final_size = self.tree.size
+        elif self.mode == "inclusion" and sizes:
+            self.final_size = next((c for c in sizes if c > self.last_index), sizes[-1])
         if self.mode == "tree" and self.tree.size != self.final_size:
             r.fail("inclusion", f"checkpoint {self.final_size}",
-                   f"tree mode lists {self.tree.size} leaves, the final checkpoint has {self.final_size}")
+                   f"tree mode lists {self.tree.size} leaves, which is not the size of a checkpoint of the bundle")
         if self.mode == "inclusion" and self.last_index >= 0 and self.last_index >= getattr(self, "final_size", 0):
             r.fail("inclusion", f"event {self.last_index}", "index beyond the final checkpoint")
         r.producer_chains = self.chains.pairs()
         self._finish_completeness()
-        if self.o.rules:
+        _nonvacuous(self)
+        if self.o.rules and not r.not_assessed:
             r.compliance = [x.as_json() for x in evaluate(self.o.rules, self.collector)]
             for run_id, facts in self.collector.runs.items():
                 r.privacy_series[run_id] = facts.privacy_points
@@ -630,6 +727,27 @@ class Verifier:
                     if isinstance(b, dict) and type(b.get("epsilon")) in (int, float):
                         r.privacy_budgets[run_id] = float(b["epsilon"])
         return r
+
+
+def _nonvacuous(v: Verifier) -> None:
+    """No vacuous success (docs/verifier.md, "What VALID means")."""
+    r = v.r
+    if not v.cps:
+        r.fail("vacuous", "bundle", "no checkpoint signed by a trusted log key: nothing is proven")
+    if r.events == 0:
+        r.fail("vacuous", "bundle", "no event in scope: nothing is proven")
+    if v.scope is not None and v.scope[0] == "run":
+        facts = v.collector.runs.get(v.scope[1])
+        if facts is None or not facts.events:
+            r.fail("scope", "header.scope", f"run {v.scope[1][:40]!r} has no events in this bundle")
+        elif not facts.starts:
+            r.fail("scope", "header.scope", f"run {v.scope[1][:40]!r} has no run.start record in this bundle")
+    if v.o.rules:
+        if v.scope is None:
+            r.not_assessed = "the bundle's scope is malformed, so the run-scoped rules cannot be assessed"
+        elif v.scope[0] != "run":
+            r.not_assessed = (f"a {v.scope[0]} bundle is a window of the log: it cannot show a whole run, so the "
+                              f"run-scoped rule set {v.o.rules} was not assessed (ask for a run bundle)")
 
 
 def verify_file(path: str, opts: Options) -> Result:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .compliance.collect import BODY_TYPES
-from .bundle import MAX_LINE_BYTES, BundleReadError, parse_line
+from .bundle import MAX_LINE_BYTES, BundleReadError, parse_record
 from . import ed25519
 from .events import EventCheckError, check_envelope, check_openings
 from .merkle import ProofError, root_from_inclusion
@@ -59,11 +59,11 @@ def check_line(line: int, raw: bytes, sigs: list) -> tuple:
     ctx = _CTX
     assert ctx is not None
     try:
-        obj = parse_line(raw, line)
+        obj, dup = parse_record(raw, line)
     except BundleReadError as e:
         return ("error", line, str(e))
     kind = obj["kind"]
-    errors: list[tuple[str, str]] = []
+    errors: list[tuple[str, str]] = [("json.duplicate_key", dup)] if dup else []
     if kind == "leaf":
         index, h = obj.get("index"), obj.get("hash")
         hb = None
@@ -81,6 +81,8 @@ def check_line(line: int, raw: bytes, sigs: list) -> tuple:
             errors.append(("schema", "leaf records only appear in tree mode"))
         return ("leaf", line, index if _int(index) else None, hb, errors)
     if kind != "event":
+        if dup:  # a duplicate key in an end (or stray) record: reported by the main process
+            obj = {**obj, "_duplicate_key": dup}
         return ("record", line, obj)
     index = obj.get("index")
     allowed = {"kind", "index", "envelope", "openings"} | ({"checkpoint_size", "inclusion"} if ctx.mode == "inclusion" else set())
@@ -137,6 +139,9 @@ def check_line(line: int, raw: bytes, sigs: list) -> tuple:
         step = body.get("step")
         if type(step) in (int, float):
             points = tuple((k, step, v) for k in SERIES_KEYS if type(v := body.get(k)) in (int, float))
+            dp = body.get("dp_steps")
+            if type(dp) is int and 0 <= dp <= SAFE_INT:  # a DP-SGD update (event-types.md)
+                points += (("dp_steps", step, dp),)
     return ("event", line, index, env.event_id, env.leaf_hash, ev["run_id"], ev["producer"], ev["seq"],
             ev["prev"], ts_epoch, typ, body if typ in BODY_TYPES else None, points, errors)
 

@@ -58,8 +58,11 @@ def anchored(anvil, owner, tmp_path):
     store = LocalContentStore(tmp_path / "data" / "content")
     client = ChainClient(anvil.rpc_url, anvil.private_keys[0], contract_address=owner.contract_address, retry=FAST_RETRY)
     worker = AnchorWorker(led, client, store, LOG, confirmations=1)
-    for _ in range(2):
-        led.append(prod.events(4, run_id="run-a"), log_id=LOG)
+    for k in range(2):
+        # a run bundle needs its run.start (docs/verifier.md, "What VALID means")
+        start = [prod.event("run-a", "run.start", {"method": "dpo", "hyperparameters": {"lr": 1e-5}})] if k == 0 else []
+        evs = start + prod.events(4 - len(start), run_id="run-a")
+        led.append(evs, log_id=LOG)
         led.checkpoint(LOG)
         worker.run_once()
         anvil.mine(2)
@@ -81,7 +84,11 @@ def run(args, capsys):
 
 
 def _online_findings(out: str) -> list[dict]:
-    return [f for f in json.loads(out)["findings"] if f["check"].startswith("anchor")]
+    return [f for f in json.loads(out)["findings"] if f["check"].startswith("anchor") and f["check"] != "anchor.coverage"]
+
+
+def _uncovered(out: str) -> list[dict]:
+    return [f for f in json.loads(out)["findings"] if f["check"] == "anchor.coverage"]
 
 
 # --- --rpc ---------------------------------------------------------------------------------------
@@ -109,9 +116,17 @@ def test_rpc_after_a_real_reorg_reports_the_anchor_not_canonical(anchored, anvil
     assert code == 1, out + err
     assert [f["where"].split(" (")[0] for f in found] == [f"anchor of checkpoint {last['checkpoint_size']}"]
     assert "not the anchor's (reorg or wrong chain)" in found[0]["message"]
-    # Offline the bundle is still internally consistent: only the online check could see the reorg.
-    code, _, _ = run(anchored.args(anvil), capsys)
-    assert code == 0
+    # The events under the dropped anchor are no longer under a confirmed anchor.
+    assert _uncovered(out) and all(f["where"].startswith("event ") for f in _uncovered(out))
+    # Offline with the chain pinned but nothing to confirm the anchors with: they are unconfirmed
+    # and count for nothing (issue 10 item 3), so every event is uncovered ...
+    code, out, _ = run(anchored.args(anvil), capsys)
+    rep = json.loads(out)
+    assert code == 1 and len(_uncovered(out)) == rep["counts"]["events"]
+    assert {a["status"] for a in rep["anchors"]} == {"unconfirmed"} and rep["counts"]["events_anchored"] == 0
+    # ... unless the user accepts unanchored events; the anchors stay listed as unconfirmed.
+    code, out, _ = run(anchored.args(anvil, "--allow-unanchored"), capsys)
+    assert code == 0 and {a["status"] for a in json.loads(out)["anchors"]} == {"unconfirmed"}
 
 
 class EmulatedLyingRpcProxy:
@@ -191,7 +206,7 @@ def test_ipfs_fetches_each_manifest_from_real_kubo(anchored, anvil, kubo_rpc, ca
     for data in manifests.values():
         _kubo_add(kubo_rpc, data)
     kubo_rpc.requests.clear()
-    code, out, err = run(anchored.args(anvil, "--ipfs", kubo_rpc.url + "/api/v0"), capsys)
+    code, out, err = run(anchored.args(anvil, "--ipfs", kubo_rpc.url + "/api/v0", "--rpc", anvil.rpc_url), capsys)
     assert code == 0, out + err
     assert sorted(p["arg"] for c, p in kubo_rpc.requests if c == "cat") == sorted(manifests)
     assert "ipfs" in json.loads(out)["trusted"]
@@ -245,3 +260,23 @@ def test_ipfs_gateway_serving_altered_bytes_is_rejected(anchored, anvil, capsys)
     found = [f for f in json.loads(out)["findings"] if f["check"] == "anchor.ipfs"]
     assert code == 1 and len(found) == 2
     assert all("does not match it" in f["message"] for f in found)
+
+
+def test_rpc_reads_every_anchored_root_and_catches_equivocation(anchored, anvil, capsys):
+    """Issue 10 item 4: an anchor of an unrelated root at a larger size on the same contract (the
+    log equivocating, or an exporter hiding a checkpoint) is found with eth_getLogs."""
+    import hashlib
+
+    code, out, err = run(anchored.args(anvil, "--rpc", anvil.rpc_url), capsys)
+    assert code == 0, out + err
+    origin = anchored.led.log_info(LOG).origin
+    log_id = hashlib.sha256(origin.encode()).digest()
+    size = anchored.anchors[-1]["checkpoint_size"] + 5
+    tx = anchored.owner.anchor(log_id, size, b"\x42" * 32, "bafkreiequivocation")
+    anchored.owner.wait_for_receipt(tx)
+    code, out, err = run(anchored.args(anvil, "--rpc", anvil.rpc_url), capsys)
+    rep = json.loads(out)
+    eq = [f for f in rep["findings"] if f["check"] == "anchor.equivocation"]
+    assert code == 1 and len(eq) == 1, out + err
+    assert f"anchored tree size {size}" in eq[0]["message"] and "not proven" in eq[0]["message"]
+    assert {a["status"] for a in rep["anchors"]} == {"unconfirmed"}

@@ -27,7 +27,7 @@ class Ref:
         return {"index": self.index, "event_id": self.event_id}
 
 
-@dataclass
+@dataclass(slots=True)
 class RunFacts:
     run_id: str
     starts: list[tuple[Ref, dict]] = field(default_factory=list)
@@ -48,7 +48,12 @@ class RunFacts:
     compute_bad: list[tuple[Ref, str]] = field(default_factory=list)
     last_checkpoint: tuple[Ref, str] | None = None
     last_anchored_checkpoint: tuple[Ref, str] | None = None
-    privacy: RdpAccountant = field(default_factory=RdpAccountant)
+    privacy: RdpAccountant | None = None  # created at the first spend (memory per run stays small)
+    privacy_exceeded: list[Ref] = field(default_factory=list)
+    privacy_exceeded_count: int = 0
+    privacy_understated: list[tuple[Ref, float, float, float]] = field(default_factory=list)  # ref, claim, delta, replay
+    dp_steps_recorded: int = 0  # max cumulative dp_steps of the run's valid DP-marked updates
+    dp_steps_ref: Ref | None = None
     privacy_spends: int = 0
     privacy_bad: list[tuple[Ref, str]] = field(default_factory=list)
     privacy_last_claim: tuple[Ref, float, float] | None = None  # (ref, claimed eps, delta)
@@ -58,6 +63,8 @@ class RunFacts:
     unanchored_count: int = 0
     worst_delays: list[tuple[float, int, str]] = field(default_factory=list)  # min-heap of (delay, index, id)
     max_delay: float = -math.inf
+    min_delay: float = math.inf
+    negative_delays: int = 0
 
 
 @dataclass
@@ -77,6 +84,14 @@ class Collector:
         self.runs: dict[str, RunFacts] = {}
         self.datasets: dict[str, DatasetFacts] = {}
         self.dataset_dups: list[Ref] = []
+        self.producers_trusted = True  # False under --trust-bundle-producers (NOT independently trusted)
+        self.max_delta: float | None = None  # --max-delta
+
+    def dp_update(self, run_id: str, index: int, event_id: str, dp_steps: int, valid: bool) -> None:
+        """A DP-SGD update recording the run's cumulative DP step count (event-types.md)."""
+        r = self.run(run_id)
+        if valid and dp_steps > r.dp_steps_recorded:
+            r.dp_steps_recorded, r.dp_steps_ref = dp_steps, Ref(index, event_id)
 
     def run(self, run_id: str) -> RunFacts:
         r = self.runs.get(run_id)
@@ -99,6 +114,9 @@ class Collector:
             capped_append(r.unanchored, ref)
         else:
             r.max_delay = max(r.max_delay, delay)
+            if delay < 0:
+                r.negative_delays += 1
+                r.min_delay = min(r.min_delay, delay)
             item = (delay, index, event_id)
             if len(r.worst_delays) < EVIDENCE_CAP:
                 heapq.heappush(r.worst_delays, item)
@@ -145,6 +163,9 @@ class Collector:
                     r.last_anchored_checkpoint = (ref, wd)
         elif typ == "privacy.spend":
             self._privacy(r, ref, body)
+        elif typ == "privacy.budget_exceeded":
+            r.privacy_exceeded_count += 1
+            capped_append(r.privacy_exceeded, ref)
 
     def _privacy(self, r: RunFacts, ref: Ref, body: dict) -> None:
         q, sigma, steps = body.get("sample_rate"), body.get("noise_multiplier"), body.get("steps")
@@ -155,10 +176,28 @@ class Collector:
             capped_append(r.privacy_bad, (ref, "needs mechanism poisson_subsampled_gaussian, sample_rate in [0,1], "
                                                "noise_multiplier >= 0, integer steps >= 0"))
             return
-        r.privacy.compose(float(q), float(sigma), steps)
         r.privacy_spends += 1
         r.privacy_steps += steps
+        if r.privacy is None:
+            r.privacy = RdpAccountant()
+        if steps and q:  # zero steps or a zero sample rate add no privacy loss (not 0 * inf)
+            try:
+                r.privacy.compose(float(q), float(sigma), steps)
+            except (OverflowError, ZeroDivisionError, ValueError):
+                capped_append(r.privacy_bad, (ref, f"noise_multiplier {sigma:.6g} / sample_rate {q:.6g} are outside "
+                                                   "the range the accountant can evaluate"))
+                return
         if type(eps) in num and type(delta) in num:
+            if not 0 < delta < 1:
+                capped_append(r.privacy_bad, (ref, f"claimed delta {delta:.6g} is not in (0, 1)"))
+                return
+            # Each claim is checked at its own delta against the replay so far.
+            try:
+                replay = r.privacy.epsilon(float(delta))
+            except (OverflowError, ValueError):
+                replay = math.inf
+            if eps < replay * (1 - 1e-6) - 1e-12:
+                capped_append(r.privacy_understated, (ref, float(eps), float(delta), replay))
             r.privacy_last_claim = (ref, float(eps), float(delta))
             r.privacy_points.append((r.privacy_steps, float(eps)))
             if len(r.privacy_points) > 1000:

@@ -110,7 +110,9 @@ def evaluations_signed(r: RunFacts, c: Collector) -> Outcome:
             ev + [_ev(x, problem="invalid") for x in r.evaluations_invalid]
     if not r.evaluation_count:
         return FAIL, "no evaluation record", []
-    return PASS, f"{r.evaluation_count} signed evaluation(s)", ev
+    who = "signed by a trusted producer key" if c.producers_trusted else \
+        "signed by a producer key taken from the bundle (NOT independently trusted)"
+    return PASS, f"{r.evaluation_count} evaluation(s) {who}", ev
 
 
 def released_weights(r: RunFacts, c: Collector) -> Outcome:
@@ -132,25 +134,54 @@ def released_weights(r: RunFacts, c: Collector) -> Outcome:
     return PASS, "released weights digest equals the last anchored checkpoint", ev
 
 
+def _delta_bound(r: RunFacts, c: Collector) -> tuple[float | None, str]:
+    """The largest acceptable declared delta: --max-delta, else 1/records of the largest dataset
+    the run declares (docs/verifier.md, "Privacy replay"); None when neither is known."""
+    if c.max_delta is not None:
+        return c.max_delta, f"--max-delta {c.max_delta:g}"
+    ids = r.starts[0][1].get("datasets") if len(r.starts) == 1 else None
+    records = [d.body.get("records") for did in (ids if isinstance(ids, list) else [])
+               if isinstance(did, str) and (d := c.datasets.get(did)) is not None]
+    records = [n for n in records if type(n) is int and n > 0]
+    if not records:
+        return None, "no declared dataset states its records and no --max-delta was given"
+    return 1.0 / max(records), f"1/records of the run's largest dataset ({max(records)} records)"
+
+
 def privacy_budget(r: RunFacts, c: Collector) -> Outcome:
     budget = _declared(r).get("privacy_budget")
     ev = [_ev(ref, problem=p) for ref, p in r.privacy_bad]
-    if budget is None and not r.privacy_spends and not r.privacy_bad:
-        return NA, "no privacy budget declared and no privacy.spend records", []
+    if budget is None and not r.privacy_spends and not r.privacy_bad and not r.privacy_exceeded_count \
+            and not r.dp_steps_recorded:
+        return NA, "no privacy budget declared, no privacy.spend records and no DP-SGD updates", []
     if r.privacy_bad:
         return FAIL, "malformed privacy.spend record(s)", ev
+    if r.privacy_exceeded_count:
+        return FAIL, f"{r.privacy_exceeded_count} privacy.budget_exceeded record(s): the run tried to spend past its budget", \
+            [_ev(x, type="privacy.budget_exceeded") for x in r.privacy_exceeded]
     if not (isinstance(budget, dict) and type(budget.get("epsilon")) in (int, float)
             and type(budget.get("delta")) in (int, float) and 0 < budget["delta"] < 1):
-        return FAIL, "privacy.spend records but no declared privacy_budget {epsilon, delta}", ev
-    eps = r.privacy.epsilon(float(budget["delta"]))
+        return FAIL, "privacy.spend records or DP updates but no declared privacy_budget {epsilon, delta}", ev
+    bound, why = _delta_bound(r, c)
+    if bound is None:
+        return FAIL, f"declared delta {budget['delta']:g} cannot be bounded: {why}", ev
+    if budget["delta"] > bound:
+        return FAIL, f"declared delta {budget['delta']:g} exceeds the bound {bound:.6g} ({why})", ev
+    if r.dp_steps_recorded > r.privacy_steps:
+        ref = r.dp_steps_ref
+        return FAIL, (f"the run records {r.dp_steps_recorded} DP-SGD steps but its privacy.spend records account for "
+                      f"only {r.privacy_steps}"), ev + ([_ev(ref, dp_steps=r.dp_steps_recorded)] if ref else [])
+    eps = r.privacy.epsilon(float(budget["delta"])) if r.privacy is not None else 0.0
     detail = (f"replayed epsilon {eps:.6g} at delta {budget['delta']:g} over {r.privacy_steps} steps "
-              f"(budget {budget['epsilon']:g})")
+              f"(budget {budget['epsilon']:g}; delta bound {bound:.6g}, {why}; "
+              f"{r.dp_steps_recorded} DP-SGD steps recorded by updates)")
+    if r.privacy_understated:
+        ev += [_ev(ref, claimed_epsilon=cl, delta=d, replayed_epsilon=rp) for ref, cl, d, rp in r.privacy_understated]
+        return FAIL, detail + f"; {len(r.privacy_understated)} claim(s) below the replay at their own delta", ev
     if r.privacy_last_claim:
         ref, claimed, cdelta = r.privacy_last_claim
-        ev.append(_ev(ref, claimed_epsilon=claimed, delta=cdelta, replayed_epsilon=eps))
-        if cdelta == budget["delta"] and claimed < eps * (1 - 1e-6):
-            return FAIL, detail + f"; the producer claimed {claimed:.6g}, less than the replay", ev
-    if eps > budget["epsilon"]:
+        ev.append(_ev(ref, claimed_epsilon=claimed, delta=cdelta))
+    if not eps <= budget["epsilon"]:
         return FAIL, detail + " exceeds the declared budget", ev
     return PASS, detail, ev
 
@@ -164,9 +195,13 @@ def anchoring_delay(r: RunFacts, c: Collector) -> Outcome:
     ev += [_ev(x, problem="not covered by any anchored checkpoint") for x in r.unanchored]
     if r.unanchored_count:
         return FAIL, f"{r.unanchored_count} event(s) not anchored", ev
+    note = ("delays are confirmed anchor block time minus the event time, and event times are the producer's "
+            "claim")
     if r.max_delay > limit:
-        return FAIL, f"max delay {r.max_delay:.0f}s exceeds the declared {limit}s", ev
-    return PASS, f"all {r.events} event(s) anchored; max delay {max(r.max_delay, 0):.0f}s <= {limit}s", \
+        return FAIL, f"max delay {r.max_delay:.0f}s exceeds the declared {limit}s ({note})", ev
+    neg = f"; {r.negative_delays} event(s) dated after their anchor block (negative delay, min {r.min_delay:.0f}s)" \
+        if r.negative_delays else ""
+    return PASS, f"all {r.events} event(s) under confirmed anchors; max delay {r.max_delay:.0f}s <= {limit}s{neg} ({note})", \
         [_ev(Ref(i, eid), delay_seconds=round(d, 3)) for d, i, eid in worst[:3]]
 
 
@@ -212,6 +247,9 @@ def evaluate(rule_set: str, c: Collector) -> list[RuleResult]:
             status, detail, evidence = rule.check(c.runs[run_id], c)
             per_run.append({"run_id": run_id, "status": status, "detail": detail, "evidence": evidence})
         statuses = {p["status"] for p in per_run}
-        status = FAIL if FAIL in statuses else PASS if PASS in statuses else NA
+        # A rule over no run at all is not "not applicable": nothing was shown (no vacuous success).
+        status = FAIL if FAIL in statuses or not per_run else PASS if PASS in statuses else NA
+        if not per_run:
+            per_run.append({"run_id": None, "status": FAIL, "detail": "no run in scope", "evidence": []})
         out.append(RuleResult(rule.id, rule.title, rule.reference, status, per_run))
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from ..verify import Result
@@ -13,14 +14,40 @@ def compliance_failed(r: Result) -> list[str]:
 
 
 def verdict(r: Result) -> str:
+    """valid (exit 0), or invalid / non-compliant / not-assessed (exit 1): docs/verifier.md."""
     if not r.valid:
         return "invalid"
+    if r.not_assessed:
+        return "not-assessed"
     return "non-compliant" if compliance_failed(r) else "valid"
 
 
+CLAIMS_NOTE = ("header.created, header.declared and the anchors' tx_hash / log_index (and chain id / contract "
+               "when not pinned) are the exporter's claims: no proof covers them; event times are the producer's claim")
+
+
+def _strict(x: Any) -> Any:
+    """The report as strict JSON (RFC 8259): no NaN/Infinity tokens, no lone surrogates."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else ("Infinity" if x > 0 else "-Infinity" if x < 0 else "NaN")
+    if isinstance(x, str):
+        return x.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(x, dict):
+        return {_strict(str(k)): _strict(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_strict(v) for v in x]
+    if x is None or isinstance(x, (bool, int)):
+        return x
+    return _strict(str(x))
+
+
 def as_dict(r: Result, bundle: str) -> dict[str, Any]:
-    return {
+    return _strict({
         "verdict": verdict(r),
+        "scope": r.scope,
+        "not_assessed": r.not_assessed,
+        "warnings": r.warnings,
+        "claims": CLAIMS_NOTE,
         "integrity": "valid" if r.valid else "invalid",
         "compliance_failed": compliance_failed(r),
         "bundle": bundle,
@@ -35,18 +62,22 @@ def as_dict(r: Result, bundle: str) -> dict[str, Any]:
         "anchors": r.anchors,
         "compliance": r.compliance,
         "completeness": r.completeness,
-    }
+    })
 
 
 def render_json(r: Result, bundle: str) -> str:
-    return json.dumps(as_dict(r, bundle), indent=2, sort_keys=False, default=str)
+    return json.dumps(as_dict(r, bundle), indent=2, sort_keys=False, allow_nan=False)
 
 
 def render_text(r: Result, bundle: str) -> str:
     d = as_dict(r, bundle)
-    head = {"valid": "VALID", "invalid": "INVALID",
+    head = {"valid": "VALID", "invalid": "INVALID", "not-assessed": "INTEGRITY VALID, RULES NOT ASSESSED",
             "non-compliant": "INTEGRITY VALID, COMPLIANCE FAILED (" + ", ".join(compliance_failed(r)) + ")"}[verdict(r)]
-    out = [f"{bundle}: {head}", "", "Trusted:"]
+    out = [f"{bundle}: {head}", "", f"Scope: {scope_text(r)}"]
+    if r.not_assessed:
+        out.append(f"Rules not assessed: {r.not_assessed}")
+    out += [f"WARNING: {w}" for w in r.warnings]
+    out += [f"Claims (not proven): {CLAIMS_NOTE}", "", "Trusted:"]
     for k, v in r.trusted.items():
         out.append(f"  {k}: {v if not isinstance(v, list) else ', '.join(map(str, v)) or '(none)'}")
     c = d["counts"]
@@ -68,4 +99,13 @@ def render_text(r: Result, bundle: str) -> str:
             for run in rule["runs"]:
                 if run["status"] != "pass":
                     out.append(f"      run {run['run_id']}: {run['detail']}")
-    return "\n".join(out) + "\n"
+    return _strict("\n".join(out) + "\n")
+
+
+def scope_text(r: Result) -> str:
+    sc = r.scope
+    if not sc:
+        return "malformed (see findings)"
+    if sc.get("type") == "run":
+        return f"run {sc.get('run_id')!r}"
+    return f"{sc.get('type')} of log indices [{sc.get('start')}, {sc.get('end')}) (completeness of a run is not claimed)"
