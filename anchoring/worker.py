@@ -40,6 +40,7 @@ from eth_utils import to_checksum_address
 from ledger import db
 from ledger.checkpoints import Checkpoint
 from ledger.errors import LedgerError, NotFoundError
+from ledger.redact import redact_secrets
 from ledger.store import Ledger
 
 from .chain import ChainClient, ChainError, ChainUnavailable, ContractRevert, RPCError, log_id_for_origin
@@ -231,6 +232,8 @@ class AnchorWorker:
 
     def _update(self, row: sa.Row, **values: Any) -> sa.Row:
         values["updated_at"] = _now()
+        if values.get("error"):  # node errors quote the RPC URL, which may carry a credential
+            values["error"] = redact_secrets(values["error"])
         with self.ledger.engine.begin() as conn:
             conn.execute(db.anchors.update().where(db.anchors.c.id == row.id).values(**values))
         new_status = values.get("status", row.status)

@@ -199,3 +199,23 @@ def test_malformed_node_answers_end_the_pass_with_one_line_not_a_traceback(anvil
         w._find_anchored(2)  # noqa: SLF001
     result = w.run_once()
     assert result.errors == [f"{c.rpc_url}: eth_getBlockByNumber(latest): number = '12' is not a 0x-hex quantity"]
+
+
+def test_stored_anchor_errors_carry_no_rpc_credential(anvil, owner, ledger, producer, store):
+    """An error quoting the RPC URL (which may carry an API key) is stored scrubbed, not only
+    served scrubbed (issue 11, item 6)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    secret_url = f"http://user:hunter2secret@127.0.0.1:{port}/v3/0123456789abcdef0123456789abcdef"
+    worker = AnchorWorker(ledger, ChainClient(anvil.rpc_url, anvil.private_keys[0], contract_address=owner.contract_address,
+                                              retry=FAST_RETRY), store, LOG, max_attempts=1)
+    ledger.append(producer.events(2), log_id=LOG)
+    ledger.checkpoint(LOG)
+    worker.run_once()
+    [row] = anchors_for_log(ledger, LOG)
+    worker._update(worker._row(row["id"]), error=f"node at {secret_url} refused: boom")  # noqa: SLF001
+    stored = anchors_for_log(ledger, LOG)[0]["error"]
+    assert "hunter2secret" not in stored and "0123456789abcdef0123456789abcdef" not in stored
+    assert "127.0.0.1" in stored and "refused: boom" in stored
