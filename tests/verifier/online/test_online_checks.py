@@ -263,16 +263,28 @@ def test_ipfs_gateway_serving_altered_bytes_is_rejected(anchored, anvil, capsys)
 
 
 def test_rpc_reads_every_anchored_root_and_catches_equivocation(anchored, anvil, capsys):
-    """Issue 10 item 4: an anchor of an unrelated root at a larger size on the same contract (the
-    log equivocating, or an exporter hiding a checkpoint) is found with eth_getLogs."""
+    """Issue 10 item 4: every anchor of the log on the contract is read with eth_getLogs. An
+    unrelated root (the log equivocating) is refused by the contract itself (issue 12); a later
+    anchored checkpoint the bundle does not hold (an exporter hiding a checkpoint) is found."""
     import hashlib
+
+    from anchoring.chain import ContractRevert
 
     code, out, err = run(anchored.args(anvil, "--rpc", anvil.rpc_url), capsys)
     assert code == 0, out + err
-    origin = anchored.led.log_info(LOG).origin
+    led = anchored.led
+    origin = led.log_info(LOG).origin
     log_id = hashlib.sha256(origin.encode()).digest()
-    size = anchored.anchors[-1]["checkpoint_size"] + 5
-    tx = anchored.owner.anchor(log_id, size, b"\x42" * 32, "bafkreiequivocation")
+    anchored_size = anchored.anchors[-1]["checkpoint_size"]
+    with pytest.raises(ContractRevert) as e:
+        anchored.owner.anchor(log_id, anchored_size + 5, b"\x42" * 32, "bafkreiequivocation")
+    assert e.value.error_name == "InconsistentProof"
+    later = Producer(LOG)
+    led.register_producer(LOG, later.signer.public_key)
+    led.append(later.events(5, run_id="run-b"), log_id=LOG)
+    size = led.checkpoint(LOG).size
+    proof = led.consistency_proof(LOG, anchored_size, size)
+    tx = anchored.owner.anchor(log_id, size, led.root(LOG, size), "bafkreilater", proof)
     anchored.owner.wait_for_receipt(tx)
     code, out, err = run(anchored.args(anvil, "--rpc", anvil.rpc_url), capsys)
     rep = json.loads(out)
