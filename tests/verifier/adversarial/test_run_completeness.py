@@ -14,21 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from factory import build_bundle, run_events
+from factory import build_bundle, run_events, read_records, write_records
 from rlhf_verifier.cli import main
 
 settings.register_profile("completeness", max_examples=25, deadline=None,
                           suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-def _lines(b) -> list[dict]:
-    return [json.loads(x) for x in b.path.read_text().splitlines()]
-
-
-def _write(b, objs: list[dict]) -> None:
-    objs = [o for o in objs if o["kind"] != "end"]
-    objs.append({"kind": "end", "events": sum(o["kind"] == "event" for o in objs), "records": len(objs)})
-    b.path.write_text("\n".join(json.dumps(o) for o in objs) + "\n")
 
 
 def _verify(b, capsys) -> tuple[int, dict]:
@@ -60,9 +50,9 @@ def test_honest_run_bundle_is_complete(tmp_path, capsys, mode):
 def test_deleting_the_events_after_a_point_is_caught(tmp_path, capsys):
     """The tail of the run (its evaluation, compute and run.end) left out."""
     b = build_bundle(tmp_path / "b.jsonl", producers=2)
-    objs = _lines(b)
+    objs = read_records(b)
     events = [i for i, o in enumerate(objs) if o["kind"] == "event"]
-    _write(b, objs[: events[-3]] + [objs[-1]])
+    write_records(b, objs[: events[-3]] + [objs[-1]])
     code, rep = _verify(b, capsys)
     msgs = _completeness(rep)
     assert code == 1
@@ -72,11 +62,11 @@ def test_deleting_the_events_after_a_point_is_caught(tmp_path, capsys):
 
 def test_leaving_out_a_whole_producer_is_caught(tmp_path, capsys):
     b = build_bundle(tmp_path / "b.jsonl", producers=2)
-    objs = _lines(b)
+    objs = read_records(b)
     second = objs[0]["producers"][1]["key_id"]
     kept = [o for o in objs if not (o["kind"] == "event" and o["envelope"]["event"]["producer"] == second)]
     kept[0]["producers"] = kept[0]["producers"][:1]
-    _write(b, kept)
+    write_records(b, kept)
     b.producer_keys = b.producer_keys[:1]  # the regulator pinned only the key the bundle shows
     code, rep = _verify(b, capsys)
     assert code == 1
@@ -86,10 +76,10 @@ def test_leaving_out_a_whole_producer_is_caught(tmp_path, capsys):
 
 def test_an_event_shown_as_a_hash_only_leaf_is_caught(tmp_path, capsys):
     b = build_bundle(tmp_path / "b.jsonl", mode="tree", extra_leaves=2)
-    objs = _lines(b)
+    objs = read_records(b)
     i = next(i for i, o in enumerate(objs) if o["kind"] == "event" and o["envelope"]["event"]["type"] == "evaluation")
     objs[i] = {"kind": "leaf", "index": objs[i]["index"], "hash": _leaf_hash(objs[i]["envelope"])}
-    _write(b, objs)
+    write_records(b, objs)
     code, rep = _verify(b, capsys)
     assert code == 1
     assert any("the log has" in m and "the bundle holds" in m for m in _completeness(rep)), rep["findings"]
@@ -115,10 +105,10 @@ def test_a_run_bundle_without_its_run_record_is_not_complete(tmp_path, capsys):
 ])
 def test_a_forged_run_record_is_refused(tmp_path, capsys, edit, message):
     b = build_bundle(tmp_path / "b.jsonl", producers=2)
-    objs = _lines(b)
+    objs = read_records(b)
     rec = next(o for o in objs if o["kind"] == "run")
     edit(rec)
-    _write(b, objs)
+    write_records(b, objs)
     code, rep = _verify(b, capsys)
     assert code == 1
     assert any(message in m for m in _completeness(rep)), rep["findings"]
@@ -130,10 +120,10 @@ def test_a_run_record_of_an_older_tree_size_is_refused(tmp_path, capsys):
     evs = run_events()
     b = build_bundle(tmp_path / "b.jsonl", checkpoint_sizes=[5, len(evs)], anchor_sizes=[5, len(evs)])
     old = build_bundle(tmp_path / "old.jsonl", checkpoint_sizes=[5], anchor_sizes=[5], events=evs[:5])
-    objs = _lines(b)
-    old_run = next(o for o in _lines(old) if o["kind"] == "run")
+    objs = read_records(b)
+    old_run = next(o for o in read_records(old) if o["kind"] == "run")
     objs = [old_run if o["kind"] == "run" else o for o in objs]
-    _write(b, objs)
+    write_records(b, objs)
     code, rep = _verify(b, capsys)
     assert code == 1
     assert any("the run record is for tree size 5" in m for m in _completeness(rep)), rep["findings"]
@@ -143,10 +133,10 @@ def test_a_run_record_of_an_older_tree_size_is_refused(tmp_path, capsys):
 @given(data=st.data())
 def test_deleting_any_set_of_event_lines_is_invalid(tmp_path_factory, capsys, data):
     b = build_bundle(tmp_path_factory.mktemp("del") / "b.jsonl", producers=2)
-    objs = _lines(b)
+    objs = read_records(b)
     events = [i for i, o in enumerate(objs) if o["kind"] == "event"]
     drop = set(data.draw(st.sets(st.sampled_from(events), min_size=1, max_size=len(events))))
-    _write(b, [o for i, o in enumerate(objs) if i not in drop])
+    write_records(b, [o for i, o in enumerate(objs) if i not in drop])
     code, rep = _verify(b, capsys)
     assert code == 1 and _completeness(rep), rep["findings"]
 
@@ -155,10 +145,10 @@ def test_deleting_any_set_of_event_lines_is_invalid(tmp_path_factory, capsys, da
 @given(data=st.data())
 def test_moving_any_event_to_a_hash_only_leaf_is_invalid(tmp_path_factory, capsys, data):
     b = build_bundle(tmp_path_factory.mktemp("leaf") / "b.jsonl", mode="tree", extra_leaves=2, producers=2)
-    objs = _lines(b)
+    objs = read_records(b)
     events = [i for i, o in enumerate(objs) if o["kind"] == "event"]
     i = data.draw(st.sampled_from(events))
     objs[i] = {"kind": "leaf", "index": objs[i]["index"], "hash": _leaf_hash(objs[i]["envelope"])}
-    _write(b, objs)
+    write_records(b, objs)
     code, rep = _verify(b, capsys)
     assert code == 1 and _completeness(rep), rep["findings"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from factory import build_bundle, run_events, ts
+from factory import build_bundle, run_events, ts, read_records, write_records
 from rlhf_verifier.cli import main
 
 
@@ -28,16 +28,6 @@ def _verify(args, capsys) -> tuple[int, dict, str]:
     out = capsys.readouterr()
     assert "Traceback" not in out.out + out.err and "internal error" not in out.err, out.err
     return code, (_strict_loads(out.out) if out.out.strip() else {}), out.err
-
-
-def _lines(b) -> list[dict]:
-    return [json.loads(x) for x in b.path.read_text().splitlines()]
-
-
-def _write(b, objs: list[dict]) -> None:
-    objs = [o for o in objs if o["kind"] != "end"]
-    objs.append({"kind": "end", "events": sum(o["kind"] == "event" for o in objs), "records": len(objs)})
-    b.path.write_text("\n".join(json.dumps(o) for o in objs) + "\n")
 
 
 def _checks(rep: dict) -> dict[str, list[dict]]:
@@ -77,8 +67,8 @@ def test_honest_bundle_passes_every_rule(honest, capsys):
 
 
 def test_a_header_and_an_end_record_is_invalid(honest, capsys):
-    objs = _lines(honest)
-    _write(honest, [objs[0]])
+    objs = read_records(honest)
+    write_records(honest, [objs[0]])
     code, rep, _ = _verify(honest.args("--rules", "eu-ai-act"), capsys)
     msgs = [f["message"] for f in _checks(rep)["vacuous"]]
     assert code == 1 and rep["verdict"] == "invalid"
@@ -89,15 +79,15 @@ def test_a_header_and_an_end_record_is_invalid(honest, capsys):
 
 
 def test_every_event_removed_is_invalid(honest, capsys):
-    _write(honest, [o for o in _lines(honest) if o["kind"] not in ("event", "run")])
+    write_records(honest, [o for o in read_records(honest) if o["kind"] not in ("event", "run")])
     code, rep, _ = _verify(honest.args(), capsys)
     assert code == 1 and "no event in scope: nothing is proven" in [f["message"] for f in _checks(rep)["vacuous"]]
 
 
 def test_a_header_naming_a_run_that_does_not_exist_is_invalid(honest, capsys):
-    objs = _lines(honest)
+    objs = read_records(honest)
     objs[0]["scope"] = {"type": "run", "run_id": "no-such-run"}
-    _write(honest, objs)
+    write_records(honest, objs)
     code, rep, _ = _verify(honest.args(), capsys)
     assert code == 1
     assert {"check": "scope", "where": "header.scope",
@@ -113,10 +103,10 @@ def test_a_run_without_run_start_is_invalid(tmp_path, capsys):
 
 
 def test_run_scoped_rules_over_a_range_bundle_are_not_assessed(honest, capsys):
-    objs = _lines(honest)
+    objs = read_records(honest)
     n = sum(o["kind"] == "event" for o in objs)
     objs[0]["scope"] = {"type": "range", "start": 0, "end": n}
-    _write(honest, [o for o in objs if o["kind"] != "run"])
+    write_records(honest, [o for o in objs if o["kind"] != "run"])
     code, rep, _ = _verify(honest.args(), capsys)
     assert code == 0, rep["findings"]  # integrity alone is proven
     code, rep, _ = _verify(honest.args("--rules", "eu-ai-act"), capsys)
@@ -205,9 +195,9 @@ def test_trust_bundle_producers_is_labelled_not_independently_trusted(honest, ca
 
 
 def test_a_header_log_key_that_differs_from_the_pinned_key_is_flagged(honest, capsys):
-    objs = _lines(honest)
+    objs = read_records(honest)
     objs[0]["log"]["public_key"] = base64.b64encode(b"\x07" * 32).decode()
-    _write(honest, objs)
+    write_records(honest, objs)
     code, rep, _ = _verify(honest.args(), capsys)
     assert code == 0 and any("header's log key differs" in w for w in rep["warnings"])
 
@@ -240,22 +230,22 @@ def test_timestamps_going_backwards_along_a_producer_chain_are_reported(tmp_path
 
 def test_a_revoked_producer_cannot_pass_by_back_dating(tmp_path, capsys):
     b = build_bundle(tmp_path / "b.jsonl")
-    objs = _lines(b)
+    objs = read_records(b)
     # Revoked one hour after T0; every event is dated before that, but the anchor block is later.
     objs[0]["producers"][0].update(status="revoked", revoked_at=ts(3600))
     for o in objs:
         if o["kind"] == "anchor":
             assert o["evidence"]["block_number"] == 100
-    _write(b, objs)
+    write_records(b, objs)
     # the anchor block is at T0 + 10 + 60 s: before revoked_at, so the events are proven earlier
     code, rep, _ = _verify(b.args(), capsys)
     assert code == 0, rep["findings"]
     assert any("unsigned header claim" in w for w in rep["warnings"])
     # a later anchor block: back-dated times prove nothing
     late = build_bundle(tmp_path / "late.jsonl", anchor_delay=7200)
-    objs = _lines(late)
+    objs = read_records(late)
     objs[0]["producers"][0].update(status="revoked", revoked_at=ts(3600))
-    _write(late, objs)
+    write_records(late, objs)
     code, rep, _ = _verify(late.args(), capsys)
     found = _checks(rep)["producer_key"]
     assert code == 1 and len(found) == rep["counts"]["events"]
@@ -354,9 +344,9 @@ def test_a_block_timestamp_of_2_to_the_1100_is_a_finding(tmp_path, capsys):
 
 
 def test_a_lone_surrogate_in_the_origin_is_a_finding(honest, capsys, tmp_path):
-    objs = _lines(honest)
+    objs = read_records(honest)
     objs[0]["log"]["origin"] = "rlhf\ud800"
-    _write(honest, objs)
+    write_records(honest, objs)
     code, rep, _ = _verify(honest.args("--html", tmp_path / "r.html"), capsys)
     assert code == 1
     assert {"check": "header", "where": "header.log.origin",
@@ -380,7 +370,7 @@ def _resign(b, objs: list[dict], edit) -> None:
     for o in objs:
         if o["kind"] == "checkpoint":
             o["note"] = edit(o["note"])
-    _write(b, objs)
+    write_records(b, objs)
 
 
 def test_a_failing_signature_by_the_trusted_key_rejects_the_note(honest, capsys):
@@ -391,7 +381,7 @@ def test_a_failing_signature_by_the_trusted_key_rejects_the_note(honest, capsys)
         raw = bytearray(base64.b64decode(sig))
         raw[10] ^= 1
         return body + "\n\n" + name + " " + base64.b64encode(bytes(raw)).decode() + "\n" + line + "\n"
-    objs = _lines(honest)
+    objs = read_records(honest)
     _resign(honest, objs, bad_first)
     code, rep, _ = _verify(honest.args(), capsys)
     assert code == 1 and "does not verify (the note is rejected)" in _checks(rep)["checkpoint"][0]["message"]
@@ -402,7 +392,7 @@ def test_more_than_100_signatures_reject_the_note(honest, capsys):
         body, sigs = note.split("\n\n", 1)
         filler = "".join(f"\u2014 other{i} {base64.b64encode(os.urandom(68)).decode()}\n" for i in range(100))
         return body + "\n\n" + sigs + filler
-    objs = _lines(honest)
+    objs = read_records(honest)
     _resign(honest, objs, many)
     code, rep, _ = _verify(honest.args(), capsys)
     assert code == 1 and "more than 100" in _checks(rep)["checkpoint"][0]["message"]
