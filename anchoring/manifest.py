@@ -177,16 +177,8 @@ def root_from_range(prefix: Sequence[bytes], start: int, leaves: Sequence[bytes]
                             where="manifest.prefix")
     stack: list[tuple[int, bytes]] = list(zip(sizes, prefix))
     for h in leaves:
-        stack.append((1, h))
-        while len(stack) >= 2 and stack[-1][0] == stack[-2][0]:
-            (size, right), (_, left) = stack.pop(), stack.pop()
-            stack.append((2 * size, merkle.node_hash(left, right)))
-    if not stack:
-        return merkle.EMPTY_ROOT
-    root = stack[-1][1]
-    for _, h in reversed(stack[:-1]):
-        root = merkle.node_hash(h, root)
-    return root
+        merkle.compact_push(stack, h)
+    return merkle.compact_root(stack)
 
 
 def verify_manifest(data: bytes, *, public_key: bytes, cid: str | None = None,

@@ -100,6 +100,25 @@ def root_from_leaf_hashes(hashes: Sequence[bytes]) -> bytes:
 # --- stored-node model ------------------------------------------------------------------------
 
 
+def compact_push(stack: list[tuple[int, bytes]], h: bytes) -> None:
+    """Append a leaf hash to a compact range [(subtree size, root), ...] (largest first),
+    merging equal sizes as a binary carry: O(log n) hashes, O(log n) memory."""
+    stack.append((1, h))
+    while len(stack) >= 2 and stack[-1][0] == stack[-2][0]:
+        (size, right), (_, left) = stack.pop(), stack.pop()
+        stack.append((2 * size, node_hash(left, right)))
+
+
+def compact_root(stack: Sequence[tuple[int, bytes]]) -> bytes:
+    """MTH of the leaves a compact range covers (its subtree roots folded from the right)."""
+    if not stack:
+        return EMPTY_ROOT
+    root = stack[-1][1]
+    for _, h in reversed(stack[:-1]):
+        root = node_hash(h, root)
+    return root
+
+
 def perfect_subtrees(start: int, end: int) -> list[NodeKey]:
     """Split [start, end) into maximal aligned perfect subtrees, left to right.
 

@@ -49,25 +49,6 @@ def _sort_key(run_id: str) -> bytes:
     return run_id.encode("utf-8")
 
 
-# -- compact ranges of a run's leaves ---------------------------------------------------------
-
-def frontier_push(frontier: list[tuple[int, bytes]], h: bytes) -> None:
-    """Append a leaf hash to a compact range [(subtree size, hash), ...], largest first."""
-    frontier.append((1, h))
-    while len(frontier) >= 2 and frontier[-1][0] == frontier[-2][0]:
-        (size, right), (_, left) = frontier.pop(), frontier.pop()
-        frontier.append((2 * size, merkle.node_hash(left, right)))
-
-
-def frontier_root(frontier: Sequence[tuple[int, bytes]]) -> bytes:
-    if not frontier:
-        return merkle.EMPTY_ROOT
-    root = frontier[-1][1]
-    for _, h in reversed(frontier[:-1]):
-        root = merkle.node_hash(h, root)
-    return root
-
-
 # -- the run-index note -----------------------------------------------------------------------
 
 def note_body(origin: str, size: int, count: int, root: bytes) -> str:
@@ -142,7 +123,7 @@ class _RunState:
         return {
             "run_id": run_id,
             "events": self.events,
-            "root": _b64(frontier_root(self.frontier)),
+            "root": _b64(merkle.compact_root(self.frontier)),
             "producers": [{"key_id": k, "seq": s, "event_hash": h} for k, (s, h) in sorted(self.producers.items())],
             "ended": self.ended,
         }
@@ -158,7 +139,7 @@ def records_from_entries(entries: Iterable[tuple[str, str, int, str, str, bytes]
     for run_id, producer, seq, event_id, typ, leaf in entries:
         st = states.setdefault(run_id, _RunState())
         st.events += 1
-        frontier_push(st.frontier, leaf)
+        merkle.compact_push(st.frontier, leaf)
         st.producers[producer] = (seq, event_id)
         st.ended = st.ended or typ == "run.end"
     return sorted(((r, st.record(r)) for r, st in states.items()), key=lambda x: _sort_key(x[0]))
@@ -215,7 +196,7 @@ def _compute(conn: Connection, log_id: str, size: int) -> None:
         for r in rows:
             st = states.setdefault(r.run_id, _RunState())
             st.events += 1
-            frontier_push(st.frontier, bytes(r.leaf_hash))
+            merkle.compact_push(st.frontier, bytes(r.leaf_hash))
             st.producers[r.producer] = (int(r.seq), r.event_id)
             st.ended = st.ended or r.type == "run.end"
         last = rows[-1].idx
