@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trusted-block-hash", action="append", default=[], metavar="0x..",
                    help="block hash(es) you trust; every anchor block must be one of them")
     p.add_argument("--rules", help="compliance rule set, e.g. eu-ai-act (= eu-ai-act@1)")
+    p.add_argument("--weights", metavar="PATH",
+                   help="a released .safetensors file or directory: its weights digest must equal the run's released_weights_digest")
     p.add_argument("--allow-unanchored", action="store_true",
                    help="with chain pins, do not require every event to be under a confirmed anchor")
     p.add_argument("--max-clock-skew", type=float, default=300.0, metavar="SECONDS",
@@ -258,6 +260,14 @@ def _main(argv: list[str]) -> int:
                 return EXIT_CANNOT_RUN
             if err:
                 result.fail("anchor.ipfs", f"anchor of checkpoint {anc['checkpoint_size']}", err)
+    if a.weights:
+        from .weights import bind_weights
+
+        try:
+            bind_weights(result, a.weights)
+        except OSError as e:
+            print(f"rlhf-verify: cannot read --weights {a.weights}: {e.strerror or e}", file=sys.stderr)
+            return EXIT_CANNOT_RUN
     if a.html:
         try:
             Path(a.html).write_text(render_html(result, a.bundle), encoding="utf-8")

@@ -106,6 +106,8 @@ class Result:
     producer_chains: int = 0
     compliance: list | None = None
     completeness: dict = field(default_factory=dict)  # what the bundle proves about the run's membership
+    released: dict = field(default_factory=dict)  # run id -> (index, released_weights_digest) of its one run.end
+    weights: dict = field(default_factory=dict)  # --weights: the artefact's digest and how it compares
     series: dict[str, Series] = field(default_factory=dict)
     privacy_series: dict[str, list] = field(default_factory=dict)
     privacy_budgets: dict[str, float] = field(default_factory=dict)
@@ -716,6 +718,10 @@ class Verifier:
             r.fail("inclusion", f"event {self.last_index}", "index beyond the final checkpoint")
         r.producer_chains = self.chains.pairs()
         self._finish_completeness()
+        for run_id, facts in self.collector.runs.items():
+            if len(facts.ends) == 1:
+                ref, body = facts.ends[0]
+                r.released[run_id] = (ref.index, body.get("released_weights_digest"))
         _nonvacuous(self)
         if self.o.rules and not r.not_assessed:
             r.compliance = [x.as_json() for x in evaluate(self.o.rules, self.collector)]

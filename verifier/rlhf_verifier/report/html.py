@@ -114,6 +114,9 @@ def render_html(r: Result, bundle: str) -> str:
     if r.completeness:
         o.append(f"<h2>Completeness of the run</h2><p><b>{_e(r.completeness['status'])}</b>: "
                  f"{_e(r.completeness['detail'])}</p>")
+    if r.weights:
+        o.append(f"<h2>Released weights</h2><p><code>{_e(r.weights['path'])}</code>: <b>{_e(r.weights['status'])}</b>"
+                 f"{(': ' + _e(r.weights['detail'])) if r.weights.get('detail') else ''}</p>")
     if r.findings:
         o.append(f"<h2>Failures</h2><table><tr><th>check</th><th>where</th><th>what</th></tr>")
         for f in r.findings:

@@ -62,6 +62,7 @@ def as_dict(r: Result, bundle: str) -> dict[str, Any]:
         "anchors": r.anchors,
         "compliance": r.compliance,
         "completeness": r.completeness,
+        "weights": r.weights or None,
     })
 
 
@@ -86,6 +87,9 @@ def render_text(r: Result, bundle: str) -> str:
             f"Checkpoints: {', '.join(str(x['size']) for x in r.checkpoints) or 'none'}"]
     if r.completeness:
         out.append(f"Completeness of the run: {r.completeness['status']}: {r.completeness['detail']}")
+    if r.weights:
+        out.append(f"Released weights ({r.weights['path']}): {r.weights['status']}"
+                   + (f": {r.weights['detail']}" if r.weights.get("detail") else ""))
     for a in r.anchors:
         out.append(f"Anchor: checkpoint {a['checkpoint_size']} in block {a['block_number']} ({a['block_hash'][:18]}..) "
                    f"chain {a['chain_id']}: {a['status']}")
