@@ -14,6 +14,7 @@ import json
 import struct
 from pathlib import Path
 
+from .bundle import _unique_object
 from .jcs import canonicalize
 from .merkle import CompactRange
 
@@ -32,15 +33,6 @@ class WeightsError(ValueError):
     pass
 
 
-def _no_duplicates(pairs: list) -> dict:
-    out: dict = {}
-    for k, v in pairs:
-        if k in out:
-            raise WeightsError(f"duplicate member {k[:60]!r} in a safetensors header")
-        out[k] = v
-    return out
-
-
 def _tensors(path: Path) -> list[tuple[str, str, list[int], Path, int, int]]:
     """(name, dtype, shape, file, data start, data end) of each tensor of one safetensors file."""
     size = path.stat().st_size
@@ -52,7 +44,7 @@ def _tensors(path: Path) -> list[tuple[str, str, list[int], Path, int, int]]:
         if n > MAX_HEADER or 8 + n > size:
             raise WeightsError(f"{path.name}: header length {n} is not inside the file")
         try:
-            header = json.loads(f.read(n).decode("utf-8"), object_pairs_hook=_no_duplicates)
+            header = json.loads(f.read(n).decode("utf-8"), object_pairs_hook=_unique_object)
         except (UnicodeDecodeError, ValueError) as e:
             raise WeightsError(f"{path.name}: header is not JSON: {e}") from None
     if not isinstance(header, dict):
