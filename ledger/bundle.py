@@ -170,8 +170,12 @@ def iter_bundle_lines(
     if scope.type == "run":
         # The log's signed statement of the run's membership at the bundle's final checkpoint
         # (docs/run-index.md): the verifier proves from it that no event of the run is missing.
-        index, record, position, proof = run_membership(ledger, log_id, scope.run_id, target)  # type: ignore[arg-type]
-        yield emit({"kind": "run", "checkpoint_size": target, "note": index.note, "record": record,
+        # At the newest checkpoint of the bundle, so that no later checkpoint it carries can
+        # hold events of the run that the bundle leaves out (the run's events are all below
+        # `target`, and so below it).
+        newest = sizes[-1]
+        index, record, position, proof = run_membership(ledger, log_id, scope.run_id, newest)  # type: ignore[arg-type]
+        yield emit({"kind": "run", "checkpoint_size": newest, "note": index.note, "record": record,
                     "index": position, "proof": [_b64(h) for h in proof]})
 
     events = 0

@@ -666,8 +666,11 @@ class Verifier:
             r.completeness = {"status": "not proven", "detail": "no valid run record"}
             return
         problems = []
-        if rc.size != self.final_size:
-            problems.append(f"the run record is for tree size {rc.size}, the bundle's events are proven at {self.final_size}")
+        # The record must speak for the bundle's newest checkpoint: one of an older size would
+        # let an exporter show a prefix of the run and prove only that prefix complete.
+        newest = max(self.cps) if self.cps else 0
+        if rc.size != newest:
+            problems.append(f"the run record is for tree size {rc.size}, the bundle's newest checkpoint is {newest}")
         anchored_note = self.manifest_runs.get(rc.size)
         if rc.size in self.manifest_runs and anchored_note != rc.note:
             problems.append(f"the anchored manifest of checkpoint {rc.size} carries a different run index")

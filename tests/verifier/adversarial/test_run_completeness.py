@@ -129,6 +129,22 @@ def test_a_run_record_of_an_older_tree_size_is_refused(tmp_path, capsys):
     assert any("the run record is for tree size 5" in m for m in _completeness(rep)), rep["findings"]
 
 
+def test_showing_only_a_prefix_of_the_run_is_caught(tmp_path, capsys):
+    """The exporter keeps the events below an earlier checkpoint (their proofs still hold), the
+    later anchored checkpoint, and the run index of the earlier size, which the log signed
+    honestly: the record must be for the newest checkpoint, so the prefix is not complete."""
+    evs = run_events()
+    b = build_bundle(tmp_path / "b.jsonl", checkpoint_sizes=[5, len(evs)], anchor_sizes=[5, len(evs)])
+    old = build_bundle(tmp_path / "old.jsonl", checkpoint_sizes=[5], anchor_sizes=[5], events=evs[:5])
+    old_run = next(o for o in read_records(old) if o["kind"] == "run")
+    objs = [old_run if o["kind"] == "run" else o for o in read_records(b)
+            if not (o["kind"] == "event" and o["index"] >= 5)]
+    write_records(b, objs)
+    code, rep = _verify(b, capsys)
+    assert code == 1
+    assert any("newest checkpoint is" in m for m in _completeness(rep)), rep["findings"]
+
+
 @settings(settings.get_profile("completeness"))
 @given(data=st.data())
 def test_deleting_any_set_of_event_lines_is_invalid(tmp_path_factory, capsys, data):

@@ -292,3 +292,19 @@ def test_rpc_reads_every_anchored_root_and_catches_equivocation(anchored, anvil,
     assert code == 1 and len(eq) == 1, out + err
     assert f"anchored tree size {size}" in eq[0]["message"] and "not proven" in eq[0]["message"]
     assert {a["status"] for a in rep["anchors"]} == {"unconfirmed"}
+
+
+def test_rpc_and_trusted_block_hashes_are_both_enforced(anchored, anvil, capsys):
+    """Issue 10 item 3: with --rpc and --trusted-block-hash both given, an anchor counts only if
+    both confirm it; a node that confirms does not excuse a block hash the user did not trust."""
+    hashes = [a["block_hash"] for a in anchored.anchors]
+    both = ["--rpc", anvil.rpc_url]
+    for h in hashes:
+        both += ["--trusted-block-hash", h]
+    code, out, err = run(anchored.args(anvil, *both), capsys)
+    assert code == 0, out + err
+    code, out, _ = run(anchored.args(anvil, "--rpc", anvil.rpc_url, "--trusted-block-hash", hashes[0]), capsys)
+    rep = json.loads(out)
+    bad = [f for f in rep["findings"] if f["check"] == "anchor.block_hash"]
+    assert code == 1 and len(bad) == 1 and hashes[1][2:] in bad[0]["message"]
+    assert "confirmed" not in {a["status"] for a in rep["anchors"] if a["block_hash"] == hashes[1]}
