@@ -7,7 +7,6 @@ import secrets
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from ledger.events import make_event, sha256_hex, sign_event
 from ledger.jcs import canonicalize
 from ledger.keys import Signer
+from tests.api.helpers import wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSPHRASE = "test-passphrase-api"
@@ -102,19 +102,7 @@ def start_server(data_dir: Path, database_url: str | None = None, *, workers: in
            "--workers", str(workers), "--log-level", "warning"]
     proc = subprocess.Popen(cmd, cwd=str(ROOT), env=full_env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {log_path.read_text()[-3000:]}")
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    else:
-        proc.kill()
-        raise RuntimeError(f"server did not become ready: {log_path.read_text()[-3000:]}")
+    wait_ready(proc, url, log_path, "server")
     return Server(url, data_dir, database_url, admin, proc, log_path)
 
 

@@ -31,3 +31,20 @@ def wait_for(pred, timeout: float = 15.0, what: str = "condition"):
             return v
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_ready(proc, url: str, log_path, what: str, probe: str = "/readyz", timeout: float = 60.0) -> None:  # noqa: ANN001
+    """Wait until a started server answers 200 on `probe`; on exit or time-out, kill it and
+    raise with the tail of its log."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}: {log_path.read_text(errors='replace')[-3000:]}")
+        try:
+            if httpx.get(url + probe, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"{what} did not become ready: {log_path.read_text(errors='replace')[-3000:]}")

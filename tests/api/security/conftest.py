@@ -8,12 +8,12 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from ..helpers import wait_ready
 from ..conftest import PASSPHRASE, ROOT, Producer, Server, create_pg_database, drop_pg_database, free_port, pg_available
 
 
@@ -37,19 +37,7 @@ def start_serve(data_dir: Path, database_url: str | None = None, *, env: dict | 
            "--workers", str(workers), *(args or [])]
     proc = subprocess.Popen(cmd, cwd=str(ROOT), env=full, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"serve exited with {proc.returncode}: {log_path.read_text()[-3000:]}")
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    else:
-        proc.kill()
-        raise RuntimeError(f"serve did not become ready: {log_path.read_text()[-3000:]}")
+    wait_ready(proc, url, log_path, "serve")
     return Server(url, data_dir, database_url, admin, proc, log_path)
 
 
