@@ -85,6 +85,12 @@ class Service:
         install_chain_witness(self.ledger)
         for why in fork_check_all(self.ledger):  # at start: a restored database says so at once
             log.error("refusing to sign: %s", why)
+        for info in self.ledger.list_logs():  # producers registered before key events existed
+            try:
+                if n := self.ledger.migrate_keys(info.log_id):
+                    log.info("log %s: wrote %d legacy key event(s) (docs/keys.md)", info.log_id, n)
+            except LedgerError as e:
+                log.error("log %s: producers' key events not written: %s", info.log_id, e)
         limits.preload()  # lazily used imports happen now, then process-wide limits are restored
         signer = ensure_audit_log(self.ledger, self.settings.audit_log_id)
         self.service_key_id = signer.key_id

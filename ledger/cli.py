@@ -27,6 +27,7 @@ LAZY_COMMANDS = {
     "token": "api.cli:token_command",
     "export": "ledger.bundle_cli:export_command",
     "migrate": "ledger.ops_cli:migrate_command",
+    "migrate-keys": "ledger.ops_cli:migrate_keys_command",
     "recover": "ledger.ops_cli:recover_command",
     # recording from the shell, listing runs, SDK spools, a dev chain (ledger/cli_record.py, cli_spool.py)
     "record": "ledger.cli_record:record_command",
@@ -110,7 +111,8 @@ def _public_key_arg(value: str) -> bytes:
 @click.option("--label", default="")
 @click.argument("public_key")
 def register(data_dir, database_url, log_id, label, public_key) -> None:
-    """Register a producer's public key (key file or base64) with a log."""
+    """Register a producer's public key (key file or base64) with a log: appends its
+    producer.register key event, signed by the log key (docs/keys.md)."""
     ledger = _open_ledger(data_dir, database_url)
     kid = ledger.register_producer(log_id, _public_key_arg(public_key), label=label)
     click.echo(f"registered producer {kid}")
@@ -121,7 +123,8 @@ def register(data_dir, database_url, log_id, label, public_key) -> None:
 @click.option("--log", "log_id", default="default", show_default=True)
 @click.argument("key_id")
 def revoke(data_dir, database_url, log_id, key_id) -> None:
-    """Revoke a producer key: its later events are refused; its old events stay verifiable."""
+    """Revoke a producer key: appends its producer.revoke key event; its later events are
+    refused; its old events stay verifiable."""
     ledger = _open_ledger(data_dir, database_url)
     ledger.revoke_producer(log_id, key_id)
     click.echo(f"revoked producer {key_id}")

@@ -36,6 +36,10 @@ producers = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),  # active | revoked
     sa.Column("registered_at", sa.Float, nullable=False),
     sa.Column("revoked_at", sa.Float),
+    # Log positions of the key's producer.register / producer.revoke key events (docs/keys.md);
+    # registered_idx -1: a legacy registration; NULL: not migrated yet (rlhf-ledger migrate-keys).
+    sa.Column("registered_idx", sa.BigInteger),
+    sa.Column("revoked_idx", sa.BigInteger),
 )
 
 entries = sa.Table(

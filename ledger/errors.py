@@ -78,3 +78,9 @@ class RunEndedError(LedgerError):
     """The run was closed by its run.end: the log accepts no later event of that run."""
 
     code = "run_ended"
+
+
+class ReservedRunError(LedgerError):
+    """The run id is reserved for the log's own records (docs/keys.md)."""
+
+    code = "reserved_run"

@@ -1,5 +1,6 @@
 """Operations commands: `rlhf-ledger migrate` (schema, for the Kubernetes migration Job and
-init containers) and `rlhf-ledger recover` (re-append a lost tail; docs/operations.md)."""
+init containers), `rlhf-ledger migrate-keys` (key events for producers registered before they
+existed; docs/keys.md) and `rlhf-ledger recover` (re-append a lost tail; docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -95,3 +96,19 @@ def recover_command(data_dir, database_url, log_id, files) -> None:
         ledger.close()
     click.echo(f"log {log_id}: re-appended {r.appended} events ({r.already_present} were present); size "
                f"{r.size_before} -> {r.size_after}, consistent with the published size {r.reference_size}; signing resumes")
+
+
+@click.command("migrate-keys")
+@common
+@click.option("--log", "log_id", default=None, help="one log (default: every log)")
+def migrate_keys_command(data_dir, database_url, log_id) -> None:
+    """Record producers registered before key events existed as legacy key events (idempotent;
+    docs/keys.md, "Migration of existing logs"). Needs the passphrase (the log key signs them)."""
+    ledger = _open_ledger(data_dir, database_url)
+    try:
+        ids = [log_id] if log_id else [i.log_id for i in ledger.list_logs()]
+        for lid in ids:
+            n = ledger.migrate_keys(lid)
+            click.echo(f"log {lid}: {n} key event(s) written" if n else f"log {lid}: every producer has its key events")
+    finally:
+        ledger.close()

@@ -30,13 +30,15 @@ from .errors import (
     LedgerError,
     NotFoundError,
     ProofError,
+    ReservedRunError,
     RevokedKeyError,
     RunEndedError,
     SequenceError,
     SignatureError,
     UnknownKeyError,
 )
-from .events import ParsedEvent, parse_envelope
+from .events import ParsedEvent, make_event, parse_envelope, sign_event
+from . import key_events as kev
 from .fork_guard import ForkGuard, PublishedCheckpoints, SigningRefused, default_published_dir
 from .keys import (
     PASSPHRASE_ENV,
@@ -94,6 +96,11 @@ class LogInfo:
     def vkey(self) -> str:
         return vkey(self.origin, self.public_key)
 
+    @property
+    def key_id(self) -> str:
+        """The log key's id: the `producer` of the log's own records (docs/keys.md)."""
+        return key_id(self.public_key)
+
 
 def _claimed_log_id(envelopes: Sequence[Any]) -> str | None:
     for env in envelopes:
@@ -127,6 +134,9 @@ def _parse_chunk(
             p = parse_envelope(env, where=f"events[{i}]")
             if p.event["log_id"] != log_id:
                 raise EventError(f"event is for log {p.event['log_id']!r}, not {log_id!r}", where=f"events[{i}].event.log_id")
+            if kev.is_reserved_run(p.event["run_id"]):
+                raise ReservedRunError(f"runs starting {kev.RESERVED_RUN_PREFIX!r} hold the log's own records and take no "
+                                       "submitted event", where=f"events[{i}].event.run_id")
             k = keys.get(p.producer)
             if k is None:
                 raise UnknownKeyError("producer key is not registered for this log", where=f"events[{i}].event.producer")
@@ -327,34 +337,126 @@ class Ledger:
         return [self.log_info(r.log_id) for r in self._read(sa.select(db.logs.c.log_id).order_by(db.logs.c.log_id))]
 
     def register_producer(self, log_id: str, public_key: bytes, label: str = "") -> str:
+        """Register a producer key: append its `producer.register` key event (signed by the log
+        key) and cache it in `producers`, in one transaction (docs/keys.md). Idempotent for an
+        active key; a revoked key cannot come back."""
         if len(public_key) != 32:
             raise EventError("an Ed25519 public key is 32 bytes", where="public_key")
         kid = key_id(public_key)
-        self.log_info(log_id)
-        with self.engine.begin() as conn:
-            row = conn.execute(
-                sa.select(db.producers).where(db.producers.c.log_id == log_id, db.producers.c.key_id == kid)
-            ).first()
-            if row is not None:
-                if row.status == "revoked":
-                    raise RevokedKeyError("this key was revoked and cannot be registered again", where=kid)
-                return kid
-            conn.execute(
-                db.producers.insert().values(
-                    log_id=log_id, key_id=kid, public_key=public_key, label=label, status="active", registered_at=time.time()
-                )
-            )
+        p = db.producers.c
+        self._migrate_keys_first(log_id)
+
+        def decide(conn: Connection) -> dict | None:
+            row = conn.execute(sa.select(db.producers).where(p.log_id == log_id, p.key_id == kid)).first()
+            if row is None:
+                return kev.register_body(public_key)
+            if row.status == "revoked":
+                raise RevokedKeyError("this key was revoked and cannot be registered again", where=kid)
+            return None
+
+        def cache(conn: Connection, r: AppendResult) -> None:
+            conn.execute(db.producers.insert().values(
+                log_id=log_id, key_id=kid, public_key=public_key, label=label, status="active",
+                registered_at=time.time(), registered_idx=r.index))
+
+        self._append_admin(log_id, kev.KEYS_RUN, kev.REGISTER, decide, cache)
         return kid
 
     def revoke_producer(self, log_id: str, kid: str) -> None:
+        """Revoke a producer key: append its `producer.revoke` key event and cache it, in one
+        transaction; its events after that position are refused (docs/keys.md)."""
+        p = db.producers.c
+        self._migrate_keys_first(log_id)
+
+        def decide(conn: Connection) -> dict | None:
+            row = conn.execute(sa.select(db.producers).where(p.log_id == log_id, p.key_id == kid)).first()
+            if row is None:
+                raise UnknownKeyError("no such producer key in this log", where=kid)
+            if row.status == "revoked":
+                return None
+            return kev.revoke_body(kid)
+
+        def cache(conn: Connection, r: AppendResult) -> None:
+            conn.execute(db.producers.update().where(p.log_id == log_id, p.key_id == kid)
+                         .values(status="revoked", revoked_at=time.time(), revoked_idx=r.index))
+
+        self._append_admin(log_id, kev.KEYS_RUN, kev.REVOKE, decide, cache)
+
+    def _migrate_keys_first(self, log_id: str) -> None:
+        """Legacy registrations must precede every other key event (docs/keys.md): write them
+        before a new registration or a revocation if the log still has producers without them."""
+        if self._read(sa.select(db.producers.c.key_id).where(
+                db.producers.c.log_id == log_id, db.producers.c.registered_idx.is_(None)).limit(1)):
+            self.migrate_keys(log_id)
+
+    def migrate_keys(self, log_id: str) -> int:
+        """Write key events for producers registered before key events existed (docs/keys.md,
+        "Migration of existing logs"); return how many key events were appended. Idempotent."""
+        p = db.producers.c
+        written = 0
+        rows = self._read(sa.select(db.producers).where(p.log_id == log_id, p.registered_idx.is_(None))
+                          .order_by(p.registered_at, p.key_id))
+        for row in rows:
+            kid = row.key_id
+
+            def decide_reg(conn: Connection, kid: str = kid) -> dict | None:
+                cur = conn.execute(sa.select(db.producers).where(p.log_id == log_id, p.key_id == kid)).first()
+                if cur is None or cur.registered_idx is not None:
+                    return None
+                return kev.register_body(bytes(cur.public_key), legacy=True)
+
+            def cache_reg(conn: Connection, r: AppendResult, kid: str = kid) -> None:
+                conn.execute(db.producers.update().where(p.log_id == log_id, p.key_id == kid).values(registered_idx=kev.LEGACY))
+
+            if self._append_admin(log_id, kev.KEYS_RUN, kev.REGISTER, decide_reg, cache_reg) is not None:
+                written += 1
+        for row in self._read(sa.select(db.producers).where(p.log_id == log_id, p.status == "revoked",
+                                                              p.revoked_idx.is_(None)).order_by(p.key_id)):
+            kid = row.key_id
+
+            def decide_rev(conn: Connection, kid: str = kid) -> dict | None:
+                cur = conn.execute(sa.select(db.producers).where(p.log_id == log_id, p.key_id == kid)).first()
+                return kev.revoke_body(kid) if cur is not None and cur.revoked_idx is None else None
+
+            def cache_rev(conn: Connection, r: AppendResult, kid: str = kid) -> None:
+                conn.execute(db.producers.update().where(p.log_id == log_id, p.key_id == kid).values(revoked_idx=r.index))
+
+            if self._append_admin(log_id, kev.KEYS_RUN, kev.REVOKE, decide_rev, cache_rev) is not None:
+                written += 1
+        return written
+
+    def _append_admin(
+        self,
+        log_id: str,
+        run_id: str,
+        type_: str,
+        decide: Callable[[Connection], dict | None],
+        after: Callable[[Connection, AppendResult], None],
+    ) -> AppendResult | None:
+        """Append one record of the log itself (a reserved run, signed by the log key).
+
+        Under the log's write lock: `decide` returns the body (or None: nothing to write), the
+        event continues the log key's chain in `run_id`, and `after` updates what caches it in
+        the same transaction, so nothing can be appended between the record and its effect.
+        """
+        assert kev.is_reserved_run(run_id)
+        self.log_info(log_id)  # NotFoundError before asking for the passphrase
         with self.engine.begin() as conn:
-            n = conn.execute(
-                db.producers.update()
-                .where(db.producers.c.log_id == log_id, db.producers.c.key_id == kid)
-                .values(status="revoked", revoked_at=time.time())
-            ).rowcount
-        if not n:
-            raise UnknownKeyError("no such producer key in this log", where=kid)
+            log = self._lock_log(conn, log_id)
+            body = decide(conn)
+            if body is None:
+                return None
+            signer = self.log_signer(log_id, log.public_key)
+            h = db.heads.c
+            head = conn.execute(sa.select(h.seq, h.event_hash).where(
+                h.log_id == log_id, h.run_id == run_id, h.producer == signer.key_id)).first()
+            event = make_event(log_id=log_id, run_id=run_id, type=type_, producer=signer.key_id,
+                               seq=0 if head is None else head.seq + 1, prev=None if head is None else head.event_hash,
+                               body=body)
+            parsed = parse_envelope(sign_event(event, signer), where="key event")
+            (result,) = self._append_in(conn, log_id, log, [parsed], admin=True)
+            after(conn, result)
+        return result
 
     def producers(self, log_id: str) -> list[dict]:
         rows = self._read(sa.select(db.producers).where(db.producers.c.log_id == log_id).order_by(db.producers.c.registered_at))
@@ -366,6 +468,8 @@ class Ledger:
                 "status": r.status,
                 "registered_at": r.registered_at,
                 "revoked_at": r.revoked_at,
+                "registered_idx": r.registered_idx,
+                "revoked_idx": r.revoked_idx,
             }
             for r in rows
         ]
@@ -478,125 +582,135 @@ class Ledger:
 
     def _append_locked(self, log_id: str, events: list[ParsedEvent]) -> list[AppendResult]:
         with self.engine.begin() as conn:
-            log = self._lock_log(conn, log_id)
-            if self.fork_guard is not None and not self.recovering and (why := self.fork_guard.refused(log_id)):
-                raise SigningRefused(why, where=log_id)  # an append now would make the fork permanent
-            size = log.size
-            # Revocation may have happened since the signature check: re-read inside the lock.
-            status = {
-                r.key_id: r.status
-                for r in conn.execute(
-                    sa.select(db.producers.c.key_id, db.producers.c.status).where(
-                        db.producers.c.log_id == log_id, db.producers.c.key_id.in_(sorted({p.producer for p in events}))
-                    )
+            return self._append_in(conn, log_id, self._lock_log(conn, log_id), events)
+
+    def _append_in(self, conn: Connection, log_id: str, log: sa.Row, events: list[ParsedEvent], *,
+                   admin: bool = False) -> list[AppendResult]:
+        """The checks and writes of an append, inside the caller's transaction that holds the
+        log's write lock. `admin`: the events are the log's own records (reserved runs, signed
+        by the log key, built by _append_admin), not submissions."""
+        if self.fork_guard is not None and not self.recovering and (why := self.fork_guard.refused(log_id)):
+            raise SigningRefused(why, where=log_id)  # an append now would make the fork permanent
+        size = log.size
+        # Revocation may have happened since the signature check: re-read inside the lock.
+        status = {
+            r.key_id: r.status
+            for r in conn.execute(
+                sa.select(db.producers.c.key_id, db.producers.c.status).where(
+                    db.producers.c.log_id == log_id, db.producers.c.key_id.in_(sorted({p.producer for p in events}))
                 )
-            }
-            errors: list[tuple[int, LedgerError]] = []
-            pairs = sorted({(p.event["run_id"], p.producer) for p in events})
-            heads: dict[tuple[str, str], tuple[int, str]] = {}
-            for j in range(0, len(pairs), 400):
-                for r in conn.execute(
-                    sa.select(db.heads.c.run_id, db.heads.c.producer, db.heads.c.seq, db.heads.c.event_hash).where(
-                        db.heads.c.log_id == log_id,
-                        sa.tuple_(db.heads.c.run_id, db.heads.c.producer).in_(pairs[j : j + 400]),
-                    )
-                ):
-                    heads[(r.run_id, r.producer)] = (r.seq, r.event_hash)
-            # Resubmissions: a chain is stored without gaps up to its head, so an event at or below
-            # its producer's head is either the stored event at that seq (answered with its
-            # position) or a fork. Only those are looked up, by (run, producer, seq); new events,
-            # the usual case, cost no lookup at all.
-            olds = sorted({
-                (p.event["run_id"], p.producer, p.event["seq"]) for p in events
-                if (h := heads.get((p.event["run_id"], p.producer))) is not None and p.event["seq"] <= h[0]
-            })
-            existing: dict[str, tuple[int, bytes]] = {}
-            e = db.entries.c
-            for j in range(0, len(olds), 300):
-                for r in conn.execute(
-                    sa.select(e.event_id, e.idx, e.leaf_hash).where(
-                        e.log_id == log_id, sa.tuple_(e.run_id, e.producer, e.seq).in_(olds[j : j + 300])
-                    )
-                ):
-                    existing[r.event_id] = (r.idx, r.leaf_hash)
+            )
+        }
+        errors: list[tuple[int, LedgerError]] = []
+        pairs = sorted({(p.event["run_id"], p.producer) for p in events})
+        heads: dict[tuple[str, str], tuple[int, str]] = {}
+        for j in range(0, len(pairs), 400):
+            for r in conn.execute(
+                sa.select(db.heads.c.run_id, db.heads.c.producer, db.heads.c.seq, db.heads.c.event_hash).where(
+                    db.heads.c.log_id == log_id,
+                    sa.tuple_(db.heads.c.run_id, db.heads.c.producer).in_(pairs[j : j + 400]),
+                )
+            ):
+                heads[(r.run_id, r.producer)] = (r.seq, r.event_hash)
+        # Resubmissions: a chain is stored without gaps up to its head, so an event at or below
+        # its producer's head is either the stored event at that seq (answered with its
+        # position) or a fork. Only those are looked up, by (run, producer, seq); new events,
+        # the usual case, cost no lookup at all.
+        olds = sorted({
+            (p.event["run_id"], p.producer, p.event["seq"]) for p in events
+            if (h := heads.get((p.event["run_id"], p.producer))) is not None and p.event["seq"] <= h[0]
+        })
+        existing: dict[str, tuple[int, bytes]] = {}
+        e = db.entries.c
+        for j in range(0, len(olds), 300):
+            for r in conn.execute(
+                sa.select(e.event_id, e.idx, e.leaf_hash).where(
+                    e.log_id == log_id, sa.tuple_(e.run_id, e.producer, e.seq).in_(olds[j : j + 300])
+                )
+            ):
+                existing[r.event_id] = (r.idx, r.leaf_hash)
 
-            # Runs closed by a run.end (stored, or earlier in this batch) take no further event.
-            runs = sorted({p.event["run_id"] for p in events})
-            ended: dict[str, int] = {}
-            for j in range(0, len(runs), 400):
-                for r in conn.execute(
-                    sa.select(db.ended_runs.c.run_id, db.ended_runs.c.end_idx).where(
-                        db.ended_runs.c.log_id == log_id, db.ended_runs.c.run_id.in_(runs[j : j + 400])
-                    )
-                ):
-                    ended[r.run_id] = r.end_idx
-            newly_ended: dict[str, int] = {}
+        # Runs closed by a run.end (stored, or earlier in this batch) take no further event.
+        runs = sorted({p.event["run_id"] for p in events})
+        ended: dict[str, int] = {}
+        for j in range(0, len(runs), 400):
+            for r in conn.execute(
+                sa.select(db.ended_runs.c.run_id, db.ended_runs.c.end_idx).where(
+                    db.ended_runs.c.log_id == log_id, db.ended_runs.c.run_id.in_(runs[j : j + 400])
+                )
+            ):
+                ended[r.run_id] = r.end_idx
+        newly_ended: dict[str, int] = {}
 
-            results: list[AppendResult | None] = []
-            new: list[tuple[int, ParsedEvent]] = []
-            changed_heads: dict[tuple[str, str], tuple[int, str]] = {}
-            in_batch: dict[str, AppendResult] = {}
-            for i, p in enumerate(events):
-                if status.get(p.producer) != "active":
-                    errors.append((i, RevokedKeyError("producer key was revoked", where=f"events[{i}].event.producer")))
+        results: list[AppendResult | None] = []
+        new: list[tuple[int, ParsedEvent]] = []
+        changed_heads: dict[tuple[str, str], tuple[int, str]] = {}
+        in_batch: dict[str, AppendResult] = {}
+        log_key_id = key_id(log.public_key)
+        for i, p in enumerate(events):
+            if admin:
+                if p.producer != log_key_id or not kev.is_reserved_run(p.event["run_id"]):
+                    raise LedgerError("a log record must be signed by the log key in a reserved run", where=log_id)
+            elif status.get(p.producer) != "active":
+                errors.append((i, RevokedKeyError("producer key was revoked", where=f"events[{i}].event.producer")))
+                results.append(None)
+                continue
+            if p.event_id in existing:
+                idx, lh = existing[p.event_id]
+                results.append(AppendResult(idx, p.event_id, lh, True))
+                continue
+            if p.event_id in in_batch:
+                first = in_batch[p.event_id]
+                results.append(AppendResult(first.index, first.event_id, first.leaf_hash, True))
+                continue
+            key = (p.event["run_id"], p.producer)
+            end_idx = ended.get(key[0], newly_ended.get(key[0]))
+            if end_idx is not None:
+                errors.append((i, RunEndedError(
+                    f"run {key[0]!r} was closed by its run.end at index {end_idx}; the log accepts no later "
+                    "event of that run (start a new run with a new run id)", where=f"events[{i}].event.run_id")))
+                results.append(None)
+                continue
+            seq, prev = p.event["seq"], p.event["prev"]
+            head = changed_heads.get(key) or heads.get(key)
+            where = f"events[{i}].event.seq"
+            if head is None:
+                if seq != 0:
+                    errors.append((i, SequenceError(f"producer's first event in run {key[0]!r} must have seq 0, got {seq}", where=where)))
                     results.append(None)
                     continue
-                if p.event_id in existing:
-                    idx, lh = existing[p.event_id]
-                    results.append(AppendResult(idx, p.event_id, lh, True))
-                    continue
-                if p.event_id in in_batch:
-                    first = in_batch[p.event_id]
-                    results.append(AppendResult(first.index, first.event_id, first.leaf_hash, True))
-                    continue
-                key = (p.event["run_id"], p.producer)
-                end_idx = ended.get(key[0], newly_ended.get(key[0]))
-                if end_idx is not None:
-                    errors.append((i, RunEndedError(
-                        f"run {key[0]!r} was closed by its run.end at index {end_idx}; the log accepts no later "
-                        "event of that run (start a new run with a new run id)", where=f"events[{i}].event.run_id")))
+            else:
+                last_seq, last_hash = head
+                if seq <= last_seq:
+                    errors.append((i, ConflictError(f"seq {seq} is already used by another event of this producer in this run (replay or fork)", where=where)))
                     results.append(None)
                     continue
-                seq, prev = p.event["seq"], p.event["prev"]
-                head = changed_heads.get(key) or heads.get(key)
-                where = f"events[{i}].event.seq"
-                if head is None:
-                    if seq != 0:
-                        errors.append((i, SequenceError(f"producer's first event in run {key[0]!r} must have seq 0, got {seq}", where=where)))
-                        results.append(None)
-                        continue
-                else:
-                    last_seq, last_hash = head
-                    if seq <= last_seq:
-                        errors.append((i, ConflictError(f"seq {seq} is already used by another event of this producer in this run (replay or fork)", where=where)))
-                        results.append(None)
-                        continue
-                    if seq != last_seq + 1:
-                        errors.append((i, SequenceError(f"sequence gap: expected seq {last_seq + 1}, got {seq}", where=where)))
-                        results.append(None)
-                        continue
-                    if prev != last_hash:
-                        errors.append((i, SequenceError("prev is not the hash of the producer's previous event", where=f"events[{i}].event.prev")))
-                        results.append(None)
-                        continue
-                changed_heads[key] = (seq, p.event_id)
-                r = AppendResult(size + len(new), p.event_id, p.leaf_hash, False)
-                in_batch[p.event_id] = r
-                new.append((r.index, p))
-                results.append(r)
-                if p.event["type"] == "run.end":
-                    newly_ended[key[0]] = r.index
-            if errors:
-                raise BatchRejected(errors)
-            if new:
-                self._store_new(conn, log_id, size, new, changed_heads, heads)
-                if newly_ended:
-                    conn.execute(db.ended_runs.insert(), [
-                        {"log_id": log_id, "run_id": run, "end_idx": idx} for run, idx in sorted(newly_ended.items())])
-                new_size = size + len(new)
-                conn.execute(db.logs.update().where(db.logs.c.log_id == log_id).values(size=new_size))
-                if new_size - self._last_checkpoint_size(conn, log_id) >= log.checkpoint_every_events:
-                    self._issue_checkpoint(conn, log_id, log.origin, new_size, log.public_key, optional=True)
+                if seq != last_seq + 1:
+                    errors.append((i, SequenceError(f"sequence gap: expected seq {last_seq + 1}, got {seq}", where=where)))
+                    results.append(None)
+                    continue
+                if prev != last_hash:
+                    errors.append((i, SequenceError("prev is not the hash of the producer's previous event", where=f"events[{i}].event.prev")))
+                    results.append(None)
+                    continue
+            changed_heads[key] = (seq, p.event_id)
+            r = AppendResult(size + len(new), p.event_id, p.leaf_hash, False)
+            in_batch[p.event_id] = r
+            new.append((r.index, p))
+            results.append(r)
+            if p.event["type"] == "run.end":
+                newly_ended[key[0]] = r.index
+        if errors:
+            raise BatchRejected(errors)
+        if new:
+            self._store_new(conn, log_id, size, new, changed_heads, heads)
+            if newly_ended:
+                conn.execute(db.ended_runs.insert(), [
+                    {"log_id": log_id, "run_id": run, "end_idx": idx} for run, idx in sorted(newly_ended.items())])
+            new_size = size + len(new)
+            conn.execute(db.logs.update().where(db.logs.c.log_id == log_id).values(size=new_size))
+            if new_size - self._last_checkpoint_size(conn, log_id) >= log.checkpoint_every_events:
+                self._issue_checkpoint(conn, log_id, log.origin, new_size, log.public_key, optional=True)
         return results  # type: ignore[return-value]
 
     def _store_new(
@@ -1059,6 +1173,13 @@ def audit(ledger: Ledger, log_id: str) -> list[str]:
 
     problems: list[str] = []
     info = ledger.log_info(log_id)
+    log_key_id = key_id(info.public_key)
+    # Producer keys by log position (docs/keys.md): from the log's own key events.
+    try:
+        states = kev.key_states((r.idx, json.loads(r.entry)["event"]) for r in ledger.iter_entries(log_id, run_id=kev.KEYS_RUN))
+    except (LedgerError, ValueError, KeyError) as e:
+        problems.append(f"key events: {e}")
+        states = {}
     cps = {c.size: c for c in ledger.list_checkpoints(log_id, limit=10**9)}
     for c in cps.values():
         try:
@@ -1089,6 +1210,11 @@ def audit(ledger: Ledger, log_id: str) -> list[str]:
             continue
         if p.entry != raw:
             problems.append(f"entry {row.idx}: not in canonical form")
+        if kev.is_reserved_run(p.event["run_id"]):
+            if p.producer != log_key_id:
+                problems.append(f"entry {row.idx}: a record of reserved run {p.event['run_id']!r} not signed by the log key")
+        elif (st := states.get(p.producer)) is not None and not st.accepts(row.idx):
+            problems.append(f"entry {row.idx}: producer key {p.producer[:16]} was not registered or was revoked at this position")
         if (p.event_id != row.event_id or row.event_key != db.event_key(p.event_id) or p.producer != row.producer
                 or p.event["seq"] != row.seq):
             problems.append(f"entry {row.idx}: indexed columns disagree with the stored event")

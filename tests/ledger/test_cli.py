@@ -76,21 +76,24 @@ def test_append_prove_show_audit(home, events_file):
     assert "appended 10 events (0 already present)" in out
     again = ok(run(home, "append", "--json", str(path)))
     results = [json.loads(l) for l in again.splitlines()]
-    assert [r["index"] for r in results] == list(range(10)) and all(r["duplicate"] for r in results)
+    # index 0 is the producer's key event (docs/keys.md)
+    assert [r["index"] for r in results] == list(range(1, 11)) and all(r["duplicate"] for r in results)
 
     note = ok(run(home, "show", "--checkpoint"))
-    assert note.splitlines()[1] == "10"  # checkpoint at the end of the 10-event batch (policy: every 4)
+    assert note.splitlines()[1] == "11"  # checkpoint at the end of the 10-event batch (policy: every 4)
     proof = json.loads(ok(run(home, "prove", "--index", "3")))
     assert merkle.verify_inclusion(base64.b64decode(proof["leaf_hash"]), 3, proof["tree_size"],
                                    [base64.b64decode(h) for h in proof["proof"]], base64.b64decode(proof["root"]))
     assert proof["checkpoint"] == note
-    cons = json.loads(ok(run(home, "prove", "--consistency", "4", "10")))
-    assert merkle.verify_consistency(4, 10, [base64.b64decode(h) for h in cons["proof"]],
+    cons = json.loads(ok(run(home, "prove", "--consistency", "4", "11")))
+    assert merkle.verify_consistency(4, 11, [base64.b64decode(h) for h in cons["proof"]],
                                      base64.b64decode(cons["first_root"]), base64.b64decode(cons["second_root"]))
     tlog = ok(run(home, "prove", "--index", "3", "--tlog-proof"))
     assert tlog.startswith("c2sp.org/tlog-proof@v1\nextra ") and "\nindex 3\n" in tlog
     event = json.loads(ok(run(home, "show", "--index", "2")))
-    assert event["index"] == 2 and event["event"]["seq"] == 2
+    assert event["index"] == 2 and event["event"]["seq"] == 1
+    key_event = json.loads(ok(run(home, "show", "--index", "0")))
+    assert key_event["event"]["run_id"] == "rlhf-ledger:keys" and key_event["event"]["type"] == "producer.register"
     assert ok(run(home, "show", "--log-key")).startswith("rlhf-ledger.local/default+")
     assert "consistent with every signed checkpoint" in ok(run(home, "audit"))
 
@@ -113,8 +116,8 @@ def test_append_reports_the_failing_line_and_keeps_earlier_batches(home, events_
     path.write_text("\n".join(lines) + "\n")
     err = one_line_error(run(home, "append", "--batch-size", "4", str(path)))
     assert f"{path}:7: bad_signature" in err and "4 events appended before it" in err
-    assert json.loads(ok(run(home, "show", "--index", "3")))["index"] == 3
-    assert "no entry at index 4" in one_line_error(run(home, "show", "--index", "4"))
+    assert json.loads(ok(run(home, "show", "--index", "4")))["index"] == 4
+    assert "no entry at index 5" in one_line_error(run(home, "show", "--index", "5"))
 
 
 @pytest.mark.parametrize(
@@ -150,5 +153,5 @@ def test_append_keeps_whole_batches_before_a_malformed_line(home, events_file, t
     path.write_text("\n".join(lines) + "\n")
     err = one_line_error(run(home, "append", "--batch-size", "4", "--threads", threads, str(path)))
     assert f"{path}:10: malformed JSON" in err and "8 events appended before it" in err
-    assert json.loads(ok(run(home, "show", "--index", "7")))["index"] == 7
-    assert "no entry at index 8" in one_line_error(run(home, "show", "--index", "8"))
+    assert json.loads(ok(run(home, "show", "--index", "8")))["index"] == 8
+    assert "no entry at index 9" in one_line_error(run(home, "show", "--index", "9"))

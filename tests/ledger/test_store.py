@@ -40,26 +40,27 @@ def snapshot(ledger) -> dict:
 
 
 def test_append_assigns_gap_free_indices_and_proofs_verify(log, producer):
+    # index 0 is the producer's key event (producer.register, docs/keys.md)
     res = log.append(producer.events(60)) + log.append(producer.events(30)) + log.append(producer.events(30))
-    assert [r.index for r in res] == list(range(120))
+    assert [r.index for r in res] == list(range(1, 121))
     assert not any(r.duplicate for r in res)
     # checkpoints are issued at the end of a batch once 50 events have accrued since the last
-    assert [c.size for c in log.list_checkpoints("default")] == [0, 60, 120]
+    assert [c.size for c in log.list_checkpoints("default")] == [0, 61, 121]
     cp = log.latest_checkpoint("default")
     root = log.root("default", cp.size)
     assert root == cp.root
     for i in (0, 1, 49, 99):
-        n, proof = log.inclusion_proof("default", i)
-        assert n == 120
-        assert merkle.verify_inclusion(res[i].leaf_hash, i, n, proof, cp.root)
-    proof = log.consistency_proof("default", 60, 120)
-    assert merkle.verify_consistency(60, 120, proof, log.get_checkpoint("default", 60).root, cp.root)
+        n, proof = log.inclusion_proof("default", res[i].index)
+        assert n == 121
+        assert merkle.verify_inclusion(res[i].leaf_hash, res[i].index, n, proof, cp.root)
+    proof = log.consistency_proof("default", 61, 121)
+    assert merkle.verify_consistency(61, 121, proof, log.get_checkpoint("default", 61).root, cp.root)
 
 
 def test_roots_match_an_independent_recomputation(log, producer):
     envs = producer.events(37)
     res = log.append(envs)
-    hashes = [r.leaf_hash for r in res]
+    hashes = [log.get_entry("default", 0).leaf_hash] + [r.leaf_hash for r in res]  # 0: the key event
     assert log.root("default") == merkle.root_from_leaf_hashes(hashes)
     entry = log.get_entry("default", 5).entry
     assert leaf_hash(entry) == hashes[5]
@@ -70,14 +71,14 @@ def test_resubmission_is_idempotent(log, producer):
     first = log.append(envs)
     before = snapshot(log)
     again = log.append(envs[3:7])
-    assert [r.index for r in again] == [3, 4, 5, 6]
+    assert [r.index for r in again] == [4, 5, 6, 7]  # index 0 is the key event
     assert all(r.duplicate for r in again)
     assert snapshot(log) == before
     # the same event twice in one new batch is stored once
     more = producer.events(2)
     res = log.append([more[0], more[0], more[1]])
-    assert [r.index for r in res] == [10, 10, 11] and res[1].duplicate
-    assert first[0].index == 0
+    assert [r.index for r in res] == [11, 11, 12] and res[1].duplicate
+    assert first[0].index == 1
 
 
 def test_checkpoint_notes_are_signed_c2sp_notes(log, producer):
@@ -85,9 +86,9 @@ def test_checkpoint_notes_are_signed_c2sp_notes(log, producer):
     cp = log.checkpoint("default")
     info = log.log_info("default")
     parsed = parse_and_verify(cp.note, info.origin, info.public_key)
-    assert parsed.size == 3 and parsed.root == log.root("default")
+    assert parsed.size == 4 and parsed.root == log.root("default")  # 3 events after the key event
     lines = cp.note.split("\n")
-    assert lines[0] == "rlhf-ledger.local/default" and lines[1] == "3"
+    assert lines[0] == "rlhf-ledger.local/default" and lines[1] == "4"
     assert base64.b64decode(lines[2]) == cp.root
     assert lines[4].startswith("\u2014 rlhf-ledger.local/default ")
     # on demand again at the same size returns the same checkpoint
@@ -269,7 +270,7 @@ def test_unknown_log_and_index_errors(log, producer):
     with pytest.raises(NotFoundError):
         log.log_info("nope")
     with pytest.raises(NotFoundError):
-        log.get_entry("default", 0)
+        log.get_entry("default", 1)
     with pytest.raises(LedgerError):
         log.inclusion_proof("default", 5, 3)
 
@@ -312,12 +313,12 @@ def test_parallel_prepare_in_worker_processes(log, producer):
     # forkserver: forking the (multi-threaded) test runner could copy a held lock into a worker.
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver")) as ex:
         results = list(log.append_stream(batches, log_id="default", executor=ex))
-        assert [r.index for batch in results for r in batch] == list(range(300))
+        assert [r.index for batch in results for r in batch] == list(range(1, 301))
         with pytest.raises(BatchRejected) as ei:
             list(log.append_stream([bad], log_id="default", executor=ex))
     assert ei.value.errors[0][0] == 42 and ei.value.errors[0][1].code == "bad_signature"
     assert ei.value.errors[0][1].where == "events[42].sig"
-    assert log.size("default") == 300
+    assert log.size("default") == 301
     log.checkpoint("default")
     assert audit(log, "default") == []
 
@@ -334,7 +335,7 @@ def test_parallel_signature_checks_in_threads(log, producer):
     bad[7]["event"]["seq"] = "x"
     with ThreadPoolExecutor(2) as ex:
         results = list(log.append_stream(batches, log_id="default", executor=ex))
-        assert [r.index for batch in results for r in batch] == list(range(300))
+        assert [r.index for batch in results for r in batch] == list(range(1, 301))
         before = snapshot(log)
         with pytest.raises(BatchRejected) as ei:
             list(log.append_stream([bad], log_id="default", executor=ex))
