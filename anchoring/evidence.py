@@ -12,6 +12,7 @@ Merkle-Patricia proof walker), so a builder bug is not mirrored in the check.
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,10 @@ from trie import HexaryTrie
 
 from ledger.errors import ProofError
 
-from .chain import ChainClient, ChainError, ChainUnavailable
+from .chain import ChainClient, ChainError, ChainUnavailable, RPCError
+from .state_proof import build_log_key_proof, verify_log_key_proof
+
+log = logging.getLogger("anchoring.evidence")
 
 EVIDENCE_FORMAT = "rlhf-anchor-evidence"
 EVIDENCE_VERSION = 1
@@ -405,6 +409,13 @@ def build_evidence(client: ChainClient, tx_hash: str, *, contract: str | None = 
     if earlier + position != evidence["log_index"]:
         raise EvidenceError(f"log_index {evidence['log_index']} != {earlier} earlier logs + position {position}",
                             where=tx_hash)
+    # The log key as the contract's storage holds it at this block (docs/anchor-evidence.md,
+    # "Log key proof"): what lets a verifier take the log key from the chain.
+    try:
+        evidence["log_key_proof"] = build_log_key_proof(
+            client, contract_addr, _unhex(lg["topics"][1], where="topic1"), evidence["block_number"], rlp.decode(header)[3])
+    except RPCError as e:  # no eth_getProof (or no state for that block): the anchor stands, the key is not proven
+        log.warning("anchor %s: no log key proof (%s); verifiers must pin the log key for this anchor", tx_hash, e)
     verify_evidence(evidence)
     return evidence
 
@@ -425,6 +436,8 @@ class VerifiedAnchor:
     root_hash: bytes
     cid: str
     submitter: str
+    log_key: bytes | None = None  # the contract's logKey[logId] at this block, when log_key_proof is present
+    code_hash: bytes | None = None  # the contract's code hash at this block (same proof)
 
 
 def _nibbles(key: bytes) -> list[int]:
@@ -592,7 +605,11 @@ def verify_evidence(ev: dict[str, Any], *, block_hash: str | bytes | None = None
     if "submitter" in ev and ev["submitter"] != submitter:
         raise EvidenceError(f"states {ev['submitter']} but the log has {submitter}", where="evidence.submitter")
     _require(ev, "chain_id", int)
+    code_hash = log_key = None
+    if "log_key_proof" in ev:  # 6. the log key in the contract's storage at this block
+        code_hash, log_key = verify_log_key_proof(fields[3], address, topics[1], ev["log_key_proof"])
     return VerifiedAnchor(
         chain_id=ev["chain_id"], contract=contract, block_number=number, block_hash=bhash, timestamp=timestamp,
         log_id=topics[1], tree_size=tree_size, root_hash=root_hash, cid=cid, submitter=submitter,
+        log_key=log_key, code_hash=code_hash,
     )
