@@ -17,12 +17,13 @@ import sqlalchemy as sa
 from . import db
 from .errors import LedgerError, NotFoundError
 from .events import now_ts
+from .key_events import KEYS_RUN
 from .run_index import run_membership
 from .store import Ledger
 
-MEDIA_TYPE = "application/vnd.rlhf-ledger.bundle.v1+jsonl"
+MEDIA_TYPE = "application/vnd.rlhf-ledger.bundle.v2+jsonl"
 FORMAT = "rlhf-ledger-bundle"
-VERSION = 1
+VERSION = 2
 INCLUSION_MODE_MAX_EVENTS = 1000  # above this, tree mode is smaller and faster to verify
 SETTLED = ("confirmed", "finalized")
 
@@ -63,16 +64,16 @@ def _scope_filter(scope: Scope, log_id: str) -> Any:
     raise LedgerError(f"unknown bundle scope {scope.type!r}", where="scope")
 
 
-def _scope_stats(ledger: Ledger, log_id: str, scope: Scope) -> tuple[int, int, list[str]]:
+def _scope_stats(ledger: Ledger, log_id: str, scope: Scope) -> tuple[int, int, int]:
+    """(number of events, first index, last index) of the scope."""
     e = db.entries.c
     cond = _scope_filter(scope, log_id)
     with ledger.read_engine.connect() as conn:
-        count, last = conn.execute(sa.select(sa.func.count(), sa.func.max(e.idx)).where(cond)).one()
-        producers = [r[0] for r in conn.execute(sa.select(e.producer).where(cond).distinct())]
+        count, first, last = conn.execute(sa.select(sa.func.count(), sa.func.min(e.idx), sa.func.max(e.idx)).where(cond)).one()
         conn.rollback()
     if not count:
         raise NotFoundError(f"no events in scope {scope.as_json()}", where=f"log {log_id!r}")
-    return int(count), int(last), sorted(producers)
+    return int(count), int(first), int(last)
 
 
 def _settled_anchors(ledger: Ledger, log_id: str) -> dict[int, dict]:
@@ -97,7 +98,7 @@ def iter_bundle_lines(
 ) -> Iterator[str]:
     """Yield the bundle's lines. `content_store` (get(cid) -> bytes) adds manifests offline."""
     info = ledger.log_info(log_id)
-    count, last_index, producer_ids = _scope_stats(ledger, log_id, scope)
+    count, first_index, last_index = _scope_stats(ledger, log_id, scope)
     anchors = _settled_anchors(ledger, log_id)
     anchored_sizes = sorted(s for s in anchors if s > 0)
     covering = [s for s in anchored_sizes if s > last_index]
@@ -114,24 +115,14 @@ def iter_bundle_lines(
                 code="not_checkpointed",
             )
         target = later[0]
-    # Every anchored checkpoint the log knows, also those after `target` (the one the events are
-    # proven against), tied by consistency proofs: a verifier reading the contract's Anchored
-    # events can then show each anchored root consistent with the bundle (docs/bundle-format.md).
-    sizes = sorted(set(anchored_sizes) | {target})
+    # The final checkpoint `target` (the first anchored one after the last event) and every
+    # anchored checkpoint before it that covers an event of the scope: each event's anchoring
+    # time is its first covering anchor's (docs/bundle-format.md, "Record order").
+    sizes = sorted({s for s in anchored_sizes if first_index < s <= target} | {target})
     mode = mode or ("inclusion" if count <= INCLUSION_MODE_MAX_EVENTS else "tree")
     if mode not in ("inclusion", "tree"):
         raise LedgerError(f"unknown bundle mode {mode!r}", where="mode")
 
-    keys = {p["key_id"]: p for p in ledger.producers(log_id)}
-    producers = []
-    for kid in producer_ids:
-        p = keys[kid]
-        rec = {"key_id": kid, "public_key": p["public_key"], "status": p["status"]}
-        if p["revoked_at"]:
-            from datetime import datetime, timezone
-
-            rec["revoked_at"] = datetime.fromtimestamp(p["revoked_at"], timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        producers.append(rec)
     records = 0
 
     def emit(obj: dict) -> str:
@@ -149,7 +140,6 @@ def iter_bundle_lines(
             "mode": mode,
             "scope": scope.as_json(),
             "log": {"log_id": log_id, "origin": info.origin, "public_key": _b64(info.public_key)},
-            "producers": producers,
         }
     )
     for s in sizes:
@@ -167,15 +157,23 @@ def iter_bundle_lines(
             rec["manifest"] = _b64(content_store.get(row["cid"]))
         yield emit(rec)
 
+    # The log's key events below the final checkpoint, complete by their run-index record: what
+    # proves each producer key's registration and revocation positions (docs/keys.md).
+    key_rows = list(ledger.iter_entries(log_id, 0, target, run_id=KEYS_RUN))
+    if key_rows:
+        index, record, position, proof = run_membership(ledger, log_id, KEYS_RUN, target)
+        yield emit({"kind": "keys", "checkpoint_size": target, "note": index.note, "record": record,
+                    "index": position, "proof": [_b64(h) for h in proof]})
+        for row in key_rows:
+            _, proof = ledger.inclusion_proof(log_id, row.idx, target)
+            yield emit({"kind": "key_event", "index": row.idx, "envelope": json.loads(row.entry),
+                        "inclusion": [_b64(h) for h in proof]})
+
     if scope.type == "run":
         # The log's signed statement of the run's membership at the bundle's final checkpoint
         # (docs/run-index.md): the verifier proves from it that no event of the run is missing.
-        # At the newest checkpoint of the bundle, so that no later checkpoint it carries can
-        # hold events of the run that the bundle leaves out (the run's events are all below
-        # `target`, and so below it).
-        newest = sizes[-1]
-        index, record, position, proof = run_membership(ledger, log_id, scope.run_id, newest)  # type: ignore[arg-type]
-        yield emit({"kind": "run", "checkpoint_size": newest, "note": index.note, "record": record,
+        index, record, position, proof = run_membership(ledger, log_id, scope.run_id, target)  # type: ignore[arg-type]
+        yield emit({"kind": "run", "checkpoint_size": target, "note": index.note, "record": record,
                     "index": position, "proof": [_b64(h) for h in proof]})
 
     events = 0

@@ -54,12 +54,17 @@ def anchored(anvil, owner, backend):
 
 
 def _verify(path, led, owner, anvil, *extra) -> subprocess.CompletedProcess:
-    vkey = led.log_info(LOG).vkey
-    cmd = [sys.executable, "-m", "rlhf_verifier", str(path), "--log-key", vkey, "--trust-bundle-producers",
+    """The regulator's minimal command (issue 12): chain id, contract and their own node; no key
+    from the exporter: the log key comes from the contract, producer keys from the log."""
+    cmd = [sys.executable, "-m", "rlhf_verifier", str(path),
            "--chain-id", str(anvil.chain_id), "--contract", owner.contract_address, "--json",
-           # the chain is pinned, so the anchors must be confirmed (docs/verifier.md): by the node itself
            "--rpc", anvil.rpc_url, *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def _final_block_hash(path) -> str:
+    anchors = [json.loads(x) for x in path.read_text().splitlines() if '"kind":"anchor"' in x]
+    return anchors[-1]["evidence"]["block_hash"]
 
 
 @pytest.mark.parametrize(
@@ -79,7 +84,16 @@ def test_exported_bundles_verify(anchored, anvil, tmp_path, scope, mode):
     res = _verify(path, led, owner, anvil)
     assert res.returncode == 0, res.stdout + res.stderr
     report = json.loads(res.stdout)
-    assert report["valid"] is True if "valid" in report else report["verdict"] == "valid"
+    assert report["verdict"] == "valid"
+    info = led.log_info(LOG)
+    assert report["trusted"]["log_keys"] == [info.vkey]
+    assert "the contract's storage at block" in report["trusted"]["log_keys_source"]
+    assert len(report["trusted"]["producer_keys"]) == 2
+    # offline, with one block hash the regulator trusts (the final anchor's block)
+    cmd = [sys.executable, "-m", "rlhf_verifier", str(path), "--chain-id", str(anvil.chain_id),
+           "--contract", owner.contract_address, "--trusted-block-hash", _final_block_hash(path), "--json"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
 
 
 def test_auditor_bundle_openings_verify(anchored, anvil, tmp_path):

@@ -34,7 +34,11 @@ from ledger.merkle import InMemoryTree
 from ledger.run_index import records_from_entries, sign_index
 
 ANCHORED_TOPIC = keccak(b"Anchored(bytes32,uint64,bytes32,string,address)")
-MEDIA_TYPE = "application/vnd.rlhf-ledger.bundle.v1+jsonl"
+MEDIA_TYPE = "application/vnd.rlhf-ledger.bundle.v2+jsonl"
+KEYS_RUN = "rlhf-ledger:keys"
+# keccak256 of the ProvenanceAnchor runtime code (docs/contract.md, "Code hash"), from the artifact
+CODE_HASH = keccak(bytes.fromhex(json.loads((Path(__file__).resolve().parents[2] / "anchoring" / "artifacts" /
+                                             "ProvenanceAnchor.json").read_text())["deployedBytecode"][2:]))
 CHAIN_ID = 31337
 CONTRACT = bytes.fromhex("5fbdb2315678afecb367f032d93f642f64180aa3")
 SUBMITTER = bytes.fromhex("f39fd6e51aad88f6f4ce6ab8827279cfffb92266")
@@ -53,8 +57,26 @@ def _int(n: int) -> bytes:
     return n.to_bytes((n.bit_length() + 7) // 8, "big") if n else b""
 
 
-def make_block(number: int, timestamp: int, size: int, root: bytes, cid: str, log_id: bytes) -> dict[str, Any]:
-    """A block with two receipts; ours is at tx index 1 with the Anchored log at position 1."""
+def state_for(log_id: bytes, log_key: bytes, code_hash: bytes = CODE_HASH) -> tuple[bytes, dict]:
+    """(state root, log_key_proof) of a synthetic state: the contract's account (code hash, a
+    storage trie holding logKey[log_id] at its ProvenanceAnchor slot and one other slot) beside
+    another account, built with py-trie as EIP-1186 describes (docs/anchor-evidence.md)."""
+    slot = keccak(log_id + (4).to_bytes(32, "big"))
+    storage = HexaryTrie({})
+    storage[keccak(slot)] = rlp.encode(log_key.lstrip(b"\x00"))
+    storage[keccak((0).to_bytes(32, "big"))] = rlp.encode(SUBMITTER)  # owner
+    state = HexaryTrie({})
+    state[keccak(CONTRACT)] = rlp.encode([_int(1), _int(0), storage.root_hash, code_hash])
+    state[keccak(SUBMITTER)] = rlp.encode([_int(7), _int(10**18), keccak(rlp.encode(b"")), keccak(b"")])
+    proof = {"account_proof": ["0x" + rlp.encode(n).hex() for n in state.get_proof(keccak(CONTRACT))],
+             "storage_proof": ["0x" + rlp.encode(n).hex() for n in storage.get_proof(keccak(slot))]}
+    return state.root_hash, proof
+
+
+def make_block(number: int, timestamp: int, size: int, root: bytes, cid: str, log_id: bytes,
+               log_key: bytes | None = None, code_hash: bytes = CODE_HASH) -> dict[str, Any]:
+    """A block with two receipts; ours is at tx index 1 with the Anchored log at position 1.
+    With `log_key`, the evidence carries a log key proof against the header's state root."""
     other_log = [CONTRACT, [keccak(b"Authorized(address)"), b"\x00" * 12 + SUBMITTER], b""]
     data = abi_encode(["uint64", "bytes32", "string"], [size, root, cid])
     anchored = [CONTRACT, [ANCHORED_TOPIC, log_id, b"\x00" * 12 + SUBMITTER], data]
@@ -66,8 +88,9 @@ def make_block(number: int, timestamp: int, size: int, root: bytes, cid: str, lo
     for i, r in enumerate(receipts):
         t[rlp.encode(i)] = r
     proof = [rlp.encode(n) for n in t.get_proof(rlp.encode(1))]
+    state_root, key_proof = state_for(log_id, log_key, code_hash) if log_key is not None else (b"\x22" * 32, None)
     header = [
-        b"\x11" * 32, keccak(rlp.encode([])), b"\x00" * 20, b"\x22" * 32, b"\x33" * 32, t.root_hash,
+        b"\x11" * 32, keccak(rlp.encode([])), b"\x00" * 20, state_root, b"\x33" * 32, t.root_hash,
         b"\x00" * 256, _int(0), _int(number), _int(30_000_000), _int(111000), _int(timestamp), b"anvil",
         b"\x00" * 32, b"\x00" * 8, _int(7), b"\x44" * 32, _int(0), _int(0), b"\x55" * 32, b"\x66" * 32,
     ]
@@ -79,7 +102,7 @@ def make_block(number: int, timestamp: int, size: int, root: bytes, cid: str, lo
         "receipt_log_position": 1, "block_header_rlp": "0x" + header_rlp.hex(), "receipt_rlp": "0x" + receipts[1].hex(),
         "receipt_proof": ["0x" + n.hex() for n in proof], "log_id": "0x" + log_id.hex(), "tree_size": size,
         "root_hash": "0x" + root.hex(), "cid": cid,
-    }
+    } | ({"log_key_proof": key_proof} if key_proof is not None else {})
 
 
 def run_events(n_updates: int = 3, *, epsilon_budget: float = 8.0, released_ok: bool = True,
@@ -126,6 +149,7 @@ class Built:
     lines: list[str] = field(default_factory=list)
 
     def args(self, *extra: str) -> list[str]:
+        """Every pin: log key, producer keys, chain, contract and each anchor's block hash."""
         a = [str(self.path), "--log-key", self.log_vkey, "--chain-id", str(self.chain_id), "--contract", self.contract]
         for k in self.producer_keys:
             a += ["--producer-key", k]
@@ -133,16 +157,25 @@ class Built:
             a += ["--trusted-block-hash", h]
         return a + list(extra)
 
+    def minimal_args(self, *extra: str) -> list[str]:
+        """The regulator's minimal command (issue 12): chain id, contract, one trusted block hash."""
+        return [str(self.path), "--chain-id", str(self.chain_id), "--contract", self.contract,
+                "--trusted-block-hash", self.block_hashes[-1], *extra]
+
 
 def build_bundle(path: Path, *, mode: str = "inclusion", checkpoint_sizes: list[int] | None = None,
                  anchor_sizes: list[int] | None = None, events: list[tuple[str, dict]] | None = None,
                  anchor_delay: int = 60, extra_leaves: int = 0, manifest: bool = True,
                  producers: int = 1, run_id: str = "run-1", log_id: str = "log-1", run_record: bool = True,
-                 times: list[float] | None = None, block_time: int | None = None) -> Built:
+                 times: list[float] | None = None, block_time: int | None = None, key_events: bool = False,
+                 revoke_after: int | None = None, key_proof: bool = True) -> Built:
     """Write a bundle. All events are in scope; `extra_leaves` foreign entries are appended first
     (in tree mode they appear as `leaf` records). `times`: each event's time in seconds after T0
     (default 0, 1, 2, ...); `block_time`: every anchor block's timestamp (default: the last
-    covered event's time + `anchor_delay`)."""
+    covered event's time + `anchor_delay`). `key_events`: the log registers each producer with a
+    key event (docs/keys.md) before the run, and the bundle carries them (`keys`, `key_event`);
+    `revoke_after`: with key events, producer 0 is revoked right after the run's event of that
+    position. `key_proof`: each anchor's evidence proves the log key from the contract's state."""
     log_signer = Signer.from_seed(hashlib.sha256(b"log").digest())
     signers = [Signer.from_seed(hashlib.sha256(b"producer%d" % i).digest()) for i in range(producers)]
     origin = default_origin(log_id)
@@ -154,6 +187,22 @@ def build_bundle(path: Path, *, mode: str = "inclusion", checkpoint_sizes: list[
     state: dict[str, tuple[int, str | None]] = {}
     records: list[tuple[int, dict, float]] = []
     index_entries: list[tuple[int, tuple]] = []  # for the run index (docs/run-index.md)
+    key_records: list[tuple[int, dict]] = []
+    key_state: list = [0, None]  # the log key's chain in KEYS_RUN
+
+    def key_event(typ: str, body: dict) -> None:
+        ev = make_event(log_id=log_id, run_id=KEYS_RUN, type=typ, producer=log_signer.key_id, seq=key_state[0],
+                        prev=key_state[1], body=body, ts=ts(0))
+        env = sign_event(ev, log_signer)
+        eid = hashlib.sha256(canonicalize(ev)).hexdigest()
+        idx = tree.append(canonicalize(env))
+        key_records.append((idx, env))
+        index_entries.append((idx, (KEYS_RUN, log_signer.key_id, key_state[0], eid, typ, tree.leaf_hash(idx))))
+        key_state[:] = [key_state[0] + 1, eid]
+
+    if key_events:
+        for sg in signers:
+            key_event("producer.register", {"key_id": sg.key_id, "public_key": b64(sg.public_key)})
     for k, (typ, body) in enumerate(evs):
         s = signers[k % producers]
         seq, prev = state.get(s.key_id, (0, None))
@@ -166,14 +215,15 @@ def build_bundle(path: Path, *, mode: str = "inclusion", checkpoint_sizes: list[
         records.append((idx, env, t))
         event_id = hashlib.sha256(canonicalize(ev)).hexdigest()
         index_entries.append((idx, (run_id, s.key_id, seq, event_id, typ, tree.leaf_hash(idx))))
+        if key_events and revoke_after == k:
+            key_event("producer.revoke", {"key_id": signers[0].key_id})
     total = tree.size
     cps = checkpoint_sizes or [total]
     anchors = anchor_sizes if anchor_sizes is not None else cps
     lines: list[dict] = [{
-        "kind": "header", "format": "rlhf-ledger-bundle", "version": 1, "media_type": MEDIA_TYPE, "created": ts(9999),
+        "kind": "header", "format": "rlhf-ledger-bundle", "version": 2, "media_type": MEDIA_TYPE, "created": ts(9999),
         "mode": mode, "scope": {"type": "run", "run_id": run_id},
         "log": {"log_id": log_id, "origin": origin, "public_key": b64(log_signer.public_key)},
-        "producers": [{"key_id": s.key_id, "public_key": b64(s.public_key), "status": "active"} for s in signers],
     }]
     notes = {}
     for size in cps:
@@ -189,17 +239,25 @@ def build_bundle(path: Path, *, mode: str = "inclusion", checkpoint_sizes: list[
         cid = cid_for_bytes(man)
         last_ts = max(r[2] for r in records if r[0] < size) if any(r[0] < size for r in records) else 0
         bt = block_time if block_time is not None else int((T0 + timedelta(seconds=last_ts)).timestamp()) + anchor_delay
-        ev = make_block(100 + n, bt, size,
-                        tree.root(size), cid, log_id_hash)
+        ev = make_block(100 + n, bt, size, tree.root(size), cid, log_id_hash,
+                        log_signer.public_key if key_proof else None)
         block_hashes.append(ev["block_hash"])
         rec = {"kind": "anchor", "checkpoint_size": size, "cid": cid, "evidence": ev}
         if manifest:
             rec["manifest"] = b64(man)
         lines.append(rec)
     final = cps[-1]
+    run_records = records_from_entries(e for i, e in index_entries if i < final)
+    ri, ri_tree = sign_index(origin, final, run_records, log_signer)
+    if key_records:
+        pos = next(i for i, (r, _) in enumerate(run_records) if r == KEYS_RUN)
+        lines.append({"kind": "keys", "checkpoint_size": final, "note": ri.note, "record": run_records[pos][1],
+                      "index": pos, "proof": [b64(x) for x in ri_tree.inclusion_proof(pos)]})
+        for idx, env in key_records:
+            if idx < final:
+                lines.append({"kind": "key_event", "index": idx, "envelope": env,
+                              "inclusion": [b64(x) for x in tree.inclusion_proof(idx, final)]})
     if run_record:
-        run_records = records_from_entries(e for i, e in index_entries if i < final)
-        ri, ri_tree = sign_index(origin, final, run_records, log_signer)
         pos = next(i for i, (r, _) in enumerate(run_records) if r == run_id)
         lines.append({"kind": "run", "checkpoint_size": final, "note": ri.note, "record": run_records[pos][1],
                       "index": pos, "proof": [b64(x) for x in ri_tree.inclusion_proof(pos)]})

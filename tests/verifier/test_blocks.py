@@ -6,11 +6,13 @@ import pytest
 
 from factory import build_bundle
 from rlhf_verifier import verify
+from rlhf_verifier.cli import load_log_key, load_producer_key
 from rlhf_verifier.verify import CannotRun, Options, verify_file
 
 
 def _opts(b, jobs):
-    return Options(trust_bundle_log_key=True, trust_bundle_producers=True, jobs=jobs)
+    return Options(log_keys=[load_log_key(b.log_vkey)], producer_keys=[load_producer_key(k) for k in b.producer_keys],
+                   jobs=jobs)
 
 
 def _run(b, jobs):

@@ -47,13 +47,22 @@ def test_unanchored_events_and_untrusted_block(tmp_path, capsys):
     b = build_bundle(tmp_path / "b.jsonl", checkpoint_sizes=[5, 11], anchor_sizes=[5])
     b.block_hashes = ["0x" + "00" * 32]
     code, out, _ = run_cli(b.args("--rules", "eu-ai-act"), capsys)
-    assert code == 1 and "not among the trusted block hashes" in out
+    assert code == 1 and "is not the block of any anchor in this bundle" in out and "[anchor.coverage]" in out
 
 
 def test_wrong_keys_and_tampered_event(tmp_path, capsys):
     b = build_bundle(tmp_path / "b.jsonl")
     other = build_bundle(tmp_path / "o.jsonl", log_id="other-log")
-    code, out, _ = run_cli([b.path, "--log-key", other.log_vkey, "--trust-bundle-producers"], capsys)
+    from ledger.checkpoints import vkey
+    from ledger.keys import Signer
+
+    stranger = vkey("rlhf-ledger.local/log-1", Signer.generate().public_key)  # the right name, another key
+    args = b.args()
+    args[args.index("--log-key") + 1] = stranger
+    code, out, _ = run_cli(args, capsys)
+    assert code == 1 and "[log_key]" in out and "is not the key the contract holds" in out
+    # with no anchor confirmed, the wrong pinned key is all there is: no checkpoint verifies
+    code, out, _ = run_cli([b.path, "--log-key", other.log_vkey, "--producer-key", b.producer_keys[0]], capsys)
     assert code == 1 and "not signed by any trusted log key" in out
     lines = b.path.read_text().splitlines()
     i = next(k for k, l in enumerate(lines) if '"kind": "event"' in l)
@@ -77,7 +86,7 @@ def test_dropped_event_breaks_chain_and_count(tmp_path, capsys):
 
 MALFORMED = {
     "truncated": lambda lines: lines[:-3],
-    "wrong_version": lambda lines: [lines[0].replace('"version": 1', '"version": 2')] + lines[1:],
+    "wrong_version": lambda lines: [lines[0].replace('"version": 2', '"version": 1')] + lines[1:],
     "not_json": lambda lines: lines[:3] + ["{not json"] + lines[4:],
     "huge_number": lambda lines: lines[:1] + [lines[1].replace('"size": ', '"size": 1' + "0" * 400 + ", \"x\": ")] + lines[2:],
     "huge_integer_5000_digits": lambda lines: lines[:1] + [lines[1].replace('"size": ', '"size": 1' + "0" * 5000 + ", \"x\": ")] + lines[2:],
@@ -108,8 +117,8 @@ def test_malformed_bundles(tmp_path, capsys, name):
 def test_missing_trust_is_exit_2(tmp_path, capsys):
     b = build_bundle(tmp_path / "b.jsonl")
     code, _, err = run_cli([b.path], capsys)
-    assert code == 2 and "no trusted log key" in err
-    code, _, err = run_cli([tmp_path / "missing.jsonl", "--trust-bundle-log-key", "--trust-bundle-producers"], capsys)
+    assert code == 2 and "nothing to verify against" in err
+    code, _, err = run_cli([tmp_path / "missing.jsonl", "--trusted-block-hash", b.block_hashes[0]], capsys)
     assert code == 2 and "cannot open" in err
 
 

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 FORMAT = "rlhf-ledger-bundle"
-VERSION = 1
-MEDIA_TYPE = "application/vnd.rlhf-ledger.bundle.v1+jsonl"
+VERSION = 2  # docs/bundle-format.md; version 1 (producer keys in the header) is not read
+MEDIA_TYPE = "application/vnd.rlhf-ledger.bundle.v2+jsonl"
 MAX_LINE_BYTES = 8 * 1024 * 1024
 MAX_DEPTH = 128
 

@@ -108,19 +108,20 @@ def _hex(value: str, n: int, what: str) -> bytes:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rlhf-verify", description="Verify an rlhf-ledger proof bundle offline.")
     p.add_argument("bundle", help="the .rlhfbundle.jsonl file")
-    p.add_argument("--log-key", action="append", default=[], metavar="VKEY|@FILE",
-                   help="trusted log verifier key (a value; @path reads it from a file)")
-    p.add_argument("--log-key-file", action="append", default=[], metavar="FILE", help="trusted log key from a file")
-    p.add_argument("--trust-bundle-log-key", action="store_true", help="trust the log key in the bundle header")
-    p.add_argument("--producer-key", action="append", default=[], metavar="KEY|@FILE",
-                   help="trusted producer key (base64/hex value; @path reads a key file)")
-    p.add_argument("--producer-key-file", action="append", default=[], metavar="FILE",
-                   help="trusted producer key from a file (raw base64/hex or JSON with public_key)")
-    p.add_argument("--trust-bundle-producers", action="store_true", help="trust the bundle's producer list")
     p.add_argument("--chain-id", type=int, help="the chain the anchors must be on")
     p.add_argument("--contract", help="the anchor contract address (0x...)")
     p.add_argument("--trusted-block-hash", action="append", default=[], metavar="0x..",
-                   help="block hash(es) you trust; every anchor block must be one of them")
+                   help="a block hash you trust (from your own node, an explorer you trust, a finalized checkpoint); "
+                        "an anchor in that block is confirmed")
+    p.add_argument("--log-key", action="append", default=[], metavar="VKEY|@FILE",
+                   help="optional pin: the log's verifier key, which must agree with the key the contract holds "
+                        "(a value; @path reads it from a file)")
+    p.add_argument("--log-key-file", action="append", default=[], metavar="FILE", help="optional log key pin from a file")
+    p.add_argument("--producer-key", action="append", default=[], metavar="KEY|@FILE",
+                   help="optional pin: only these producer keys are trusted (base64/hex value; @path reads a key file); "
+                        "their registration and revocation are still judged by the log's key events")
+    p.add_argument("--producer-key-file", action="append", default=[], metavar="FILE",
+                   help="optional producer key pin from a file (raw base64/hex or JSON with public_key)")
     p.add_argument("--rules", help="compliance rule set, e.g. eu-ai-act (= eu-ai-act@1)")
     p.add_argument("--weights", metavar="PATH",
                    help="a released .safetensors file or directory: its weights digest must equal the run's released_weights_digest")
@@ -208,6 +209,9 @@ def _main(argv: list[str]) -> int:
     a = build_parser().parse_args(argv)
     try:
         log_keys, log_src, prod_keys, prod_src = trust_inputs(a)
+        if not (a.trusted_block_hash or a.rpc or log_keys):
+            raise UsageError("nothing to verify against: give the chain you trust (--chain-id, --contract and "
+                             "--trusted-block-hash 0x.. or --rpc URL), or pin the log key (--log-key)")
         if not (a.max_clock_skew >= 0 and a.max_clock_skew < 1e9):
             raise UsageError("--max-clock-skew must be a number of seconds >= 0")
         if a.max_delta is not None and not 0 < a.max_delta < 1:
@@ -216,9 +220,7 @@ def _main(argv: list[str]) -> int:
             log_keys=log_keys, log_key_sources=log_src,
             producer_key_sources=prod_src,
             allow_unanchored=a.allow_unanchored, max_clock_skew=a.max_clock_skew, max_delta=a.max_delta,
-            trust_bundle_log_key=a.trust_bundle_log_key,
             producer_keys=prod_keys,
-            trust_bundle_producers=a.trust_bundle_producers,
             chain_id=a.chain_id,
             contract=_hex(a.contract, 20, "--contract") if a.contract else None,
             trusted_block_hashes={_hex(h, 32, "--trusted-block-hash") for h in a.trusted_block_hash},

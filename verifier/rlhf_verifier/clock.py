@@ -5,22 +5,13 @@ An event's `ts` is the producer's claim. The only time the verifier can prove is
 time of a confirmed anchor whose checkpoint covers the event: the event was in the log no
 later than that block. So:
 - with a pinned chain every event must be under a confirmed anchor (unless --allow-unanchored);
-- an event dated after its covering anchor's block time (beyond --max-clock-skew) is a finding;
-- a revoked producer's event counts only when a confirmed anchor proves it was logged before
-  the (unsigned, header-claimed) revoked_at; a back-dated `ts` proves nothing.
+- an event dated after its covering anchor's block time (beyond --max-clock-skew) is a finding.
+Revocation is judged by log position, never by time (worker.py, docs/keys.md).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
-
-
-def _iso(t: float) -> str:
-    try:
-        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    except (OverflowError, ValueError, OSError):
-        return f"{t:.0f}s since the epoch"
 
 
 def event_findings(v: Any, index: int | None, producer: str, ts: float, delay: float | None,
@@ -35,13 +26,4 @@ def event_findings(v: Any, index: int | None, producer: str, ts: float, delay: f
     if delay is not None and -delay > o.max_clock_skew:
         out.append(("clock", f"event time (producer's claim) is {-delay:.0f}s after the block time of the anchor "
                              f"that covers it (allowed skew {o.max_clock_skew:g}s)"))
-    revoked_at = v.revoked.get(producer)
-    if revoked_at is not None:
-        if delay is None:
-            out.append(("producer_key", f"producer key revoked at {_iso(revoked_at)} (unsigned header claim) and no "
-                                        "confirmed anchor proves this event was logged before the revocation"))
-        elif ts + delay >= revoked_at:
-            out.append(("producer_key", f"producer key revoked at {_iso(revoked_at)} (unsigned header claim); the "
-                                        f"first confirmed anchor covering this event is at {_iso(ts + delay)}, not "
-                                        "before the revocation"))
     return out

@@ -74,6 +74,7 @@ class BlockHeader:
     timestamp: int
     receipts_root: bytes
     parent_hash: bytes
+    state_root: bytes
 
 
 def decode_header(rlp_bytes: bytes) -> BlockHeader:
@@ -81,11 +82,11 @@ def decode_header(rlp_bytes: bytes) -> BlockHeader:
         fields = decode(rlp_bytes)
         if not isinstance(fields, list) or len(fields) < 15 or not all(isinstance(f, bytes) for f in fields):
             raise EvidenceError("block header must be an RLP list of at least 15 byte strings", "evidence.header")
-        for i in (0, 5):
+        for i in (0, 3, 5):
             if not isinstance(fields[i], bytes) or len(fields[i]) != 32:
                 raise EvidenceError("block header hash fields must be 32 bytes", "evidence.header")
         return BlockHeader(keccak256(rlp_bytes), to_int(fields[8], "header number"),
-                           to_int(fields[11], "header timestamp"), fields[5], fields[0])
+                           to_int(fields[11], "header timestamp"), fields[5], fields[0], fields[3])
     except RLPError as e:
         raise EvidenceError(f"block header is not valid RLP: {e}", "evidence.header") from None
 
@@ -166,6 +167,10 @@ class Anchor:
     root_hash: bytes
     cid: str
     submitter: bytes
+    # From `log_key_proof` (anchor-evidence.md, "Log key proof"), when present: the contract's
+    # code hash and its logKey[logId] at the end of this block.
+    code_hash: bytes | None = None
+    log_key: bytes | None = None
 
 
 EVIDENCE_FIELDS = ("format", "version", "chain_id", "contract", "tx_hash", "tx_index", "block_number", "block_hash", "log_index",
@@ -235,8 +240,13 @@ def verify_evidence(ev: Any) -> Anchor:
     if size != tree_size or root != root_hash or lcid != cid:
         raise EvidenceError("Anchored log (treeSize, rootHash, cid) differs from the evidence's claimed fields",
                             "evidence.log")
+    code_hash = log_key = None
+    if "log_key_proof" in ev:
+        from .logkey import verify_log_key_proof
+
+        code_hash, log_key = verify_log_key_proof(header.state_root, contract, log_id, ev["log_key_proof"])
     return Anchor(chain_id, contract, tx_hash, block_number, block_hash, header.timestamp, log_id, tree_size,
-                  root_hash, cid, lg.topics[2][12:])
+                  root_hash, cid, lg.topics[2][12:], code_hash, log_key)
 
 
 def _int_bytes(n: int) -> bytes:

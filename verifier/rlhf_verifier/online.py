@@ -3,7 +3,10 @@ what is checked here (extra `online`: httpx).
 
 --rpc URL: the anchor block is canonical (eth_getBlockByNumber returns the same hash) and at
     least `min_confirmations` deep; `latest(logId)` on the contract returns a size >= the
-    anchored size, with the same root when the sizes are equal.
+    anchored size, with the same root when the sizes are equal; without a log key proof in the
+    evidence, the contract's code (eth_getCode) must be a known ProvenanceAnchor. No scan for
+    other anchors of the log is needed: that contract refuses a root that does not extend the
+    anchored one (docs/contract.md).
 --ipfs URL: each anchor's manifest is fetched by CID (gateway `/ipfs/<cid>` or Kubo RPC
     `/api/v0/cat`) and must hash to that CID.
 """
@@ -13,7 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 from .cid import CIDError, check_content
-from .evidence import ANCHORED_TOPIC, Anchor, EvidenceError, decode_anchored_data
+from .evidence import Anchor
+from .logkey import KNOWN_CODE_HASHES
 from .rlp import keccak256
 
 LATEST_SELECTOR = keccak256(b"latest(bytes32)")[:4]
@@ -87,51 +91,17 @@ class RpcChecker:
                 return f"contract's latest size {size} is below the anchored size {a.tree_size} (rolled back?)"
             if size == a.tree_size and root != a.root_hash:
                 return f"contract's latest root for size {size} differs from the anchored root"
+            if a.code_hash is None:  # no log key proof in the evidence: ask the node for the code
+                code = self.call("eth_getCode", ["0x" + a.contract.hex(), hex(a.block_number)])
+                h = keccak256(bytes.fromhex(code[2:]))
+                if h not in KNOWN_CODE_HASHES:
+                    return (f"the contract's code at block {a.block_number} (hash 0x{h.hex()}) is not a ProvenanceAnchor "
+                            "version this verifier knows")
             return None
         except OnlineUnavailable:
             raise  # not a verdict on this anchor: the run cannot complete as asked (exit 2)
         except (OnlineError, ValueError, TypeError, AttributeError) as e:
             return str(e)
-
-
-    def anchored_roots(self, contract: bytes, log_id: bytes) -> list[tuple[int, bytes, int]]:
-        """Every `Anchored(logId, ...)` event of `log_id` on `contract` from block 0 to the head
-        (eth_getLogs), as (tree size, root, block number). Malformed answers raise OnlineError."""
-        logs = self.call("eth_getLogs", [{"address": "0x" + contract.hex(), "fromBlock": "0x0", "toBlock": "latest",
-                                          "topics": ["0x" + ANCHORED_TOPIC.hex(), "0x" + log_id.hex()]}])
-        if not isinstance(logs, list):
-            raise OnlineError("eth_getLogs did not return a list")
-        out = []
-        for lg in logs:
-            try:
-                if lg.get("removed"):
-                    continue
-                topics = [bytes.fromhex(t[2:]) for t in lg["topics"]]
-                if len(topics) != 3 or topics[0] != ANCHORED_TOPIC or topics[1] != log_id:
-                    raise OnlineError("eth_getLogs returned a log that is not Anchored(logId)")
-                size, root, _cid = decode_anchored_data(bytes.fromhex(lg["data"][2:]))
-                out.append((size, root, int(lg["blockNumber"], 16)))
-            except (KeyError, TypeError, ValueError, AttributeError, EvidenceError) as e:
-                raise OnlineError(f"eth_getLogs returned a malformed Anchored log: {e}") from None
-        return out
-
-
-def check_equivocation(anchored: list[tuple[int, bytes, int]], checkpoints: dict[int, bytes]) -> list[str]:
-    """Each root the contract anchored for this log must be one of the bundle's checkpoints
-    (which are tied together by consistency proofs), else the bundle cannot prove it consistent:
-    an equivocating log, or an exporter that left an anchored checkpoint out (docs/verifier.md)."""
-    problems = []
-    for size, root, block in anchored:
-        mine = checkpoints.get(size)
-        if mine == root:
-            continue
-        if mine is not None:
-            problems.append(f"the contract anchored another root for tree size {size} (block {block}) than the "
-                            "bundle's signed checkpoint of that size: the log equivocated")
-        else:
-            problems.append(f"the contract anchored tree size {size} (block {block}), which is not a checkpoint of "
-                            "this bundle: its consistency with the bundle's checkpoints is not proven")
-    return problems
 
 
 def check_ipfs(url: str, cid: str) -> str | None:

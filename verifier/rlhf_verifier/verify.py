@@ -27,6 +27,8 @@ from .completeness import CompletenessError, RunCompleteness
 from .compliance import Collector, RULE_SETS, evaluate
 from .events import ChainTracker
 from .evidence import Anchor, EvidenceError, verify_evidence
+from .keys import LEGACY, KeyEvents, KeyEventsError
+from .logkey import KNOWN_CODE_HASHES
 from .merkle import CompactRange, ProofError, verify_consistency
 from .note import NoteError, VerifierKey, b64decode_strict, verify_checkpoint
 
@@ -43,10 +45,10 @@ class CannotRun(Exception):
 
 @dataclass
 class Options:
+    # Optional pins: the log key and producer keys are proven by the chain and the log
+    # (docs/trust-model.md); pinned keys must agree with what is proven.
     log_keys: list[VerifierKey] = field(default_factory=list)
-    trust_bundle_log_key: bool = False
     producer_keys: list[bytes] = field(default_factory=list)
-    trust_bundle_producers: bool = False
     chain_id: int | None = None
     contract: bytes | None = None
     trusted_block_hashes: set[bytes] = field(default_factory=set)
@@ -112,6 +114,7 @@ class Result:
     privacy_series: dict[str, list] = field(default_factory=dict)
     privacy_budgets: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    producer_keys: list[dict] = field(default_factory=list)  # each trusted producer key and its log positions
     not_assessed: str | None = None  # why --rules could not be assessed over this bundle's scope
     scope: dict | None = None
 
@@ -149,8 +152,15 @@ class Verifier:
         self.scope: tuple | None = None
         self.max_cp = -1
         self._consistent: set[tuple[int, int]] = set()
-        self.revoked: dict[str, float] = {}
         self.chain_pinned = False
+        self.log_keys: list[VerifierKey] = []
+        self.producer_map: dict[str, tuple[bytes, int, int | None]] = {}
+        self.cp_records: dict[int, tuple[bytes, str, str]] = {}  # size -> (root, note, where): notes checked once the log key is known
+        self.pending_anchors: list[tuple[int, Anchor, str, list[str], str]] = []  # (size, anchor, where, confirmed_by, ev log_index)
+        self.keys_obj: tuple[int, dict] | None = None
+        self.key_event_objs: list[tuple[int, Any]] = []
+        self.run_obj: tuple[int, dict] | None = None
+        self.trusted_hashes_used: set[bytes] = set()
         self.last_listed_anchor = -1
         self.run_check = RunCompleteness()
         self.manifest_runs: dict[int, Any] = {}  # anchored size -> its manifest's run-index note (v2)
@@ -181,7 +191,8 @@ class Verifier:
 
     def events_phase(self, first: list, lines: Iterator, f: BinaryIO, total: int) -> None:
         del lines  # from here on the file is read in blocks, not line by line
-        ctx = worker.Context(self.mode, self.header_log_id, self.producer_map, dict(self.cps))
+        ctx = worker.Context(self.mode, self.header_log_id, self.producer_map, dict(self.cps),
+                             {hashlib.sha256(k.public_key).hexdigest(): k.public_key for k in self.log_keys})
         blocks = self._blocks(first, f, total)
         jobs = self.o.jobs
         if jobs is None:
@@ -242,14 +253,27 @@ class Verifier:
             self.header(obj)
             self.state = "checkpoint"
             return
-        order = {"checkpoint": 0, "consistency": 1, "anchor": 2, "run": 3}
+        order = {"checkpoint": 0, "consistency": 1, "anchor": 2, "keys": 3, "key_event": 4, "run": 5}
         if kind not in order:
             self.r.fail("structure", f"line {n}", f"unexpected record kind {kind[:40]!r} before the events")
             return
         if order[kind] < order[self.state]:
-            self.r.fail("structure", f"line {n}", f"{kind} record after {self.state} records (order is checkpoint, consistency, anchor)")
+            self.r.fail("structure", f"line {n}", f"{kind} record after {self.state} records (order is checkpoint, "
+                                                  "consistency, anchor, keys, key_event, run)")
         self.state = kind
-        getattr(self, "run_record" if kind == "run" else kind)(n, obj)
+        if kind == "keys":
+            if self.keys_obj is not None:
+                self.r.fail("keys", f"line {n}", "more than one keys record")
+            self.keys_obj = (n, obj)
+        elif kind == "key_event":
+            self.key_event_objs.append((n, obj))
+        elif kind == "run":
+            if self.run_obj is not None:
+                self.r.fail("completeness", f"run record (line {n})", "more than one run record")
+            else:
+                self.run_obj = (n, obj)
+        else:
+            getattr(self, kind)(n, obj)
 
     def header(self, h: dict) -> None:
         if h.get("format") != FORMAT:
@@ -272,67 +296,13 @@ class Verifier:
             self.r.fail("header", "header.log.origin", "origin is not valid Unicode text (lone surrogate)")
             self.origin = self.origin.encode("utf-8", "backslashreplace").decode("utf-8")
         try:
-            bundle_log_pub = b64decode_strict(log["public_key"], "header.log.public_key", 32)
-            bundle_log_key = VerifierKey.from_public_key(self.origin, bundle_log_pub)
+            self.header_log_pub = b64decode_strict(log["public_key"], "header.log.public_key", 32)
         except NoteError as e:
             raise CannotRun(str(e)) from None
+        if "producers" in h:
+            self.r.fail("header", "header.producers", "not part of bundle format v2: producer keys come from the "
+                                                      "log's key events (docs/keys.md), never from the header")
         trusted: dict[str, Any] = {}
-        if self.o.log_keys:
-            self.log_keys = list(self.o.log_keys)
-            trusted["log_keys"] = [k.vkey() for k in self.log_keys]
-            trusted["log_keys_source"] = "; ".join(self.o.log_key_sources) or "given by the caller"
-            if all(k.public_key != bundle_log_pub for k in self.log_keys):
-                self.r.warnings.append("the bundle header's log key differs from every pinned log key "
-                                       f"(header: {bundle_log_key.vkey()})")
-        elif self.o.trust_bundle_log_key:
-            self.log_keys = [bundle_log_key]
-            trusted["log_keys"] = [bundle_log_key.vkey()]
-            trusted["log_keys_source"] = "taken from the bundle header (NOT independently trusted)"
-        else:
-            raise CannotRun("no trusted log key: pass --log-key VKEY|FILE (or --trust-bundle-log-key)")
-        prods = h.get("producers")
-        if not isinstance(prods, list):
-            raise CannotRun("header.producers must be a list")
-        bundle_producers: dict[str, tuple[bytes, float | None]] = {}
-        from .events import parse_ts
-        for i, p in enumerate(prods):
-            w = f"header.producers[{i}]"
-            try:
-                if not isinstance(p, dict):
-                    raise NoteError("must be an object")
-                pub = b64decode_strict(p.get("public_key"), f"{w}.public_key", 32)
-                if p.get("key_id") != hashlib.sha256(pub).hexdigest():
-                    raise NoteError("key_id is not the SHA-256 of public_key")
-                revoked = None
-                if p.get("status") == "revoked":
-                    ra = p.get("revoked_at")
-                    revoked = parse_ts(ra) if isinstance(ra, str) else 0.0
-                elif p.get("status") != "active":
-                    raise NoteError("status must be active or revoked")
-                bundle_producers[p["key_id"]] = (pub, revoked)
-            except (NoteError, ValueError) as e:
-                self.r.fail("header", w, str(e))
-        if self.o.producer_keys:
-            self.producer_map = {}
-            for pub in self.o.producer_keys:
-                kid = hashlib.sha256(pub).hexdigest()
-                revoked = bundle_producers.get(kid, (pub, None))[1]  # revocation can only narrow trust
-                self.producer_map[kid] = (pub, revoked)
-            trusted["producer_keys"] = sorted(self.producer_map)
-            trusted["producer_keys_source"] = "; ".join(self.o.producer_key_sources) or "given by the caller"
-        elif self.o.trust_bundle_producers:
-            self.producer_map = bundle_producers
-            trusted["producer_keys"] = sorted(bundle_producers)
-            trusted["producer_keys_source"] = ("taken from the bundle's producer list (--trust-bundle-producers; "
-                                               "NOT independently trusted)")
-            self.collector.producers_trusted = False
-        else:
-            raise CannotRun("no trusted producer keys: pass --producer-key KEY|FILE or --trust-bundle-producers")
-        self.revoked = {kid: ra for kid, (_, ra) in self.producer_map.items() if ra is not None}
-        if self.revoked:
-            self.r.warnings.append("producer revocation (status/revoked_at) is an unsigned header claim: a revoked "
-                                   "producer's events count only when a confirmed anchor proves they were logged "
-                                   "before revoked_at; a header that omits a revocation cannot be detected")
         trusted["chain_id"] = self.o.chain_id if self.o.chain_id is not None else "not pinned (taken from the evidence)"
         trusted["contract"] = ("0x" + self.o.contract.hex()) if self.o.contract else "not pinned (taken from the evidence)"
         trusted["block_hashes"] = sorted("0x" + b.hex() for b in self.o.trusted_block_hashes) or (
@@ -340,6 +310,8 @@ class Verifier:
             "none: anchors are unconfirmed and count for nothing")
         self.chain_pinned = bool(self.o.chain_id is not None or self.o.contract is not None
                                  or self.o.trusted_block_hashes or self.o.online_block_check)
+        trusted["log_keys"] = "derived from the chain (below, once the anchors are read)"
+        trusted["producer_keys"] = "derived from the log's key events (below)"
         # How event signatures are checked (the batch check also relies on this machine's
         # randomness for its weights), so a reader knows the rule that was applied.
         trusted["signature_check"] = ed25519.engine()
@@ -390,18 +362,15 @@ class Verifier:
             note = obj.get("note")
             if not isinstance(note, str):
                 raise NoteError("note must be a string")
-            cp = verify_checkpoint(note, self.log_keys)
-            if cp.origin != self.origin:
-                raise NoteError(f"note origin {cp.origin!r} differs from the header's {self.origin!r}")
-            if cp.size != size or cp.root != root:
-                raise NoteError("note size/root differ from the record's size/root")
         except NoteError as e:
             self.r.fail("checkpoint", where, str(e))
             return
+        # The note's signature is checked once the log key is known (start_events): the key
+        # comes from the anchors' log key proofs, which follow the checkpoints.
         self.cps[size] = root
         self.max_cp = max(self.max_cp, size)
         self.cp_notes[size] = note
-        self.r.checkpoints.append({"size": size, "root": obj["root"], "signed_by": cp.signed_by})
+        self.cp_records[size] = (root, note, where)
 
     def consistency(self, n: int, obj: dict) -> None:
         a, b = obj.get("from"), obj.get("to")
@@ -446,20 +415,24 @@ class Verifier:
         if not 0 <= a.block_timestamp < MAX_BLOCK_TIME:
             problems.append(("anchor.timestamp", f"block timestamp {str(a.block_timestamp)[:30]} is not a time before "
                                                  "the year 10000"))
-        # Confirmed = every confirmation the user asked for holds (docs/verifier.md, "Anchors").
+        # Confirmed: every confirmation the user asked for holds (docs/verifier.md, "Anchors and
+        # coverage"): with trusted block hashes, its block is one of them; with --rpc, the node
+        # confirms it. An anchor in another block is unconfirmed (it counts for nothing, the
+        # events it covers may still be covered by a later confirmed anchor); a failed online
+        # check is a finding.
         confirmed_by = []
-        if self.o.trusted_block_hashes:
-            if a.block_hash in self.o.trusted_block_hashes:
-                confirmed_by.append("trusted block hash")
-            else:
-                problems.append(("anchor.block_hash", f"block hash 0x{a.block_hash.hex()} is not among the trusted block hashes"))
+        in_trusted = a.block_hash in self.o.trusted_block_hashes
+        if in_trusted:
+            confirmed_by.append("trusted block hash")
+            self.trusted_hashes_used.add(a.block_hash)
         if self.o.online_block_check:
             err = self.o.online_block_check(a)
             if err:
                 problems.append(("anchor.online", err))
             else:
                 confirmed_by.append("online")
-        status = f"confirmed ({' and '.join(confirmed_by)})" if confirmed_by and not problems else "unconfirmed"
+        if self.o.trusted_block_hashes and not in_trusted:
+            confirmed_by = []
         if "manifest" in obj:
             try:
                 manifest = base64.b64decode(obj["manifest"], validate=True) if isinstance(obj["manifest"], str) else None
@@ -482,51 +455,167 @@ class Verifier:
             return
         self.last_listed_anchor = size
         ev = obj.get("evidence")
-        self.r.anchors.append({
-            "checkpoint_size": size,
-            "chain_id": a.chain_id if self.o.chain_id is not None else f"{a.chain_id} (claimed: chain id not pinned)",
-            "contract": "0x" + a.contract.hex() + ("" if self.o.contract is not None else " (claimed: contract not pinned)"),
-            "block_number": a.block_number, "block_hash": "0x" + a.block_hash.hex(),
-            "block_timestamp": a.block_timestamp,
-            "tx_hash": "0x" + a.tx_hash.hex() + " (claimed locator, not proven)",
-            "log_index": f"{ev.get('log_index')} (claimed locator, not proven)",
-            "cid": a.cid, "status": status})
-        if status == "unconfirmed":
-            return  # listed, but counts for nothing (not coverage, not delay, not any rule)
-        self.anchor_sizes.append(size)
-        self.anchor_times.append(a.block_timestamp)
+        self.pending_anchors.append((size, a, where, confirmed_by, str(ev.get("log_index"))))
 
-    def _check_equivocation(self) -> None:
-        """--rpc: every root the contract anchored for this log must be a checkpoint of the bundle
-        (online.check_equivocation); a failure makes every anchor unconfirmed."""
-        anchored_roots = getattr(self.o.online_block_check, "anchored_roots", None)
-        if anchored_roots is None or not self.r.anchors:
-            return
-        from .online import OnlineUnavailable, OnlineError, check_equivocation
-        contract = self.o.contract or bytes.fromhex(self.r.anchors[0]["contract"][2:42])
-        log_id = hashlib.sha256(self.origin.encode("utf-8")).digest()
-        try:
-            problems = check_equivocation(anchored_roots(contract, log_id), self.cps)
-        except OnlineUnavailable:
-            raise
-        except OnlineError as e:
-            problems = [f"could not read the contract's Anchored events: {e}"]
-        for msg in problems:
-            self.r.fail("anchor.equivocation", f"contract 0x{contract.hex()}", msg)
-        if problems:
-            self.anchor_sizes, self.anchor_times = [], []
-            for a in self.r.anchors:
-                a["status"] = "unconfirmed"
+    def _settle_anchors(self) -> None:
+        """Anchors whose checkpoint verified, in order: listed with their status; confirmed ones
+        count for coverage and times; their log key proofs gave the log key (_derive_log_keys)."""
+        for size, a, where, confirmed_by, log_index in self.pending_anchors:
+            if size not in self.cps:
+                self.r.fail("anchor", where, "its checkpoint did not verify")
+                continue
+            status = f"confirmed ({' and '.join(confirmed_by)})" if confirmed_by else "unconfirmed"
+            self.r.anchors.append({
+                "checkpoint_size": size,
+                "chain_id": a.chain_id if self.o.chain_id is not None else f"{a.chain_id} (claimed: chain id not pinned)",
+                "contract": "0x" + a.contract.hex() + ("" if self.o.contract is not None else " (claimed: contract not pinned)"),
+                "block_number": a.block_number, "block_hash": "0x" + a.block_hash.hex(),
+                "block_timestamp": a.block_timestamp,
+                "tx_hash": "0x" + a.tx_hash.hex() + " (claimed locator, not proven)",
+                "log_index": f"{log_index} (claimed locator, not proven)",
+                "cid": a.cid, "status": status,
+                "log_key": ("0x" + a.log_key.hex()) if a.log_key is not None else "not proven (no log key proof)",
+                "contract_code": (KNOWN_CODE_HASHES.get(a.code_hash, "unknown code 0x" + a.code_hash.hex())
+                                  if a.code_hash is not None else "not proven (no log key proof)"),
+            })
+            if status == "unconfirmed":
+                continue  # listed, but counts for nothing (not coverage, not delay, not any rule)
+            self.anchor_sizes.append(size)
+            self.anchor_times.append(a.block_timestamp)
+
+    def _derive_log_keys(self) -> None:
+        """The trusted log keys: the contract's logKey at each confirmed anchor's block (its log key
+        proof, from a contract whose code this verifier knows), and any pinned key, which must
+        agree (docs/verifier.md, "What is trusted")."""
+        r = self.r
+        chain: dict[bytes, list[int]] = {}
+        unproven_code = []
+        for size, a, where, confirmed_by, _ in self.pending_anchors:
+            if not confirmed_by:
+                continue
+            if a.code_hash is None:
+                unproven_code.append(a.block_number)
+                continue
+            if a.code_hash not in KNOWN_CODE_HASHES:
+                r.fail("anchor.contract_code", where, f"the contract's code hash 0x{a.code_hash.hex()} is not a "
+                       "ProvenanceAnchor version this verifier knows: its storage and its append-only rule are unknown")
+                confirmed_by.clear()  # an unknown contract proves nothing this verifier can read
+                continue
+            if a.log_key is not None:
+                chain.setdefault(a.log_key, []).append(a.block_number)
+        for h in sorted(self.o.trusted_block_hashes - self.trusted_hashes_used):
+            r.warnings.append(f"trusted block hash 0x{h.hex()} is not the block of any anchor in this bundle")
+        if unproven_code:
+            r.warnings.append(f"anchor block(s) {', '.join(map(str, unproven_code[:5]))}: the evidence carries no log "
+                              "key proof, so the contract's code (and with it that the chain refuses a history that is "
+                              "not append-only) and the log key are not proven from them")
+        keys: dict[bytes, VerifierKey] = {pub: VerifierKey.from_public_key(self.origin, pub) for pub in chain}
+        sources = [f"the contract's storage at block(s) {', '.join(map(str, blocks[:5]))}"
+                   f"{' ...' if len(blocks) > 5 else ''} (log key proof of a confirmed anchor)" for blocks in chain.values()]
+        for k, src in zip(self.o.log_keys, self.o.log_key_sources or ["given by the caller"] * len(self.o.log_keys)):
+            if chain and k.public_key not in chain:
+                r.fail("log_key", src, f"the pinned log key {k.vkey()} is not the key the contract holds for this log "
+                       f"({', '.join(v.vkey() for v in keys.values())})")
+            if k.public_key in keys:
+                i = list(keys).index(k.public_key)
+                sources[i] += f", and pinned: {src}"
+            else:
+                keys[k.public_key] = k
+                sources.append(f"pinned: {src}")
+        self.log_keys = list(keys.values())
+        if not self.log_keys:
+            r.fail("log_key", "bundle", "no log key is proven: no confirmed anchor carries a log key proof (confirm one "
+                   "with --trusted-block-hash or --rpc, or pin the log key with --log-key)")
+        elif self.header_log_pub not in keys:
+            r.warnings.append("the bundle header's log key differs from the proven/pinned log key "
+                              f"(header: {VerifierKey.from_public_key(self.origin, self.header_log_pub).vkey()})")
+        r.trusted["log_keys"] = [k.vkey() for k in self.log_keys]
+        r.trusted["log_keys_source"] = "; ".join(sources) or "none"
+
+    def _verify_checkpoints(self) -> None:
+        """Each checkpoint note against the trusted log keys (linear in the number of checkpoints)."""
+        for size in sorted(self.cp_records):
+            root, note, where = self.cp_records[size]
+            try:
+                cp = verify_checkpoint(note, self.log_keys)
+                if cp.origin != self.origin:
+                    raise NoteError(f"note origin {cp.origin!r} differs from the header's {self.origin!r}")
+                if cp.size != size or cp.root != root:
+                    raise NoteError("note size/root differ from the record's size/root")
+            except NoteError as e:
+                self.r.fail("checkpoint", where, str(e))
+                del self.cps[size]
+                continue
+            self.r.checkpoints.append({"size": size, "root": base64.b64encode(root).decode(), "signed_by": cp.signed_by})
+
+    def _derive_producers(self) -> None:
+        """Producer keys and their log positions from the key events (docs/keys.md), and pins."""
+        r = self.r
+        final = max(self.cps) if self.cps else 0
+        kev = KeyEvents(self.header_log_id)
+        derived: dict[str, tuple[bytes, int, int | None]] = {}
+        problems: list[tuple[str, str]] = []
+        if self.keys_obj is not None and self.cps:
+            n, obj = self.keys_obj
+            try:
+                kev.read_record(obj, self.log_keys, self.origin, final)
+            except KeyEventsError as e:
+                problems.append((f"keys record (line {n})", str(e)))
+            log_keys = {hashlib.sha256(k.public_key).hexdigest(): k.public_key for k in self.log_keys}
+            for n, obj in self.key_event_objs:
+                try:
+                    kev.add(obj, log_keys, final, self.cps[final])
+                except KeyEventsError as e:
+                    problems.append((f"key_event (line {n})", str(e)))
+            if kev.record.record is not None:
+                problems += [("keys", msg) for msg in kev.differences()]
+        elif self.key_event_objs:
+            problems.append(("keys", "key_event records without a keys record: that none is left out is not proven"))
+        for where, msg in problems:
+            r.fail("keys", where, msg)
+        if not problems and kev.record.record is not None:
+            derived = {k.key_id: (k.public_key, k.registered, k.revoked) for k in kev.keys.values()}
+        sources = []
+        if self.o.producer_keys:
+            for pub, src in zip(self.o.producer_keys, self.o.producer_key_sources or ["given by the caller"] * len(self.o.producer_keys)):
+                kid = hashlib.sha256(pub).hexdigest()
+                if kid in derived:
+                    self.producer_map[kid] = derived[kid]
+                    sources.append(f"{kid[:16]}..: registered in the log's key events and pinned ({src})")
+                else:
+                    self.producer_map[kid] = (pub, LEGACY, None)
+                    sources.append(f"{kid[:16]}..: pinned ({src}); not registered in the log's key events, so its "
+                                   "registration and revocation are not proven")
+        else:
+            self.producer_map = derived
+            if derived:
+                sources.append(f"{len(derived)} key(s) registered in the log's key events (run rlhf-ledger:keys, complete "
+                               f"to tree size {final} by its run-index record, signed by the proven log key)")
+        if not self.producer_map:
+            r.fail("producer_key", "bundle", "no producer key is proven: the bundle carries no complete key events "
+                   "(re-export it, or run `rlhf-ledger migrate-keys` on the log) and no --producer-key is pinned")
+        r.trusted["producer_keys"] = sorted(self.producer_map)
+        r.trusted["producer_keys_source"] = "; ".join(sources) or "none"
+        r.producer_keys = [
+            {"key_id": kid, "registered_at_index": None if reg == LEGACY else reg, "legacy": reg == LEGACY,
+             "revoked_at_index": rev} for kid, (_, reg, rev) in sorted(self.producer_map.items())]
 
     # ---- events -----------------------------------------------------------------------------
 
     def start_events(self) -> None:
+        # Trust, in dependency order: confirmed anchors give the log key; the log key verifies
+        # the checkpoints and the key events; the key events give the producer keys.
+        self._derive_log_keys()
+        self._verify_checkpoints()
+        self._settle_anchors()
         sizes = sorted(self.cps)
         consistent = self._consistent
         for a, b in zip(sizes, sizes[1:]):
             if (a, b) not in consistent:
                 self.r.fail("consistency", f"checkpoints {a}->{b}", "no verified consistency proof between successive checkpoints")
-        self._check_equivocation()
+        self._derive_producers()
+        if self.run_obj is not None:
+            self.run_record(*self.run_obj)
         self.max_anchored = self.anchor_sizes[-1] if self.anchor_sizes else 0
         self.final_size = sizes[-1] if sizes else 0
         self.state = "events"

@@ -15,6 +15,7 @@ from .compliance.collect import BODY_TYPES
 from .bundle import MAX_LINE_BYTES, BundleReadError, parse_record
 from . import ed25519
 from .events import EventCheckError, check_envelope, check_openings
+from .keys import RESERVED_PREFIX
 from .merkle import ProofError, root_from_inclusion
 
 SAFE_INT = 2**53 - 1
@@ -26,8 +27,11 @@ SERIES_KEYS = ("reward_mean", "kl", "loss")
 class Context:
     mode: str
     log_id: str
-    producers: dict[str, tuple[bytes, float | None]]  # key id -> (public key, revoked_at epoch or None)
+    # key id -> (public key, index of its registration key event (-1: legacy or pinned), index of
+    # its revocation key event or None): docs/keys.md, judged by log position
+    producers: dict[str, tuple[bytes, int, int | None]]
     roots: dict[int, bytes]  # checkpoint size -> root
+    log_keys: dict[str, bytes]  # key id -> public key of each trusted log key: the producers of reserved runs
 
 
 _CTX: Context | None = None
@@ -101,14 +105,28 @@ def check_line(line: int, raw: bytes, sigs: list) -> tuple:
     ts_epoch = env.ts_epoch
     if ev["log_id"] != ctx.log_id:
         errors.append(("log_id", f"event is for log {ev['log_id']!r}, the bundle is for {ctx.log_id!r}"))
-    key = ctx.producers.get(ev["producer"])
-    if key is None:
-        errors.append(("producer_key", f"producer {ev['producer'][:16]}.. is not a trusted producer key"))
+    if ev["run_id"].startswith(RESERVED_PREFIX):
+        # The log's own records (docs/keys.md): signed by the log key, never by a producer.
+        pub = ctx.log_keys.get(ev["producer"])
+        key = None
+        if pub is None:
+            errors.append(("producer_key", f"a record of the reserved run {ev['run_id'][:40]!r} not signed by a trusted "
+                                           "log key"))
+        else:
+            sigs.append((errors, pub, env.event_bytes, env.sig))
     else:
-        pub, revoked_at = key
-        sigs.append((errors, pub, env.event_bytes, env.sig))
-        if revoked_at is not None and ts_epoch >= revoked_at:
-            errors.append(("producer_key", "event time is at or after the producer key's revocation"))
+        key = ctx.producers.get(ev["producer"])
+        if key is None:
+            errors.append(("producer_key", f"producer {ev['producer'][:16]}.. is not a trusted producer key"))
+        else:
+            pub, registered, revoked = key
+            sigs.append((errors, pub, env.event_bytes, env.sig))
+            if index is not None:  # keys are judged by log position (docs/keys.md)
+                if index <= registered:
+                    errors.append(("producer_key", f"the producer key's registration is at index {registered}, not "
+                                                   "before this event"))
+                elif revoked is not None and index > revoked:
+                    errors.append(("producer_key", f"the producer key was revoked at index {revoked}, before this event"))
     if "openings" in obj:
         try:
             check_openings(ev["body"], obj["openings"], "openings")

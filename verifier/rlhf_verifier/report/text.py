@@ -52,6 +52,7 @@ def as_dict(r: Result, bundle: str) -> dict[str, Any]:
         "compliance_failed": compliance_failed(r),
         "bundle": bundle,
         "trusted": r.trusted,
+        "producer_keys": r.producer_keys,
         "header": r.header,
         "counts": {"events": r.events, "events_valid": r.events_valid, "events_anchored": r.events_anchored,
                    "leaves": r.leaves, "checkpoints": len(r.checkpoints), "anchors": len(r.anchors),
