@@ -2,9 +2,9 @@
 hash alone (format: docs/anchor-evidence.md).
 
 build_evidence() fetches, for one anchor transaction, the block header, every receipt of the block,
-rebuilds the receipt trie (py-trie) and checks it against the header's receiptsRoot, then returns a
-JSON-able dict: the header RLP, the receipt's consensus encoding, the Merkle-Patricia proof of the
-receipt, and the decoded Anchored log.
+rebuilds the receipt trie (py-trie) and checks it against the header's receiptsRoot (prove_receipt(),
+which holds for any receipt of any block), then returns a JSON-able dict: the header RLP, the
+receipt's consensus encoding, the Merkle-Patricia proof of the receipt, and the decoded Anchored log.
 
 verify_evidence() re-checks such a dict with no network and without py-trie (its own small
 Merkle-Patricia proof walker), so a builder bug is not mirrored in the check.
@@ -163,8 +163,9 @@ def header_rlp(block: dict[str, Any], *, chain: str = "chain", method: str = "et
 def _status_byte(receipt: dict[str, Any], *, method: str, where: str) -> bytes:
     if receipt.get("status") is None:
         if receipt.get("root") is not None:
-            raise EvidenceError(f"{method}: pre-Byzantium receipt (root instead of status) is not supported",
-                                where=where)
+            # Pre-Byzantium (EIP-658): the post-transaction state root stands where the status is.
+            # It encodes for the receipt trie; anchor evidence still refuses it (no status to check).
+            return _data(receipt, "root", method=method, where=where, length=32)
         raise EvidenceError(f"{method}: receipt has no status", where=where)
     status = _qty(receipt, "status", method=method, where=where)
     if status not in (0, 1):
@@ -175,7 +176,8 @@ def _status_byte(receipt: dict[str, Any], *, method: str, where: str) -> bytes:
 def receipt_rlp(receipt: dict[str, Any], *, method: str = "eth_getBlockReceipts") -> bytes:
     """Consensus encoding of a JSON-RPC receipt (EIP-2718), the value stored in the receipt trie.
 
-    - legacy (type 0): rlp([status, cumulativeGasUsed, logsBloom, logs]);
+    - legacy (type 0): rlp([status, cumulativeGasUsed, logsBloom, logs]); before Byzantium the
+      32-byte post-state `root` stands where the status is;
     - typed (0x01 access list, 0x02 EIP-1559, 0x03 blob, 0x04 set-code, Arbitrum 0x64..0x6a, ...):
       type_byte || the same RLP list;
     - OP Stack deposit (0x7e): before Canyon as a typed receipt; since Canyon the node reports
@@ -337,19 +339,27 @@ def trie_proof(t: HexaryTrie, key: bytes) -> list[bytes]:
     return [n for i, n in enumerate(nodes) if i == 0 or len(n) >= 32]
 
 
-def build_evidence(client: ChainClient, tx_hash: str, *, contract: str | None = None) -> dict[str, Any]:
-    """Evidence for the single Anchored log of `contract` (default: client's contract) in tx_hash."""
-    contract_addr = to_checksum_address(contract or client.contract_address or "")
-    rcpt = client.receipt(tx_hash)
-    if rcpt is None or rcpt.get("blockHash") is None:
-        raise EvidenceError("transaction not mined (no receipt)", where=tx_hash)
-    if _qty(rcpt, "status", method="eth_getTransactionReceipt", where=tx_hash) != 1:
-        raise EvidenceError("transaction reverted: no anchor", where=tx_hash)
-    _qty(rcpt, "transactionIndex", method="eth_getTransactionReceipt", where=tx_hash)
-    block = client.block(rcpt["blockHash"])
+@dataclass(frozen=True)
+class ReceiptInclusion:
+    """A receipt proven against its block header: the part of anchor evidence that does not depend
+    on what the receipt's logs say (so it can be exercised on any real block's real receipt)."""
+
+    block: dict[str, Any]        # the node's block object (its hash is the header's keccak)
+    header: bytes                # consensus header RLP, keccak == block hash
+    receipts: list[dict[str, Any]]  # every receipt of the block, in transaction order
+    tx_index: int
+    receipt: bytes               # consensus encoding of receipts[tx_index] (the trie value)
+    proof: list[bytes]           # receipt-trie proof nodes, root first
+
+
+def prove_receipt(client: ChainClient, block_hash: str, tx_index: int, *, tx_hash: str | None = None) -> ReceiptInclusion:
+    """Fetch the block's header and every receipt, rebuild the receipt trie, require its root to be
+    the header's receiptsRoot, and prove receipt `tx_index` (which must be `tx_hash` when given)."""
+    where = tx_hash or f"block {block_hash} index {tx_index}"
+    block = client.block(block_hash)
     header = block_header_bytes(client, block)
-    _data(block, "receiptsRoot", method="eth_getBlockByHash", where=tx_hash, length=32)
-    _qty(block, "number", method="eth_getBlockByHash", where=tx_hash)
+    _data(block, "receiptsRoot", method="eth_getBlockByHash", where=where, length=32)
+    _qty(block, "number", method="eth_getBlockByHash", where=where)
 
     receipts = _block_receipts(client, block)
     method = "eth_getBlockReceipts" if getattr(client, "block_receipts_supported", True) else "eth_getTransactionReceipt"
@@ -360,13 +370,30 @@ def build_evidence(client: ChainClient, tx_hash: str, *, contract: str | None = 
         raise EvidenceError(f"rebuilt receipt trie root 0x{receipts_trie.root_hash.hex()} != header receiptsRoot "
                             f"0x{header_receipts_root.hex()} ({len(receipts)} receipts of types "
                             f"{sorted({str(r.get('type') or '0x0') for r in receipts})})", where=f"block {block['hash']}")
-
-    tx_index = int(rcpt["transactionIndex"], 16)
+    if not 0 <= tx_index < len(receipts):
+        raise EvidenceError(f"transactionIndex {tx_index} is outside the block's {len(receipts)} transactions",
+                            where=where)
     mine = receipts[tx_index]
-    if mine["transactionHash"].lower() != tx_hash.lower():
+    if tx_hash is not None and mine["transactionHash"].lower() != tx_hash.lower():
         raise EvidenceError(f"receipt at index {tx_index} is for {mine['transactionHash']}", where=tx_hash)
-    key = rlp.encode(tx_index)
-    proof = trie_proof(receipts_trie, key)
+    proof = trie_proof(receipts_trie, rlp.encode(tx_index))
+    return ReceiptInclusion(block=block, header=header, receipts=receipts, tx_index=tx_index,
+                            receipt=encoded[tx_index], proof=proof)
+
+
+def build_evidence(client: ChainClient, tx_hash: str, *, contract: str | None = None) -> dict[str, Any]:
+    """Evidence for the single Anchored log of `contract` (default: client's contract) in tx_hash."""
+    contract_addr = to_checksum_address(contract or client.contract_address or "")
+    rcpt = client.receipt(tx_hash)
+    if rcpt is None or rcpt.get("blockHash") is None:
+        raise EvidenceError("transaction not mined (no receipt)", where=tx_hash)
+    if _qty(rcpt, "status", method="eth_getTransactionReceipt", where=tx_hash) != 1:
+        raise EvidenceError("transaction reverted: no anchor", where=tx_hash)
+    tx_index = _qty(rcpt, "transactionIndex", method="eth_getTransactionReceipt", where=tx_hash)
+    inclusion = prove_receipt(client, rcpt["blockHash"], tx_index, tx_hash=tx_hash)
+    block, header, receipts, proof = inclusion.block, inclusion.header, inclusion.receipts, inclusion.proof
+    method = "eth_getBlockReceipts" if getattr(client, "block_receipts_supported", True) else "eth_getTransactionReceipt"
+    mine = receipts[tx_index]
 
     positions = [
         i for i, lg in enumerate(mine["logs"])
@@ -396,7 +423,7 @@ def build_evidence(client: ChainClient, tx_hash: str, *, contract: str | None = 
         "log_index": _qty(lg, "logIndex", method=method, where=tx_hash),
         "receipt_log_position": position,
         "block_header_rlp": "0x" + header.hex(),
-        "receipt_rlp": "0x" + encoded[tx_index].hex(),
+        "receipt_rlp": "0x" + inclusion.receipt.hex(),
         "receipt_proof": ["0x" + node.hex() for node in proof],
         "log_id": lg["topics"][1].lower(),
         "tree_size": tree_size,

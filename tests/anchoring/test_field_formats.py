@@ -46,13 +46,34 @@ def test_real_headers_hash_to_their_published_block_hash_on_both_sides(path):
     assert "0x" + h.receipts_root.hex() == block["receiptsRoot"]
 
 
-def test_fixtures_cover_london_to_prague_and_an_op_stack_header():
+# Ethereum mainnet header fixtures by fork: (block number, header field count). Forks that changed
+# no header field share a layout with their neighbours (README: which named forks have no block).
+MAINNET_FORKS = {
+    "frontier": (483920, 15), "homestead": (1150000, 15), "byzantium": (7000000, 15),
+    "london": (12965000, 16), "arrowglacier": (14764013, 16), "grayglacier": (15537393, 16),
+    "paris": (15537394, 16), "shanghai": (17034870, 17), "cancun": (19463337, 20), "prague": (24630100, 21),
+}
+
+
+@pytest.mark.parametrize("fork", MAINNET_FORKS)
+def test_mainnet_fixtures_cover_each_fork_up_to_prague(fork):
+    number, n_fields = MAINNET_FORKS[fork]
+    [path] = FIXTURES.glob(f"mainnet_{number}_{fork}_header.json")
+    block = json.loads(path.read_text())
+    assert int(block["number"], 16) == number and len(rlp.decode(header_rlp(block))) == n_fields
+    assert (block["difficulty"] == "0x0") is (number >= 15537394)  # proof of stake from Paris on
+
+
+def test_fixtures_are_small_and_include_op_stack_and_arbitrum_headers():
     headers = {int(json.loads(p.read_text())["number"], 16): json.loads(p.read_text()) for p in HEADERS}
-    assert 15537394 in headers and 17034870 in headers  # mainnet Paris and Shanghai first blocks
-    assert len(rlp.decode(header_rlp(headers[24630100]))) == 21  # mainnet, Prague: requestsHash
     op = headers[157796868]  # OP Mainnet after Isthmus: withdrawalsRoot is the L2 message passer root
     assert op["miner"] == "0x4200000000000000000000000000000000000011" and len(rlp.decode(header_rlp(op))) == 21
-    assert all(p.stat().st_size < 16384 for p in FIXTURES.iterdir())  # small fixtures only
+    arb = headers[350791066]  # Arbitrum One: 16 fields; sendRoot/sendCount/l1BlockNumber live in extraData/mixHash
+    assert len(rlp.decode(header_rlp(arb))) == 16 and arb["miner"] == "0xa4b000000000000000000073657175656e636572"
+    mix = bytes.fromhex(arb["mixHash"][2:])
+    assert arb["extraData"] == arb["sendRoot"] and int.from_bytes(mix[0:8], "big") == int(arb["sendCount"], 16)
+    assert int.from_bytes(mix[8:16], "big") == int(arb["l1BlockNumber"], 16)
+    assert all(p.stat().st_size < 20_000 for p in FIXTURES.iterdir())  # small fixtures only
 
 
 def test_a_changed_header_field_no_longer_hashes():
@@ -164,6 +185,79 @@ def test_a_real_op_stack_block_reproduces_its_receipts_root_and_proves_its_depos
     # Encoding the Regolith deposit as a Canyon one (nonce in the trie) misses the published root.
     wrong = [dict(receipts[0], depositReceiptVersion="0x1")] + receipts[1:]
     assert build_receipt_trie([receipt_rlp(r) for r in wrong]).root_hash != t.root_hash
+
+
+def _prove_on_both_sides(root: bytes, encoded: list[bytes], indexes: Any) -> None:
+    t = build_receipt_trie(encoded)
+    assert t.root_hash == root
+    for i in indexes:
+        proof = trie_proof(t, rlp.encode(i))
+        assert verify_mpt_proof(root, rlp.encode(i), proof) == encoded[i]
+        assert verify_proof(root, rlp.encode(i), proof) == encoded[i]
+
+
+def test_an_op_stack_block_after_canyon_rebuilds_its_receipts_root_and_proves_its_deposit():
+    """Unichain Sepolia 35535698 (Isthmus): its deposit's trie value carries depositNonce and
+    depositReceiptVersion; every flashblock's receipts root (the root over the receipts so far,
+    published by the sequencer) is rebuilt too, so each receipt is checked on its own."""
+    fixture = _load("unichain_sepolia_35535698_block.json")
+    block, receipts = fixture["eth_getBlockByHash"], fixture["eth_getBlockReceipts"]
+    assert "0x" + keccak(header_rlp(block)).hex() == block["hash"]
+    assert vev.decode_header(header_rlp(block)).receipts_root.hex() == block["receiptsRoot"][2:]
+    encoded = [receipt_rlp(r) for r in receipts]
+    assert receipts[0]["type"] == "0x7e" and len(rlp.decode(encoded[0][1:])) == 6
+    _prove_on_both_sides(bytes.fromhex(block["receiptsRoot"][2:]), encoded, range(len(encoded)))
+    count = 0
+    for n, root in zip(fixture["flashblock_tx_counts"], fixture["flashblock_receipts_roots"]):
+        count += n
+        assert "0x" + build_receipt_trie(encoded[:count]).root_hash.hex() == root
+    assert vev.decode_receipt(encoded[0])[:2] == (0x7E, 1)
+    # Encoded as before Canyon (nonce and version left out), the deposit misses the published root.
+    regolith = [b"\x7e" + rlp.encode(rlp.decode(encoded[0][1:])[:4])] + encoded[1:]
+    assert "0x" + build_receipt_trie(regolith).root_hash.hex() != block["receiptsRoot"]
+
+
+def test_a_cancun_mainnet_block_rebuilds_its_receipts_root_from_all_its_receipts():
+    """Mainnet 19463337 (Cancun, 8 receipts, consensus encodings from the Portal network's test
+    data): the builder's JSON encoding reproduces each one, and both verifiers prove each."""
+    fixture = _load("mainnet_19463337_cancun_receipts.json")
+    header = _load("mainnet_19463337_cancun_header.json")
+    assert fixture["block_hash"] == header["hash"] == "0x" + keccak(header_rlp(header)).hex()
+    encoded = [bytes.fromhex(r[2:]) for r in fixture["receipts"]]
+    for raw in encoded:  # what a node would report, re-encoded by the builder byte for byte
+        assert receipt_rlp(_receipt_json("0x" + raw.hex())) == raw
+    assert {raw[0] for raw in encoded} == {0x02, 0xF9}  # EIP-1559 and legacy receipts
+    _prove_on_both_sides(bytes.fromhex(header["receiptsRoot"][2:]), encoded, range(len(encoded)))
+
+
+def test_a_cancun_mainnet_receipt_is_proven_against_its_published_header():
+    """Mainnet 21925176 (Cancun): a node's receipt JSON and its receipt-trie proof (a16z/helios test
+    data); the builder's encoding of the JSON is exactly the value both verifiers reach."""
+    fixture = _load("mainnet_21925176_cancun_receipt_proof.json")
+    header = _load("mainnet_21925176_cancun_header.json")
+    receipt = fixture["receipt"]
+    assert receipt["blockHash"] == header["hash"] == "0x" + keccak(header_rlp(header)).hex()
+    root = vev.decode_header(header_rlp(header)).receipts_root
+    key = rlp.encode(int(receipt["transactionIndex"], 16))
+    proof = [bytes.fromhex(n[2:]) for n in fixture["receiptProof"]]
+    assert verify_mpt_proof(root, key, proof) == verify_proof(root, key, proof) == receipt_rlp(receipt)
+    assert vev.decode_receipt(receipt_rlp(receipt))[:2] == (2, 1)
+    changed = dict(receipt, cumulativeGasUsed=hex(int(receipt["cumulativeGasUsed"], 16) + 1))
+    assert receipt_rlp(changed) != verify_proof(root, key, proof)
+
+
+def test_a_frontier_block_rebuilds_its_receipts_root_with_state_root_receipts():
+    """Mainnet 483920: before Byzantium the receipt holds the post-state root where the status is
+    now; the builder encodes it for the trie, and the anchor verifier refuses it as evidence."""
+    fixture = _load("mainnet_483920_frontier_recorded_rpc.json")
+    block = fixture["eth_getBlockByNumber_full"]
+    receipts = sorted(fixture["eth_getBlockReceipts"], key=lambda r: int(r["transactionIndex"], 16))
+    encoded = [receipt_rlp(r) for r in receipts]
+    _prove_on_both_sides(bytes.fromhex(block["receiptsRoot"][2:]), encoded, range(len(encoded)))
+    with pytest.raises(vev.EvidenceError, match="pre-Byzantium state root, not a status"):
+        vev.decode_receipt(encoded[0])
+    with pytest.raises(EvidenceError, match="eth_getBlockReceipts: root = '0x12' must be 32 bytes, got 1"):
+        receipt_rlp(dict(receipts[0], root="0x12"))
 
 
 # -- a block of every receipt type, made up here from real deposit receipts and typed ones --------

@@ -173,6 +173,26 @@ class Anchor:
     log_key: bytes | None = None
 
 
+def verify_receipt_inclusion(block_hash: bytes, header_rlp: bytes, block_number: int, tx_index: int,
+                             receipt_rlp: bytes, proof: list[bytes]) -> BlockHeader:
+    """Checks 1 and 2: the header hashes to block_hash and has block_number, and the proof walks from
+    its receiptsRoot to exactly receipt_rlp at key RLP(tx_index). Says nothing of the receipt's
+    content (that is decode_receipt's), so it holds for any receipt of any block."""
+    header = decode_header(header_rlp)
+    if header.hash != block_hash:
+        raise EvidenceError(f"block header hashes to 0x{header.hash.hex()}, not block_hash 0x{block_hash.hex()}",
+                            "evidence.header_hash")
+    if header.number != block_number:
+        raise EvidenceError(f"block header number {header.number} != block_number {block_number}", "evidence.header")
+    try:
+        value = verify_proof(header.receipts_root, encode(_int_bytes(tx_index)), proof)
+    except MPTError as e:
+        raise EvidenceError(f"receipt-trie proof fails: {e}", "evidence.receipt_proof") from None
+    if value != receipt_rlp:
+        raise EvidenceError("receipt-trie proof proves a different receipt than receipt_rlp", "evidence.receipt_proof")
+    return header
+
+
 EVIDENCE_FIELDS = ("format", "version", "chain_id", "contract", "tx_hash", "tx_index", "block_number", "block_hash", "log_index",
                    "receipt_log_position", "block_header_rlp", "receipt_rlp", "receipt_proof", "log_id",
                    "tree_size", "root_hash", "cid")
@@ -208,18 +228,7 @@ def verify_evidence(ev: Any) -> Anchor:
     if type(cid) is not str:
         raise EvidenceError("cid must be a string", "evidence.schema")
 
-    header = decode_header(header_rlp)
-    if header.hash != block_hash:
-        raise EvidenceError(f"block header hashes to 0x{header.hash.hex()}, not block_hash 0x{block_hash.hex()}",
-                            "evidence.header_hash")
-    if header.number != block_number:
-        raise EvidenceError(f"block header number {header.number} != block_number {block_number}", "evidence.header")
-    try:
-        value = verify_proof(header.receipts_root, encode(_int_bytes(tx_index)), proof)
-    except MPTError as e:
-        raise EvidenceError(f"receipt-trie proof fails: {e}", "evidence.receipt_proof") from None
-    if value != receipt_rlp:
-        raise EvidenceError("receipt-trie proof proves a different receipt than receipt_rlp", "evidence.receipt_proof")
+    header = verify_receipt_inclusion(block_hash, header_rlp, block_number, tx_index, receipt_rlp, proof)
     _, status, logs = decode_receipt(receipt_rlp)
     if status != 1:
         raise EvidenceError("the anchoring transaction failed (receipt status 0)", "evidence.receipt")
