@@ -15,7 +15,7 @@ import pytest
 import rlp
 from eth_utils import keccak, to_checksum_address
 
-from anchoring.chain import ChainClient, ChainError
+from anchoring.chain import ChainClient, ChainError, RPCError
 from anchoring.evidence import (
     ANCHORED_TOPIC, EvidenceError, build_evidence, build_receipt_trie, header_rlp, receipt_rlp, trie_proof,
     verify_evidence, verify_mpt_proof,
@@ -318,6 +318,8 @@ class EmulatedNode:
             if not self.block_receipts:
                 raise ChainError("eth_getBlockReceipts: Method not found", where="emulated")
             return self.receipts
+        if method == "eth_getProof":  # a node without EIP-1186: the evidence then has no log key proof
+            raise RPCError("eth_getProof", {"code": -32601, "message": "Method not found"}, where="emulated")
         raise AssertionError(method)
 
     def receipt(self, tx_hash: str) -> dict[str, Any] | None:
