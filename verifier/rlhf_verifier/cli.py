@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contract", help="the anchor contract address (0x...)")
     p.add_argument("--trusted-block-hash", action="append", default=[], metavar="0x..",
                    help="block hash(es) you trust; every anchor block must be one of them")
-    p.add_argument("--rules", help="compliance rule set, e.g. eu-ai-act (= eu-ai-act@1)")
+    p.add_argument("--rules", help="compliance rule set: eu-ai-act@1, eu-ai-act@2, or eu-ai-act (the newest, @2)")
     p.add_argument("--weights", metavar="PATH",
                    help="a released .safetensors file or directory: its weights digest must equal the run's released_weights_digest")
     p.add_argument("--allow-unanchored", action="store_true",
