@@ -166,6 +166,7 @@ def run_demo(out: Path, steps: str = "default", *, seed: int | None = None) -> O
     from .bundle import Scope, export_bundle
     from .keys import Signer
     from .sdk import DatasetManifest, LocalSink, Run, model_card_for_run, pseudonym, verify_command, weights_digest
+    from .sdk.modelcard import RULES
     from .store import Ledger
 
     # dp-accounting logs (through absl) each RDP order it drops for not converging at a large sampling
@@ -262,11 +263,14 @@ def run_demo(out: Path, steps: str = "default", *, seed: int | None = None) -> O
                                       metrics={**counters, "flops_method": "6*params*tokens estimate"})
                     approve = metrics["win_rate_vs_reference"] > 0.5 and "OUTSIDE" not in findings
                     released = run.release(models.policy)
-                    run.human_review("release-reviewer-1", "approve" if approve else "reject", f"release of {released}",
-                                     notes="simulated reviewer: approves when the policy beats the reference and "
-                                           "the bias examination is within tolerance")
                     if run.last_checkpoint is None or released != run.last_checkpoint.digest:
                         raise RuntimeError("released weights differ from the last checkpoint")
+                    # Human oversight (AI Act Art. 14): a reviewer approves or rejects the release
+                    # before run.end; eu-ai-act@2's human-oversight rule requires the approval.
+                    run.review_release("release-reviewer-1", "approve" if approve else "reject",
+                                       notes="simulated reviewer: approves when the policy beats the reference and "
+                                             "the bias examination is within tolerance")
+                    say(f"human review of the release ({released[:23]}..): {'approve' if approve else 'reject'}")
                 say(f"run recorded: {run.max_step} steps, evaluation win rate {metrics['win_rate_vs_reference']}, "
                     f"true utility {metrics['reference_true_utility']} -> {metrics['policy_true_utility']}")
 
@@ -292,7 +296,7 @@ def run_demo(out: Path, steps: str = "default", *, seed: int | None = None) -> O
             producer_b64 = base64.b64encode(producer.public_key).decode()
             cmd = verify_command(bundle=BUNDLE_NAME, log_key=info.vkey, producer_keys=[producer_b64],
                                  chain_id=chain.chain_id, contract=contract, trusted_block_hashes=block_hashes,
-                                 rules="eu-ai-act")
+                                 rules=RULES)
             report_html, report_json = out / "verification-report.html", out / "verification-report.json"
             argv = verifier_argv0() + shlex.split(cmd)[1:] + ["--json", "--html", report_html.name]
             say(f"verifying (in {out}):\n    {cmd} --json --html {report_html.name}")
@@ -319,7 +323,8 @@ def run_demo(out: Path, steps: str = "default", *, seed: int | None = None) -> O
                 contract=contract, trusted_block_hashes=block_hashes, license="cc0-1.0",
                 description=(f"A toy assistant policy trained with RLHF (RLOO against a DP-SGD reward model) by "
                              f"`python -m ledger.demo`. Independent verification of the proof bundle: "
-                             f"**{verdict}** (rlhf-verify, rules eu-ai-act@1, {len(anchors)} anchors on chain "
+                             f"**{verdict}** (rlhf-verify, rules {report.get('rule_set') or 'not evaluated'}, "
+                             f"{len(anchors)} anchors on chain "
                              f"{chain.chain_id}).")))
         finally:
             ledger.close()

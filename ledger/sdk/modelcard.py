@@ -19,12 +19,14 @@ import yaml
 from .recorder import Run
 
 ANCHOR_KEYS = ("checkpoint_size", "tx_hash", "block_number", "chain_id", "status")
+RULES = "eu-ai-act@2"  # docs/compliance-eu-ai-act.md: versions are frozen, the bare name follows the newest
 
 
 def verify_command(*, bundle: str, log_key: str, producer_keys: Sequence[str] = (), chain_id: int | None = None,
                    contract: str | None = None, trusted_block_hashes: Sequence[str] = (),
-                   rules: str | None = "eu-ai-act") -> str:
-    """The ``rlhf-verify`` command line (verifier/rlhf_verifier/cli.py), shell-quoted."""
+                   rules: str | None = RULES) -> str:
+    """The ``rlhf-verify`` command line (verifier/rlhf_verifier/cli.py), shell-quoted. The rule
+    set is named with its version, so the published command gives the same verdict later."""
     parts = ["rlhf-verify", bundle, "--log-key", log_key]
     for k in producer_keys:
         parts += ["--producer-key", k]
@@ -130,7 +132,7 @@ def model_card_for_run(run: Run, *, model_name: str, log_key: str, bundle: str, 
     declared = run.declared.get("privacy_budget")
     return model_card(
         model_name=model_name, log_id=run.log_id, run_id=run.run_id,
-        weights_digest=run.released_weights_digest or (run.last_checkpoint.digest if run.last_checkpoint else None),
+        weights_digest=run.released_digest,
         log_key=log_key, bundle=bundle, checkpoints=run.checkpoints, anchors=anchors,
         privacy_declared=declared, privacy_spent_epsilon=run.privacy.epsilon if run.privacy else None,
         producer_keys=[base64.b64encode(run.signer.public_key).decode()], base_model=run.base_model,

@@ -169,7 +169,8 @@ class _Recorder:
         self._emit_lock = threading.Lock()
         self._ref_params: dict[str, Any] | None = None
         self._error_raised = False
-        self.last_checkpoint: WeightsDigest | None = None
+        self.last_checkpoint: WeightsDigest | None = None  # the last save of either type
+        self.last_saves: dict[str, WeightsDigest] = {}  # "checkpoint.save" / "reward_model.save" -> its last digest
         self.checkpoints: list[dict[str, Any]] = []  # {step, weights_digest[, file_digest]} in order
         self.max_step = 0
         self.journal: Journal | None = None
@@ -352,7 +353,7 @@ class _Recorder:
             body["path"] = str(p)
         self.event(type, body)
         self.checkpoints.append({k: body[k] for k in ("step", "weights_digest", "file_digest") if k in body})
-        self.last_checkpoint = wd
+        self.last_checkpoint = self.last_saves[type] = wd
         if hasattr(model, "named_parameters"):
             self._ref_params = _snapshot(model)
         return wd
@@ -375,6 +376,12 @@ class _Recorder:
 
     @_recorded
     def human_review(self, reviewer: str, decision: str, subject: str, *, notes: str | None = None, **extra: Any) -> int | None:
+        """human.review: ``reviewer`` is pseudonymised, ``notes`` committed. ``decision`` is
+        ``approve``, ``reject`` or another word; ``subject`` names what was reviewed: for the
+        released weights, their digest (:meth:`Run.review_release` fills it in)."""
+        for name, value in (("reviewer", reviewer), ("decision", decision), ("subject", subject)):
+            if not (isinstance(value, str) and value.strip()):
+                raise ValueError(f"human_review: {name} must be a non-empty string")
         body: dict[str, Any] = {"reviewer": self._anon(reviewer), "decision": decision, "subject": subject, **extra}
         if notes is not None:
             body["notes"] = notes
@@ -519,8 +526,7 @@ class Run(_Recorder):
         if not self.active:
             self.ended = True
             return
-        released = released_weights_digest or self.released_weights_digest or (
-            self.last_checkpoint.digest if self.last_checkpoint else None)
+        released = released_weights_digest or self.released_digest
         self._error_raised = True  # run.end is journaled even after a delivery failure; flush raises it
         self.event("run.end", {"status": status, "released_weights_digest": released, "steps": self.max_step})
         self.ended = True
@@ -548,6 +554,30 @@ class Run(_Recorder):
                             pseudonym_key=kwargs.pop("pseudonym_key", self.pseudonym_key), **kwargs)
 
     # --- typed helpers (docs/event-types.md) ----------------------------------------------
+
+    @property
+    def release_type(self) -> str:
+        """The save record whose weights this run releases: ``reward_model.save`` for a
+        reward-model run (method ``reward``), else ``checkpoint.save`` (the policy)."""
+        return "reward_model.save" if self.method == "reward" else "checkpoint.save"
+
+    @property
+    def released_digest(self) -> str | None:
+        """What run.end will name as released: :meth:`release`'s digest, else the last save of
+        :attr:`release_type`."""
+        last = self.last_saves.get(self.release_type)
+        return self.released_weights_digest or (last.digest if last else None)
+
+    @_recorded
+    def review_release(self, reviewer: str, decision: str = "approve", *, notes: str | None = None,
+                       **extra: Any) -> int | None:
+        """A human.review of the weights this run releases (subject = their digest), the record
+        the eu-ai-act@2 ``human-oversight`` rule asks for before run.end."""
+        subject = self.released_digest
+        if subject is None:
+            raise ValueError(f"run {self.run_id!r} has no released weights to review yet: call run.release(model) "
+                             f"or record the final {self.release_type} first")
+        return self.human_review(reviewer, decision, subject, notes=notes, **extra)
 
     def release(self, model: Any = None, *, digest: str | None = None) -> str:
         """Name the released weights (recorded in run.end)."""

@@ -61,6 +61,11 @@ def test_artefacts_and_verdict(demo):
     report = json.loads((out / "verification-report.json").read_text())
     assert report["verdict"] == "valid" and report["integrity"] == "valid"
     assert {r["status"] for r in report["compliance"]} == {"pass"}, report["compliance"]
+    # the default rule set (eu-ai-act = @2), with the simulated reviewer's approval of the release
+    assert report["rule_set"] == "eu-ai-act@2" and "human-oversight" in {r["id"] for r in report["compliance"]}
+    [reviews] = report["reviews"]
+    assert [(v["decision"], v["names_released_weights"], v["notes"]) for v in reviews["reviews"]] == \
+        [("approve", True, "committed")]
     assert report["counts"]["anchors"] >= 1 and report["counts"]["events"] == report["counts"]["events_anchored"]
 
 

@@ -53,7 +53,7 @@ def test_card_from_a_run(tmp_path):
     argv = shlex.split(p["verify"])
     assert argv[:4] == ["rlhf-verify", "run-9.rlhfbundle.jsonl", "--log-key", VKEY]
     assert argv[argv.index("--producer-key") + 1] == base64.b64encode(s.public_key).decode()
-    assert argv[argv.index("--chain-id") + 1] == "31337" and argv[argv.index("--rules") + 1] == "eu-ai-act"
+    assert argv[argv.index("--chain-id") + 1] == "31337" and argv[argv.index("--rules") + 1] == "eu-ai-act@2"
     assert argv[argv.index("--trusted-block-hash") + 1] == "0x" + "22" * 32
     assert p["verify"] in body and "0x" + "ab" * 32 in body and f"{eps:.4f}" in body
     assert "## Provenance" in body and "| 12 | 31337 | 21 |" in body

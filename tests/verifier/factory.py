@@ -105,10 +105,21 @@ def make_block(number: int, timestamp: int, size: int, root: bytes, cid: str, lo
     } | ({"log_key_proof": key_proof} if key_proof is not None else {})
 
 
+REVIEWER = "anp:" + "77" * 32
+
+
+def review(decision: str, subject: str, reviewer: str = REVIEWER) -> tuple[str, dict]:
+    """A human.review (docs/event-types.md) with committed notes, as the SDK records it."""
+    return ("human.review", {"reviewer": reviewer, "decision": decision, "subject": subject,
+                             "notes": {"$commitment": "sha256:" + "88" * 32}})
+
+
 def run_events(n_updates: int = 3, *, epsilon_budget: float = 8.0, released_ok: bool = True,
-               retention_days: int = 365) -> list[tuple[str, dict]]:
-    """(type, body) of a complete small DPO run, in the order the SDK would emit them."""
+               retention_days: int = 365, review_decision: str | None = "approve") -> list[tuple[str, dict]]:
+    """(type, body) of a complete small DPO run, in the order the SDK would emit them, with a
+    human review of the released weights just before run.end (`review_decision` None: none)."""
     wd = "sha256:" + "ab" * 32
+    released = wd if released_ok else "sha256:" + "99" * 32
     out: list[tuple[str, dict]] = [
         ("run.start", {"method": "dpo", "hyperparameters": {"lr": 5e-7, "beta": 0.1}, "config": {},
                        "base_model": {"name": "tiny", "weights_digest": "sha256:" + "00" * 32},
@@ -132,9 +143,34 @@ def run_events(n_updates: int = 3, *, epsilon_budget: float = 8.0, released_ok: 
         ("checkpoint.save", {"step": n_updates, "weights_digest": wd, "tensor_root": "sha256:" + "ef" * 32}),
         ("evaluation", {"name": "helpfulness", "metrics": {"win_rate": 0.61}}),
         ("compute.usage", {"device": "cpu", "seconds": 12.5}),
-        ("run.end", {"status": "completed", "released_weights_digest": wd if released_ok else "sha256:" + "99" * 32,
-                     "steps": n_updates}),
     ]
+    if review_decision is not None:
+        out.append(review(review_decision, released))
+    out.append(("run.end", {"status": "completed", "released_weights_digest": released, "steps": n_updates}))
+    return out
+
+
+REWARD_DIGEST = "sha256:" + "5a" * 32
+
+
+def reward_run_events(*, released: str = REWARD_DIGEST, review_decision: str | None = "approve") -> list[tuple[str, dict]]:
+    """A reward-model run (method "reward") as docs/event-types.md prescribes: reward_model.update
+    records, its weights in reward_model.save, which run.end releases; no checkpoint.save."""
+    out: list[tuple[str, dict]] = [
+        ("run.start", {"method": "reward", "hyperparameters": {"lr": 1e-5, "loss": "bradley-terry"}, "config": {},
+                       "base_model": {"name": "tiny", "weights_digest": "sha256:" + "00" * 32}, "datasets": ["prefs-1"],
+                       "declared": {"privacy_budget": None, "anchoring_delay_seconds": 3600, "retention_days": 365}}),
+        ("dataset.register", {"dataset_id": "prefs-1", "name": "prefs", "source": "internal", "licence": "CC-BY-4.0",
+                              "digest": "sha256:" + "cd" * 32, "size_bytes": 1234, "records": 1000}),
+        ("reward_model.update", {"step": 1, "loss": 0.69, "accuracy": 0.5}),
+        ("reward_model.update", {"step": 2, "loss": 0.6, "accuracy": 0.6}),
+        ("reward_model.save", {"step": 2, "weights_digest": REWARD_DIGEST, "tensor_root": "sha256:" + "5b" * 32}),
+        ("evaluation", {"name": "heldout-accuracy", "metrics": {"accuracy": 0.7}}),
+        ("compute.usage", {"device": "cpu", "seconds": 3.0}),
+    ]
+    if review_decision is not None:
+        out.append(review(review_decision, released))
+    out.append(("run.end", {"status": "completed", "released_weights_digest": released, "steps": 2}))
     return out
 
 

@@ -23,7 +23,7 @@ def _run(b, jobs):
 @pytest.mark.parametrize("block_bytes", [1, 700, 1 << 20])
 def test_same_result_whatever_the_blocks_and_workers(tmp_path, monkeypatch, block_bytes):
     monkeypatch.setattr(verify, "BLOCK_BYTES", block_bytes)
-    b = build_bundle(tmp_path / "b.jsonl", mode="tree", checkpoint_sizes=[5, 13], extra_leaves=2)
+    b = build_bundle(tmp_path / "b.jsonl", mode="tree", checkpoint_sizes=[5, 14], extra_leaves=2)
     lines = b.path.read_bytes().split(b"\n")
     i = next(k for k, l in enumerate(lines) if b'"seq": 3' in l)
     lines[i] = lines[i].replace(b'"seq": 3', b'"seq": 4')  # one broken event in the middle

@@ -20,7 +20,7 @@ def run_cli(args, capsys):
 
 @pytest.mark.parametrize("mode", ["inclusion", "tree"])
 def test_valid_bundle_json_report(tmp_path, capsys, mode):
-    b = build_bundle(tmp_path / "b.jsonl", mode=mode, checkpoint_sizes=[5, 11 + 2 * (mode == "tree")],
+    b = build_bundle(tmp_path / "b.jsonl", mode=mode, checkpoint_sizes=[5, 12 + 2 * (mode == "tree")],
                      extra_leaves=2 if mode == "tree" else 0)
     code, out, _ = run_cli(b.args("--rules", "eu-ai-act", "--json"), capsys)
     rep = json.loads(out)
@@ -44,7 +44,7 @@ def test_compliance_failures_name_evidence(tmp_path, capsys):
 
 
 def test_unanchored_events_and_untrusted_block(tmp_path, capsys):
-    b = build_bundle(tmp_path / "b.jsonl", checkpoint_sizes=[5, 11], anchor_sizes=[5])
+    b = build_bundle(tmp_path / "b.jsonl", checkpoint_sizes=[5, 12], anchor_sizes=[5])
     b.block_hashes = ["0x" + "00" * 32]
     code, out, _ = run_cli(b.args("--rules", "eu-ai-act"), capsys)
     assert code == 1 and "is not the block of any anchor in this bundle" in out and "[anchor.coverage]" in out
@@ -129,4 +129,4 @@ def test_console_script_and_pool_path(tmp_path):
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "rlhf_verifier"]
     p = subprocess.run(cmd + b.args("--jobs", "2", "--rules", "eu-ai-act"), capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "VALID" in p.stdout and "Events: 48 " in p.stdout
+    assert "VALID" in p.stdout and "Events: 49 " in p.stdout

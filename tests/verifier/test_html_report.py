@@ -18,7 +18,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 def _report(tmp_path, **kw) -> Path:
-    b = build_bundle(tmp_path / "b.jsonl", events=run_events(30, epsilon_budget=1.0), checkpoint_sizes=[10, 38], **kw)
+    b = build_bundle(tmp_path / "b.jsonl", events=run_events(30, epsilon_budget=1.0), checkpoint_sizes=[10, 39], **kw)
     out = tmp_path / "report.html"
     assert main(b.args("--rules", "eu-ai-act", "--html", str(out), "--json")) == 1  # privacy budget exceeded
     return out
@@ -43,7 +43,7 @@ def _cdp(ws, msg_id, method, params=None):
 def test_html_in_headless_chromium(tmp_path, capsys):
     websockets = pytest.importorskip("websockets.sync.client")
     page = _report(tmp_path)
-    capsys.readouterr()
+    rep = json.loads(capsys.readouterr().out)
     profile = tmp_path / "profile"
     proc = subprocess.Popen([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                              "--disable-component-update", "--no-first-run", "--disable-sync",
@@ -69,7 +69,7 @@ def test_html_in_headless_chromium(tmp_path, capsys):
             # single Page.loadEventFired, which can belong to the initial about:blank and then
             # never come for the report: that race made this test hang now and then.
             want = page.as_uri()
-            next_id, poll_id, shot_id = 100, None, None
+            next_id, poll_id, shot_id, text_id, rendered = 100, None, None, 30, ""
             deadline = time.monotonic() + 240  # generous: a loaded 2-core machine is slow
             while shot is None and time.monotonic() < deadline:
                 if poll_id is None and shot_id is None:
@@ -93,13 +93,19 @@ def test_html_in_headless_chromium(tmp_path, capsys):
                 elif poll_id is not None and msg.get("id") == poll_id:
                     poll_id = None
                     if msg.get("result", {}).get("result", {}).get("value") == f"complete|{want}":
+                        _cdp(ws, text_id, "Runtime.evaluate", {"expression": "document.body.innerText", "returnByValue": True})
                         shot_id = 20
                         _cdp(ws, shot_id, "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
                     else:
                         time.sleep(0.1)
+                elif msg.get("id") == text_id:
+                    rendered = msg["result"]["result"]["value"]
                 elif shot_id is not None and msg.get("id") == shot_id:
                     shot = base64.b64decode(msg["result"]["data"])
         assert shot and shot[:8] == b"\x89PNG\r\n\x1a\n"
+        # what a reader sees: the rule set evaluated, the human review with its event id, the new rule
+        assert "Rule set eu-ai-act@2" in rendered and "human-oversight" in rendered
+        assert "Human reviews of run run-1" in rendered and rep["reviews"][0]["reviews"][0]["event_id"] in rendered
         (tmp_path / "report.png").write_bytes(shot)
         assert not problems, problems
         assert requests and all(u == page.as_uri() for u in requests), requests

@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "their registration and revocation are still judged by the log's key events")
     p.add_argument("--producer-key-file", action="append", default=[], metavar="FILE",
                    help="optional producer key pin from a file (raw base64/hex or JSON with public_key)")
-    p.add_argument("--rules", help="compliance rule set, e.g. eu-ai-act (= eu-ai-act@1)")
+    p.add_argument("--rules", help="compliance rule set: eu-ai-act@1, eu-ai-act@2, or eu-ai-act (the newest, @2)")
     p.add_argument("--weights", metavar="PATH",
                    help="a released .safetensors file or directory: its weights digest must equal the run's released_weights_digest")
     p.add_argument("--allow-unanchored", action="store_true",

@@ -24,7 +24,8 @@ from . import clock, ed25519, worker
 from .bundle import FORMAT, MAX_LINE_BYTES, MEDIA_TYPE, VERSION, BundleReadError, iter_lines, parse_record
 from .cid import CIDError, check_content
 from .completeness import CompletenessError, RunCompleteness
-from .compliance import Collector, RULE_SETS, evaluate
+from .compliance import Collector, RULE_SETS, evaluate, resolve
+from .compliance.reviews import listing as review_listing
 from .events import ChainTracker
 from .evidence import Anchor, EvidenceError, verify_evidence
 from .keys import LEGACY, KeyEvents, KeyEventsError
@@ -107,6 +108,9 @@ class Result:
     events_anchored: int = 0
     producer_chains: int = 0
     compliance: list | None = None
+    rule_set: str | None = None  # the exact, versioned rule set evaluated (e.g. eu-ai-act@2)
+    reviews: list[dict] = field(default_factory=list)  # human.review records per run (docs/verifier.md, "Reports")
+    reviews_runs_omitted: int = 0  # runs with reviews beyond those listed, counted only
     completeness: dict = field(default_factory=dict)  # what the bundle proves about the run's membership
     released: dict = field(default_factory=dict)  # run id -> (index, released_weights_digest) of its one run.end
     weights: dict = field(default_factory=dict)  # --weights: the artefact's digest and how it compares
@@ -815,8 +819,12 @@ class Verifier:
                 ref, body = facts.ends[0]
                 r.released[run_id] = (ref.index, body.get("released_weights_digest"))
         _nonvacuous(self)
+        r.reviews, r.reviews_runs_omitted = review_listing(self.collector.runs, r.released)
+        if self.o.rules:
+            r.rule_set = resolve(self.o.rules)
+            results = evaluate(self.o.rules, self.collector, r.not_assessed)
+            r.compliance = [x.as_json() for x in results] if results is not None else None
         if self.o.rules and not r.not_assessed:
-            r.compliance = [x.as_json() for x in evaluate(self.o.rules, self.collector)]
             for run_id, facts in self.collector.runs.items():
                 r.privacy_series[run_id] = facts.privacy_points
                 if len(facts.starts) == 1:
@@ -845,7 +853,7 @@ def _nonvacuous(v: Verifier) -> None:
             r.not_assessed = "the bundle's scope is malformed, so the run-scoped rules cannot be assessed"
         elif v.scope[0] != "run":
             r.not_assessed = (f"a {v.scope[0]} bundle is a window of the log: it cannot show a whole run, so the "
-                              f"run-scoped rule set {v.o.rules} was not assessed (ask for a run bundle)")
+                              f"run-scoped rule set {resolve(v.o.rules)} was not assessed (ask for a run bundle)")
 
 
 def verify_file(path: str, opts: Options) -> Result:

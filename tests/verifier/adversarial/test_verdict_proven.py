@@ -110,11 +110,17 @@ def test_run_scoped_rules_over_a_range_bundle_are_not_assessed(honest, capsys):
     code, rep, _ = _verify(honest.args(), capsys)
     assert code == 0, rep["findings"]  # integrity alone is proven
     code, rep, _ = _verify(honest.args("--rules", "eu-ai-act"), capsys)
-    assert code == 1 and rep["verdict"] == "not-assessed" and rep["compliance"] is None
-    assert "cannot show a whole run" in rep["not_assessed"]
+    # eu-ai-act (= @2): every rule not_applicable, each saying why; still not VALID (exit 1)
+    assert code == 1 and rep["verdict"] == "not-assessed" and rep["rule_set"] == "eu-ai-act@2"
+    assert "cannot show a whole run" in rep["not_assessed"] and "eu-ai-act@2" in rep["not_assessed"]
+    assert rep["compliance"] and {r["status"] for r in rep["compliance"]} == {"not_applicable"}
+    assert all(x["detail"] == rep["not_assessed"] for r in rep["compliance"] for x in r["runs"])
+    code, rep, _ = _verify(honest.args("--rules", "eu-ai-act@1"), capsys)
+    assert code == 1 and rep["verdict"] == "not-assessed" and rep["compliance"] is None  # @1 as it was
     code = main([str(a) for a in honest.args("--rules", "eu-ai-act")])
     text = capsys.readouterr().out
     assert code == 1 and "RULES NOT ASSESSED" in text and "completeness of a run is not claimed" in text
+    assert "NOT_APPLICABLE  human-oversight" in text
 
 
 # --- item 3: only confirmed anchors count ------------------------------------------------------

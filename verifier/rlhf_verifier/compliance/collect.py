@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..privacy import RdpAccountant
+from .reviews import Reviews
 
 EVIDENCE_CAP = 20
 
@@ -48,6 +49,9 @@ class RunFacts:
     compute_bad: list[tuple[Ref, str]] = field(default_factory=list)
     last_checkpoint: tuple[Ref, str] | None = None
     last_anchored_checkpoint: tuple[Ref, str] | None = None
+    last_reward_save: tuple[Ref, str] | None = None  # reward_model.save: a reward run's released weights
+    last_anchored_reward_save: tuple[Ref, str] | None = None
+    reviews: Reviews | None = None  # human.review records, created at the first one
     privacy: RdpAccountant | None = None  # created at the first spend (memory per run stays small)
     privacy_exceeded: list[Ref] = field(default_factory=list)
     privacy_exceeded_count: int = 0
@@ -76,7 +80,8 @@ class DatasetFacts:
 # The event types whose body feed() reads; for every other type the body is not needed (the
 # worker processes do not send it back, to keep the per-event result small).
 BODY_TYPES = frozenset(("run.start", "run.end", "dataset.register", "annotation.batch", "evaluation",
-                        "compute.usage", "checkpoint.save", "privacy.spend"))
+                        "compute.usage", "checkpoint.save", "privacy.spend", "reward_model.save",
+                        "human.review"))
 
 
 class Collector:
@@ -161,6 +166,16 @@ class Collector:
                 r.last_checkpoint = (ref, wd)
                 if anchored and valid:
                     r.last_anchored_checkpoint = (ref, wd)
+        elif typ == "reward_model.save":
+            wd = body.get("weights_digest")
+            if isinstance(wd, str):
+                r.last_reward_save = (ref, wd)
+                if anchored and valid:
+                    r.last_anchored_reward_save = (ref, wd)
+        elif typ == "human.review":
+            if r.reviews is None:
+                r.reviews = Reviews()
+            r.reviews.add(ref, body, valid)
         elif typ == "privacy.spend":
             self._privacy(r, ref, body)
         elif typ == "privacy.budget_exceeded":

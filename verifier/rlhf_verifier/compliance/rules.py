@@ -1,5 +1,9 @@
-"""The `eu-ai-act@1` rule set (docs/compliance-eu-ai-act.md): rules as data, each a small
-function of one run's collected facts returning (status, detail, evidence)."""
+"""The `eu-ai-act` rule sets (docs/compliance-eu-ai-act.md): rules as data, each a small
+function of one run's collected facts returning (status, detail, evidence).
+
+Versions are frozen: `eu-ai-act@1` gives the same verdicts and evidence on the same bundle as
+when it was the only version (tests/verifier/golden/); a change is a new version. The bare name
+`eu-ai-act` means the newest (`LATEST`), and every report names the exact version evaluated."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .collect import Collector, Ref, RunFacts
+from .reviews import APPROVE, REJECT, subject_key
 
 PASS, FAIL, NA = "pass", "fail", "not_applicable"
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
@@ -215,12 +220,137 @@ def retention(r: RunFacts, c: Collector) -> Outcome:
     return PASS, f"retention {days} days", ev
 
 
+# ---- eu-ai-act@2: rules that fit the run's method, human oversight -----------------------------
+
+REWARD_METHOD = "reward"  # docs/event-types.md: a reward-model run; every other method trains a policy
+
+
+def _method(r: RunFacts) -> str | None:
+    if len(r.starts) != 1:
+        return None
+    m = r.starts[0][1].get("method")
+    return m if isinstance(m, str) and m.strip() else None
+
+
+def release_type(method: str) -> str:
+    """The save record whose weights a run of this method releases."""
+    return "reward_model.save" if method == REWARD_METHOD else "checkpoint.save"
+
+
+def _kind(method: str) -> str:
+    return "reward-model run" if method == REWARD_METHOD else "policy run"
+
+
+def dataset_provenance_v2(r: RunFacts, c: Collector) -> Outcome:
+    ids = r.starts[0][1].get("datasets") if len(r.starts) == 1 else None
+    if isinstance(ids, list) and not ids:
+        m = _method(r)
+        return FAIL, (f"run.start lists no datasets: every training method{f' ({m[:40]})' if m else ''} trains on data, "
+                      "and the data's provenance must be recorded"), []
+    return dataset_provenance(r, c)
+
+
+def training_method_v2(r: RunFacts, c: Collector) -> Outcome:
+    status, detail, ev = training_method(r, c)
+    m = _method(r)
+    if status == PASS and m is not None:
+        detail += f" ({_kind(m)}: its released weights are its last {release_type(m)})"
+    return status, detail, ev
+
+
+def released_weights_v2(r: RunFacts, c: Collector) -> Outcome:
+    if len(r.ends) != 1:
+        return FAIL, "no single run.end record", []
+    ref, b = r.ends[0]
+    released = b.get("released_weights_digest")
+    ev = [_ev(ref, released_weights_digest=released)]
+    if released is None and b.get("status") != "completed":
+        return NA, "run did not complete and released no weights", ev
+    m = _method(r)
+    if m is None:
+        return FAIL, ("no single run.start with a method: which save record names the released weights "
+                      "(checkpoint.save or reward_model.save) is unknown"), ev
+    want = release_type(m)
+    reward = m == REWARD_METHOD
+    last, anchored = (r.last_reward_save, r.last_anchored_reward_save) if reward else \
+        (r.last_checkpoint, r.last_anchored_checkpoint)
+    other_type = "checkpoint.save" if reward else "reward_model.save"
+    other = r.last_checkpoint if reward else r.last_reward_save
+    hint = ""
+    if other is not None and other[1] == released:
+        ev.append(_ev(other[0], type=other_type, weights_digest=other[1]))
+        hint = (f"; it equals a {other_type}, which names the {'policy' if reward else 'reward model'}, not what a "
+                f"{m[:40]!r} run releases" + ("" if reward else " (a reward-model run records method \"reward\")"))
+    if anchored is None:
+        return FAIL, f"no anchored {want} record to compare the released weights with ({_kind(m)}){hint}", ev
+    ev.append(_ev(anchored[0], type=want, weights_digest=anchored[1], anchored=True))
+    if last and last[0].index != anchored[0].index:
+        ev.append(_ev(last[0], type=want, weights_digest=last[1], anchored=False))
+    if released != anchored[1]:
+        return FAIL, f"released weights digest differs from the last anchored {want} ({_kind(m)}){hint}", ev
+    return PASS, f"released weights digest equals the last anchored {want} ({_kind(m)} {m[:40]!r})", ev
+
+
+def human_oversight(r: RunFacts, c: Collector) -> Outcome:
+    """At least one signed human.review approving the released weights (subject = the released
+    digest) before run.end, and none rejecting them (AI Act Art. 14)."""
+    if len(r.ends) != 1:
+        return FAIL, "no single run.end record", []
+    end_ref, b = r.ends[0]
+    released = b.get("released_weights_digest")
+    if released is None and b.get("status") != "completed":
+        return NA, "run did not complete and released no weights: there is no release to oversee", \
+            [_ev(end_ref, type="run.end", status=b.get("status"))]
+    if not (isinstance(released, str) and released):
+        return FAIL, "run.end names no released weights, so no review of them can be shown", \
+            [_ev(end_ref, type="run.end", released_weights_digest=released)]
+    rv = r.reviews
+    ev = []
+    if rv is not None and rv.malformed_count:
+        ev += [_ev(ref, type="human.review", problem=p) for ref, p in rv.malformed]
+        return FAIL, f"{rv.malformed_count} malformed human.review record(s)", ev
+    s = rv.by_subject.get(subject_key(released)) if rv is not None else None
+    if s is not None and s.invalid:
+        ev += [_ev(ref, type="human.review", problem="fails integrity checks") for ref in s.invalid]
+        return FAIL, "review record(s) of the released weights failing integrity checks", ev
+    if s is not None and s.rejection_count:
+        ev += [_ev(ref, type="human.review", reviewer=who, decision=REJECT, subject=released) for ref, who in s.rejections]
+        return FAIL, (f"{s.rejection_count} human.review record(s) reject the released weights (an approval does not "
+                      "override a rejection of the same weights)"), ev
+    before = [(ref, who) for ref, who in (s.approvals if s is not None else []) if ref.index < end_ref.index]
+    if not before:
+        if s is None and rv is not None and rv.untracked:
+            return FAIL, (f"no approval of the released weights among the reviews kept; {rv.untracked} review(s) of "
+                          f"further subjects were not kept (more than {len(rv.by_subject)} distinct subjects), so "
+                          "approval cannot be shown"), ev
+        reviewed = rv.count if rv is not None else 0
+        return FAIL, (f"no human.review approving the released weights (decision \"approve\", subject "
+                      f"{released[:80]}) before run.end; {reviewed} review record(s) in the run"), \
+            [_ev(end_ref, type="run.end", released_weights_digest=released)]
+    who = "signed by a trusted producer key" if c.producers_trusted else \
+        "signed by a producer key taken from the bundle (NOT independently trusted)"
+    ev += [_ev(ref, type="human.review", reviewer=rev, decision=APPROVE, subject=released) for ref, rev in before]
+    ev.append(_ev(end_ref, type="run.end", released_weights_digest=released))
+    more = f" ({s.approval_count} in all)" if s.approval_count != len(before) else ""
+    return PASS, (f"{len(before)} human.review approval(s){more} of the released weights before run.end, {who}; "
+                  f"reviewer(s) {', '.join(sorted({rev for _, rev in before})[:5])}"), ev
+
+
 @dataclass(frozen=True)
 class Rule:
     id: str
     title: str
     reference: str
     check: Callable[[RunFacts, Collector], Outcome]
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    name: str  # exact and versioned: "eu-ai-act@2"
+    rules: tuple[Rule, ...]
+    # Over an event or range bundle (a window of the log): True: every rule is reported
+    # not_applicable with the reason (@2); False: no per-rule results at all (@1, as it was).
+    window_results: bool
 
 
 EU_AI_ACT_1 = (
@@ -235,13 +365,45 @@ EU_AI_ACT_1 = (
     Rule("anchoring-delay", "Every event anchored within the declared delay", "Art. 12(1), 19(1)", anchoring_delay),
     Rule("retention", "Retention of at least six months", "Art. 19(1), 26(6)", retention),
 )
-RULE_SETS: dict[str, tuple[Rule, ...]] = {"eu-ai-act@1": EU_AI_ACT_1, "eu-ai-act": EU_AI_ACT_1}
+EU_AI_ACT_2 = (
+    Rule("run-records", "Each run has start and end records", "Art. 12(1), 12(2)", run_start_end),
+    Rule("dataset-provenance", "Datasets carry source, licence, digest and size", "Art. 10(2); Annex IV 2(d)", dataset_provenance_v2),
+    Rule("annotation-guidelines", "Annotation batches reference a guideline version", "Art. 10(2)(c); Annex IV 2(d)", annotation_guidelines),
+    Rule("training-method", "Training method and hyperparameters recorded", "Annex IV 2(b), 2(c)", training_method_v2),
+    Rule("compute", "Compute used is recorded", "Annex XI 1(2)(d)", compute_recorded),
+    Rule("evaluations", "Evaluations present and signed", "Art. 15; Annex IV 2(g)", evaluations_signed),
+    Rule("released-weights", "Released weights equal the last anchored save of the run's method",
+         "Art. 12(2)(a); Annex IV 2(b)", released_weights_v2),
+    Rule("human-oversight", "A human review approved the released weights before the run ended",
+         "Art. 14(1), 14(4); Annex IV 2(e)", human_oversight),
+    Rule("privacy-budget", "Replayed privacy spend within the declared budget", "Art. 10(5)", privacy_budget),
+    Rule("anchoring-delay", "Every event anchored within the declared delay", "Art. 12(1), 19(1)", anchoring_delay),
+    Rule("retention", "Retention of at least six months", "Art. 19(1), 26(6)", retention),
+)
+VERSIONS = {s.name: s for s in (RuleSet("eu-ai-act@1", EU_AI_ACT_1, False), RuleSet("eu-ai-act@2", EU_AI_ACT_2, True))}
+LATEST = {"eu-ai-act": "eu-ai-act@2"}  # a bare name means the newest version of that rule set
+RULE_SETS: dict[str, RuleSet] = {**VERSIONS, **{bare: VERSIONS[exact] for bare, exact in LATEST.items()}}
 
 
-def evaluate(rule_set: str, c: Collector) -> list[RuleResult]:
-    rules = RULE_SETS[rule_set]
+def resolve(rule_set: str) -> str:
+    """The exact, versioned name a requested rule set means (KeyError if unknown)."""
+    return RULE_SETS[rule_set].name
+
+
+def evaluate(rule_set: str, c: Collector, not_assessed: str | None = None) -> list[RuleResult] | None:
+    """Every rule per run. `not_assessed`: the bundle's scope cannot carry the run-scoped rules
+    (an event or range bundle): each rule is not_applicable with that reason, or, for a rule set
+    without window results (@1), None."""
+    rs = RULE_SETS[rule_set]
     out = []
-    for rule in rules:
+    if not_assessed is not None:
+        if not rs.window_results:
+            return None
+        # One entry per rule for every run the window touches (run_id null): the reason is the
+        # same for all of them, and a window of many runs must not grow the report per run.
+        return [RuleResult(rule.id, rule.title, rule.reference, NA,
+                           [{"run_id": None, "status": NA, "detail": not_assessed, "evidence": []}]) for rule in rs.rules]
+    for rule in rs.rules:
         per_run = []
         for run_id in sorted(c.runs):
             status, detail, evidence = rule.check(c.runs[run_id], c)

@@ -1,6 +1,6 @@
 """A self-contained HTML report: no scripts, no external resources, inline CSS and SVG only.
 
-Order: verdict, what was trusted, failures, per-rule compliance results, the anchor
+Order: verdict, what was trusted, failures, human reviews, per-rule compliance results, the anchor
 timeline, then charts (reward, KL, loss over steps; privacy budget spent).
 """
 
@@ -124,11 +124,28 @@ def render_html(r: Result, bundle: str) -> str:
         o.append("</table>")
         if d["findings_truncated"]:
             o.append(f"<p class='muted'>Showing the first {len(r.findings)} of {r.finding_count}.</p>")
+    for run in d["reviews"]:
+        shown = len(run["reviews"])
+        o.append(f"<h2>Human reviews of run <code>{_e(run['run_id'])}</code></h2><p>{run['count']} recorded"
+                 f"{f', first {shown} shown' if shown < run['count'] else ''}; the notes' text is never shown.</p>"
+                 "<table><tr><th>event</th><th>decision</th><th>subject</th><th>reviewer</th><th>notes</th></tr>")
+        for x in run["reviews"]:
+            subject = "the released weights<br>" if x["names_released_weights"] else ""
+            bad = "" if x["passed_integrity_checks"] else " <span class='fail'>fails integrity checks</span>"
+            bad += f" <span class='fail'>{_e(x['problem'])}</span>" if x.get("problem") else ""
+            o.append(f"<tr><td>{_e(x['index'])}<br><code>{_e(x['event_id'])}</code></td><td>{_e(x['decision'])}{bad}</td>"
+                     f"<td>{subject}<code>{_e(x['subject'])}</code></td><td><code>{_e(x['reviewer'])}</code></td>"
+                     f"<td>{_e(x['notes'])}</td></tr>")
+        o.append("</table>")
+    if d["reviews_runs_omitted"]:
+        o.append(f"<p class='muted'>{d['reviews_runs_omitted']} more run(s) with human reviews are not listed.</p>")
     if r.compliance is not None:
-        o.append("<h2>Compliance rules</h2><table><tr><th>result</th><th>rule</th><th>reference</th><th>runs</th></tr>")
+        o.append(f"<h2>Compliance rules</h2><p>Rule set <b>{_e(r.rule_set)}</b> (docs/compliance-eu-ai-act.md)</p>"
+                 "<table><tr><th>result</th><th>rule</th><th>reference</th><th>runs</th></tr>")
         for rule in r.compliance:
             runs = "".join(
-                f"<div><b>{_e(x['run_id'])}</b>: <span class='{_e(x['status'])}'>{_e(x['status'])}</span> "
+                f"<div><b>{_e(x['run_id'] if x['run_id'] is not None else 'every run')}</b>: "
+                f"<span class='{_e(x['status'])}'>{_e(x['status'])}</span> "
                 f"&mdash; {_e(x['detail'])}"
                 + (f"<br><code>{_e('; '.join(_evidence(e) for e in x['evidence'][:6]))}</code>" if x["evidence"] else "")
                 + "</div>" for x in rule["runs"])

@@ -61,7 +61,10 @@ def as_dict(r: Result, bundle: str) -> dict[str, Any]:
         "findings_truncated": r.finding_count > len(r.findings),
         "checkpoints": r.checkpoints,
         "anchors": r.anchors,
+        "rule_set": r.rule_set,
         "compliance": r.compliance,
+        "reviews": r.reviews,
+        "reviews_runs_omitted": r.reviews_runs_omitted,
         "completeness": r.completeness,
         "weights": r.weights or None,
     })
@@ -97,13 +100,15 @@ def render_text(r: Result, bundle: str) -> str:
     if r.findings:
         out += ["", f"Failures ({r.finding_count}{', first ' + str(len(r.findings)) + ' shown' if d['findings_truncated'] else ''}):"]
         out += ["  " + f.line() for f in r.findings]
+    out += review_lines(r)
     if r.compliance:
-        out += ["", "Compliance:"]
+        out += ["", f"Compliance (rule set {r.rule_set}):"]
         for rule in r.compliance:
             out.append(f"  {rule['status'].upper():15} {rule['id']}: {rule['title']} ({rule['reference']})")
             for run in rule["runs"]:
                 if run["status"] != "pass":
-                    out.append(f"      run {run['run_id']}: {run['detail']}")
+                    who = f"run {run['run_id']}" if run["run_id"] is not None else "every run"
+                    out.append(f"      {who}: {run['detail']}")
     return _strict("\n".join(out) + "\n")
 
 
@@ -114,3 +119,29 @@ def scope_text(r: Result) -> str:
     if sc.get("type") == "run":
         return f"run {sc.get('run_id')!r}"
     return f"{sc.get('type')} of log indices [{sc.get('start')}, {sc.get('end')}) (completeness of a run is not claimed)"
+
+
+def _abbrev(x: object, n: int) -> str:
+    t = str(x)
+    return t if len(t) <= n else t[:n] + ".."
+
+
+def review_text(v: dict) -> str:
+    """One human.review as the reports show it (the notes' text never: it may be personal)."""
+    what = "the released weights" if v["names_released_weights"] else f"subject {_abbrev(v['subject'], 80)}"
+    extra = "" if v["passed_integrity_checks"] else "; FAILS integrity checks"
+    extra += f"; {v['problem']}" if v.get("problem") else ""
+    return (f"event {v['index']} ({v['event_id']}): {_abbrev(v['decision'], 40)} of {what} by reviewer "
+            f"{_abbrev(v['reviewer'], 24)}; notes {v['notes']}{extra}")
+
+
+def review_lines(r: Result) -> list[str]:
+    out = []
+    for run in r.reviews:
+        shown = len(run["reviews"])
+        more = f", first {shown} shown" if shown < run["count"] else ""
+        out += ["", f"Human reviews of run {run['run_id']!r} ({run['count']} recorded{more}):"]
+        out += ["  " + review_text(v) for v in run["reviews"]]
+    if r.reviews_runs_omitted:
+        out.append(f"({r.reviews_runs_omitted} more run(s) with human reviews are not listed)")
+    return out
