@@ -232,14 +232,6 @@ def test_a_run_that_released_nothing_needs_no_release_review(tmp_path, capsys):
     assert code == 1 and "run.end names no released weights" in _detail(rep, "human-oversight")
 
 
-def test_reviews_under_bundle_producers_are_not_called_trusted(tmp_path, capsys):
-    b = build_bundle(tmp_path / "b.jsonl")
-    args = [a for a in b.args() if a not in b.producer_keys and a != "--producer-key"]
-    code, rep = _verify(args + ["--trust-bundle-producers", "--rules", "eu-ai-act"], capsys)
-    d = _detail(rep, "human-oversight")
-    assert "NOT independently trusted" in d and "signed by a trusted producer key" not in d
-
-
 # --- reviews in every report ----------------------------------------------------------------------
 
 

@@ -89,7 +89,6 @@ class Collector:
         self.runs: dict[str, RunFacts] = {}
         self.datasets: dict[str, DatasetFacts] = {}
         self.dataset_dups: list[Ref] = []
-        self.producers_trusted = True  # False under --trust-bundle-producers (NOT independently trusted)
         self.max_delta: float | None = None  # --max-delta
 
     def dp_update(self, run_id: str, index: int, event_id: str, dp_steps: int, valid: bool) -> None:

@@ -115,8 +115,7 @@ def evaluations_signed(r: RunFacts, c: Collector) -> Outcome:
             ev + [_ev(x, problem="invalid") for x in r.evaluations_invalid]
     if not r.evaluation_count:
         return FAIL, "no evaluation record", []
-    who = "signed by a trusted producer key" if c.producers_trusted else \
-        "signed by a producer key taken from the bundle (NOT independently trusted)"
+    who = "signed by a trusted producer key"  # registered in the log's key events or pinned (docs/keys.md)
     return PASS, f"{r.evaluation_count} evaluation(s) {who}", ev
 
 
@@ -327,8 +326,7 @@ def human_oversight(r: RunFacts, c: Collector) -> Outcome:
         return FAIL, (f"no human.review approving the released weights (decision \"approve\", subject "
                       f"{released[:80]}) before run.end; {reviewed} review record(s) in the run"), \
             [_ev(end_ref, type="run.end", released_weights_digest=released)]
-    who = "signed by a trusted producer key" if c.producers_trusted else \
-        "signed by a producer key taken from the bundle (NOT independently trusted)"
+    who = "signed by a trusted producer key"  # registered in the log's key events or pinned (docs/keys.md)
     ev += [_ev(ref, type="human.review", reviewer=rev, decision=APPROVE, subject=released) for ref, rev in before]
     ev.append(_ev(end_ref, type="run.end", released_weights_digest=released))
     more = f" ({s.approval_count} in all)" if s.approval_count != len(before) else ""
