@@ -10,7 +10,6 @@ offline. Nothing personal is written (the card is public).
 
 from __future__ import annotations
 
-import base64
 import shlex
 from typing import Any, Mapping, Sequence
 
@@ -22,20 +21,34 @@ ANCHOR_KEYS = ("checkpoint_size", "tx_hash", "block_number", "chain_id", "status
 RULES = "eu-ai-act@2"  # docs/compliance-eu-ai-act.md: versions are frozen, the bare name follows the newest
 
 
-def verify_command(*, bundle: str, log_key: str, producer_keys: Sequence[str] = (), chain_id: int | None = None,
-                   contract: str | None = None, trusted_block_hashes: Sequence[str] = (),
-                   rules: str | None = RULES) -> str:
-    """The ``rlhf-verify`` command line (verifier/rlhf_verifier/cli.py), shell-quoted. The rule
-    set is named with its version, so the published command gives the same verdict later."""
-    parts = ["rlhf-verify", bundle, "--log-key", log_key]
-    for k in producer_keys:
-        parts += ["--producer-key", k]
+def block_hash_placeholder(block_number: int) -> str:
+    """What a published command shows instead of a block hash: the reader looks the hash up."""
+    return f"0x<hash of block {block_number}>"
+
+
+def verify_command(*, bundle: str, chain_id: int | None = None, contract: str | None = None,
+                   trusted_block_hashes: Sequence[str] = (), trusted_block: int | None = None,
+                   rules: str | None = RULES, log_key: str | None = None, producer_keys: Sequence[str] = ()) -> str:
+    """The ``rlhf-verify`` command line (verifier/rlhf_verifier/cli.py), shell-quoted.
+
+    The regulator's minimal command (docs/trust-model.md): the chain id, the contract and a block
+    hash the reader trusts. A public card gives ``trusted_block`` (the final anchor's block
+    number), shown as a placeholder the reader fills in from a source they trust, never a hash
+    from the party being audited. ``log_key``/``producer_keys`` add optional pins. The rule set
+    is named with its version, so the published command gives the same verdict later."""
+    parts = ["rlhf-verify", bundle]
     if chain_id is not None:
         parts += ["--chain-id", str(chain_id)]
     if contract:
         parts += ["--contract", contract]
     for h in trusted_block_hashes:
         parts += ["--trusted-block-hash", h]
+    if trusted_block is not None and not trusted_block_hashes:
+        parts += ["--trusted-block-hash", block_hash_placeholder(trusted_block)]
+    if log_key:
+        parts += ["--log-key", log_key]
+    for k in producer_keys:
+        parts += ["--producer-key", k]
     if rules:
         parts += ["--rules", rules]
     return " ".join(shlex.quote(p) for p in parts)
@@ -54,15 +67,13 @@ def model_card(
     log_id: str,
     run_id: str,
     weights_digest: str | None,
-    log_key: str,
+    log_key: str | None,
     bundle: str,
     checkpoints: Sequence[Mapping[str, Any]] = (),
     anchors: Sequence[Mapping[str, Any]] = (),
     privacy_declared: Mapping[str, float] | None = None,
     privacy_spent_epsilon: float | None = None,
-    producer_keys: Sequence[str] = (),
     contract: str | None = None,
-    trusted_block_hashes: Sequence[str] = (),
     base_model: Mapping[str, Any] | None = None,
     method: str | None = None,
     datasets: Sequence[str] = (),
@@ -71,9 +82,10 @@ def model_card(
 ) -> str:
     anchor_rows = [_check_anchor(a, i) for i, a in enumerate(anchors)]
     chain_ids = sorted({a["chain_id"] for a in anchor_rows})
-    cmd = verify_command(bundle=bundle, log_key=log_key, producer_keys=producer_keys,
-                         chain_id=chain_ids[0] if len(chain_ids) == 1 else None, contract=contract,
-                         trusted_block_hashes=trusted_block_hashes)
+    settled = [a for a in anchor_rows if a["status"] in ("confirmed", "finalized")]
+    final = max(settled, key=lambda a: a["checkpoint_size"]) if settled else None
+    cmd = verify_command(bundle=bundle, chain_id=chain_ids[0] if len(chain_ids) == 1 else None, contract=contract,
+                         trusted_block=final["block_number"] if final else None)
     privacy: dict[str, Any] | None = None
     if privacy_declared is not None or privacy_spent_epsilon is not None:
         privacy = {"declared": dict(privacy_declared) if privacy_declared else None, "spent_epsilon": privacy_spent_epsilon}
@@ -85,6 +97,10 @@ def model_card(
         "anchors": anchor_rows,
         "privacy": privacy,
         "verify": cmd,
+        # The block whose hash the reader looks up on a source they trust (docs/trust-model.md).
+        "verify_block": {"chain_id": final["chain_id"], "block_number": final["block_number"]} if final else None,
+        # For cross-checking only: rlhf-verify reads the log key from the contract itself.
+        "log_key": log_key,
     }
     front: dict[str, Any] = {"tags": ["rlhf", "provenance"], "provenance": provenance}
     if license:
@@ -122,7 +138,18 @@ def model_card(
         spent = "n/a" if privacy_spent_epsilon is None else f"{privacy_spent_epsilon:.4f}"
         lines.append(f"Spent epsilon **{spent}** against the declared budget ({declared}), RDP accountant "
                      "(dp-accounting), replayed by the verifier from the recorded events.")
-    lines += ["", "### Verify", "", "Download the proof bundle and run (no network needed):", "", "```sh", cmd, "```", ""]
+    lines += ["", "### Verify", ""]
+    if final is not None:
+        lines += [f"Look up the hash of block **{final['block_number']}** of chain {final['chain_id']} on a source "
+                  "you trust: your own node (`eth_getBlockByNumber`), a block explorer you trust, or a finalized "
+                  "checkpoint of the chain. Do not take it from this card: it is the one value you trust, and "
+                  "everything else (the log key, the producer keys, every anchor) is proven from it. Then download "
+                  "the proof bundle and run, with that hash in place of the placeholder (no other network access "
+                  "is needed; with your own node, `--rpc URL` replaces `--trusted-block-hash`):", ""]
+    else:
+        lines += ["Nothing of this run is anchored yet: the bundle can be checked for integrity only once an anchor "
+                  "is confirmed.", ""]
+    lines += ["```sh", cmd, "```", ""]
     return "\n".join(lines)
 
 
@@ -135,6 +162,6 @@ def model_card_for_run(run: Run, *, model_name: str, log_key: str, bundle: str, 
         weights_digest=run.released_digest,
         log_key=log_key, bundle=bundle, checkpoints=run.checkpoints, anchors=anchors,
         privacy_declared=declared, privacy_spent_epsilon=run.privacy.epsilon if run.privacy else None,
-        producer_keys=[base64.b64encode(run.signer.public_key).decode()], base_model=run.base_model,
+        base_model=run.base_model,
         method=run.method, datasets=[d.dataset_id for d in run.datasets], **kw,
     )

@@ -44,8 +44,20 @@ def card_front_matter(out: Path) -> dict:
 
 
 def verify(out: Path, bundle: str) -> subprocess.CompletedProcess:
-    cmd = shlex.split(card_front_matter(out)["provenance"]["verify"])
+    """The card's command, as a regulator runs it: the one placeholder (the final anchor's block
+    hash) filled in from a source they trust -- here the verification report's anchor list,
+    checked against the chain by the demo's own verification (the chain itself is gone)."""
+    prov = card_front_matter(out)["provenance"]
+    cmd = shlex.split(prov["verify"])
     assert cmd[0] == "rlhf-verify" and cmd[1] == BUNDLE_NAME
+    # the minimal command: nothing from the audited party but the chain and contract
+    assert "--log-key" not in cmd and "--producer-key" not in cmd
+    block = prov["verify_block"]["block_number"]
+    report = json.loads((out / "verification-report.json").read_text())
+    trusted = next(a["block_hash"] for a in report["anchors"] if a["block_number"] == block)
+    i = cmd.index("--trusted-block-hash") + 1
+    assert cmd[i] == f"0x<hash of block {block}>"
+    cmd[i] = trusted
     return subprocess.run(verifier_argv0() + [bundle] + cmd[2:] + ["--json"], cwd=out,
                           capture_output=True, text=True, timeout=120)
 
@@ -95,9 +107,14 @@ def test_reports_and_card_name_the_anchors(demo):
     assert prov["weights_digest"] == prov["checkpoints"][-1]["weights_digest"]
     card_blocks = {a["block_number"] for a in prov["anchors"]}
     for a in report["anchors"]:
-        assert a["block_hash"] in prov["verify"]  # the trusted block hashes the card tells a regulator to pass
+        assert a["block_hash"] not in prov["verify"]  # the card never hands out the hash to trust
         assert a["block_hash"] in html
         assert a["block_number"] in card_blocks
+    assert prov["verify_block"]["block_number"] == max(report["anchors"], key=lambda a: a["checkpoint_size"])["block_number"]
+    assert f"Look up the hash of block **{prov['verify_block']['block_number']}**" in card
+    # the log key was read from the contract, the producer key from the log (issue 12)
+    assert "the contract's storage at block" in report["trusted"]["log_keys_source"]
+    assert "registered in the log's key events" in report["trusted"]["producer_keys_source"]
 
 
 def test_no_secret_on_disk(demo):

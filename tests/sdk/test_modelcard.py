@@ -41,7 +41,7 @@ def test_card_from_a_run(tmp_path):
         eps = run.privacy_spend(1.2, 0.005, 300)
         run.release(m)
     card = model_card_for_run(run, model_name="tiny-dpo", log_key=VKEY, bundle="run-9.rlhfbundle.jsonl", anchors=ANCHORS,
-                              contract="0x" + "11" * 20, trusted_block_hashes=["0x" + "22" * 32], license="apache-2.0")
+                              contract="0x" + "11" * 20, license="apache-2.0")
     fm, body = split(card)
     p = fm["provenance"]
     assert fm["license"] == "apache-2.0" and fm["base_model"] == "tiny-base" and "rlhf" in fm["tags"]
@@ -51,10 +51,14 @@ def test_card_from_a_run(tmp_path):
     assert p["anchors"] == ANCHORS
     assert p["privacy"] == {"declared": {"epsilon": 3.0, "delta": 1e-6}, "spent_epsilon": eps}
     argv = shlex.split(p["verify"])
-    assert argv[:4] == ["rlhf-verify", "run-9.rlhfbundle.jsonl", "--log-key", VKEY]
-    assert argv[argv.index("--producer-key") + 1] == base64.b64encode(s.public_key).decode()
+    # the regulator's minimal command: chain, contract, the final confirmed anchor's block to look up
+    assert argv[:2] == ["rlhf-verify", "run-9.rlhfbundle.jsonl"] and "--log-key" not in argv and "--producer-key" not in argv
     assert argv[argv.index("--chain-id") + 1] == "31337" and argv[argv.index("--rules") + 1] == "eu-ai-act@2"
-    assert argv[argv.index("--trusted-block-hash") + 1] == "0x" + "22" * 32
+    assert argv[argv.index("--contract") + 1] == "0x" + "11" * 20
+    assert argv[argv.index("--trusted-block-hash") + 1] == "0x<hash of block 17>"  # the confirmed anchor's block
+    assert p["verify_block"] == {"chain_id": 31337, "block_number": 17} and p["log_key"] == VKEY
+    assert "Look up the hash of block **17** of chain 31337 on a source you trust" in body
+    assert base64.b64encode(s.public_key).decode() not in card
     assert p["verify"] in body and "0x" + "ab" * 32 in body and f"{eps:.4f}" in body
     assert "## Provenance" in body and "| 12 | 31337 | 21 |" in body
 
