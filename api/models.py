@@ -46,6 +46,8 @@ class ProducerOut(BaseModel):
     status: Literal["active", "revoked"]
     registered_at: float
     revoked_at: float | None
+    registered_idx: int | None  # index of its producer.register key event (-1: legacy; None: not migrated yet)
+    revoked_idx: int | None  # index of its producer.revoke key event
 
 
 class KeyIdOut(BaseModel):
