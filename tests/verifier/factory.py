@@ -204,15 +204,24 @@ def build_bundle(path: Path, *, mode: str = "inclusion", checkpoint_sizes: list[
                  anchor_delay: int = 60, extra_leaves: int = 0, manifest: bool = True,
                  producers: int = 1, run_id: str = "run-1", log_id: str = "log-1", run_record: bool = True,
                  times: list[float] | None = None, block_time: int | None = None, key_events: bool = False,
-                 revoke_after: int | None = None, key_proof: bool = True) -> Built:
+                 revoke_after: int | None = None, key_proof: bool = True, rotate_after: int | None = None,
+                 proven_key_override: bytes | None = None) -> Built:
     """Write a bundle. All events are in scope; `extra_leaves` foreign entries are appended first
     (in tree mode they appear as `leaf` records). `times`: each event's time in seconds after T0
     (default 0, 1, 2, ...); `block_time`: every anchor block's timestamp (default: the last
     covered event's time + `anchor_delay`). `key_events`: the log registers each producer with a
     key event (docs/keys.md) before the run, and the bundle carries them (`keys`, `key_event`);
     `revoke_after`: with key events, producer 0 is revoked right after the run's event of that
-    position. `key_proof`: each anchor's evidence proves the log key from the contract's state."""
+    position. `key_proof`: each anchor's evidence proves the log key from the contract's state.
+    `rotate_after`: the log key was rotated (rotateLogKey) once the tree had that size: later
+    checkpoints and run-index notes are signed by a second log key, and anchors above that size
+    prove it. `proven_key_override`: every anchor's state proof shows this key instead (an
+    attacker's contract state, or a rotation the notes do not follow)."""
     log_signer = Signer.from_seed(hashlib.sha256(b"log").digest())
+    rotated = Signer.from_seed(hashlib.sha256(b"log rotated").digest())
+
+    def signer_for(size: int) -> Signer:  # the log key in force for a statement about `size`
+        return rotated if rotate_after is not None and size > rotate_after else log_signer
     signers = [Signer.from_seed(hashlib.sha256(b"producer%d" % i).digest()) for i in range(producers)]
     origin = default_origin(log_id)
     evs = events if events is not None else run_events()
@@ -264,7 +273,7 @@ def build_bundle(path: Path, *, mode: str = "inclusion", checkpoint_sizes: list[
     notes = {}
     for size in cps:
         root = tree.root(size)
-        notes[size] = sign_checkpoint(origin, size, root, log_signer)
+        notes[size] = sign_checkpoint(origin, size, root, signer_for(size))
         lines.append({"kind": "checkpoint", "size": size, "root": b64(root), "note": notes[size]})
     for a, b in zip(cps, cps[1:]):
         lines.append({"kind": "consistency", "from": a, "to": b, "proof": [b64(x) for x in tree.consistency_proof(a, b)]})
@@ -275,8 +284,8 @@ def build_bundle(path: Path, *, mode: str = "inclusion", checkpoint_sizes: list[
         cid = cid_for_bytes(man)
         last_ts = max(r[2] for r in records if r[0] < size) if any(r[0] < size for r in records) else 0
         bt = block_time if block_time is not None else int((T0 + timedelta(seconds=last_ts)).timestamp()) + anchor_delay
-        ev = make_block(100 + n, bt, size, tree.root(size), cid, log_id_hash,
-                        log_signer.public_key if key_proof else None)
+        proven = proven_key_override or signer_for(size).public_key
+        ev = make_block(100 + n, bt, size, tree.root(size), cid, log_id_hash, proven if key_proof else None)
         block_hashes.append(ev["block_hash"])
         rec = {"kind": "anchor", "checkpoint_size": size, "cid": cid, "evidence": ev}
         if manifest:
@@ -284,7 +293,7 @@ def build_bundle(path: Path, *, mode: str = "inclusion", checkpoint_sizes: list[
         lines.append(rec)
     final = cps[-1]
     run_records = records_from_entries(e for i, e in index_entries if i < final)
-    ri, ri_tree = sign_index(origin, final, run_records, log_signer)
+    ri, ri_tree = sign_index(origin, final, run_records, signer_for(final))
     if key_records:
         pos = next(i for i, (r, _) in enumerate(run_records) if r == KEYS_RUN)
         lines.append({"kind": "keys", "checkpoint_size": final, "note": ri.note, "record": run_records[pos][1],

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,8 +62,9 @@ class KeyEvents:
             raise KeyEventsError(f"the keys record is for tree size {self.record.size}, the bundle's final checkpoint "
                                  f"is {final_size}")
 
-    def add(self, obj: Any, log_keys: dict[str, bytes], final_size: int, final_root: bytes) -> None:
-        """One `key_event` record; `log_keys`: key id -> public key of each trusted log key."""
+    def add(self, obj: Any, log_keys: Callable[[int], dict[str, bytes]], final_size: int, final_root: bytes) -> None:
+        """One `key_event` record; `log_keys(index)`: key id -> public key of each log key that may
+        sign a key event at that index (the key in force there, docs/keys.md)."""
         if type(obj) is not dict or obj.keys() != {"kind", "index", "envelope", "inclusion"}:
             raise KeyEventsError("a key_event record is exactly {kind, index, envelope, inclusion}")
         index = obj["index"]
@@ -78,9 +80,10 @@ class KeyEvents:
         ev = env.event
         if ev["log_id"] != self.log_id or ev["run_id"] != KEYS_RUN:
             raise KeyEventsError(f"a key event must be in run {KEYS_RUN!r} of log {self.log_id!r}")
-        pub = log_keys.get(ev["producer"])
+        pub = log_keys(index).get(ev["producer"])
         if pub is None:
-            raise KeyEventsError("not signed by a trusted log key (its producer is not the log key's id)")
+            raise KeyEventsError("not signed by a trusted log key in force at this index (its producer is not that "
+                                 "log key's id)")
         if not ed25519.verify(pub, env.event_bytes, env.sig):
             raise KeyEventsError("the log key's signature does not verify")
         proof = obj["inclusion"]

@@ -165,6 +165,7 @@ class Verifier:
         self.key_event_objs: list[tuple[int, Any]] = []
         self.run_obj: tuple[int, dict] | None = None
         self.trusted_hashes_used: set[bytes] = set()
+        self.anchor_keys: list[tuple[int, bytes, int]] = []  # (anchored size, proven log key, block), ascending
         self.last_listed_anchor = -1
         self.run_check = RunCompleteness()
         self.manifest_runs: dict[int, Any] = {}  # anchored size -> its manifest's run-index note (v2)
@@ -507,6 +508,7 @@ class Verifier:
                 continue
             if a.log_key is not None:
                 chain.setdefault(a.log_key, []).append(a.block_number)
+                self.anchor_keys.append((size, a.log_key, a.block_number))
         for h in sorted(self.o.trusted_block_hashes - self.trusted_hashes_used):
             r.warnings.append(f"trusted block hash 0x{h.hex()} is not the block of any anchor in this bundle")
         if unproven_code:
@@ -536,12 +538,38 @@ class Verifier:
         r.trusted["log_keys"] = [k.vkey() for k in self.log_keys]
         r.trusted["log_keys_source"] = "; ".join(sources) or "none"
 
+    def keys_for_size(self, size: int) -> tuple[list[VerifierKey], str | None]:
+        """The log key(s) that must sign a statement about tree size `size` (a checkpoint, a
+        run-index note; a key event at index i speaks for size i + 1): the key the contract held
+        at the first confirmed anchor at or above that size, so that a key rotated away before it
+        (or never registered) signs nothing (contract.md: checkpoints anchored up to a rotation's
+        fromSize stay under the old key). With no such anchor: any trusted key. Also says which
+        anchor decided, for the finding."""
+        k = bisect.bisect_left(self.anchor_keys, (size, b""))
+        if k == len(self.anchor_keys):
+            return self.log_keys, None
+        _, pub, block = self.anchor_keys[k]
+        return [VerifierKey.from_public_key(self.origin, pub)], f"the key the contract held at block {block}"
+
     def _verify_checkpoints(self) -> None:
-        """Each checkpoint note against the trusted log keys (linear in the number of checkpoints)."""
+        """Each checkpoint note against the log key in force for its size (linear in the number
+        of checkpoints)."""
         for size in sorted(self.cp_records):
             root, note, where = self.cp_records[size]
+            keys, which = self.keys_for_size(size)
             try:
-                cp = verify_checkpoint(note, self.log_keys)
+                try:
+                    cp = verify_checkpoint(note, keys)
+                except NoteError:
+                    if which is not None and len(self.log_keys) > 1:
+                        try:
+                            verify_checkpoint(note, self.log_keys)
+                        except NoteError:
+                            pass
+                        else:
+                            raise NoteError(f"signed by a log key other than {which}, the anchor that covers this size: "
+                                            "a rotated-away or unregistered log key") from None
+                    raise
                 if cp.origin != self.origin:
                     raise NoteError(f"note origin {cp.origin!r} differs from the header's {self.origin!r}")
                 if cp.size != size or cp.root != root:
@@ -562,10 +590,12 @@ class Verifier:
         if self.keys_obj is not None and self.cps:
             n, obj = self.keys_obj
             try:
-                kev.read_record(obj, self.log_keys, self.origin, final)
+                kev.read_record(obj, self.keys_for_size(final)[0], self.origin, final)
             except KeyEventsError as e:
                 problems.append((f"keys record (line {n})", str(e)))
-            log_keys = {hashlib.sha256(k.public_key).hexdigest(): k.public_key for k in self.log_keys}
+            def log_keys(index: int) -> dict[str, bytes]:  # a key event at index i speaks for size i + 1
+                return {hashlib.sha256(k.public_key).hexdigest(): k.public_key for k in self.keys_for_size(index + 1)[0]}
+
             for n, obj in self.key_event_objs:
                 try:
                     kev.add(obj, log_keys, final, self.cps[final])
@@ -741,7 +771,8 @@ class Verifier:
         if self.scope is None or self.scope[0] != "run":
             return  # a window of the log claims no run's completeness: the record is not used
         try:
-            self.run_check.read_record(obj, self.log_keys, self.origin, self.scope[1])
+            keys = self.keys_for_size(max(self.cps))[0] if self.cps else self.log_keys
+            self.run_check.read_record(obj, keys, self.origin, self.scope[1])
         except CompletenessError as e:
             self.r.fail("completeness", where, str(e))
 

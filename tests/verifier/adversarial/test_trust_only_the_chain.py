@@ -214,3 +214,58 @@ def test_the_key_event_rule_refuses_what_docs_keys_md_does_not_allow(events, mes
     with pytest.raises(KeyEventsError, match=message):
         for i, (typ, body) in enumerate(events):
             k._apply(i, typ, body)
+
+
+def test_a_rotated_log_key_verifies_each_checkpoint_under_the_key_of_its_anchor(tmp_path, capsys):
+    """rotateLogKey: checkpoints anchored up to the rotation stay under the old key, later ones
+    are under the new key; each anchor's state proof says which (contract.md)."""
+    from factory import run_events
+
+    n = len(run_events()) + 2  # with the two key events first
+    b = build_bundle(tmp_path / "b.jsonl", producers=2, key_events=True, checkpoint_sizes=[6, n], rotate_after=6)
+    both = [str(b.path), "--chain-id", "31337", "--contract", b.contract]
+    for h in b.block_hashes:
+        both += ["--trusted-block-hash", h]
+    code, rep = _verify(both, capsys)
+    assert code == 0, rep["findings"]
+    assert len(rep["trusted"]["log_keys"]) == 2
+    # one trusted block hash (the final anchor's) proves only the new key: what the old key signed
+    # (the first checkpoint, the key events) is then not proven -- docs/trust-model.md says to
+    # confirm one anchor per key era after a rotation (or use --rpc)
+    code, rep = _verify(b.minimal_args(), capsys)
+    assert code == 1 and any("checkpoint 6" in f["where"] for f in rep["findings"] if f["check"] == "checkpoint")
+
+
+def test_a_rotated_away_key_signs_nothing_after_the_rotation(tmp_path, capsys):
+    """The old log key (leaked, say) signs a checkpoint the contract's state at its anchor
+    attributes to the new key: a named finding, even though the old key is proven elsewhere."""
+    from factory import run_events
+
+    n = len(run_events()) + 2
+    b = build_bundle(tmp_path / "b.jsonl", producers=2, key_events=True, checkpoint_sizes=[6, n], rotate_after=6)
+    objs = read_records(b)
+    old = read_records(build_bundle(tmp_path / "old.jsonl", producers=2, key_events=True, checkpoint_sizes=[6, n]))
+    final_old = next(o for o in old if o["kind"] == "checkpoint" and o["size"] == n)
+    for o in objs:
+        if o["kind"] == "checkpoint" and o["size"] == n:
+            o["note"] = final_old["note"]  # the same tree, signed by the rotated-away key
+        if o["kind"] == "anchor" and o["checkpoint_size"] == n:
+            del o["manifest"]  # (the anchored manifest names the genuine note: left out, as it may be)
+    write_records(b, objs)
+    both = [str(b.path), "--chain-id", "31337", "--contract", b.contract]
+    for h in b.block_hashes:
+        both += ["--trusted-block-hash", h]
+    code, rep = _verify(both, capsys)
+    found = [f for f in rep["findings"] if f["check"] == "checkpoint"]
+    assert code == 1 and found and "rotated-away or unregistered log key" in found[0]["message"], rep["findings"]
+
+
+def test_an_attacker_state_proving_another_key_signs_nothing(tmp_path, capsys):
+    """State proofs that show a key the log never used (an attacker's own contract storage at the
+    pinned address is impossible, but a forged proof would show one): no checkpoint verifies."""
+    from ledger.keys import Signer
+
+    b = build_bundle(tmp_path / "b.jsonl", key_events=True, proven_key_override=Signer.generate().public_key)
+    code, rep = _verify(b.minimal_args(), capsys)
+    assert code == 1 and "no checkpoint signed by a trusted log key" in " ".join(
+        f["message"] for f in rep["findings"] if f["check"] == "vacuous")
