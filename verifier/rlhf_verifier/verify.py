@@ -487,6 +487,13 @@ class Verifier:
                 continue  # listed, but counts for nothing (not coverage, not delay, not any rule)
             self.anchor_sizes.append(size)
             self.anchor_times.append(a.block_timestamp)
+        unconfirmed = [x["checkpoint_size"] for x in self.r.anchors if x["status"] == "unconfirmed"]
+        if unconfirmed and self.anchor_sizes:
+            self.r.warnings.append(
+                f"{len(unconfirmed)} anchor(s) of this bundle are unconfirmed (checkpoint(s) "
+                f"{', '.join(map(str, unconfirmed[:5]))}{' ...' if len(unconfirmed) > 5 else ''}): each event's anchoring "
+                "time is that of the first confirmed anchor after it, an upper bound; confirm them too "
+                "(--trusted-block-hash for their blocks, or --rpc) to prove tighter times")
 
     def _derive_log_keys(self) -> None:
         """The trusted log keys: the contract's logKey at each confirmed anchor's block (its log key
