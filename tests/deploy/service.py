@@ -52,9 +52,19 @@ class Service:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def wait_alive(self) -> "Service":
+        wait_ready(self.proc, self.url, self.log_path, "rlhf-ledger serve", probe="/healthz")
+        return self
+
 
 def start(data_dir: Path, database_url: str | None, env: dict[str, str] | None = None,
           checkpoint_interval: float = 0.5) -> Service:
+    return launch(data_dir, database_url, env, checkpoint_interval).wait_alive()
+
+
+def launch(data_dir: Path, database_url: str | None, env: dict[str, str] | None = None,
+           checkpoint_interval: float = 0.5) -> Service:
+    """Start the process without waiting (start several side by side, then wait_alive each)."""
     port = free_port()
     full = {k: v for k, v in os.environ.items() if k not in _CLEARED}
     # Rate limits off: the drills read as fast as they can from one address (limits: tests/api).
@@ -68,6 +78,4 @@ def start(data_dir: Path, database_url: str | None, env: dict[str, str] | None =
     cmd = [sys.executable, "-m", "ledger.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "info"]
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=str(ROOT), env=full, stdout=out, stderr=subprocess.STDOUT)
-    svc = Service(f"http://127.0.0.1:{port}", proc, log_path)
-    wait_ready(proc, svc.url, log_path, "rlhf-ledger serve", probe="/healthz")
-    return svc
+    return Service(f"http://127.0.0.1:{port}", proc, log_path)
