@@ -4,6 +4,7 @@ security rules the issue sets (probes, Secrets as files, non-root, read-only roo
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -127,34 +128,44 @@ def test_commands_use_real_cli_options(rendered):
                         assert part in options(sub), (d["metadata"]["name"], part)
 
 
-def test_checkov_finds_no_failed_check(rendered, tmp_path):
+@pytest.fixture(scope="module")
+def checkov(rendered, tmp_path_factory) -> dict[str, dict[str, list]]:
+    """One checkov run (it takes seconds to start) over both rendered overlays and an insecure
+    copy of the production API Deployment; results by file name."""
     assert CHECKOV.exists(), "checkov is installed into .venv-lint by scripts/services.sh"
-    for overlay in OVERLAYS:
-        out = subprocess.run([shutil.which("kubectl"), "kustomize", str(K8S / "overlays" / overlay)], capture_output=True, text=True)
-        (tmp_path / f"{overlay}.yaml").write_text(out.stdout)
-    env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_NO_OUTPUT_FILE": "1"}  # offline: no guideline download
-    res = subprocess.run([str(CHECKOV), "-d", str(tmp_path), "--framework", "kubernetes", "--skip-download",
-                          "--output", "json"], capture_output=True, text=True, env=env, timeout=300)
-    report = json.loads(res.stdout)
-    summary = report["summary"]
-    failed = [(c["check_id"], c["resource"]) for c in report["results"]["failed_checks"]]
-    assert summary["failed"] == 0, failed
-    assert summary["passed"] > 300
-    assert summary["skipped"] == len(report["results"]["skipped_checks"]) > 0
-    for skipped in report["results"]["skipped_checks"]:
-        # Every skip carries a written reason (checkov.io/skipN: ID=reason).
-        assert len(skipped["check_result"].get("suppress_comment", "")) > 30, skipped["check_id"]
-
-
-def test_checkov_fails_an_insecure_manifest(tmp_path):
-    """The linter is not vacuous: the API Deployment without its security context fails."""
-    docs = render("production")
-    api = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "rlhf-ledger-api")
+    d = tmp_path_factory.mktemp("checkov")
+    for overlay, docs in rendered.items():
+        (d / f"{overlay}.yaml").write_text(yaml.safe_dump_all(docs))
+    api = copy.deepcopy(_by_kind(rendered["production"], "Deployment")["rlhf-ledger-api"])
     del api["spec"]["template"]["spec"]["containers"][0]["securityContext"]
     api["spec"]["template"]["spec"]["containers"][0].pop("readinessProbe")
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(api))
-    env = {**os.environ, "BC_SKIP_MAPPING": "TRUE"}
-    res = subprocess.run([str(CHECKOV), "-f", str(tmp_path / "bad.yaml"), "--framework", "kubernetes", "--skip-download",
-                          "--output", "json", "--quiet"], capture_output=True, text=True, env=env, timeout=300)
-    failed = {c["check_id"] for c in json.loads(res.stdout)["results"]["failed_checks"]}
+    (d / "insecure.yaml").write_text(yaml.safe_dump(api))
+    env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_NO_OUTPUT_FILE": "1"}  # offline: no guideline download
+    res = subprocess.run([str(CHECKOV), "-d", str(d), "--framework", "kubernetes", "--skip-download", "--output", "json"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    results = json.loads(res.stdout)["results"]
+    out: dict[str, dict[str, list]] = {}
+    for kind in ("passed_checks", "failed_checks", "skipped_checks"):
+        for c in results[kind]:
+            out.setdefault(Path(c["file_path"]).name, {}).setdefault(kind, []).append(c)
+    assert set(out) == {"dev.yaml", "production.yaml", "insecure.yaml"}, set(out)
+    return out
+
+
+def test_checkov_finds_no_failed_check(checkov):
+    for overlay in OVERLAYS:
+        report = checkov[f"{overlay}.yaml"]
+        failed = [(c["check_id"], c["resource"]) for c in report.get("failed_checks", [])]
+        assert failed == [], (overlay, failed)
+        assert len(report["passed_checks"]) > 200, overlay
+        assert report["skipped_checks"], overlay
+        for skipped in report["skipped_checks"]:
+            # Every skip carries a written reason (checkov.io/skipN: ID=reason).
+            assert len(skipped["check_result"].get("suppress_comment", "")) > 30, skipped["check_id"]
+
+
+def test_checkov_fails_an_insecure_manifest(checkov):
+    """The linter is not vacuous: the API Deployment without its security context and
+    readiness probe fails."""
+    failed = {c["check_id"] for c in checkov["insecure.yaml"].get("failed_checks", [])}
     assert {"CKV_K8S_9", "CKV_K8S_22", "CKV_K8S_20"} <= failed, failed
