@@ -70,6 +70,20 @@ def test_api_probes_and_migration_order(rendered):
         assert job["command"] == ["rlhf-ledger", "migrate"]
 
 
+def test_api_scrapes_one_process_and_knows_the_chain(rendered):
+    """One uvicorn worker per pod (Prometheus counters are per process: a scrape of a pod with
+    several would read one at random), and the API pods get the chain settings, so the fork
+    guard also checks the anchored root (docs/operations.md)."""
+    for docs in rendered.values():
+        c = _by_kind(docs, "Deployment")["rlhf-ledger-api"]["spec"]["template"]["spec"]["containers"][0]
+        assert c["command"][c["command"].index("--workers") + 1] == "1"
+        chain = next(n for n in _by_kind(docs, "ConfigMap") if n.startswith("rlhf-ledger-chain"))
+        assert {"configMapRef": {"name": chain}} in c["envFrom"]
+        assert "RLHF_CHAIN_RPC" in _by_kind(docs, "ConfigMap")[chain]["data"]
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["ledger"]["command"]
+    assert compose[compose.index("--workers") + 1] == "1"
+
+
 def test_secrets_are_files_from_secrets_never_configmaps(rendered):
     secret_names = ("PASSPHRASE", "PRIVATE_KEY", "DATABASE_URL", "DATABASE_READ_URL")
     for docs in rendered.values():
@@ -86,6 +100,9 @@ def test_secrets_are_files_from_secrets_never_configmaps(rendered):
                     if e["name"].endswith("_FILE"):
                         mount = next(m for m in c["volumeMounts"] if e["value"].startswith(m["mountPath"] + "/"))
                         assert "secret" in vols[mount["name"]], e
+        job = _by_kind(docs, "Job")["rlhf-ledger-migrate"]["spec"]["template"]["spec"]
+        items = {v["name"]: v for v in job["volumes"]}["secrets"]["secret"]["items"]
+        assert [i["key"] for i in items] == ["database-url"]  # the Job never sees the passphrase
     anchor = _by_kind(rendered["production"], "Deployment")["rlhf-ledger-anchor"]["spec"]["template"]["spec"]
     vols = {v["name"]: v for v in anchor["volumes"]}
     assert vols["anchor-key"]["secret"]["secretName"] == "rlhf-ledger-anchor-key"
