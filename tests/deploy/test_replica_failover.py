@@ -2,12 +2,14 @@
 
 A throw-away primary and a streaming replica (pg_createcluster + pg_basebackup,
 tests/deploy/pgcluster.py) on free loopback ports; `rlhf-ledger serve` runs with
-DATABASE_URL = the primary and DATABASE_READ_URL = the replica. Under load (an HTTP submitter
-recording what the service acknowledged, two HTTP readers verifying every proof: inclusion
-under a checkpoint whose signature is checked, for the leaf the submitter was acknowledged,
-including the newest entries the replica may not have replayed), the primary is stopped hard
-(`pg_ctl stop -m immediate`), the service killed, the replica promoted and the service
-restarted against it:
+DATABASE_URL = the primary and DATABASE_READ_URL = the replica.
+
+Under load, an HTTP submitter records what the service acknowledged and two HTTP readers
+verify every proof (inclusion under a checkpoint whose signature is checked, for the leaf the
+submitter was acknowledged), often for the newest entries, which the replica may not have
+replayed yet. With the replica's replay paused, a checkpoint size and entries it lacks are
+answered from the primary. Then the primary is stopped hard (`pg_ctl stop -m immediate`), the
+service killed, the replica promoted and the service restarted against it:
 
 - synchronous replication: every acknowledged event is there (re-submitting each one is a
   duplicate at the index it was acknowledged at), the service is ready and signs on;
@@ -300,6 +302,30 @@ def replica_size(r: pgcluster.Cluster) -> int:
     return int(r.scalar(f"SELECT size FROM logs WHERE log_id = '{LOG}'", db="ledger") or 0)
 
 
+def sizes_the_replica_lacks(svc: service.Service, d: Drill, r: pgcluster.Cluster) -> None:
+    """With the replica's replay paused, a checkpoint signed on the primary is beyond what the
+    replica holds; reads naming its size or its entries are answered from the primary, correctly."""
+    first = len(d.acked)
+    wait_for(lambda: replica_size(r) == first, 15, "the replica to replay everything acknowledged")
+    old = max(d.checkpoints)
+    fallbacks = metric(svc, "ledger_replica_fallbacks_total")
+    r.scalar("SELECT pg_wal_replay_pause()")
+    try:
+        assert submit(svc, d, d.producer.events((-first) % 40 or 40)).status_code == 200
+        n = len(d.acked)  # a multiple of 40: the append signed a checkpoint of n on the primary
+        assert replica_size(r) == first
+        cp = httpx.get(f"{svc.url}/v1/logs/{LOG}/checkpoints/{n}", timeout=10)
+        assert cp.status_code == 200, cp.text
+        d.saw_checkpoint(cp.json())
+        res = httpx.get(f"{svc.url}/v1/logs/{LOG}/consistency", params={"first": old, "second": n}, timeout=10).json()
+        assert merkle.verify_consistency(old, n, [b64d(h) for h in res["proof"]], d.checkpoints[old], d.checkpoints[n])
+        e = httpx.get(f"{svc.url}/v1/logs/{LOG}/entries/{n - 1}", timeout=10).json()
+        assert (e["event_id"], e["leaf_hash"]) == d.acked_at[n - 1]
+        assert metric(svc, "ledger_replica_fallbacks_total") > fallbacks
+    finally:
+        r.scalar("SELECT pg_wal_replay_resume()")
+
+
 def test_async_failover_with_lost_tail_refuses_to_sign_until_recovered(clusters, tmp_path):
     p, r = clusters(sync=False)
     d = setup_log(tmp_path / "data", p.url("ledger"))
@@ -310,6 +336,7 @@ def test_async_failover_with_lost_tail_refuses_to_sign_until_recovered(clusters,
         load = serve_proofs_from_replica(svc, d, r)
         load.stop()
         assert not load.errors and load.submit_failure is None, (load.errors, load.submit_failure)
+        sizes_the_replica_lacks(svc, d, r)
         if len(d.acked) % 40 == 0:  # the replica is to hold entries beyond its last checkpoint
             assert submit(svc, d, d.producer.events(10)).status_code == 200
         held = len(d.acked)
