@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,58 @@ def test_non_root_read_only_with_resources(rendered):
                 assert sc["capabilities"]["drop"] == ["ALL"], name
                 r = c["resources"]
                 assert set(r["requests"]) == {"cpu", "memory"} and set(r["limits"]) == {"cpu", "memory"}, name
+
+
+def _pod_env(docs: list[dict], container: dict, mounts: dict[str, Path], home: str) -> dict[str, str]:
+    """The environment the manifests give `container`, with its Secret mount paths mapped to
+    local directories and the data directory to `home`."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DATABASE_", "RLHF_LEDGER_", "RLHF_PUBLISHED", "RLHF_CHAIN", "RLHF_ANCHOR"))}
+    maps = _by_kind(docs, "ConfigMap")
+    for ref in container.get("envFrom", []):
+        env.update(maps[ref["configMapRef"]["name"]]["data"])
+    env.update({e["name"]: e["value"] for e in container.get("env", [])})
+    for k, v in list(env.items()):
+        for mount, local in mounts.items():
+            if v.startswith(mount + "/"):
+                env[k] = str(local / v.removeprefix(mount + "/"))
+    env.update(RLHF_LEDGER_HOME=home, RLHF_PUBLISHED_DIR=home + "/published", PYTHONPATH=str(ROOT))
+    return env
+
+
+def test_migration_job_and_init_containers_work_with_their_environment(rendered, pg_url, tmp_path):
+    """The commands the manifests run, with the environment they give them (the database URL
+    only as a mounted Secret file, DATABASE_URL_FILE; no writable data directory: the Job and
+    the init containers mount none and the root filesystem is read-only): the init
+    containers wait while the schema is behind, the Job migrates, then they pass."""
+    docs = rendered["production"]
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "database-url").write_text(pg_url.replace("postgresql+psycopg://", "postgresql://") + "\n")
+    mounts = {"/secrets/ledger": secrets}
+    home = "/proc/rlhf-ledger-no-data-volume"  # nothing can be created there, as on the read-only root
+
+    def run(container: dict, wait: str | None = None) -> subprocess.CompletedProcess:
+        cmd = list(container["command"])
+        if wait is not None:
+            cmd[cmd.index("--wait") + 1] = wait
+        assert cmd[0] == "rlhf-ledger"
+        return subprocess.run([sys.executable, "-m", "ledger.cli", *cmd[1:]], capture_output=True, text=True,
+                              env=_pod_env(docs, container, mounts, home), cwd=tmp_path, timeout=120)
+
+    deps = _by_kind(docs, "Deployment")
+    init = deps["rlhf-ledger-api"]["spec"]["template"]["spec"]["initContainers"][0]
+    job = _by_kind(docs, "Job")["rlhf-ledger-migrate"]["spec"]["template"]["spec"]["containers"][0]
+    probe = deps["rlhf-ledger-anchor"]["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["exec"]
+    before = run(init, wait="0")  # the same command without the 600 s patience
+    assert before.returncode == 1 and "schema at revision none, newest is" in before.stderr, before.stderr
+    done = run(job)
+    assert done.returncode == 0 and "schema at revision" in done.stdout, done.stderr
+    after = run(init)
+    assert after.returncode == 0 and "newest revision" in after.stdout, after.stderr
+    alive = run({"command": probe["command"], **{k: v for k, v in deps["rlhf-ledger-anchor"]["spec"]["template"]["spec"]
+                                                  ["containers"][0].items() if k in ("env", "envFrom")}})
+    assert alive.returncode == 0, alive.stderr
 
 
 def test_commands_use_real_cli_options(rendered):

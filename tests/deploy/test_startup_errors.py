@@ -18,7 +18,7 @@ DEAD_PG = "postgresql://ledger:hunter2@127.0.0.1:1/ledger"
 
 def run(args: list[str], env: dict[str, str | None], cwd: Path) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items()
-            if k not in ("RLHF_LEDGER_PASSPHRASE", "DATABASE_URL", "RLHF_CHAIN_RPC", "RLHF_ANCHOR_PRIVATE_KEY")}
+            if k not in ("RLHF_LEDGER_PASSPHRASE", "DATABASE_URL", "RLHF_CHAIN_RPC", "RLHF_ANCHOR_PRIVATE_KEY", "RLHF_ANCHOR_CONTRACT")}
     full["PYTHONPATH"] = str(ROOT)
     full.update({k: v for k, v in env.items() if v is not None})
     return subprocess.run(CLI + args, capture_output=True, text=True, env=full, cwd=cwd, timeout=60)
@@ -41,10 +41,16 @@ CASES = [
     ("token list with an unreachable database", ["token", "list", "--database-url", DEAD_PG], {}, ["DATABASE_URL"]),
     ("init without passphrase", ["init", "--data-dir", "{d}"], {}, ["RLHF_LEDGER_PASSPHRASE"]),
     ("anchor without a chain", ["anchor", "--data-dir", "{d}"], {}, ["--rpc", "RLHF_CHAIN_RPC"]),
-    ("anchor without a key", ["anchor", "--data-dir", "{d}", "--rpc", "http://127.0.0.1:1"], {},
-     ["RLHF_ANCHOR_PRIVATE_KEY", "keystore"]),
-    ("anchor with an unreachable database", ["anchor", "--data-dir", "{d}", "--rpc", "http://127.0.0.1:1",
+    ("anchor without a contract", ["anchor", "--data-dir", "{d}", "--rpc", "http://127.0.0.1:1"], {},
+     ["--contract", "RLHF_ANCHOR_CONTRACT", "--deploy"]),
+    ("anchor without a key", ["anchor", "--data-dir", "{d}", "--rpc", "http://127.0.0.1:1", "--contract", "0x" + "22" * 20],
+     {}, ["RLHF_ANCHOR_PRIVATE_KEY", "keystore"]),
+    ("anchor with an unreachable database", ["anchor", "--data-dir", "{d}", "--rpc", "http://127.0.0.1:1", "--deploy",
                                              "--database-url", DEAD_PG], {}, ["cannot open the ledger database"]),
+    ("migrate with an unreachable database", ["migrate", "--database-url", DEAD_PG], {},
+     ["cannot open the ledger database", "DATABASE_URL"]),
+    ("recover with an unreachable database", ["recover", "--log", "l", "--database-url", DEAD_PG, "/dev/null"], {},
+     ["cannot open the ledger database", "DATABASE_URL"]),
 ]
 
 
