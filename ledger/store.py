@@ -477,6 +477,7 @@ class Ledger:
         return row
 
     def _append_locked(self, log_id: str, events: list[ParsedEvent]) -> list[AppendResult]:
+        signed = None
         with self.engine.begin() as conn:
             log = self._lock_log(conn, log_id)
             if self.fork_guard is not None and not self.recovering and (why := self.fork_guard.refused(log_id)):
@@ -596,7 +597,9 @@ class Ledger:
                 new_size = size + len(new)
                 conn.execute(db.logs.update().where(db.logs.c.log_id == log_id).values(size=new_size))
                 if new_size - self._last_checkpoint_size(conn, log_id) >= log.checkpoint_every_events:
-                    self._issue_checkpoint(conn, log_id, log.origin, new_size, log.public_key, optional=True)
+                    signed = self._issue_checkpoint(conn, log_id, log.origin, new_size, log.public_key, optional=True)
+        if signed is not None and self.fork_guard is not None:  # committed, and served from now on: published
+            self.fork_guard.record(log_id, log.public_key, signed.size, signed.root, signed.note)
         return results  # type: ignore[return-value]
 
     def _store_new(
