@@ -1,20 +1,23 @@
 """Read replicas and failover on real PostgreSQL, through the real service over HTTP.
 
-A throw-away primary and a streaming replica (pg_createcluster + pg_basebackup,
-tests/deploy/pgcluster.py) on free loopback ports; `rlhf-ledger serve` runs with
-DATABASE_URL = the primary and DATABASE_READ_URL = the replica.
+One throw-away primary with two streaming standbys (pg_createcluster + pg_basebackup,
+tests/deploy/pgcluster.py, free loopback ports): a synchronous one (`synchronous_standby_names`)
+and an asynchronous read replica. `rlhf-ledger serve` runs with DATABASE_URL = the primary and
+DATABASE_READ_URL = the read replica.
 
 Under load, an HTTP submitter records what the service acknowledged and two HTTP readers
 verify every proof (inclusion under a checkpoint whose signature is checked, for the leaf the
 submitter was acknowledged), often for the newest entries, which the replica may not have
 replayed yet. With the replica's replay paused, a checkpoint size and entries it lacks are
-answered from the primary. Then the primary is stopped hard (`pg_ctl stop -m immediate`), the
-service killed, the replica promoted and the service restarted against it:
+answered from the primary. Then the read replica falls behind (disconnected) while the primary
+acknowledges and checkpoints a tail, and the primary is stopped hard (`pg_ctl stop -m
+immediate`) while the submitter is committing; the service is killed with it. From that one
+history, both standbys are promoted, each with the service restarted on it:
 
-- synchronous replication: every acknowledged event is there (re-submitting each one is a
+- the synchronous standby: every acknowledged event is there (re-submitting each one is a
   duplicate at the index it was acknowledged at), the service is ready and signs on;
-- asynchronous replication with a lost tail that a published checkpoint covers: the service
-  starts not ready, /readyz and /metrics say why, submissions get 503 and nothing is signed;
+- the asynchronous one, which lacks the tail a published checkpoint covers: the service starts
+  not ready, /readyz and /metrics say why, submissions get 503 and nothing is signed;
   `rlhf-ledger recover` with the producer's events restores the published tree.
 
 In both, every checkpoint any client saw, before and after the failover, is consistent with
@@ -27,11 +30,13 @@ import base64
 import json
 import os
 import random
+import re
+import shutil
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -48,6 +53,7 @@ from tests.ledger.helpers import Producer
 
 LOG = "train"
 ROOT = Path(__file__).resolve().parents[2]
+SYNC, READ = "rlhf_sync_standby", "rlhf_read_replica"  # application names on the primary
 pytestmark = pytest.mark.skipif(pgcluster.available() is not None, reason=str(pgcluster.available()))
 
 
@@ -55,31 +61,31 @@ def b64d(s: str) -> bytes:
     return base64.b64decode(s, validate=True)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def clusters():
+    """(primary, synchronous standby, asynchronous read replica), dropped after the module."""
     made: list[pgcluster.Cluster] = []
-
-    def make(sync: bool) -> tuple[pgcluster.Cluster, pgcluster.Cluster]:
+    try:
         p = pgcluster.Cluster.create("rlhf_p")
         made.append(p)
         p.start()
         p.scalar("CREATE DATABASE ledger")
-        r = p.replica("rlhf_r", application_name="rlhf_replica")
-        made.append(r)
-        if sync:  # only once the standby exists: before, every commit would wait for it
-            p.scalar("ALTER SYSTEM SET synchronous_standby_names = 'rlhf_replica'")
-            p.scalar("ALTER SYSTEM SET synchronous_commit = 'on'")
-            p.scalar("SELECT pg_reload_conf()")
-        want = "sync" if sync else "async"
-        wait_for(lambda: p.scalar("SELECT sync_state FROM pg_stat_replication") == want, 20, "the replica to attach")
-        return p, r
-
-    yield make
-    drops = [threading.Thread(target=c.drop) for c in made]  # independent: drop them side by side
-    for t in drops:
-        t.start()
-    for t in drops:
-        t.join()
+        for name in (SYNC, READ):
+            made.append(p.replica("rlhf_s", application_name=name))
+        # Only once the standbys exist: before, every commit would wait for one.
+        p.scalar(f"ALTER SYSTEM SET synchronous_standby_names = '{SYNC}'")
+        p.scalar("ALTER SYSTEM SET synchronous_commit = 'on'")
+        p.scalar("SELECT pg_reload_conf()")
+        want = f"{READ}=async,{SYNC}=sync"
+        wait_for(lambda: p.scalar("SELECT string_agg(application_name || '=' || sync_state, ',' ORDER BY "
+                                  "application_name) FROM pg_stat_replication") == want, 20, "the standbys to attach")
+        yield tuple(made)
+    finally:
+        drops = [threading.Thread(target=c.drop) for c in made]  # independent: drop them side by side
+        for t in drops:
+            t.start()
+        for t in drops:
+            t.join()
 
 
 @dataclass
@@ -259,45 +265,6 @@ def final_checks(svc: service.Service, d: Drill) -> None:
     assert metric(svc, "ledger_log_signing_refused", log_id=LOG) == 0
 
 
-def test_sync_replica_serves_proofs_and_loses_nothing_on_failover(clusters, tmp_path):
-    p, r = clusters(sync=True)
-    d = setup_log(tmp_path / "data", p.url("ledger"))
-    svc = service.start(d.data, p.url("ledger"), {"DATABASE_READ_URL": r.url("ledger")})
-    try:
-        load = serve_proofs_from_replica(svc, d, r)
-        p.stop("immediate")  # hard stop while the submitter is committing
-        load.threads[0].join(30)
-        assert load.submit_failure is not None  # the in-flight batch was not acknowledged
-        load.stop()
-        assert not load.errors, load.errors
-    finally:
-        svc.kill()
-    r.promote()
-    svc = service.start(d.data, r.url("ledger"))  # the Secret's database-url now names the promoted standby
-    try:
-        assert httpx.get(f"{svc.url}/readyz", timeout=10).status_code == 200, svc.log()[-2000:]
-        assert len(d.acked) >= 50
-        # Synchronous: no acknowledged event is lost. Each one, re-submitted, is a duplicate at
-        # the index and with the leaf hash it was acknowledged with.
-        for j in range(0, len(d.acked), 500):
-            batch = d.acked[j : j + 500]
-            res = httpx.post(f"{svc.url}/v1/logs/{LOG}/events", json={"events": batch}, headers=d.auth, timeout=60)
-            assert res.status_code == 200, res.text
-            for x in res.json()["results"]:
-                assert x["duplicate"] and d.acked_at[x["index"]] == (x["event_id"], x["leaf_hash"]), x
-        # The producer re-sends the batch that was in flight (stored or not: either is fine),
-        # then goes on.
-        res = httpx.post(f"{svc.url}/v1/logs/{LOG}/events", json={"events": load.unacknowledged}, headers=d.auth, timeout=10)
-        assert res.status_code == 200, res.text
-        assert submit(svc, d, d.producer.events(5)).status_code == 200
-        final_checks(svc, d)
-    finally:
-        svc.stop()
-    lg = Ledger.open(d.data, r.url("ledger"), migrate=False)
-    assert audit(lg, LOG) == []
-    lg.close()
-
-
 def replica_size(r: pgcluster.Cluster) -> int:
     return int(r.scalar(f"SELECT size FROM logs WHERE log_id = '{LOG}'", db="ledger") or 0)
 
@@ -326,74 +293,148 @@ def sizes_the_replica_lacks(svc: service.Service, d: Drill, r: pgcluster.Cluster
         r.scalar("SELECT pg_wal_replay_resume()")
 
 
-def test_async_failover_with_lost_tail_refuses_to_sign_until_recovered(clusters, tmp_path):
-    p, r = clusters(sync=False)
-    d = setup_log(tmp_path / "data", p.url("ledger"))
-    # No time-policy sweep here: checkpoints only at multiples of 40, signed inside the append
-    # that reaches them, so the sizes below are known.
-    svc = service.start(d.data, p.url("ledger"), {"DATABASE_READ_URL": r.url("ledger")}, checkpoint_interval=0)
+@dataclass
+class Branch:
+    """One promoted standby with the service restarted on it, and what clients had seen."""
+
+    svc: service.Service
+    cluster: pgcluster.Cluster
+    d: Drill
+
+
+@dataclass
+class Failover:
+    sync: Branch
+    lagging: Branch
+    held: int  # entries the read replica had replayed when it was disconnected
+    unacknowledged: list[dict]  # the batch in flight when the primary died (stored or not)
+
+
+@pytest.fixture(scope="module")
+def failover(clusters, tmp_path_factory) -> Failover:
+    p, sync_sb, read = clusters
+    data = tmp_path_factory.mktemp("failover") / "data"
+    d = setup_log(data, p.url("ledger"))
+    # No time-policy sweep on the primary's service: checkpoints only at multiples of 40, signed
+    # inside the append that reaches them (and published before it returns), so sizes are known.
+    svc = service.start(data, p.url("ledger"), {"DATABASE_READ_URL": read.url("ledger")}, checkpoint_interval=0)
     try:
-        load = serve_proofs_from_replica(svc, d, r)
+        load = serve_proofs_from_replica(svc, d, read)
         load.stop()
         assert not load.errors and load.submit_failure is None, (load.errors, load.submit_failure)
-        sizes_the_replica_lacks(svc, d, r)
-        if len(d.acked) % 40 == 0:  # the replica is to hold entries beyond its last checkpoint
+        sizes_the_replica_lacks(svc, d, read)
+        if len(d.acked) % 40 == 0:  # the read replica is to hold entries beyond its last checkpoint
             assert submit(svc, d, d.producer.events(10)).status_code == 200
         held = len(d.acked)
-        wait_for(lambda: replica_size(r) == held, 15, "the replica to replay everything acknowledged")
-        # The replica falls behind (here: disconnected); the primary acknowledges a tail of at
-        # least 25 events whose last append signs a checkpoint covering it.
-        r.stop("fast")
+        wait_for(lambda: replica_size(read) == held, 15, "the read replica to replay everything acknowledged")
+        # The read replica falls behind (here: disconnected); the primary acknowledges a tail of
+        # at least 25 events whose last append signs a checkpoint covering it.
+        read.stop("fast")
         tail = d.producer.events((-held) % 40 + (40 if (-held) % 40 < 25 else 0))
         assert submit(svc, d, tail).status_code == 200
-        total = len(d.acked)
         latest = httpx.get(f"{svc.url}/v1/logs/{LOG}/checkpoints/latest", timeout=10).json()
-        assert latest["size"] == total, latest  # served from the primary: the replica is down
+        assert latest["size"] == len(d.acked), latest  # from the primary: the replica is down
         d.saw_checkpoint(latest)
-        # A readiness probe (the kubelet's, every few seconds): the pod is ready, and the newest
-        # checkpoint goes into the published record.
+        # The kubelet's probe: ready (reads fall back to the primary); the metrics say the replica is down.
         assert httpx.get(f"{svc.url}/readyz", timeout=10).status_code == 200
         assert metric(svc, "ledger_replica_up") == 0
+        # More load, and the primary stops hard while the submitter is committing.
+        load = Load(svc, d)
+        load.start()
+        n = len(d.acked)
+        wait_for(lambda: len(d.acked) >= n + 30 or load.errors or load.submit_failure, 30, "more acknowledged events")
+        load.stop_reads.set()  # the readers' only database is about to go
+        for t in load.threads[1:]:
+            t.join(30)
         p.stop("immediate")
+        load.threads[0].join(30)
+        assert not load.errors, load.errors
+        # The batch in flight was not acknowledged: the service answers 503 (retry later).
+        assert load.submit_failure is not None and load.submit_failure.startswith("503"), load.submit_failure
+        assert "database_unavailable" in load.submit_failure
+        assert httpx.get(f"{svc.url}/readyz", timeout=10).status_code == 503  # the pod leaves the Service
     finally:
         svc.kill()
-    r.start()
-    r.promote()
-    svc = service.start(d.data, r.url("ledger"), checkpoint_interval=0.2)
+    # Each standby is promoted (in production: one of them) and gets the deployment as it was:
+    # keys and the published record (copied), the Secret's database-url naming it.
+    sync_sb.promote()
+    read.start()
+    read.promote()
+    lagging_data = data.parent / "data-lagging"
+    shutil.copytree(data, lagging_data)
+    branches = []
+    for cluster, data_dir, interval in ((sync_sb, data, 0.5), (read, lagging_data, 0.2)):
+        twin = Producer(LOG, d.producer.signer)  # the same producer, from the same point
+        twin.heads = dict(d.producer.heads)
+        dd = replace(d, data=data_dir, producer=twin, acked=list(d.acked), acked_at=dict(d.acked_at),
+                     checkpoints=dict(d.checkpoints))
+        branches.append(Branch(service.launch(data_dir, cluster.url("ledger"), checkpoint_interval=interval), cluster, dd))
     try:
-        assert httpx.get(f"{svc.url}/v1/logs/{LOG}", timeout=10).json()["size"] == held
-        ready = httpx.get(f"{svc.url}/readyz", timeout=10)
-        assert ready.status_code == 503 and ready.json()["type"].endswith("log_refusing_to_sign"), ready.text
-        why = ready.json()["detail"]
-        assert f"holds {held} entries" in why and f"size {total} was already published" in why and "rlhf-ledger recover" in why
-        assert f"refusing to sign: log {LOG}: the database holds {held} entries" in svc.log()
-        assert metric(svc, "ledger_log_signing_refused", log_id=LOG) == 1 and metric(svc, "ledger_ready") == 0
-        # A new event is refused (503: retry later) and not stored: it would take an index the
-        # published checkpoint gives to another event.
-        retry = Producer(LOG, d.producer.signer)
-        retry.heads = dict(d.producer.heads)
-        pending = retry.events(1)
-        res = httpx.post(f"{svc.url}/v1/logs/{LOG}/events", json={"events": pending}, headers=d.auth, timeout=10)
-        assert res.status_code == 503 and res.json()["type"].endswith("signing_refused"), res.text
-        # The entries beyond the last checkpoint are due for one (0.5 s time policy); three
-        # sweeps (every 0.2 s) later, none was signed.
-        time.sleep(0.6)
-        sizes = [c["size"] for c in httpx.get(f"{svc.url}/v1/logs/{LOG}/checkpoints", params={"limit": 1000}).json()]
-        assert max(sizes) < held and httpx.get(f"{svc.url}/v1/logs/{LOG}", timeout=10).json()["size"] == held
-
-        # Recovery (the operator, e.g. as a Job): the producer's record of its signed events.
-        spool = tmp_path / "producer-events.jsonl"
-        spool.write_text("".join(json.dumps(e) + "\n" for e in d.acked))
-        out = subprocess.run([sys.executable, "-m", "ledger.cli", "recover", "--data-dir", str(d.data), "--database-url",
-                              r.url("ledger"), "--log", LOG, str(spool)], capture_output=True, text=True, timeout=120,
-                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-        assert out.returncode == 0 and f"size {held} -> {total}" in out.stdout, out.stdout + out.stderr
-        wait_for(lambda: httpx.get(f"{svc.url}/readyz", timeout=10).status_code == 200, 15, "ready after recovery")
-        res = httpx.post(f"{svc.url}/v1/logs/{LOG}/events", json={"events": pending}, headers=d.auth, timeout=10)
-        assert res.status_code == 200 and res.json()["results"][0]["index"] == total, res.text  # the retry succeeds
-        final_checks(svc, d)  # includes the checkpoint of `total` published before the failover
+        for b in branches:  # both started side by side, then waited for
+            b.svc.wait_alive()
+        yield Failover(branches[0], branches[1], held, load.unacknowledged)
     finally:
-        svc.stop()
-    lg = Ledger.open(d.data, r.url("ledger"), migrate=False)
+        for b in branches:
+            b.svc.stop()
+
+
+def test_sync_standby_has_every_acknowledged_event_and_signs_on(failover):
+    svc, d = failover.sync.svc, failover.sync.d
+    assert httpx.get(f"{svc.url}/readyz", timeout=10).status_code == 200, svc.log()[-2000:]
+    assert len(d.acked) >= 100
+    # Synchronous: no acknowledged event is lost. Each one, re-submitted, is a duplicate at
+    # the index and with the leaf hash it was acknowledged with.
+    for j in range(0, len(d.acked), 500):
+        res = httpx.post(f"{svc.url}/v1/logs/{LOG}/events", json={"events": d.acked[j : j + 500]}, headers=d.auth, timeout=60)
+        assert res.status_code == 200, res.text
+        for x in res.json()["results"]:
+            assert x["duplicate"] and d.acked_at[x["index"]] == (x["event_id"], x["leaf_hash"]), x
+    # The producer re-sends the batch that was in flight (stored or not: either is fine), then
+    # goes on.
+    res = httpx.post(f"{svc.url}/v1/logs/{LOG}/events", json={"events": failover.unacknowledged}, headers=d.auth, timeout=10)
+    assert res.status_code == 200, res.text
+    assert submit(svc, d, d.producer.events(5)).status_code == 200
+    final_checks(svc, d)
+    lg = Ledger.open(d.data, failover.sync.cluster.url("ledger"), migrate=False)
+    assert audit(lg, LOG) == []
+    lg.close()
+
+
+def test_lagging_standby_refuses_to_sign_until_recovered(failover, tmp_path):
+    svc, d, held = failover.lagging.svc, failover.lagging.d, failover.held
+    assert httpx.get(f"{svc.url}/v1/logs/{LOG}", timeout=10).json()["size"] == held
+    ready = httpx.get(f"{svc.url}/readyz", timeout=10)
+    assert ready.status_code == 503 and ready.json()["type"].endswith("log_refusing_to_sign"), ready.text
+    why = ready.json()["detail"]
+    m = re.search(rf"log {LOG}: the database holds {held} entries but a checkpoint of size (\d+) was already published", why)
+    assert m and "rlhf-ledger recover" in why, why
+    published = int(m.group(1))  # at least what clients saw (more if the batch in flight signed one)
+    assert published >= max(d.checkpoints) > held and published % 40 == 0
+    assert f"refusing to sign: log {LOG}: the database holds {held} entries" in svc.log()
+    assert metric(svc, "ledger_log_signing_refused", log_id=LOG) == 1 and metric(svc, "ledger_ready") == 0
+    # A new event is refused (503: retry later) and not stored: it would take an index the
+    # published checkpoint gives to another event.
+    pending = d.producer.events(1)
+    res = httpx.post(f"{svc.url}/v1/logs/{LOG}/events", json={"events": pending}, headers=d.auth, timeout=10)
+    assert res.status_code == 503 and res.json()["type"].endswith("signing_refused"), res.text
+    # The entries beyond the last checkpoint are due for one (0.5 s time policy); three sweeps
+    # (every 0.2 s) later, none was signed.
+    time.sleep(0.6)
+    sizes = [c["size"] for c in httpx.get(f"{svc.url}/v1/logs/{LOG}/checkpoints", params={"limit": 1000}).json()]
+    assert max(sizes) < held and httpx.get(f"{svc.url}/v1/logs/{LOG}", timeout=10).json()["size"] == held
+
+    # Recovery (the operator, e.g. as a Job): the producer's record of the events it signed.
+    signed = d.acked + failover.unacknowledged
+    spool = tmp_path / "producer-events.jsonl"
+    spool.write_text("".join(json.dumps(e) + "\n" for e in signed))
+    out = subprocess.run([sys.executable, "-m", "ledger.cli", "recover", "--data-dir", str(d.data), "--database-url",
+                          failover.lagging.cluster.url("ledger"), "--log", LOG, str(spool)], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0 and f"size {held} -> {len(signed)}" in out.stdout, out.stdout + out.stderr
+    wait_for(lambda: httpx.get(f"{svc.url}/readyz", timeout=10).status_code == 200, 15, "ready after recovery")
+    res = httpx.post(f"{svc.url}/v1/logs/{LOG}/events", json={"events": pending}, headers=d.auth, timeout=10)
+    assert res.status_code == 200 and res.json()["results"][0]["index"] == len(signed), res.text  # the retry succeeds
+    final_checks(svc, d)  # includes the checkpoints covering the tail, published before the failover
+    lg = Ledger.open(d.data, failover.lagging.cluster.url("ledger"), migrate=False)
     assert audit(lg, LOG) == []
     lg.close()
