@@ -115,7 +115,8 @@ class Drill:
 
 def setup_log(data: Path, url: str) -> Drill:
     lg = Ledger.open(data, url)
-    # Checkpoints by size inside appends and by time in the service's sweep, so both kinds exist.
+    # Checkpoints by size inside appends (every 40 events) and, in the services restarted after
+    # the failover, by time in their sweeps.
     info = lg.init_log(LOG, checkpoint_every_events=40, checkpoint_every_seconds=0.5)
     prod = Producer(LOG)
     lg.register_producer(LOG, prod.signer.public_key)
