@@ -86,6 +86,9 @@ def anchor_command(data_dir: str, database_url: str | None, log_ids: tuple[str, 
     logging.getLogger("alembic").setLevel(logging.WARNING)  # schema upgrades are not worker news
     if not rpc:
         raise click.ClickException(f"no chain: pass --rpc URL or set {RPC_ENV} (a JSON-RPC endpoint of the chain to anchor on)")
+    if contract is None and not deploy:  # before the keys are opened: one line, like the other missing settings
+        raise click.ClickException(f"no contract: pass --contract, set {CONTRACT_ENV} (the ProvenanceAnchor address), "
+                                   "or --deploy on a dev chain")
     try:
         conf = _confirmations(confirmations)
         ledger = open_ledger(data_dir, database_url)
@@ -94,8 +97,6 @@ def anchor_command(data_dir: str, database_url: str | None, log_ids: tuple[str, 
             address = client.deploy()
             client.wait_for_receipt(client.authorize(client.address))
             click.echo(f"deployed ProvenanceAnchor at {address} (chain {client.chain_id}); set {CONTRACT_ENV}={address}")
-        elif contract is None:
-            raise click.UsageError(f"no contract: pass --contract, set {CONTRACT_ENV}, or --deploy on a dev chain")
         store = content_store_for(Path(data_dir), content_dir, ipfs)
         logs = list(log_ids) or [info.log_id for info in ledger.list_logs()]
         workers = [AnchorWorker(ledger, client, store, log_id, confirmations=conf, finality_tag=finality_tag)

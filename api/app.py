@@ -801,6 +801,17 @@ def _install_error_handlers(app: FastAPI) -> None:
         limit = request.app.state.service.settings.max_body_bytes
         return problem_response(request, 413, "body_too_large", f"request body exceeds the limit of {limit} bytes")
 
+    @app.exception_handler(sa.exc.OperationalError)
+    @app.exception_handler(sa.exc.InterfaceError)
+    async def _database_unavailable(request: Request, exc: sa.exc.DBAPIError) -> Response:
+        # The database went away (failover, restart, network) or a transient lock/deadlock:
+        # nothing was completed, and the same request can succeed later. One log line, no traceback.
+        first = str(exc.orig or exc).strip().splitlines() or [type(exc).__name__]
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, redact_secrets(first[0][:300]))
+        return problem_response(request, 503, "database_unavailable",
+                                "the database does not answer; the request was not completed, retry later",
+                                headers={"Retry-After": "2"})
+
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)

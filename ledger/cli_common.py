@@ -17,14 +17,10 @@ class CliError(click.ClickException):
 
 
 def _open_ledger(data_dir: str | None, database_url: str | None):
-    from .store import Ledger
+    """Ledger.open with one-line errors naming the database and how to set it."""
+    from .preflight import open_ledger
 
-    try:
-        return Ledger.open(data_dir, database_url)
-    except LedgerError as e:
-        raise CliError(str(e)) from None
-    except Exception as e:  # a database that cannot be reached or opened
-        raise CliError(f"cannot open the ledger database: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    return open_ledger(data_dir, database_url)
 
 
 def common(f):

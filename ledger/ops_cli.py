@@ -12,18 +12,29 @@ import click
 from .cli_common import CliError, _open_ledger, common
 
 
-def _schema_state(data_dir: str | None, database_url: str | None) -> tuple[str | None, str]:
-    """(current revision or None, head revision) without changing anything."""
+def _database_url(data_dir: str | None, database_url: str | None) -> str:
+    """The URL the other commands would open (DATABASE_URL or DATABASE_URL_FILE, as in the
+    Kubernetes pods; else SQLite in the data directory, which only then is touched)."""
     import os
 
+    from . import db
+    from .secret_env import env_secret
+
+    home = Path(data_dir or os.environ.get("RLHF_LEDGER_HOME", "./data"))
+    url = db.database_url(home, database_url or env_secret("DATABASE_URL") or None)
+    if url.startswith("sqlite"):
+        db.secure_data_dir(home)
+    return url
+
+
+def _schema_state(url: str) -> tuple[str | None, str]:
+    """(current revision or None, head revision) without changing anything."""
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
     from . import db
     from .migrate import alembic_config
 
-    url = db.database_url(Path(data_dir or os.environ.get("RLHF_LEDGER_HOME", "./data")),
-                          database_url or os.environ.get("DATABASE_URL") or None)
     engine = db.make_engine(url, writer=False)
     try:
         with engine.connect() as conn:
@@ -35,6 +46,13 @@ def _schema_state(data_dir: str | None, database_url: str | None) -> tuple[str |
     return current, head or ""
 
 
+def _db_error(url: str, e: Exception) -> str:
+    from .preflight import hide_password
+
+    first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+    return f"cannot open the ledger database {hide_password(url)}: {first} (set DATABASE_URL or --database-url)"
+
+
 @click.command("migrate")
 @common
 @click.option("--check", is_flag=True, help="change nothing: exit 0 if the schema is at the newest revision, else 1")
@@ -42,24 +60,40 @@ def _schema_state(data_dir: str | None, database_url: str | None) -> tuple[str |
               help="with --check: keep checking up to this many seconds (init containers wait for the migration Job)")
 def migrate_command(data_dir, database_url, check, wait) -> None:
     """Create or upgrade the database schema to the newest revision (idempotent)."""
+    from .errors import LedgerError
+
+    try:
+        url = _database_url(data_dir, database_url)
+    except (LedgerError, OSError) as e:  # an unreadable DATABASE_URL_FILE, an unwritable data directory
+        raise CliError(str(e)) from None
     if not check:
-        ledger = _open_ledger(data_dir, database_url)  # Ledger.open migrates (advisory-locked on PostgreSQL)
-        ledger.close()
-        current, head = _schema_state(data_dir, database_url)
+        # The database only (no data directory, no keys): the Kubernetes Job has neither.
+        from . import db
+        from .migrate import upgrade
+
+        engine = db.make_engine(url)
+        try:
+            upgrade(engine)  # advisory-locked on PostgreSQL
+            current, head = _schema_state(url)
+        except Exception as e:  # noqa: BLE001 - unreachable server, bad URL: one line
+            raise CliError(_db_error(url, e)) from None
+        finally:
+            engine.dispose()
         click.echo(f"schema at revision {current} (newest {head})")
         return
     deadline = time.monotonic() + wait
     while True:
         try:
-            current, head = _schema_state(data_dir, database_url)
-            why = None if current == head else f"schema at revision {current or 'none'}, newest is {head}"
+            current, head = _schema_state(url)
+            why = None if current == head else (f"schema at revision {current or 'none'}, newest is {head} "
+                                                "(run `rlhf-ledger migrate`)")
         except Exception as e:  # noqa: BLE001 - an unreachable database is "not yet" here
-            why = f"cannot read the schema revision: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            why = _db_error(url, e)
         if why is None:
             click.echo(f"schema at the newest revision {head}")
             return
         if time.monotonic() >= deadline:
-            raise CliError(why + " (run `rlhf-ledger migrate`)")
+            raise CliError(why)
         time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
 
 

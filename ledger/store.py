@@ -454,8 +454,9 @@ class Ledger:
                                seq=0 if head is None else head.seq + 1, prev=None if head is None else head.event_hash,
                                body=body)
             parsed = parse_envelope(sign_event(event, signer), where="key event")
-            (result,) = self._append_in(conn, log_id, log, [parsed], admin=True)
+            (result,), signed = self._append_in(conn, log_id, log, [parsed], admin=True)
             after(conn, result)
+        self._published(log_id, log.public_key, signed)
         return result
 
     def producers(self, log_id: str) -> list[dict]:
@@ -582,16 +583,29 @@ class Ledger:
 
     def _append_locked(self, log_id: str, events: list[ParsedEvent]) -> list[AppendResult]:
         with self.engine.begin() as conn:
-            return self._append_in(conn, log_id, self._lock_log(conn, log_id), events)
+            log = self._lock_log(conn, log_id)
+            results, signed = self._append_in(conn, log_id, log, events)
+        self._published(log_id, log.public_key, signed)
+        return results
+
+    def _published(self, log_id: str, public_key: bytes, signed: Checkpoint | None) -> None:
+        """A checkpoint an append signed (the size policy) is served as soon as the append
+        commits, so it is recorded as published then, not at the next sweep: a restore in
+        between could otherwise sign a second history under it (ledger/fork_guard.py)."""
+        if signed is not None and self.fork_guard is not None:
+            self.fork_guard.record(log_id, public_key, signed.size, signed.root, signed.note)
 
     def _append_in(self, conn: Connection, log_id: str, log: sa.Row, events: list[ParsedEvent], *,
-                   admin: bool = False) -> list[AppendResult]:
+                   admin: bool = False) -> tuple[list[AppendResult], Checkpoint | None]:
         """The checks and writes of an append, inside the caller's transaction that holds the
-        log's write lock. `admin`: the events are the log's own records (reserved runs, signed
-        by the log key, built by _append_admin), not submissions."""
+        log's write lock; returns each event's position and the checkpoint the size policy
+        signed, if any (the caller records it as published once the transaction commits).
+        `admin`: the events are the log's own records (reserved runs, signed by the log key,
+        built by _append_admin), not submissions."""
         if self.fork_guard is not None and not self.recovering and (why := self.fork_guard.refused(log_id)):
             raise SigningRefused(why, where=log_id)  # an append now would make the fork permanent
         size = log.size
+        signed = None
         # Revocation may have happened since the signature check: re-read inside the lock.
         status = {
             r.key_id: r.status
@@ -710,8 +724,8 @@ class Ledger:
             new_size = size + len(new)
             conn.execute(db.logs.update().where(db.logs.c.log_id == log_id).values(size=new_size))
             if new_size - self._last_checkpoint_size(conn, log_id) >= log.checkpoint_every_events:
-                self._issue_checkpoint(conn, log_id, log.origin, new_size, log.public_key, optional=True)
-        return results  # type: ignore[return-value]
+                signed = self._issue_checkpoint(conn, log_id, log.origin, new_size, log.public_key, optional=True)
+        return results, signed  # type: ignore[return-value]
 
     def _store_new(
         self,

@@ -61,6 +61,22 @@ def test_consistent_log_signs_and_records_what_it_published(tmp_path):
     lg.close()
 
 
+def test_a_checkpoint_signed_inside_an_append_is_published_when_the_append_returns(tmp_path):
+    """The size policy signs inside the append's transaction, and the service serves that
+    checkpoint at once; the record must hold it before any sweep or probe runs, or a restore
+    in between could sign a second history under it."""
+    lg = _open(tmp_path / "d")
+    info = lg.init_log(LOG, checkpoint_every_events=10)
+    p = Producer(LOG)
+    lg.register_producer(LOG, p.signer.public_key)
+    lg.append(p.events(9), log_id=LOG)
+    assert lg.fork_guard.published.newest(LOG, info.origin, info.public_key).size == 0  # the empty tree, at init
+    lg.append(p.events(1), log_id=LOG)  # the 10th event: the append signs a checkpoint of 10
+    ref = lg.fork_guard.published.newest(LOG, info.origin, info.public_key)
+    assert ref is not None and (ref.size, ref.root) == (10, lg.latest_checkpoint(LOG).root)
+    lg.close()
+
+
 def test_restored_database_refuses_to_sign_and_append(restored):
     data, p, lost, published = restored
     lg = _open(data)

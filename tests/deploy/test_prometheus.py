@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -19,6 +20,7 @@ import yaml
 from api.tokens import create_token
 from ledger import db
 from ledger.store import Ledger
+from tests.api.helpers import wait_for
 from tests.deploy import service
 from tests.ledger.helpers import Producer
 
@@ -76,10 +78,40 @@ def test_compose_provisions_the_dashboard_and_rules():
     assert prom["scrape_configs"][0]["job_name"] == "rlhf-ledger"  # the job the rules name
 
 
+class Prometheus:
+    """The real Prometheus server on a free loopback port, scraping `target` every 0.5 s and
+    evaluating the rules every 0.25 s (short, so the test waits for evaluations, not sleeps)."""
+
+    def __init__(self, tmp_path: Path, target: str):
+        self.port = service.free_port()
+        self.api = f"http://127.0.0.1:{self.port}/api/v1"
+        cfg = tmp_path / "prometheus.yml"
+        cfg.write_text(yaml.safe_dump({
+            "global": {"scrape_interval": "500ms", "scrape_timeout": "500ms", "evaluation_interval": "250ms"},
+            "rule_files": [str(RULES)],
+            "scrape_configs": [{"job_name": "rlhf-ledger", "static_configs": [{"targets": [target]}]}],
+        }))
+        self.log_path = tmp_path / "prometheus.log"
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(["prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                          f"--web.listen-address=127.0.0.1:{self.port}"], stdout=log, stderr=subprocess.STDOUT)
+
+    def query(self, expr: str) -> dict:
+        return httpx.get(f"{self.api}/query", params={"query": expr}, timeout=10).json()
+
+    def rules(self) -> list[dict]:
+        return httpx.get(f"{self.api}/rules", timeout=10).json()["data"]["groups"][0]["rules"]
+
+    def stop(self) -> None:
+        self.proc.kill()  # its data is thrown away: no need for the orderly TSDB shutdown (seconds)
+        self.proc.wait(20)
+
+
 @pytest.fixture
-def live_service(pg_url, tmp_path):
+def stack(pg_url, tmp_path):
     """The real service on PostgreSQL (the same database as its 'replica', so the replica
-    metrics exist), with traffic that makes every metric family appear."""
+    metrics exist), with traffic that makes every metric family appear, and Prometheus
+    scraping it (both started side by side)."""
     data = tmp_path / "data"
     lg = Ledger.open(data, pg_url)
     lg.init_log(LOG, checkpoint_every_events=5)
@@ -92,8 +124,10 @@ def live_service(pg_url, tmp_path):
         c.execute(db.anchors.insert().values(log_id=LOG, checkpoint_size=10, prev_size=0, status="failed", attempts=5,
                                              error="test row", created_at=now, updated_at=now))
     lg.close()
-    svc = service.start(data, pg_url, {"DATABASE_READ_URL": pg_url})
+    svc = service.launch(data, pg_url, {"DATABASE_READ_URL": pg_url})
+    prom = Prometheus(tmp_path, svc.url.removeprefix("http://"))
     try:
+        svc.wait_alive()
         h = {"Authorization": f"Bearer {token}"}
         batch = prod.events(3)
         for _ in range(2):  # the second time: duplicates
@@ -103,56 +137,44 @@ def live_service(pg_url, tmp_path):
         assert httpx.post(f"{svc.url}/v1/logs/{LOG}/events", json={"events": bad}, headers=h).status_code == 422
         assert httpx.get(f"{svc.url}/v1/logs", headers={"Authorization": "Bearer nope"}).status_code == 401
         assert httpx.get(f"{svc.url}/v1/logs/{LOG}/entries/3").status_code == 200
-        yield svc
+        yield svc, prom
     finally:
+        prom.stop()
         svc.stop()
 
 
 @needs_prometheus
-def test_real_prometheus_evaluates_every_alert_and_dashboard_expression(live_service, tmp_path):
-    port = service.free_port()
-    target = live_service.url.removeprefix("http://")
-    cfg = tmp_path / "prometheus.yml"
-    cfg.write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(RULES)],
-        "scrape_configs": [{"job_name": "rlhf-ledger", "static_configs": [{"targets": [target]}]}],
-    }))
-    log = open(tmp_path / "prometheus.log", "wb")
-    proc = subprocess.Popen(["prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                             f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
-    api = f"http://127.0.0.1:{port}/api/v1"
-    try:
-        def query(expr: str) -> dict:
-            r = httpx.get(f"{api}/query", params={"query": expr}, timeout=10)
-            return r.json()
+def test_real_prometheus_evaluates_every_alert_and_dashboard_expression(stack):
+    svc, prom = stack
 
-        deadline = time.time() + 60
-        while True:
-            try:
-                res = query('up{job="rlhf-ledger"}')
-                if res["status"] == "success" and res["data"]["result"] and res["data"]["result"][0]["value"][1] == "1":
-                    if query("ledger_proof_latency_seconds_count")["data"]["result"]:
-                        break
-            except httpx.HTTPError:
-                pass
-            assert time.time() < deadline, (tmp_path / "prometheus.log").read_text()[-3000:]
-            time.sleep(0.3)
-        time.sleep(2.5)  # a few evaluations of the rules and enough samples for rate()
+    def scraped() -> float | None:
+        """A time (the query's) by which a successful scrape holding the traffic's metrics happened."""
+        try:
+            res = prom.query('up{job="rlhf-ledger"}')
+            if res["status"] == "success" and res["data"]["result"] and res["data"]["result"][0]["value"][1] == "1":
+                if prom.query("ledger_proof_latency_seconds_count")["data"]["result"]:
+                    return res["data"]["result"][0]["value"][0]
+        except httpx.HTTPError:  # not listening yet
+            pass
+        return None
 
-        exprs = rule_exprs() + dashboard_exprs()
-        for name, expr in exprs:
-            res = query(expr)
-            assert res["status"] == "success", (name, expr, res)
-        # Not vacuous: every metric an expression names is exported by the service.
-        names = {n for _, e in exprs for n in re.findall(r"\b(ledger_[a-z_]+|up)\b", e)}
-        for n in sorted(names):
-            assert query(f'count({{__name__="{n}", job="rlhf-ledger"}})')["data"]["result"], f"{n} is not exported"
-        rules = httpx.get(f"{api}/rules", timeout=10).json()["data"]["groups"][0]["rules"]
-        assert {r["name"] for r in rules} == {n for n, _ in rule_exprs()}
-        for r in rules:
-            assert r["health"] == "ok" and not r.get("lastError"), r
-    finally:
-        proc.terminate()
-        proc.wait(20)
-        log.close()
+    t_scraped = wait_for(scraped, 60, f"Prometheus to scrape the service: {prom.log_path}")
+
+    def evaluated_since_scrape() -> bool:
+        rules = prom.rules()
+        return all(r.get("lastEvaluation", "").startswith("2") and
+                   datetime.fromisoformat(r["lastEvaluation"].replace("Z", "+00:00")).timestamp() > t_scraped for r in rules)
+
+    wait_for(evaluated_since_scrape, 30, "every rule to be evaluated over the scraped metrics")
+    exprs = rule_exprs() + dashboard_exprs()
+    for name, expr in exprs:
+        res = prom.query(expr)
+        assert res["status"] == "success", (name, expr, res)
+    # Not vacuous: every metric an expression names is exported by the service.
+    names = {n for _, e in exprs for n in re.findall(r"\b(ledger_[a-z_]+|up)\b", e)}
+    for n in sorted(names):
+        assert prom.query(f'count({{__name__="{n}", job="rlhf-ledger"}})')["data"]["result"], f"{n} is not exported"
+    rules = prom.rules()
+    assert {r["name"] for r in rules} == {n for n, _ in rule_exprs()}
+    for r in rules:
+        assert r["health"] == "ok" and not r.get("lastError"), r

@@ -119,12 +119,16 @@ def test_restored_dump_never_forks_and_recovers(anvil, owner, dbs, tmp_path):  #
     bare = tmp_path / "bare"
     shutil.copytree(data / "keys", bare / "keys")
     chain_env = {"RLHF_CHAIN_RPC": anvil.rpc_url, "RLHF_ANCHOR_CONTRACT": owner.contract_address}
-    for data_dir, env, source in ((data, {}, "published checkpoint file"), (bare, chain_env, "chain")):
-        lg2 = Ledger.open(data_dir, restored)
-        token, _ = create_token(lg2.engine, "submitter", log_ids=[LOG], producer_key_ids=[prod.signer.key_id], run_ids=["*"])
-        lg2.close()
-        svc = service.start(data_dir, restored, env)
-        try:
+    lg2 = Ledger.open(data, restored)
+    token, _ = create_token(lg2.engine, "submitter", log_ids=[LOG], producer_key_ids=[prod.signer.key_id], run_ids=["*"])
+    lg2.close()
+    # Both services at once (independent processes on the same restored database; nothing
+    # they do can change it: that is the point).
+    started = [(service.launch(data_dir, restored, env), source)
+               for data_dir, env, source in ((data, {}, "published checkpoint file"), (bare, chain_env, "chain"))]
+    try:
+        for svc, source in started:
+            svc.wait_alive()
             r = httpx.get(svc.url + "/readyz", timeout=10)
             assert r.status_code == 503, r.text
             detail = r.json()["detail"]
@@ -138,7 +142,8 @@ def test_restored_dump_never_forks_and_recovers(anvil, owner, dbs, tmp_path):  #
                            headers={"Authorization": f"Bearer {token}"}, timeout=10)
             assert r.status_code == 503 and r.json()["type"].endswith("signing_refused"), r.text
             assert "refusing to sign: log train" in svc.log()
-        finally:
+    finally:
+        for svc, _ in started:
             svc.stop()
 
     # The anchoring worker on the restored database: nothing new is signed or anchored.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ DEAD_PG = "postgresql://ledger:hunter2@127.0.0.1:1/ledger"
 
 def run(args: list[str], env: dict[str, str | None], cwd: Path) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items()
-            if k not in ("RLHF_LEDGER_PASSPHRASE", "DATABASE_URL", "RLHF_CHAIN_RPC", "RLHF_ANCHOR_PRIVATE_KEY")}
+            if k not in ("RLHF_LEDGER_PASSPHRASE", "DATABASE_URL", "RLHF_CHAIN_RPC", "RLHF_ANCHOR_PRIVATE_KEY", "RLHF_ANCHOR_CONTRACT")}
     full["PYTHONPATH"] = str(ROOT)
     full.update({k: v for k, v in env.items() if v is not None})
     return subprocess.run(CLI + args, capture_output=True, text=True, env=full, cwd=cwd, timeout=60)
@@ -40,16 +41,36 @@ CASES = [
     ("token list with an unreachable database", ["token", "list", "--database-url", DEAD_PG], {}, ["DATABASE_URL"]),
     ("init without passphrase", ["init", "--data-dir", "{d}"], {}, ["RLHF_LEDGER_PASSPHRASE"]),
     ("anchor without a chain", ["anchor", "--data-dir", "{d}"], {}, ["--rpc", "RLHF_CHAIN_RPC"]),
-    ("anchor without a key", ["anchor", "--data-dir", "{d}", "--rpc", "http://127.0.0.1:1"], {},
-     ["RLHF_ANCHOR_PRIVATE_KEY", "keystore"]),
-    ("anchor with an unreachable database", ["anchor", "--data-dir", "{d}", "--rpc", "http://127.0.0.1:1",
+    ("anchor without a contract", ["anchor", "--data-dir", "{d}", "--rpc", "http://127.0.0.1:1"], {},
+     ["--contract", "RLHF_ANCHOR_CONTRACT", "--deploy"]),
+    ("anchor without a key", ["anchor", "--data-dir", "{d}", "--rpc", "http://127.0.0.1:1", "--contract", "0x" + "22" * 20],
+     {}, ["RLHF_ANCHOR_PRIVATE_KEY", "keystore"]),
+    ("anchor with an unreachable database", ["anchor", "--data-dir", "{d}", "--rpc", "http://127.0.0.1:1", "--deploy",
                                              "--database-url", DEAD_PG], {}, ["cannot open the ledger database"]),
+    ("migrate with an unreachable database", ["migrate", "--database-url", DEAD_PG], {},
+     ["cannot open the ledger database", "DATABASE_URL"]),
+    ("recover with an unreachable database", ["recover", "--log", "l", "--database-url", DEAD_PG, "/dev/null"], {},
+     ["cannot open the ledger database", "DATABASE_URL"]),
 ]
 
 
-@pytest.mark.parametrize("name,args,env,words", CASES, ids=[c[0] for c in CASES])
-def test_one_line_naming_what_is_missing(name, args, env, words, tmp_path):
-    line = one_line(run([a.format(d=tmp_path / "data") for a in args], env, tmp_path))
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+    """Every case's command, run side by side: each is a fresh Python process that spends
+    most of a second importing, and they are independent."""
+
+    def one(case: tuple) -> tuple[str, subprocess.CompletedProcess]:
+        name, args, env, _ = case
+        cwd = tmp_path_factory.mktemp("startup")
+        return name, run([a.format(d=cwd / "data") for a in args], env, cwd)
+
+    with ThreadPoolExecutor(4) as pool:
+        return dict(pool.map(one, CASES))
+
+
+@pytest.mark.parametrize("name,words", [(c[0], c[3]) for c in CASES], ids=[c[0] for c in CASES])
+def test_one_line_naming_what_is_missing(name, words, outcomes):
+    line = one_line(outcomes[name])
     for w in words:
         assert w in line, line
     assert "hunter2" not in line  # the database password is never printed
