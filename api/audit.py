@@ -86,6 +86,10 @@ def ensure_audit_log(ledger: Ledger, log_id: str = AUDIT_LOG_ID) -> Signer:
         try:
             ledger.register_producer(log_id, signer.public_key, label="api service (access denials)")
             return signer
+        except KeyFileError as e:  # registering is a key event signed by the audit log's key
+            raise KeyFileError(f"the {log_id!r} log's key is not in this data directory ({e.message}): every process "
+                               "of the service needs the same keys directory (docs/operations.md)",
+                               where=e.where) from None
         except RevokedKeyError:
             log.warning("the audit service key %s... is revoked; rotating it", signer.key_id[:16])
             try:  # one of several starting processes wins the rename; the others then read the new key

@@ -48,7 +48,14 @@ def serve(host: str, port: int, workers: int, data_dir: str | None, database_url
     # Everything the workers need, checked here as one-line errors (no traceback from a worker):
     # the passphrase opens the keys, the database answers; migrate once before the workers start.
     require_passphrase(Path(data_dir or os.environ.get("RLHF_LEDGER_HOME", "./data")))
-    open_ledger(data_dir, database_url).close()
+    ledger = open_ledger(data_dir, database_url)
+    try:  # the audit log and the service key's registration (a key event: it needs the log key)
+        from .audit import ensure_audit_log
+        from .config import Settings
+
+        ensure_audit_log(ledger, Settings.from_env().audit_log_id)
+    finally:
+        ledger.close()
     # Worker processes read these when they import the protocol class.
     os.environ["RLHF_API_HEADER_TIMEOUT"] = str(header_timeout)
     os.environ["RLHF_API_MAX_CONNECTIONS"] = str(max_connections)

@@ -26,9 +26,9 @@ def _open(data: Path) -> Ledger:
 
 @pytest.fixture
 def restored(tmp_path):
-    """(data dir, producer, events lost by the restore): backup after 20 events (not yet
-    checkpointed), 30 more and a checkpoint of 50 signed afterwards, then the backup copied
-    back over the database."""
+    """(data dir, producer, events lost by the restore): backup after the producer's key event and
+    20 events (size 21, not yet checkpointed), 30 more and a checkpoint of 51 signed afterwards,
+    then the backup copied back over the database."""
     data = tmp_path / "data"
     lg = _open(data)
     lg.init_log(LOG, checkpoint_every_events=10_000)
@@ -57,7 +57,7 @@ def test_consistent_log_signs_and_records_what_it_published(tmp_path):
     cp = lg.checkpoint(LOG)
     assert lg.fork_check(LOG) is None
     ref = lg.fork_guard.published.newest(LOG, cp.origin, lg.log_info(LOG).public_key)
-    assert (ref.size, ref.root) == (5, cp.root)
+    assert (ref.size, ref.root) == (6, cp.root)  # the key event and five events
     lg.close()
 
 
@@ -69,9 +69,9 @@ def test_a_checkpoint_signed_inside_an_append_is_published_when_the_append_retur
     info = lg.init_log(LOG, checkpoint_every_events=10)
     p = Producer(LOG)
     lg.register_producer(LOG, p.signer.public_key)
-    lg.append(p.events(9), log_id=LOG)
+    lg.append(p.events(8), log_id=LOG)  # after the producer's key event (index 0): size 9
     assert lg.fork_guard.published.newest(LOG, info.origin, info.public_key).size == 0  # the empty tree, at init
-    lg.append(p.events(1), log_id=LOG)  # the 10th event: the append signs a checkpoint of 10
+    lg.append(p.events(1), log_id=LOG)  # the 10th entry: the append signs a checkpoint of 10
     ref = lg.fork_guard.published.newest(LOG, info.origin, info.public_key)
     assert ref is not None and (ref.size, ref.root) == (10, lg.latest_checkpoint(LOG).root)
     lg.close()
@@ -81,18 +81,19 @@ def test_restored_database_refuses_to_sign_and_append(restored):
     data, p, lost, published = restored
     lg = _open(data)
     why = lg.fork_check(LOG)
-    assert why is not None and "holds 20 entries" in why and "size 50" in why and "rlhf-ledger recover" in why
+    assert why is not None and "holds 21 entries" in why and "size 51" in why and "rlhf-ledger recover" in why
     assert "\n" not in why
-    with pytest.raises(SigningRefused):  # the tree of 20 would be a second history
+    with pytest.raises(SigningRefused):  # the tree of 21 would be a second history
         lg.checkpoint(LOG)
     assert lg.maybe_checkpoint(LOG, now=1e12) is None
     assert lg.latest_checkpoint(LOG).size == 0
-    # A new event would take index 20, which the published checkpoint gives to another event.
-    q = Producer(LOG)
-    lg.register_producer(LOG, q.signer.public_key)
+    # A new entry would take index 21, which the published checkpoint gives to another one: an
+    # event, and a registration too (it is a key event of the log, docs/keys.md).
     with pytest.raises(SigningRefused):
-        lg.append(q.events(1), log_id=LOG)
-    assert lg.size(LOG) == 20
+        lg.register_producer(LOG, Producer(LOG).signer.public_key)
+    with pytest.raises(SigningRefused):
+        lg.append(Producer(LOG, signer=p.signer).events(1, run_id="run-2"), log_id=LOG)
+    assert lg.size(LOG) == 21
     lg.close()
 
 
@@ -103,12 +104,12 @@ def test_recover_with_original_events_restores_the_published_tree(restored, tmp_
     r = CliRunner().invoke(cli, ["recover", "--data-dir", str(data), "--database-url",
                                  f"sqlite:///{data / 'ledger.sqlite3'}", "--log", LOG, str(spool)])
     assert r.exit_code == 0, r.output
-    assert "size 20 -> 50" in r.output
+    assert "size 21 -> 51" in r.output
     lg = _open(data)
     assert lg.fork_check(LOG) is None
-    assert lg.root(LOG, 50) == published.root
+    assert lg.root(LOG, 51) == published.root
     cp = lg.checkpoint(LOG)
-    assert cp.size == 50 and cp.root == published.root
+    assert cp.size == 51 and cp.root == published.root
     assert audit(lg, LOG) == []
     lg.close()
 
@@ -121,7 +122,7 @@ def test_recover_refuses_an_order_that_forks_and_appends_nothing(restored, tmp_p
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 1 and "only 29 events" in r.output
     lg = _open(data)
-    assert lg.size(LOG) == 20
+    assert lg.size(LOG) == 21
     lg.close()
 
 

@@ -100,6 +100,12 @@ class Drill:
     acked: list[dict] = field(default_factory=list)  # envelopes the service acknowledged, in order
     acked_at: dict[int, tuple[str, str]] = field(default_factory=dict)  # index -> (event id, leaf hash)
     checkpoints: dict[int, bytes] = field(default_factory=dict)  # every signed (size, root) a client saw
+    base: int = 1  # entries before the first submitted event: the producer's key event (docs/keys.md)
+
+    @property
+    def size(self) -> int:
+        """The log's size once everything acknowledged is stored."""
+        return self.base + len(self.acked)
 
     @property
     def auth(self) -> dict[str, str]:
@@ -273,14 +279,14 @@ def replica_size(r: pgcluster.Cluster) -> int:
 def sizes_the_replica_lacks(svc: service.Service, d: Drill, r: pgcluster.Cluster) -> None:
     """With the replica's replay paused, a checkpoint signed on the primary is beyond what the
     replica holds; reads naming its size or its entries are answered from the primary, correctly."""
-    first = len(d.acked)
+    first = d.size
     wait_for(lambda: replica_size(r) == first, 15, "the replica to replay everything acknowledged")
     old = max(d.checkpoints)
     fallbacks = metric(svc, "ledger_replica_fallbacks_total")
     r.scalar("SELECT pg_wal_replay_pause()")
     try:
-        assert submit(svc, d, d.producer.events((-first) % 40 or 40)).status_code == 200
-        n = len(d.acked)  # a multiple of 40: the append signed a checkpoint of n on the primary
+        assert submit(svc, d, d.producer.events((d.base - first) % 40 or 40)).status_code == 200
+        n = d.size  # base + a multiple of 40: the append signed a checkpoint of n on the primary
         assert replica_size(r) == first
         cp = httpx.get(f"{svc.url}/v1/logs/{LOG}/checkpoints/{n}", timeout=10)
         assert cp.status_code == 200, cp.text
@@ -316,7 +322,8 @@ def failover(clusters, tmp_path_factory) -> Failover:
     p, sync_sb, read = clusters
     data = tmp_path_factory.mktemp("failover") / "data"
     d = setup_log(data, p.url("ledger"))
-    # No time-policy sweep on the primary's service: checkpoints only at multiples of 40, signed
+    # No time-policy sweep on the primary's service: checkpoints only at sizes base + 40k (the
+    # size policy counts from the empty tree's checkpoint; the key event is entry 0), signed
     # inside the append that reaches them (and published before it returns), so sizes are known.
     svc = service.start(data, p.url("ledger"), {"DATABASE_READ_URL": read.url("ledger")}, checkpoint_interval=0)
     try:
@@ -324,17 +331,17 @@ def failover(clusters, tmp_path_factory) -> Failover:
         load.stop()
         assert not load.errors and load.submit_failure is None, (load.errors, load.submit_failure)
         sizes_the_replica_lacks(svc, d, read)
-        if len(d.acked) % 40 == 0:  # the read replica is to hold entries beyond its last checkpoint
+        if (d.size - d.base) % 40 == 0:  # the read replica is to hold entries beyond its last checkpoint
             assert submit(svc, d, d.producer.events(10)).status_code == 200
-        held = len(d.acked)
+        held = d.size
         wait_for(lambda: replica_size(read) == held, 15, "the read replica to replay everything acknowledged")
         # The read replica falls behind (here: disconnected); the primary acknowledges a tail of
         # at least 25 events whose last append signs a checkpoint covering it.
         read.stop("fast")
-        tail = d.producer.events((-held) % 40 + (40 if (-held) % 40 < 25 else 0))
+        tail = d.producer.events((d.base - held) % 40 + (40 if (d.base - held) % 40 < 25 else 0))
         assert submit(svc, d, tail).status_code == 200
         latest = httpx.get(f"{svc.url}/v1/logs/{LOG}/checkpoints/latest", timeout=10).json()
-        assert latest["size"] == len(d.acked), latest  # from the primary: the replica is down
+        assert latest["size"] == d.size, latest  # from the primary: the replica is down
         d.saw_checkpoint(latest)
         # The kubelet's probe: ready (reads fall back to the primary); the metrics say the replica is down.
         assert httpx.get(f"{svc.url}/readyz", timeout=10).status_code == 200
@@ -410,7 +417,7 @@ def test_lagging_standby_refuses_to_sign_until_recovered(failover, tmp_path):
     m = re.search(rf"log {LOG}: the database holds {held} entries but a checkpoint of size (\d+) was already published", why)
     assert m and "rlhf-ledger recover" in why, why
     published = int(m.group(1))  # at least what clients saw (more if the batch in flight signed one)
-    assert published >= max(d.checkpoints) > held and published % 40 == 0
+    assert published >= max(d.checkpoints) > held and (published - d.base) % 40 == 0
     assert f"refusing to sign: log {LOG}: the database holds {held} entries" in svc.log()
     assert metric(svc, "ledger_log_signing_refused", log_id=LOG) == 1 and metric(svc, "ledger_ready") == 0
     # A new event is refused (503: retry later) and not stored: it would take an index the
@@ -431,10 +438,10 @@ def test_lagging_standby_refuses_to_sign_until_recovered(failover, tmp_path):
     out = subprocess.run([sys.executable, "-m", "ledger.cli", "recover", "--data-dir", str(d.data), "--database-url",
                           failover.lagging.cluster.url("ledger"), "--log", LOG, str(spool)], capture_output=True, text=True,
                          timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert out.returncode == 0 and f"size {held} -> {len(signed)}" in out.stdout, out.stdout + out.stderr
+    assert out.returncode == 0 and f"size {held} -> {d.base + len(signed)}" in out.stdout, out.stdout + out.stderr
     wait_for(lambda: httpx.get(f"{svc.url}/readyz", timeout=10).status_code == 200, 15, "ready after recovery")
     res = httpx.post(f"{svc.url}/v1/logs/{LOG}/events", json={"events": pending}, headers=d.auth, timeout=10)
-    assert res.status_code == 200 and res.json()["results"][0]["index"] == len(signed), res.text  # the retry succeeds
+    assert res.status_code == 200 and res.json()["results"][0]["index"] == d.base + len(signed), res.text  # the retry succeeds
     final_checks(svc, d)  # includes the checkpoints covering the tail, published before the failover
     lg = Ledger.open(d.data, failover.lagging.cluster.url("ledger"), migrate=False)
     assert audit(lg, LOG) == []

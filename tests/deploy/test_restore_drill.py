@@ -25,6 +25,7 @@ from anchoring.content_store import LocalContentStore
 from anchoring.evidence import ANCHORED_TOPIC, decode_anchored_data
 from anchoring.worker import AnchorWorker
 from api.tokens import create_token
+from api.audit import ensure_audit_log
 from ledger import db
 from ledger.cli import main as cli
 from ledger.store import Ledger, audit
@@ -91,24 +92,24 @@ def test_restored_dump_never_forks_and_recovers(anvil, owner, dbs, tmp_path):  #
     lg = Ledger.open(data, live)
     lg.init_log(LOG, checkpoint_every_events=100_000)
     prod = Producer(LOG)
-    lg.register_producer(LOG, prod.signer.public_key)
+    lg.register_producer(LOG, prod.signer.public_key)  # the key event at index 0 (docs/keys.md)
     store = LocalContentStore(data / "content")
     chain = ChainClient(anvil.rpc_url, anvil.private_keys[0], contract_address=owner.contract_address, retry=FAST_RETRY)
     worker = AnchorWorker(lg, chain, store, LOG, confirmations=1, issue_checkpoints=False, holder="drill")
 
     lg.append(prod.events(30), log_id=LOG)
     lg.checkpoint(LOG)
-    assert worker.run_once().submitted == [30]
+    assert worker.run_once().submitted == [31]
     dump = tmp_path / "ledger.dump"
     subprocess.run(["pg_dump", "-Fc", "-f", str(dump), _libpq(live)], check=True, timeout=60)  # the nightly backup
 
     lost = prod.events(20)
     lg.append(lost, log_id=LOG)
-    cp50 = lg.checkpoint(LOG)
-    assert worker.run_once().submitted == [50]
+    cp51 = lg.checkpoint(LOG)
+    assert worker.run_once().submitted == [51]
     worker.run_once()
     origin = lg.log_info(LOG).origin
-    assert chain.latest(log_id_for_origin(origin)) == (50, cp50.root)
+    assert chain.latest(log_id_for_origin(origin)) == (51, cp51.root)
     lg.close()
 
     restored = dbs()
@@ -117,6 +118,9 @@ def test_restored_dump_never_forks_and_recovers(anvil, owner, dbs, tmp_path):  #
     # The published record alone protects the restored log; a second data dir without it (a new
     # machine with only the keys) is protected by the chain alone.
     bare = tmp_path / "bare"
+    lg2 = Ledger.open(data, restored)
+    ensure_audit_log(lg2)  # the service's audit log, before the keys are copied ("only the keys": all of them)
+    lg2.close()
     shutil.copytree(data / "keys", bare / "keys")
     chain_env = {"RLHF_CHAIN_RPC": anvil.rpc_url, "RLHF_ANCHOR_CONTRACT": owner.contract_address}
     lg2 = Ledger.open(data, restored)
@@ -132,7 +136,7 @@ def test_restored_dump_never_forks_and_recovers(anvil, owner, dbs, tmp_path):  #
             r = httpx.get(svc.url + "/readyz", timeout=10)
             assert r.status_code == 503, r.text
             detail = r.json()["detail"]
-            assert "holds 30 entries" in detail and "size 50" in detail and source in detail, detail
+            assert "holds 31 entries" in detail and "size 51" in detail and source in detail, detail
             metrics = httpx.get(svc.url + "/metrics", timeout=10).text
             assert f'ledger_log_signing_refused{{log_id="{LOG}"}} 1.0' in metrics
             # A producer with new events is refused (503: retry later), nothing stored.
@@ -150,11 +154,11 @@ def test_restored_dump_never_forks_and_recovers(anvil, owner, dbs, tmp_path):  #
     lg3 = Ledger.open(bare, restored)
     w3 = AnchorWorker(lg3, chain, store, LOG, confirmations=1, holder="drill")
     res = w3.run_once()
-    assert res.leader and res.submitted == [] and any("size 50" in e for e in res.errors), res
+    assert res.leader and res.submitted == [] and any("size 51" in e for e in res.errors), res
     with lg3.engine.connect() as c:
         sizes = [r.size for r in c.execute(sa.select(db.checkpoints.c.size).where(db.checkpoints.c.log_id == LOG))]
-    assert max(sizes) == 30  # no checkpoint signed over the restored tree
-    assert chain.latest(log_id_for_origin(origin)) == (50, cp50.root)
+    assert max(sizes) == 31  # no checkpoint signed over the restored tree
+    assert chain.latest(log_id_for_origin(origin)) == (51, cp51.root)
     lg3.close()
 
     # Recovery: the producer re-sends its events (same signatures and ids) through `recover`.
@@ -171,12 +175,12 @@ def test_restored_dump_never_forks_and_recovers(anvil, owner, dbs, tmp_path):  #
     lg4 = Ledger.open(data, restored)
     assert lg4.fork_check(LOG) is None
     lg4.append(prod.events(5), log_id=LOG)
-    cp55 = lg4.checkpoint(LOG)
+    cp56 = lg4.checkpoint(LOG)
     w4 = AnchorWorker(lg4, chain, store, LOG, confirmations=1, issue_checkpoints=False, holder="drill")
-    assert w4.run_once().submitted == [55]  # the contract accepts it: consistent with 50
+    assert w4.run_once().submitted == [56]  # the contract accepts it: consistent with 51
     anchored = _anchored_on_chain(chain, origin)
-    assert [s for s, _ in anchored] == [30, 50, 55]
+    assert [s for s, _ in anchored] == [31, 51, 56]
     for size, root in anchored:
         assert lg4.root(LOG, size) == root
-    assert cp55.size == 55 and audit(lg4, LOG) == []
+    assert cp56.size == 56 and audit(lg4, LOG) == []
     lg4.close()
