@@ -61,8 +61,8 @@ def _setup(data_dir: Path, url: str | None):
         env = sign_event(ev, s)
         env["openings"] = op
         envs.append(env)
-    ledger.append(envs, log_id="erase")
-    return ledger
+    results = ledger.append(envs, log_id="erase")
+    return ledger, [r.index for r in results]  # the log's own key event comes first: not index 0
 
 
 def _secrets_of_victim(ledger: Ledger) -> dict[str, bytes]:
@@ -77,18 +77,19 @@ def _secrets_of_victim(ledger: Ledger) -> dict[str, bytes]:
     return {"data key": crypto.unwrap(wrapped, "erase", "victim"), "wrapped key": wrapped, "KEK": kek}
 
 
-def _check(ledger: Ledger, data_dir: Path, url: str | None) -> None:
-    assert ledger.read_payload("erase", 0)["prompt"]["value"] == "personal data victim 0"
+def _check(ledger: Ledger, idx: list[int], data_dir: Path, url: str | None) -> None:
+    assert ledger.read_payload("erase", idx[0])["prompt"]["value"] == "personal data victim 0"
     secrets = _secrets_of_victim(ledger)
     haystack = b"".join(_files(data_dir).values()) + (_pg_pages(url) if url else b"")
     assert secrets["wrapped key"] in haystack  # control: the search sees stored keys
     old_kek_files = {k: v for k, v in _files(data_dir).items() if "payload-kek" in k}
 
-    assert ledger.erase_run("erase", "victim") == 1
+    erased = ledger.erase_run("erase", "victim")
+    assert not erased.already and erased.recorded == [("erase", idx[-1] + 1)]  # the erasure event
 
     with pytest.raises(PayloadError):
-        ledger.read_payload("erase", 0)
-    assert ledger.read_payload("erase", 2)["prompt"]["value"] == "personal data keeper 2"  # others still decrypt
+        ledger.read_payload("erase", idx[0])
+    assert ledger.read_payload("erase", idx[2])["prompt"]["value"] == "personal data keeper 2"  # others still decrypt
     files = _files(data_dir)
     haystack = b"".join(files.values()) + (_pg_pages(url) if url else b"")
     for what, value in secrets.items():
@@ -123,9 +124,9 @@ def _check(ledger: Ledger, data_dir: Path, url: str | None) -> None:
 
 def test_erasure_sqlite(tmp_path):
     d = tmp_path / "data"
-    ledger = _setup(d, None)
+    ledger, idx = _setup(d, None)
     try:
-        _check(ledger, d, None)
+        _check(ledger, idx, d, None)
     finally:
         ledger.close()
 
@@ -137,9 +138,9 @@ def test_erasure_postgres(tmp_path):
     name = create_pg_database()
     url = f"postgresql://postgres@127.0.0.1:5432/{name}"
     d = tmp_path / "data"
-    ledger = _setup(d, url)
+    ledger, idx = _setup(d, url)
     try:
-        _check(ledger, d, url)
+        _check(ledger, idx, d, url)
     finally:
         ledger.close()
         drop_pg_database(name)
