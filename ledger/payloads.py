@@ -66,9 +66,9 @@ def _subject_wrap_aad(subject: str) -> bytes:
 SUBJECT_LABEL = "rlhf-ledger-subject-opening/v1"
 
 
-def _aad_v2(log_id: str, idx: int, event_id: str, members: list[str]) -> bytes:
+def _aad_v2(log_id: str, idx: int, event_id: str, members_jcs: bytes) -> bytes:
     # Member names are arbitrary strings: JCS of the list keeps them unambiguous.
-    return f"rlhf-ledger-payload/v2\n{log_id}\n{idx}\n{event_id}\n".encode() + canonicalize(members)
+    return f"rlhf-ledger-payload/v2\n{log_id}\n{idx}\n{event_id}\n".encode() + members_jcs
 
 
 def _subject_aad(log_id: str, idx: int, event_id: str, member: str, subjects: list[str]) -> bytes:
@@ -172,8 +172,14 @@ class KeyRing:
             n += 1
         return n
 
-    def kek_for(self, wrapped: bytes) -> tuple[bytes, bytes, bytes]:
-        """(kek id, KEK, the nonce-and-box part) for a stored wrapped key."""
+    def files(self) -> list[tuple[int, bytes, Path]]:
+        """The KEK files now: (seq, kek id, path), oldest first (pass to kek_for for many unwraps)."""
+        return self._files()
+
+    def kek_for(self, wrapped: bytes, files: list[tuple[int, bytes, Path]] | None = None) -> tuple[bytes, bytes, bytes]:
+        """(kek id, KEK, the nonce-and-box part) for a stored wrapped key. The KEK must still have
+        its file (`files`: a listing taken just before), so a KEK shredded by an erasure in another
+        process is never used from this process's cache."""
         if len(wrapped) == NONCE + 48:  # legacy: no KEK id
             legacy = self.keys_dir / LEGACY_FILE
             if not legacy.exists():
@@ -182,7 +188,7 @@ class KeyRing:
         if wrapped[:1] != WRAP_V2 or len(wrapped) != 1 + 8 + NONCE + 48:
             raise PayloadError("stored run data key has an unknown format")
         kid = wrapped[1:9]
-        for _, k, path in self._files():
+        for _, k, path in (self._files() if files is None else files):
             if k == kid:
                 return kid, self._load(kid, path), wrapped[9:]
         raise PayloadError("run data key was wrapped under a KEK that no longer exists (destroyed by an erasure)")
@@ -214,11 +220,11 @@ class PayloadCrypto:
     def unwrap(self, wrapped: bytes, log_id: str, run_id: str) -> bytes:
         return self._unwrap(wrapped, _wrap_aad(log_id, run_id), "run data key")
 
-    def unwrap_subject(self, wrapped: bytes, subject: str) -> bytes:
-        return self._unwrap(wrapped, _subject_wrap_aad(subject), "subject key")
+    def unwrap_subject(self, wrapped: bytes, subject: str, files: list | None = None) -> bytes:
+        return self._unwrap(wrapped, _subject_wrap_aad(subject), "subject key", files)
 
-    def _unwrap(self, wrapped: bytes, aad: bytes, what: str) -> bytes:
-        _, k, body = self.ring.kek_for(bytes(wrapped))
+    def _unwrap(self, wrapped: bytes, aad: bytes, what: str, files: list | None = None) -> bytes:
+        _, k, body = self.ring.kek_for(bytes(wrapped), files)
         try:
             return _open(body[NONCE:], aad, body[:NONCE], k)
         except CryptoError:
@@ -247,16 +253,17 @@ class PayloadCrypto:
             box = _seal(canonicalize(openings[m]), _subject_aad(log_id, idx, event_id, m, people), nonce, k)
             sealed[m] = {"subjects": people, "nonce": base64.b64encode(nonce).decode(), "box": base64.b64encode(box).decode()}
         nonce = os.urandom(NONCE)
-        ct = _seal(canonicalize({"openings": plain, "sealed": sealed}), _aad_v2(log_id, idx, event_id, members), nonce, run_key)
-        return nonce, ct, json.dumps(members, separators=(",", ":"), ensure_ascii=False)
+        members_jcs = canonicalize(members)  # stored as is: the column is the AAD's tail
+        ct = _seal(canonicalize({"openings": plain, "sealed": sealed}), _aad_v2(log_id, idx, event_id, members_jcs), nonce, run_key)
+        return nonce, ct, members_jcs.decode("utf-8")
 
     @staticmethod
     def open_entry(run_key: bytes, nonce: bytes, ciphertext: bytes, members_json: str, log_id: str, idx: int, event_id: str,
                    subject_keys: Callable[[list[str]], dict[str, bytes | None]]) -> Opened:
         """Open a v2 payload; `subject_keys(pseudonyms)` gives each one's key (None: erased)."""
-        members = json.loads(members_json)
         try:
-            doc = json.loads(_open(bytes(ciphertext), _aad_v2(log_id, idx, event_id, members), bytes(nonce), run_key))
+            doc = json.loads(_open(bytes(ciphertext), _aad_v2(log_id, idx, event_id, members_json.encode("utf-8")),
+                                   bytes(nonce), run_key))
         except CryptoError:
             raise PayloadError("payload does not decrypt (wrong key or tampered)", where=f"entry {idx}") from None
         out = Opened(openings=dict(doc["openings"]))

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -51,6 +51,9 @@ from .keys import (
 )
 from .migrate import upgrade
 from .payloads import KeyRing, Opened, PayloadCrypto, PayloadError
+
+if TYPE_CHECKING:
+    from .erasure import Erasure
 
 MAX_BATCH = 10_000
 
@@ -803,13 +806,12 @@ class Ledger:
                 keys[run] = self._run_key(conn, crypto, log_id, run)
             subjects = p.subjects or {}
             nonce, ct, members = crypto.seal_entry(keys[run], p.openings or {}, subjects, subject_keys, log_id, idx, p.event_id)
-            rows.append({"log_id": log_id, "idx": idx, "run_id": run, "nonce": nonce, "ciphertext": ct, "members": members})
+            rows.append((log_id, idx, run, nonce, ct, members))
             for m, names in subjects.items():
                 if all(subject_keys[s] is not None for s in names):  # an erased subject's opening is not stored
-                    links += [{"subject": s, "log_id": log_id, "idx": idx, "member": m, "run_id": run} for s in names]
-        conn.execute(db.payloads.insert(), rows)
-        if links:
-            conn.execute(db.subject_openings.insert(), links)
+                    links += [(s, log_id, idx, m, run) for s in names]
+        self._insert_many(conn, db.payloads, ("log_id", "idx", "run_id", "nonce", "ciphertext", "members"), rows)
+        self._insert_many(conn, db.subject_openings, ("subject", "log_id", "idx", "member", "run_id"), links)
 
     def _subject_keys(self, conn: Connection, crypto: PayloadCrypto, subjects: list[str]) -> dict[str, bytes | None]:
         """Each subject's data key (None: erased), made for subjects seen for the first time.
@@ -822,12 +824,13 @@ class Ledger:
         out: dict[str, bytes | None] = {}
 
         def fetch(names: list[str]) -> None:
+            files = crypto.ring.files()  # one listing for the batch's unwraps
             for j in range(0, len(names), 400):
                 q = sa.select(sk.subject, sk.wrapped_key).where(sk.subject.in_(names[j : j + 400]))
                 if not self._sqlite:
                     q = q.with_for_update(read=True)
                 for r in conn.execute(q):
-                    out[r.subject] = None if r.wrapped_key is None else crypto.unwrap_subject(r.wrapped_key, r.subject)
+                    out[r.subject] = None if r.wrapped_key is None else crypto.unwrap_subject(r.wrapped_key, r.subject, files)
 
         fetch(subjects)
         missing = [s for s in subjects if s not in out]
@@ -1173,7 +1176,8 @@ class Ledger:
         missing = [s for s in names if s not in rows]
         if missing:
             raise PayloadError(f"no key is stored for subject {missing[0]} (storage is inconsistent)", where="subject_keys")
-        return {s: None if w is None else crypto.unwrap_subject(w, s) for s, w in rows.items()}
+        files = crypto.ring.files()
+        return {s: None if w is None else crypto.unwrap_subject(w, s, files) for s, w in rows.items()}
 
     def read_payload(self, log_id: str, index: int) -> dict | None:
         """The readable openings of an entry (auditor access); None if the entry has none.
@@ -1186,14 +1190,14 @@ class Ledger:
             raise PayloadError("the run's data key was erased: payload unreadable", where=f"entry {index}")
         return opened.openings
 
-    def erase_run(self, log_id: str, run_id: str) -> Any:
+    def erase_run(self, log_id: str, run_id: str) -> "Erasure":
         """Destroy a run's data key so that no copy stays readable, and record it in the log
         (an `erasure` event in the same transaction); see ledger/erasure.py, docs/storage.md."""
         from .erasure import erase_run
 
         return erase_run(self, log_id, run_id)
 
-    def erase_subject(self, subject: str) -> Any:
+    def erase_subject(self, subject: str) -> "Erasure":
         """Destroy a data subject's key (their openings in every run and log), recorded in each
         log that held them; see ledger/erasure.py, docs/storage.md."""
         from .erasure import erase_subject

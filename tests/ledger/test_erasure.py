@@ -243,3 +243,53 @@ def test_tampered_sealed_payload_is_refused_not_misread(world):
         conn.execute(db.payloads.update().where(p.log_id == log_id, p.idx == i).values(ciphertext=ct, members='["notes"]'))
     with pytest.raises(PayloadError, match="does not decrypt"):
         ledger.read_openings(log_id, i)
+
+
+def test_appends_racing_a_subject_erasure_leave_nothing_readable_or_unrecorded(ledger, tmp_path):
+    """Two threads append openings naming Alice in a second and a third log (each batch in a new
+    run, so logs and runs appear while the erasure runs) while the main thread erases her. After:
+    no opening of hers reads anywhere, and every log that stored one under her key has its
+    erasure event (the FOR SHARE / log-lock protocol of storage.md; SQLite serialises it all)."""
+    import threading
+
+    for log_id in ("race-a", "race-b", "race-c"):
+        ledger.init_log(log_id)
+    producers = {lg: Producer(lg) for lg in ("race-a", "race-b", "race-c")}
+    for lg, p in producers.items():
+        ledger.register_producer(lg, p.signer.public_key)
+    ledger.append([_batch(producers["race-a"], "r0", "seed", {"prompts": [ALICE]})])
+    stop, errors, stored = threading.Event(), [], []
+
+    def writer(log_id: str) -> None:
+        n = 0
+        try:
+            while not stop.is_set() and n < 200:
+                [r] = ledger.append([_batch(producers[log_id], f"r{n}", f"{log_id}-{n}", {"prompts": [ALICE], "responses": [BOB]})])
+                stored.append((log_id, r.index))
+                n += 1
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(lg,)) for lg in ("race-b", "race-c")]
+    for t in threads:
+        t.start()
+    while len(stored) < 4 and not errors:
+        threading.Event().wait(0.01)
+    e = ledger.erase_subject(ALICE)
+    for _ in range(20):  # keep appending a little after the erasure
+        if len(stored) > 30 or errors:
+            break
+        threading.Event().wait(0.05)
+    stop.set()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert not e.already and ("race-a", ledger.size("race-a") - 1) in e.recorded
+    so, er = db.subject_openings.c, db.erasures.c
+    holding = {r[0] for r in ledger._read(sa.select(so.log_id).where(so.subject == ALICE).distinct())}
+    recorded = {r[0] for r in ledger._read(sa.select(er.log_id).where(er.kind == "subject", er.target == ALICE))}
+    assert holding <= recorded and "race-a" in holding
+    for log_id, idx in stored:
+        opened = ledger.read_openings(log_id, idx)
+        assert opened.erased == {"prompts": "subject"} and set(opened.openings) == {"responses", "notes"}
+    assert ledger.erase_subject(ALICE).already
