@@ -121,3 +121,22 @@ def test_export_keeps_the_openings_of_others(world, tmp_path):
     recs = [json.loads(x) for x in out.read_text().splitlines() if '"kind":"event"' in x]
     assert [r.get("erased") for r in recs] == [None, {"prompts": "subject"}, None]
     assert recs[2]["openings"]["prompts"]["value"] == [f"{BOB[:8]} wrote this in r2"]
+
+
+def test_record_from_the_shell_names_the_subject(world, tmp_path):
+    h, _ = world
+    body = json.dumps({"reviewer": BOB, "decision": "approve", "subject": "model v1", "notes": "bob's private notes"})
+    spool = ["--spool", str(tmp_path / "spool")]
+    err = one_line_error(run(h, "record", "--key", str(h / "producer.key"), "--log", "default", "--run", "review",
+                             "--type", "human.review", "--body", body, "--commit", "notes", "--subject", "notes=bob", *spool))
+    assert "--subject 'notes=bob': give FIELD=anp:<64 lowercase hex>" in err
+    out = ok(run(h, "record", "--key", str(h / "producer.key"), "--log", "default", "--run", "review", "--type", "human.review",
+                 "--body", body, "--commit", "notes", "--subject", f"notes={BOB}", *spool))
+    index = int(out.split("at index ")[1].split()[0])
+    assert "log default run review: 1 entries" in ok(run(h, "erase-subject", BOB, "--dry-run"))
+    ok(run(h, "erase-subject", BOB, "--yes"))
+    ok(run(h, "checkpoint"))
+    out_file = tmp_path / "review.jsonl"
+    ok(run(h, "export", "--index", str(index), "--with-payloads", "-o", str(out_file)))
+    [rec] = [json.loads(x) for x in out_file.read_text().splitlines() if '"kind":"event"' in x]
+    assert rec["erased"] == {"notes": "subject"} and "private notes" not in out_file.read_text()

@@ -293,3 +293,19 @@ def test_appends_racing_a_subject_erasure_leave_nothing_readable_or_unrecorded(l
         opened = ledger.read_openings(log_id, idx)
         assert opened.erased == {"prompts": "subject"} and set(opened.openings) == {"responses", "notes"}
     assert ledger.erase_subject(ALICE).already
+
+
+def test_opening_key_is_rfc5869_hkdf_sha256():
+    """The derivation storage.md specifies, checked against an independent HKDF (pycryptodome)."""
+    import os
+
+    from Crypto.Hash import SHA256
+    from Crypto.Protocol.KDF import HKDF
+
+    from ledger.payloads import opening_key
+
+    keys, subs = [os.urandom(32), os.urandom(32)], [ALICE, BOB]
+    info = ("log-a\n17\nprompts\n" + ",".join(subs)).encode()
+    want = HKDF(b"".join(keys), 32, b"rlhf-ledger-subject-opening/v1", SHA256, context=info)
+    assert opening_key(keys, "log-a", 17, "prompts", subs) == want
+    assert opening_key(keys[:1], "log-a", 17, "prompts", subs[:1]) != want
