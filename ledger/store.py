@@ -194,6 +194,7 @@ class Ledger:
         self._signers: dict[str, Signer] = {}
         self._crypto: PayloadCrypto | None = None
         self._sqlite = db.is_sqlite(engine)
+        self.erase_wait_seconds = 30.0  # how long an erasure waits for readers of old row versions
 
     # --- opening --------------------------------------------------------------------------
 
@@ -1207,7 +1208,7 @@ class Ledger:
     def _drop_old_copies(self) -> None:
         """Old row versions out of the database files: SQLite WAL frames, PostgreSQL dead tuples."""
         if self._sqlite:
-            deadline = time.time() + 30
+            deadline = time.time() + self.erase_wait_seconds
             while True:
                 with self.engine.connect() as conn:
                     raw = conn.connection.driver_connection
@@ -1220,6 +1221,30 @@ class Ledger:
                 time.sleep(0.1)
         else:
             with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                # VACUUM FULL keeps a dead row version while anything older than the erasure may
+                # still need it: a snapshot in this database, or a transaction holding an xid in any
+                # database of the server (a prepared one, a replication slot's xmin). Wait for them
+                # (30 s, as for the SQLite WAL), else say so. Sessions of other roles whose state is
+                # hidden from us cannot be waited for (docs/storage.md).
+                t0 = conn.exec_driver_sql("SELECT mod(txid_snapshot_xmax(txid_current_snapshot()), 4294967296)").scalar()
+                deadline = time.time() + self.erase_wait_seconds
+                while True:
+                    older = conn.exec_driver_sql(
+                        "SELECT 'pid ' || pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND ("
+                        " (datname = current_database() AND backend_xmin IS NOT NULL AND age(backend_xmin) > age(%(t)s::text::xid))"
+                        " OR (backend_xid IS NOT NULL AND age(backend_xid) > age(%(t)s::text::xid)))"
+                        " UNION ALL SELECT 'prepared transaction ' || gid FROM pg_prepared_xacts"
+                        " WHERE age(transaction) > age(%(t)s::text::xid)"
+                        " UNION ALL SELECT 'replication slot ' || slot_name FROM pg_replication_slots"
+                        " WHERE xmin IS NOT NULL AND age(xmin) > age(%(t)s::text::xid) LIMIT 1",
+                        {"t": str(t0)}).first()
+                    if older is None:
+                        break
+                    if time.time() > deadline:
+                        raise LedgerError(f"erased, but a transaction begun before the erasure still runs ({older[0]}): "
+                                          "the database keeps the old row version for it; run the erasure again once "
+                                          "it has ended", code="snapshot_busy")
+                    time.sleep(0.1)
                 conn.exec_driver_sql("VACUUM FULL run_keys, subject_keys")
 
     def tlog_proof(self, log_id: str, index: int, size: int | None = None) -> str:
