@@ -33,6 +33,7 @@ from ledger.jcs import is_fast
 from ledger.redact import redact_secrets
 from ledger.events import envelope_of
 from ledger.keys import unb64
+from ledger.payloads import PayloadError
 from ledger.store import BatchRejected, Ledger
 
 from . import models as m
@@ -708,7 +709,11 @@ def get_payload(request: Request, log_id: str = LogId, index: int = Index, p: to
     row = svc.ledger.get_entry(log_id, index)
     if row.run_id not in p.run_ids:
         raise svc.deny(request, p, 403, "run_not_bound", f"this token may not read payloads of run {row.run_id!r}")
-    return {"index": index, "event_id": row.event_id, "run_id": row.run_id, "openings": svc.ledger.read_payload(log_id, index)}
+    opened = svc.ledger.read_openings(log_id, index)
+    if opened is not None and opened.run_erased:
+        raise PayloadError("the run's data key was erased: payload unreadable", where=f"entry {index}")  # 410
+    return {"index": index, "event_id": row.event_id, "run_id": row.run_id,
+            "openings": None if opened is None else opened.openings, "erased": {} if opened is None else opened.erased}
 
 
 @router.post("/tokens", response_model=m.TokenCreated, status_code=201, tags=["admin"], summary="Mint a token (admin); the token is shown once",

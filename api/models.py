@@ -175,6 +175,7 @@ class PayloadOut(BaseModel):
     event_id: str
     run_id: str
     openings: dict[str, Any] | None
+    erased: dict[str, str] = Field(default_factory=dict, description='openings no longer readable: member -> "run" or "subject" (docs/storage.md)')
 
 
 class Health(BaseModel):

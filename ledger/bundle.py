@@ -183,9 +183,7 @@ def iter_bundle_lines(
             rec = {"kind": "event", "index": row.idx, "envelope": json.loads(row.entry), "checkpoint_size": target,
                    "inclusion": [_b64(h) for h in proof]}
             if include_openings:
-                op = ledger.read_payload(log_id, row.idx)
-                if op:
-                    rec["openings"] = op
+                _add_openings(ledger, log_id, row.idx, rec)
             events += 1
             yield emit(rec)
     else:
@@ -195,15 +193,25 @@ def iter_bundle_lines(
             if nxt is not None and nxt.idx == idx:
                 rec = {"kind": "event", "index": idx, "envelope": json.loads(nxt.entry)}
                 if include_openings:
-                    op = ledger.read_payload(log_id, idx)
-                    if op:
-                        rec["openings"] = op
+                    _add_openings(ledger, log_id, idx, rec)
                 events += 1
                 yield emit(rec)
                 nxt = next(in_scope, None)
             else:
                 yield emit({"kind": "leaf", "index": idx, "hash": _b64(lh)})
     yield _line({"kind": "end", "events": events, "records": records})
+
+
+def _add_openings(ledger: Ledger, log_id: str, index: int, rec: dict) -> None:
+    """The entry's readable openings, and `erased` for those whose run or subject key was
+    destroyed (docs/bundle-format.md): an erasure never stops an export."""
+    opened = ledger.read_openings(log_id, index)
+    if opened is None:
+        return
+    if opened.openings:
+        rec["openings"] = opened.openings
+    if opened.erased:
+        rec["erased"] = dict(sorted(opened.erased.items()))
 
 
 def _iter_scope_entries(ledger: Ledger, log_id: str, scope: Scope):

@@ -34,6 +34,9 @@ LAZY_COMMANDS = {
     "runs": "ledger.cli_record:runs_command",
     "devchain": "ledger.cli_record:devchain_command",
     "spool": "ledger.cli_spool:spool_command",
+    # erasure of a run's or a person's openings, recorded in the log (ledger/cli_erase.py)
+    "erase-run": "ledger.cli_erase:erase_run_command",
+    "erase-subject": "ledger.cli_erase:erase_subject_command",
 }
 
 
@@ -347,19 +350,6 @@ def audit(data_dir, database_url, log_id) -> None:
     if problems:
         raise CliError(f"{len(problems)} problem(s) found in log {log_id}")
     click.echo(f"log {log_id}: {ledger.size(log_id)} entries, consistent with every signed checkpoint")
-
-
-@main.command("erase-run")
-@common
-@click.option("--log", "log_id", default="default", show_default=True)
-@click.argument("run_id")
-@click.confirmation_option(prompt="Destroy this run's payload key? Its payloads become unreadable forever.")
-def erase_run(data_dir, database_url, log_id, run_id) -> None:
-    """Crypto-shred a run's payloads (proofs stay valid)."""
-    ledger = _open_ledger(data_dir, database_url)
-    if not ledger.erase_run(log_id, run_id):
-        raise CliError(f"run {run_id!r} has no payload key in log {log_id}")
-    click.echo(f"run {run_id}: payload key destroyed")
 
 
 if __name__ == "__main__":

@@ -26,18 +26,21 @@ from .cli_spool import _sink, destination
 @click.option("--body-file", type=click.Path(exists=True, dir_okay=False, allow_dash=True), default=None,
               help="read the body from a file (- for stdin)")
 @click.option("--commit", "commit", multiple=True, help="a body field to replace by a commitment (repeatable)")
+@click.option("--subject", "subjects", multiple=True, metavar="FIELD=PSEUDONYM",
+              help="a committed field is this person's data (anp:<hex>; repeatable), so erase-subject can erase it")
 @click.option("--spool", "spool_root", default=None,
               help="spool root keeping this key's chain state (default $RLHF_LEDGER_SPOOL or ./.rlhf-ledger-spool)")
 @click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(min=0.1))
 @destination
-def record_command(key_file, passphrase_env, log_id, run_id, event_type, body, body_file, commit, spool_root, timeout,
-                   url, token_env, data_dir, database_url) -> None:
+def record_command(key_file, passphrase_env, log_id, run_id, event_type, body, body_file, commit, subjects, spool_root,
+                   timeout, url, token_env, data_dir, database_url) -> None:
     """Sign and submit one event (a human review, a CI evaluation, a sign-off) to a run.
 
     The chain state (seq, previous event hash) is kept in the same local spool the SDK uses, so
     successive records by one key in one run chain; an event not delivered stays there
     (rlhf-ledger spool flush). Prints the event's seq, id and log index.
     """
+    from .events import valid_subject
     from .keys import read_key_file
     from .sdk.distributed import RankInfo
     from .sdk.recorder import SPOOL_ENV, _Recorder, _safe
@@ -54,6 +57,12 @@ def record_command(key_file, passphrase_env, log_id, run_id, event_type, body, b
         raise CliError(f"{body_file or '--body'}: malformed JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
     if not isinstance(doc, dict):
         raise CliError(f"{body_file or '--body'}: the body must be a JSON object, got {type(doc).__name__}")
+    named: dict[str, list[str]] = {}
+    for item in subjects:
+        field, sep, person = item.partition("=")
+        if not sep or field not in commit or not valid_subject(person):
+            raise CliError(f"--subject {item[:200]!r}: give FIELD=anp:<64 lowercase hex>, with FIELD one of the --commit fields")
+        named.setdefault(field, []).append(person)
     signer = read_key_file(key_file, env=passphrase_env)
     root = Path(spool_root or os.environ.get(SPOOL_ENV, ".rlhf-ledger-spool"))
     spool = root / _safe(log_id) / _safe(run_id) / signer.key_id[:16]
@@ -62,7 +71,7 @@ def record_command(key_file, passphrase_env, log_id, run_id, event_type, body, b
                     rank_info=RankInfo(0, 1, 0, "single"), spool_dir=spool, exit_timeout=timeout)
     try:
         rec.open()
-        seq = rec.event(event_type, doc, commit=list(commit))
+        seq = rec.event(event_type, doc, commit=list(commit), subjects=named or None)
         rec.flush(timeout)
         ack = rec.sender.acks[-1] if rec.sender and rec.sender.acks else None
     except TimeoutError as e:

@@ -120,7 +120,44 @@ payloads = sa.Table(
     sa.Column("run_id", sa.String(128), nullable=False),
     sa.Column("nonce", sa.LargeBinary, nullable=False),
     sa.Column("ciphertext", sa.LargeBinary, nullable=False),
+    # JSON list of the body members with an opening (the v2 sealed document, storage.md);
+    # NULL in rows written before subject keys (v1: JCS of the openings under the run key).
+    sa.Column("members", sa.Text),
 )
+
+# Per-data-subject keys (storage.md "Payloads and erasure"): one per pseudonym for the whole
+# database, wrapped under the KEK; NULL once erased.
+subject_keys = sa.Table(
+    "subject_keys",
+    metadata,
+    sa.Column("subject", sa.String(68), primary_key=True),
+    sa.Column("wrapped_key", sa.LargeBinary),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("erased_at", sa.Float),
+)
+
+# Which stored opening names which subject: erase-subject finds a person's data without decrypting.
+subject_openings = sa.Table(
+    "subject_openings",
+    metadata,
+    sa.Column("subject", sa.String(68), primary_key=True),
+    sa.Column("log_id", sa.String(128), primary_key=True),
+    sa.Column("idx", sa.BigInteger, primary_key=True),
+    sa.Column("member", sa.Text, primary_key=True),
+    sa.Column("run_id", sa.String(128), nullable=False),
+)
+
+# The log's `erasure` events (run rlhf-ledger:erasures), cached: kind "run" or "subject".
+erasures = sa.Table(
+    "erasures",
+    metadata,
+    sa.Column("log_id", sa.String(128), primary_key=True),
+    sa.Column("idx", sa.BigInteger, primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("target", sa.String(128), nullable=False),
+    sa.Column("erased_at", sa.Float, nullable=False),
+)
+sa.Index("ix_erasures_target", erasures.c.kind, erasures.c.target)
 
 ended_runs = sa.Table(
     "ended_runs",

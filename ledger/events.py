@@ -35,6 +35,9 @@ _TYPE_RE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){0,7}")
 _HEX64_RE = re.compile(r"[0-9a-f]{64}")
 _TS_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z")
 _COMMIT_RE = re.compile(r"sha256:[0-9a-f]{64}")
+# A data subject: a keyed pseudonym (docs/sdk.md "Pseudonyms"; event-format.md `subjects`).
+SUBJECT_RE = re.compile(r"anp:[0-9a-f]{64}")
+MAX_SUBJECTS_PER_OPENING = 64
 
 
 def valid_id(value: object) -> bool:
@@ -109,6 +112,34 @@ def check_openings(body: dict, openings: Any, *, where: str = "openings") -> Non
             raise EventError("salt is not base64", where=w) from None
         if len(salt) != 32 or commit_value(op["value"], salt) != target[COMMITMENT_KEY]:
             raise EventError("opening does not match the commitment", where=w)
+
+
+def valid_subject(value: object) -> bool:
+    """True if `value` is a data subject's pseudonym `anp:<64 lowercase hex>`."""
+    return type(value) is str and SUBJECT_RE.fullmatch(value) is not None
+
+
+def check_subjects(subjects: Any, openings: dict | None, *, where: str = "subjects") -> dict[str, list[str]] | None:
+    """`subjects` of a submission (event-format.md): member -> 1..64 distinct pseudonyms, each
+    member with an opening. Returns it with each list sorted (the stored form), or None."""
+    if subjects is None:
+        return None
+    if not isinstance(subjects, dict):
+        raise EventError("must be an object of opening member -> list of pseudonyms", where=where)
+    out: dict[str, list[str]] = {}
+    for name, people in subjects.items():
+        w = f"{where}.{name}"
+        if not openings or name not in openings:
+            raise EventError("names a member without an opening in this submission", where=w)
+        if not isinstance(people, list) or not 1 <= len(people) <= MAX_SUBJECTS_PER_OPENING:
+            raise EventError(f"must be a list of 1 to {MAX_SUBJECTS_PER_OPENING} pseudonyms", where=w)
+        for j, s in enumerate(people):
+            if not valid_subject(s):
+                raise EventError("a subject is a keyed pseudonym anp:<64 lowercase hex>", where=f"{w}[{j}]")
+        if len(set(people)) != len(people):
+            raise EventError("names a subject twice", where=w)
+        out[name] = sorted(people)
+    return out or None
 
 
 # --- building and signing ----------------------------------------------------------------
@@ -244,6 +275,7 @@ class ParsedEvent:
     event_bytes: bytes
     entry: bytes
     openings: dict | None = None
+    subjects: dict[str, list[str]] | None = None  # opening member -> pseudonyms (sorted)
     event_id: str = field(init=False)
     leaf_hash: bytes = field(init=False)
     producer: str = field(init=False)  # event["producer"], read several times per append
@@ -263,26 +295,28 @@ class ParsedEvent:
         # committing process) needs neither the body nor a second parse.
         e = self.event
         header = (e["log_id"], e["run_id"], e["type"], e["producer"], e["seq"], e["prev"], e["ts"])
-        return (_parsed_from_wire, (header, self.sig, self.event_bytes, self.entry, self.openings, self.event_id, self.leaf_hash))
+        return (_parsed_from_wire, (header, self.sig, self.event_bytes, self.entry, self.openings, self.event_id, self.leaf_hash,
+                                    self.subjects))
 
 
 _HEADER = ("log_id", "run_id", "type", "producer", "seq", "prev", "ts")
 
 
 def _parsed_from_wire(header: tuple, sig: bytes, event_bytes: bytes, entry: bytes, openings: dict | None,
-                      event_id: str, leaf: bytes) -> ParsedEvent:
+                      event_id: str, leaf: bytes, subjects: dict | None = None) -> ParsedEvent:
     """The receiving side of ParsedEvent.__reduce__: `event` holds the header members, no body."""
     p = object.__new__(ParsedEvent)
     p.event = dict(zip(_HEADER, header))
     p.sig, p.event_bytes, p.entry, p.openings, p.event_id, p.leaf_hash = sig, event_bytes, entry, openings, event_id, leaf
+    p.subjects = subjects
     p.producer = p.event["producer"]
     return p
 
 
 def parse_envelope(obj: Any, where: str = "event") -> ParsedEvent:
-    """Check an envelope {"event", "sig"[, "openings"]} and compute its bytes and hashes."""
+    """Check an envelope {"event", "sig"[, "openings"][, "subjects"]} and compute its bytes and hashes."""
     _req(isinstance(obj, dict), "must be a JSON object with 'event' and 'sig'", where)
-    extra = sorted(set(obj) - {"event", "sig", "openings"})
+    extra = sorted(set(obj) - {"event", "sig", "openings", "subjects"})
     _req(not extra, f"unknown field(s): {', '.join(extra)}", where)
     _req("event" in obj and "sig" in obj, "must have 'event' and 'sig'", where)
     event_bytes = validate_event(obj["event"], f"{where}.event")
@@ -297,7 +331,8 @@ def parse_envelope(obj: Any, where: str = "event") -> ParsedEvent:
     entry = b'{"event":' + event_bytes + b',"sig":"' + canonical_sig.encode() + b'"}'
     openings = obj.get("openings")
     check_openings(obj["event"]["body"], openings, where=f"{where}.openings")
-    return ParsedEvent(event=obj["event"], sig=sig, event_bytes=event_bytes, entry=entry, openings=openings)
+    subjects = check_subjects(obj.get("subjects"), openings, where=f"{where}.subjects")
+    return ParsedEvent(event=obj["event"], sig=sig, event_bytes=event_bytes, entry=entry, openings=openings, subjects=subjects)
 
 
 def envelope_of(entry: bytes) -> dict:

@@ -1,13 +1,16 @@
-"""Encrypted payload store: openings (salts and clear values) sealed per run.
+"""Encrypted payload store: openings (salts and clear values) sealed per run and per data subject.
 
-Each run has a random 32-byte data key, stored only wrapped (ChaCha20-Poly1305) under the
-ledger's key-encryption key (KEK). Each event's openings are sealed with ChaCha20-Poly1305
-(IETF, 12-byte random nonce) under the run's data key, with the log id, entry index and event
-id as associated data so ciphertexts cannot be moved between entries.
+Each run has a random 32-byte data key, and so has each data subject (a person, by pseudonym),
+both stored only wrapped (ChaCha20-Poly1305) under the ledger's key-encryption key (KEK). An
+entry's openings are sealed with ChaCha20-Poly1305 (IETF, 12-byte random nonce) under the run's
+data key, with the log id, entry index and event id as associated data so ciphertexts cannot be
+moved between entries; an opening that names subjects is first sealed on its own under a key
+derived from all their subject keys, so it reads only while the run key and each of those keys
+exist (docs/storage.md "Payloads and erasure").
 
-Erasure (docs/storage.md "Payloads and erasure") destroys the run's data key so that no copy
-stays readable: the wrapped key is overwritten, every other run key is re-wrapped under a new
-KEK and the old KEK file is overwritten and deleted. A copy of the old wrapped key that survives
+Erasure (docs/storage.md "Payloads and erasure", ledger/erasure.py) destroys a run's or a
+subject's data key so that no copy stays readable: the wrapped key is overwritten, every other
+key is re-wrapped under a new KEK and the old KEK files are overwritten and deleted. A copy of the old wrapped key that survives
 somewhere (a WAL frame, a dead PostgreSQL tuple, a backup) is then sealed under a KEK that no
 longer exists.
 
@@ -18,10 +21,14 @@ Keys wrapped before KEK ids (60 bytes, no prefix) belong to the legacy `keys/pay
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nacl.bindings import (
@@ -50,6 +57,39 @@ def _aad(log_id: str, idx: int, event_id: str) -> bytes:
 
 def _wrap_aad(log_id: str, run_id: str) -> bytes:
     return f"run-key\n{log_id}\n{run_id}".encode()
+
+
+def _subject_wrap_aad(subject: str) -> bytes:
+    return f"subject-key\n{subject}".encode()
+
+
+SUBJECT_LABEL = "rlhf-ledger-subject-opening/v1"
+
+
+def _aad_v2(log_id: str, idx: int, event_id: str, members_jcs: bytes) -> bytes:
+    # Member names are arbitrary strings: JCS of the list keeps them unambiguous.
+    return f"rlhf-ledger-payload/v2\n{log_id}\n{idx}\n{event_id}\n".encode() + members_jcs
+
+
+def _subject_aad(log_id: str, idx: int, event_id: str, member: str, subjects: list[str]) -> bytes:
+    return f"{SUBJECT_LABEL}\n{log_id}\n{idx}\n{event_id}\n{member}\n{','.join(subjects)}".encode()
+
+
+def opening_key(subject_keys: list[bytes], log_id: str, idx: int, member: str, subjects: list[str]) -> bytes:
+    """HKDF-SHA256 (RFC 5869, one output block) over every subject's key, in subject order:
+    without any one of them the key cannot be computed."""
+    prk = hmac.new(SUBJECT_LABEL.encode(), b"".join(subject_keys), hashlib.sha256).digest()
+    info = f"{log_id}\n{idx}\n{member}\n{','.join(subjects)}".encode()
+    return hmac.new(prk, info + b"\x01", hashlib.sha256).digest()
+
+
+@dataclass
+class Opened:
+    """An entry's openings as far as they still read; `erased`: member -> "run" | "subject"."""
+
+    openings: dict = field(default_factory=dict)
+    erased: dict[str, str] = field(default_factory=dict)
+    run_erased: bool = False
 
 
 def shred_file(path: Path) -> None:
@@ -108,16 +148,22 @@ class KeyRing:
         return kid, kek
 
     def rotate(self) -> tuple[bytes, bytes]:
-        """A new current KEK (the old ones stay until shred_all_but)."""
+        """A new current KEK (the old ones stay until shred_older_than)."""
         files = self._files()
         return self.create((files[-1][0] + 1) if files else 1)
 
-    def shred_all_but(self, keep: bytes) -> int:
+    def shred_older_than(self, kid: bytes) -> int:
+        """Shred every KEK file older than `kid` (and the legacy file). Newer ones stay: another
+        erasure may have rotated again since ours committed, and its keys are wrapped under them."""
+        files = self._files()
+        mine = [seq for seq, k, _ in files if k == kid]
+        if not mine:
+            return 0
         n = 0
-        for _, kid, path in self._files():
-            if kid != keep:
+        for seq, k, path in files:
+            if seq < mine[0]:
                 shred_file(path)
-                self._keks.pop(kid, None)
+                self._keks.pop(k, None)
                 n += 1
         legacy = self.keys_dir / LEGACY_FILE
         if legacy.exists():
@@ -126,8 +172,14 @@ class KeyRing:
             n += 1
         return n
 
-    def kek_for(self, wrapped: bytes) -> tuple[bytes, bytes, bytes]:
-        """(kek id, KEK, the nonce-and-box part) for a stored wrapped key."""
+    def files(self) -> list[tuple[int, bytes, Path]]:
+        """The KEK files now: (seq, kek id, path), oldest first (pass to kek_for for many unwraps)."""
+        return self._files()
+
+    def kek_for(self, wrapped: bytes, files: list[tuple[int, bytes, Path]] | None = None) -> tuple[bytes, bytes, bytes]:
+        """(kek id, KEK, the nonce-and-box part) for a stored wrapped key. The KEK must still have
+        its file (`files`: a listing taken just before), so a KEK shredded by an erasure in another
+        process is never used from this process's cache."""
         if len(wrapped) == NONCE + 48:  # legacy: no KEK id
             legacy = self.keys_dir / LEGACY_FILE
             if not legacy.exists():
@@ -136,7 +188,7 @@ class KeyRing:
         if wrapped[:1] != WRAP_V2 or len(wrapped) != 1 + 8 + NONCE + 48:
             raise PayloadError("stored run data key has an unknown format")
         kid = wrapped[1:9]
-        for _, k, path in self._files():
+        for _, k, path in (self._files() if files is None else files):
             if k == kid:
                 return kid, self._load(kid, path), wrapped[9:]
         raise PayloadError("run data key was wrapped under a KEK that no longer exists (destroyed by an erasure)")
@@ -150,17 +202,86 @@ class PayloadCrypto:
         key = os.urandom(32)
         return key, self.wrap(key, log_id, run_id)
 
+    def new_subject_key(self, subject: str) -> tuple[bytes, bytes]:
+        key = os.urandom(32)
+        return key, self.wrap_subject(key, subject)
+
     def wrap(self, key: bytes, log_id: str, run_id: str, kek: tuple[bytes, bytes] | None = None) -> bytes:
+        return self._wrap(key, _wrap_aad(log_id, run_id), kek)
+
+    def wrap_subject(self, key: bytes, subject: str, kek: tuple[bytes, bytes] | None = None) -> bytes:
+        return self._wrap(key, _subject_wrap_aad(subject), kek)
+
+    def _wrap(self, key: bytes, aad: bytes, kek: tuple[bytes, bytes] | None) -> bytes:
         kid, k = kek or self.ring.current()
         nonce = os.urandom(NONCE)
-        return WRAP_V2 + kid + nonce + _seal(key, _wrap_aad(log_id, run_id), nonce, k)
+        return WRAP_V2 + kid + nonce + _seal(key, aad, nonce, k)
 
     def unwrap(self, wrapped: bytes, log_id: str, run_id: str) -> bytes:
-        _, k, body = self.ring.kek_for(bytes(wrapped))
+        return self._unwrap(wrapped, _wrap_aad(log_id, run_id), "run data key")
+
+    def unwrap_subject(self, wrapped: bytes, subject: str, files: list | None = None) -> bytes:
+        return self._unwrap(wrapped, _subject_wrap_aad(subject), "subject key", files)
+
+    def _unwrap(self, wrapped: bytes, aad: bytes, what: str, files: list | None = None) -> bytes:
+        _, k, body = self.ring.kek_for(bytes(wrapped), files)
         try:
-            return _open(body[NONCE:], _wrap_aad(log_id, run_id), body[:NONCE], k)
+            return _open(body[NONCE:], aad, body[:NONCE], k)
         except CryptoError:
-            raise PayloadError("run data key does not unwrap under this ledger's KEK") from None
+            raise PayloadError(f"{what} does not unwrap under this ledger's KEK") from None
+
+    @staticmethod
+    def seal_entry(run_key: bytes, openings: dict, subjects: dict[str, list[str]], subject_keys: dict[str, bytes | None],
+                   log_id: str, idx: int, event_id: str) -> tuple[bytes, bytes, str]:
+        """The v2 payload of an entry: (nonce, ciphertext, members as JSON). Openings naming
+        subjects are sealed under their subjects' keys inside the run key's layer; one naming a
+        subject already erased (key None) is left out and marked erased."""
+        members = sorted(openings)
+        plain: dict = {}
+        sealed: dict = {}
+        for m in members:
+            people = subjects.get(m)
+            if not people:
+                plain[m] = openings[m]
+                continue
+            keys = [subject_keys[s] for s in people]
+            if any(k is None for k in keys):
+                sealed[m] = {"subjects": people, "erased": True}
+                continue
+            k = opening_key(keys, log_id, idx, m, people)  # type: ignore[arg-type]
+            nonce = os.urandom(NONCE)
+            box = _seal(canonicalize(openings[m]), _subject_aad(log_id, idx, event_id, m, people), nonce, k)
+            sealed[m] = {"subjects": people, "nonce": base64.b64encode(nonce).decode(), "box": base64.b64encode(box).decode()}
+        nonce = os.urandom(NONCE)
+        members_jcs = canonicalize(members)  # stored as is: the column is the AAD's tail
+        ct = _seal(canonicalize({"openings": plain, "sealed": sealed}), _aad_v2(log_id, idx, event_id, members_jcs), nonce, run_key)
+        return nonce, ct, members_jcs.decode("utf-8")
+
+    @staticmethod
+    def open_entry(run_key: bytes, nonce: bytes, ciphertext: bytes, members_json: str, log_id: str, idx: int, event_id: str,
+                   subject_keys: Callable[[list[str]], dict[str, bytes | None]]) -> Opened:
+        """Open a v2 payload; `subject_keys(pseudonyms)` gives each one's key (None: erased)."""
+        try:
+            doc = json.loads(_open(bytes(ciphertext), _aad_v2(log_id, idx, event_id, members_json.encode("utf-8")),
+                                   bytes(nonce), run_key))
+        except CryptoError:
+            raise PayloadError("payload does not decrypt (wrong key or tampered)", where=f"entry {idx}") from None
+        out = Opened(openings=dict(doc["openings"]))
+        sealed = doc["sealed"]
+        keys = subject_keys(sorted({s for part in sealed.values() for s in part["subjects"]})) if sealed else {}
+        for m, part in sealed.items():
+            people = part["subjects"]
+            if part.get("erased") or any(keys.get(s) is None for s in people):
+                out.erased[m] = "subject"
+                continue
+            k = opening_key([keys[s] for s in people], log_id, idx, m, people)  # type: ignore[misc]
+            try:
+                out.openings[m] = json.loads(_open(base64.b64decode(part["box"]), _subject_aad(log_id, idx, event_id, m, people),
+                                                   base64.b64decode(part["nonce"]), k))
+            except CryptoError:
+                raise PayloadError("an opening does not decrypt under its subjects' keys (tampered)",
+                                   where=f"entry {idx}, member {m}") from None
+        return out
 
     @staticmethod
     def seal(data_key: bytes, openings: dict, log_id: str, idx: int, event_id: str) -> tuple[bytes, bytes]:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -50,7 +50,10 @@ from .keys import (
     write_key_file,
 )
 from .migrate import upgrade
-from .payloads import KeyRing, PayloadCrypto, PayloadError
+from .payloads import KeyRing, Opened, PayloadCrypto, PayloadError
+
+if TYPE_CHECKING:
+    from .erasure import Erasure
 
 MAX_BATCH = 10_000
 
@@ -191,6 +194,7 @@ class Ledger:
         self._signers: dict[str, Signer] = {}
         self._crypto: PayloadCrypto | None = None
         self._sqlite = db.is_sqlite(engine)
+        self.erase_wait_seconds = 30.0  # how long an erasure waits for readers of old row versions
 
     # --- opening --------------------------------------------------------------------------
 
@@ -457,6 +461,23 @@ class Ledger:
             (result,), signed = self._append_in(conn, log_id, log, [parsed], admin=True)
             after(conn, result)
         self._published(log_id, log.public_key, signed)
+        return result
+
+    def _append_admin_in(self, conn: Connection, log_id: str, log: sa.Row, run_id: str, type_: str, body: dict) -> AppendResult:
+        """One record of the log itself inside the caller's transaction, which already holds the
+        log's write lock (`log` is its locked row): what _append_admin does between `decide` and
+        `after`, for callers that write records to several logs in one transaction (a subject
+        erasure, ledger/erasure.py)."""
+        assert kev.is_reserved_run(run_id)
+        signer = self.log_signer(log_id, log.public_key)
+        h = db.heads.c
+        head = conn.execute(sa.select(h.seq, h.event_hash).where(
+            h.log_id == log_id, h.run_id == run_id, h.producer == signer.key_id)).first()
+        event = make_event(log_id=log_id, run_id=run_id, type=type_, producer=signer.key_id,
+                           seq=0 if head is None else head.seq + 1, prev=None if head is None else head.event_hash,
+                           body=body)
+        parsed = parse_envelope(sign_event(event, signer), where="log record")
+        (result,) = self._append_in(conn, log_id, log, [parsed], admin=True)
         return result
 
     def producers(self, log_id: str) -> list[dict]:
@@ -787,16 +808,60 @@ class Ledger:
         conn.exec_driver_sql(sql, rows)
 
     def _store_payloads(self, conn: Connection, log_id: str, items: list[tuple[int, ParsedEvent]]) -> None:
+        """Seal each entry's openings (v2, docs/storage.md): under its run's key, and those that
+        name subjects also under their subject keys; record which opening names whom."""
         crypto = self._payload_crypto()
         keys: dict[str, bytes] = {}
-        rows = []
+        people = sorted({s for _, p in items if p.subjects for names in p.subjects.values() for s in names})
+        subject_keys = self._subject_keys(conn, crypto, people) if people else {}
+        rows, links = [], []
         for idx, p in items:
             run = p.event["run_id"]
             if run not in keys:
                 keys[run] = self._run_key(conn, crypto, log_id, run)
-            nonce, ct = crypto.seal(keys[run], p.openings or {}, log_id, idx, p.event_id)
-            rows.append({"log_id": log_id, "idx": idx, "run_id": run, "nonce": nonce, "ciphertext": ct})
-        conn.execute(db.payloads.insert(), rows)
+            subjects = p.subjects or {}
+            nonce, ct, members = crypto.seal_entry(keys[run], p.openings or {}, subjects, subject_keys, log_id, idx, p.event_id)
+            rows.append((log_id, idx, run, nonce, ct, members))
+            for m, names in subjects.items():
+                if all(subject_keys[s] is not None for s in names):  # an erased subject's opening is not stored
+                    links += [(s, log_id, idx, m, run) for s in names]
+        self._insert_many(conn, db.payloads, ("log_id", "idx", "run_id", "nonce", "ciphertext", "members"), rows)
+        self._insert_many(conn, db.subject_openings, ("subject", "log_id", "idx", "member", "run_id"), links)
+
+    def _subject_keys(self, conn: Connection, crypto: PayloadCrypto, subjects: list[str]) -> dict[str, bytes | None]:
+        """Each subject's data key (None: erased), made for subjects seen for the first time.
+
+        PostgreSQL: rows are read FOR SHARE, so a subject erasure (which updates the row) cannot
+        commit between this read and the append's commit; a new key is made under the advisory
+        lock that KEK rotation takes, after reading again, so two logs creating the same
+        subject's key at once end with one key (docs/storage.md)."""
+        sk = db.subject_keys.c
+        out: dict[str, bytes | None] = {}
+
+        def fetch(names: list[str]) -> None:
+            files = crypto.ring.files()  # one listing for the batch's unwraps
+            for j in range(0, len(names), 400):
+                q = sa.select(sk.subject, sk.wrapped_key).where(sk.subject.in_(names[j : j + 400]))
+                if not self._sqlite:
+                    q = q.with_for_update(read=True)
+                for r in conn.execute(q):
+                    out[r.subject] = None if r.wrapped_key is None else crypto.unwrap_subject(r.wrapped_key, r.subject, files)
+
+        fetch(subjects)
+        missing = [s for s in subjects if s not in out]
+        if missing:
+            if not self._sqlite:  # wrap under the current KEK, never one an erasure is replacing
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(727276, 1)"))
+                fetch(missing)
+            new = []
+            for s in missing:
+                if s not in out:
+                    key, wrapped = crypto.new_subject_key(s)
+                    new.append({"subject": s, "wrapped_key": wrapped, "created_at": time.time()})
+                    out[s] = key
+            if new:
+                conn.execute(db.subject_keys.insert(), new)
+        return out
 
     def _run_key(self, conn: Connection, crypto: PayloadCrypto, log_id: str, run_id: str) -> bytes:
         row = conn.execute(
@@ -1090,68 +1155,74 @@ class Ledger:
                 yield r.idx, r.leaf_hash
             pos = rows[-1].idx + 1
 
-    def read_payload(self, log_id: str, index: int) -> dict | None:
-        """Decrypt an entry's openings (auditor access); None if the entry has none."""
+    def read_openings(self, log_id: str, index: int) -> Opened | None:
+        """An entry's openings as far as they still read, and which are erased (member -> "run"
+        or "subject"); None if the entry has no stored openings (docs/storage.md)."""
         rows = self._read(sa.select(db.payloads).where(db.payloads.c.log_id == log_id, db.payloads.c.idx == index))
         if not rows:
             return None
         row = rows[0]
+        entry = self.get_entry(log_id, index)
         crypto = self._payload_crypto()
-        for attempt in (0, 1):  # an erasure may re-wrap the key between our read and the KEK lookup
-            keyrow = self._read(
-                sa.select(db.run_keys).where(db.run_keys.c.log_id == log_id, db.run_keys.c.run_id == row.run_id)
-            )
-            if not keyrow or keyrow[0].wrapped_key is None:
-                raise PayloadError("the run's data key was erased: payload unreadable", where=f"entry {index}")
-            try:
-                key = crypto.unwrap(keyrow[0].wrapped_key, log_id, row.run_id)
-                break
-            except PayloadError:
-                if attempt:
-                    raise
-        return crypto.open(key, row.nonce, row.ciphertext, log_id, index, self.get_entry(log_id, index).event_id)
-
-    def erase_run(self, log_id: str, run_id: str) -> int:
-        """Destroy a run's data key so that no copy stays readable (docs/storage.md).
-
-        In one transaction: the run's wrapped key is overwritten with NULL and every other run
-        key is re-wrapped under a new KEK. Then the old KEK files are overwritten and deleted,
-        and the database drops its old copies: SQLite (secure_delete on) checkpoints and
-        truncates the WAL; PostgreSQL rewrites run_keys (VACUUM FULL), dropping the dead tuple.
-        Ciphertexts stay: without the data key they are noise, and keeping them shows that
-        nothing but the key changed. Returns the number of run-key rows erased (0 or 1).
-        """
-        crypto = self._payload_crypto()
-        ring = crypto.ring
         rk = db.run_keys.c
-        with self.engine.connect() as conn:
-            if not self._sqlite:  # session lock: held until the old KEK files are gone
-                conn.execute(sa.text("SELECT pg_advisory_lock(727276, 1)"))
-                conn.commit()
-            try:
-                with conn.begin():
-                    n = conn.execute(
-                        db.run_keys.update().where(rk.log_id == log_id, rk.run_id == run_id)
-                        .values(wrapped_key=None, erased_at=time.time())
-                    ).rowcount
-                    new = ring.rotate()
-                    rows = conn.execute(sa.select(rk.log_id, rk.run_id, rk.wrapped_key).where(rk.wrapped_key.is_not(None))).all()
-                    for r in rows:
-                        key = crypto.unwrap(r.wrapped_key, r.log_id, r.run_id)
-                        conn.execute(db.run_keys.update().where(rk.log_id == r.log_id, rk.run_id == r.run_id)
-                                     .values(wrapped_key=crypto.wrap(key, r.log_id, r.run_id, kek=new)))
-                ring.shred_all_but(new[0])
-            finally:
-                if not self._sqlite:
-                    conn.execute(sa.text("SELECT pg_advisory_unlock(727276, 1)"))
-                    conn.commit()
-        self._drop_old_copies()
-        return n
+
+        def run_key() -> bytes | None:
+            keyrow = self._read(sa.select(db.run_keys).where(rk.log_id == log_id, rk.run_id == row.run_id))
+            if not keyrow or keyrow[0].wrapped_key is None:
+                return None
+            return crypto.unwrap(keyrow[0].wrapped_key, log_id, row.run_id)
+
+        key = _retry_rotation(run_key)
+        if key is None:
+            if row.members is not None:
+                members = json.loads(row.members)
+            else:  # v1 row: the members are not stored; every commitment of the body had one
+                body = json.loads(entry.entry)["event"]["body"]
+                members = sorted(m for m, v in body.items() if isinstance(v, dict) and set(v) == {"$commitment"})
+            return Opened(erased={m: "run" for m in members}, run_erased=True)
+        if row.members is None:
+            return Opened(openings=crypto.open(key, row.nonce, row.ciphertext, log_id, index, entry.event_id))
+        return crypto.open_entry(key, row.nonce, row.ciphertext, row.members, log_id, index, entry.event_id,
+                                 lambda names: _retry_rotation(lambda: self._read_subject_keys(crypto, names)))
+
+    def _read_subject_keys(self, crypto: PayloadCrypto, names: list[str]) -> dict[str, bytes | None]:
+        sk = db.subject_keys.c
+        rows = {r.subject: r.wrapped_key for r in self._read(sa.select(sk.subject, sk.wrapped_key).where(sk.subject.in_(names)))}
+        missing = [s for s in names if s not in rows]
+        if missing:
+            raise PayloadError(f"no key is stored for subject {missing[0]} (storage is inconsistent)", where="subject_keys")
+        files = crypto.ring.files()
+        return {s: None if w is None else crypto.unwrap_subject(w, s, files) for s, w in rows.items()}
+
+    def read_payload(self, log_id: str, index: int) -> dict | None:
+        """The readable openings of an entry (auditor access); None if the entry has none.
+        Raises PayloadError when the run was erased; openings of erased subjects are left out
+        (read_openings says which)."""
+        opened = self.read_openings(log_id, index)
+        if opened is None:
+            return None
+        if opened.run_erased:
+            raise PayloadError("the run's data key was erased: payload unreadable", where=f"entry {index}")
+        return opened.openings
+
+    def erase_run(self, log_id: str, run_id: str) -> "Erasure":
+        """Destroy a run's data key so that no copy stays readable, and record it in the log
+        (an `erasure` event in the same transaction); see ledger/erasure.py, docs/storage.md."""
+        from .erasure import erase_run
+
+        return erase_run(self, log_id, run_id)
+
+    def erase_subject(self, subject: str) -> "Erasure":
+        """Destroy a data subject's key (their openings in every run and log), recorded in each
+        log that held them; see ledger/erasure.py, docs/storage.md."""
+        from .erasure import erase_subject
+
+        return erase_subject(self, subject)
 
     def _drop_old_copies(self) -> None:
         """Old row versions out of the database files: SQLite WAL frames, PostgreSQL dead tuples."""
         if self._sqlite:
-            deadline = time.time() + 30
+            deadline = time.time() + self.erase_wait_seconds
             while True:
                 with self.engine.connect() as conn:
                     raw = conn.connection.driver_connection
@@ -1160,11 +1231,35 @@ class Ledger:
                     return
                 if time.time() > deadline:  # a reader held a snapshot all along; say so, do not hide it
                     raise LedgerError("erased, but the WAL could not be truncated (a reader holds a snapshot); "
-                                      "run `rlhf-ledger erase-run` again once readers are idle", code="wal_busy")
+                                      "run the erasure again once readers are idle", code="wal_busy")
                 time.sleep(0.1)
         else:
             with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.exec_driver_sql("VACUUM FULL run_keys")
+                # VACUUM FULL keeps a dead row version while anything older than the erasure may
+                # still need it: a snapshot in this database, or a transaction holding an xid in any
+                # database of the server (a prepared one, a replication slot's xmin). Wait for them
+                # (30 s, as for the SQLite WAL), else say so. Sessions of other roles whose state is
+                # hidden from us cannot be waited for (docs/storage.md).
+                t0 = conn.exec_driver_sql("SELECT mod(txid_snapshot_xmax(txid_current_snapshot()), 4294967296)").scalar()
+                deadline = time.time() + self.erase_wait_seconds
+                while True:
+                    older = conn.exec_driver_sql(
+                        "SELECT 'pid ' || pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND ("
+                        " (datname = current_database() AND backend_xmin IS NOT NULL AND age(backend_xmin) > age(%(t)s::text::xid))"
+                        " OR (backend_xid IS NOT NULL AND age(backend_xid) > age(%(t)s::text::xid)))"
+                        " UNION ALL SELECT 'prepared transaction ' || gid FROM pg_prepared_xacts"
+                        " WHERE age(transaction) > age(%(t)s::text::xid)"
+                        " UNION ALL SELECT 'replication slot ' || slot_name FROM pg_replication_slots"
+                        " WHERE xmin IS NOT NULL AND age(xmin) > age(%(t)s::text::xid) LIMIT 1",
+                        {"t": str(t0)}).first()
+                    if older is None:
+                        break
+                    if time.time() > deadline:
+                        raise LedgerError(f"erased, but a transaction begun before the erasure still runs ({older[0]}): "
+                                          "the database keeps the old row version for it; run the erasure again once "
+                                          "it has ended", code="snapshot_busy")
+                    time.sleep(0.1)
+                conn.exec_driver_sql("VACUUM FULL run_keys, subject_keys")
 
     def tlog_proof(self, log_id: str, index: int, size: int | None = None) -> str:
         """The entry's inclusion proof as a c2sp.org/tlog-proof@v1 file (docs/checkpoint-format.md)."""
@@ -1174,6 +1269,15 @@ class Ledger:
         lines = ["c2sp.org/tlog-proof@v1", "extra " + base64.b64encode(entry).decode(), f"index {index}"]
         lines += [base64.b64encode(h).decode() for h in proof]
         return "\n".join(lines) + "\n\n" + cp.note
+
+
+def _retry_rotation(fn: Callable[[], Any]) -> Any:
+    """Unwrapping may race an erasure that re-wraps every key under a new KEK and shreds the old
+    one between our read of the wrapped key and the KEK lookup: read again once."""
+    try:
+        return fn()
+    except PayloadError:
+        return fn()
 
 
 def audit(ledger: Ledger, log_id: str) -> list[str]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..errors import EventError, LedgerError
-from ..events import MAX_EVENT_BYTES, commit_fields
+from ..events import MAX_EVENT_BYTES, MAX_SUBJECTS_PER_OPENING, commit_fields
 from ..keys import Signer
 from .distributed import RankInfo, detect
 from .privacy import PrivacyAccountant, PrivacyBudgetExceeded
@@ -210,8 +210,14 @@ class _Recorder:
     def _body(self, type: str, body: dict) -> dict:
         return body
 
-    def event(self, type: str, body: dict, *, commit: Iterable[str] = ()) -> int | None:
+    def event(self, type: str, body: dict, *, commit: Iterable[str] = (),
+              subjects: Mapping[str, str | Sequence[str]] | None = None) -> int | None:
         """Record an event of any type; ``commit`` names body fields to replace by commitments.
+
+        ``subjects`` says whose personal data a committed field is: field -> person or list of
+        people (raw ids are pseudonymised with the run's pseudonym key; ``anp:`` pseudonyms pass),
+        so that one person's openings can be erased on their own (``rlhf-ledger erase-subject``,
+        docs/event-format.md). Each field named must be in ``commit``.
 
         Returns the event's seq (None on a process that does not record). Raises on the calling
         thread for anything that cannot become a valid event (bad type, non-JSON or non-finite
@@ -236,11 +242,17 @@ class _Recorder:
         if self._adds_to_body:
             body = self._body(type, body)
         openings = None
+        commit = list(commit)
+        named = self._subjects(subjects, commit) if subjects else None
         if commit:
-            body, openings = commit_fields(body, list(commit))
+            body, openings = commit_fields(body, commit)
         rec: dict[str, Any] = {"seq": 0, "type": type, "ts": _ts(), "body": body}
         if openings:
             rec["openings"] = openings
+            if named:
+                named = {m: people for m, people in named.items() if m in openings}
+                if named:
+                    rec["subjects"] = named
         try:
             tail = _encode(rec)[len('{"seq":0'):]  # everything after the seq, encoded once
         except (TypeError, ValueError) as e:
@@ -252,6 +264,17 @@ class _Recorder:
             seq, line = self.journal.append(lambda s: b'{"seq":%d' % s + data + b"\n")
             sender.submit(line)
         return seq
+
+    def _subjects(self, subjects: Mapping[str, str | Sequence[str]], commit: list[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for m, people in subjects.items():
+            if m not in commit:
+                raise EventError("names a field that is not committed (only openings belong to people)", where=f"subjects.{m}")
+            names = [people] if isinstance(people, str) else list(people)
+            if not 1 <= len(names) <= MAX_SUBJECTS_PER_OPENING:
+                raise EventError(f"must name 1 to {MAX_SUBJECTS_PER_OPENING} people", where=f"subjects.{m}")
+            out[m] = sorted({self._anon(str(x)) for x in names})
+        return out
 
     # --- typed helpers (docs/event-types.md) ----------------------------------------------
 
@@ -275,7 +298,10 @@ class _Recorder:
                 "annotators": sorted({self._anon(a) for a in annotators}),
                 "items": int(items if items is not None else len(prompts)), "labels": dict(labels),
                 "prompts": list(prompts), "responses": list(responses), **extra}
-        return self.event("annotation.batch", body, commit=("prompts", "responses"))
+        # The batch's texts are its annotators' data: erasing any one of them erases them.
+        people = body["annotators"] or None
+        return self.event("annotation.batch", body, commit=("prompts", "responses"),
+                          subjects={"prompts": people, "responses": people} if people else None)
 
     def reward_model_update(self, step: int, loss: float, *, accuracy: float | None = None,
                             grad_norm: float | None = None, metrics: Mapping[str, Any] | None = None,
@@ -385,7 +411,8 @@ class _Recorder:
         body: dict[str, Any] = {"reviewer": self._anon(reviewer), "decision": decision, "subject": subject, **extra}
         if notes is not None:
             body["notes"] = notes
-        return self.event("human.review", body, commit=("notes",) if notes is not None else ())
+        return self.event("human.review", body, commit=("notes",) if notes is not None else (),
+                          subjects={"notes": body["reviewer"]} if notes is not None else None)
 
     @_recorded
     def compute_usage(self, device: str, seconds: float, *, flops: float | None = None,

@@ -144,6 +144,8 @@ class Sender:
         envelope = {"event": event, "sig": base64.b64encode(self.signer.sign(raw)).decode("ascii")}
         if rec.get("openings"):
             envelope["openings"] = rec["openings"]
+            if rec.get("subjects"):
+                envelope["subjects"] = rec["subjects"]
         event_id = hashlib.sha256(raw).hexdigest()
         self._prev, self._next_build = event_id, seq + 1
         return _Built(seq, event_id, rec["type"], envelope)

@@ -4,7 +4,7 @@ Layout of a spool directory (one per log, run and producer):
 
 * ``meta.json``            -- {"format", "log_id", "run_id", "producer"}; a spool never mixes runs/keys.
 * ``journal-<seq>.jsonl``  -- segments, named by the seq of their first record, append-only.
-  One JSON line per event, *unsigned*: {"seq", "type", "ts", "body"[, "openings"]}.
+  One JSON line per event, *unsigned*: {"seq", "type", "ts", "body"[, "openings"[, "subjects"]]}.
 * ``acked.json``           -- {"seq", "hash"}: the last event the ledger acknowledged and its event
   hash (replaced atomically). Segments whose records are all acknowledged are deleted.
 * ``deadletter.jsonl``     -- batches the ledger refused for good, with the problem it gave.

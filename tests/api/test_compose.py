@@ -122,16 +122,25 @@ def test_role_script_grants_what_the_service_needs_on_a_real_server():
         import os
         import tempfile
 
-        from ledger.keys import Signer
         from ledger.store import Ledger
 
         os.environ.setdefault("RLHF_LEDGER_PASSPHRASE", "x")
         d = tempfile.mkdtemp()
         ledger = Ledger.open(d, url)
         try:
+            from ledger.events import commit_fields
+            from tests.ledger.helpers import Producer
+
             ledger.init_log("role-check")
-            ledger.register_producer("role-check", Signer.generate().public_key)
-            ledger.erase_run("role-check", "none")
+            prod = Producer("role-check")
+            ledger.register_producer("role-check", prod.signer.public_key)
+            envs = []
+            for run in ("r1", "r2"):  # erasure re-wraps keys and runs VACUUM FULL on run_keys, subject_keys
+                body, op = commit_fields({"prompts": ["x"]}, ["prompts"])
+                envs.append({**prod.event(run, "annotation.batch", body), "openings": op, "subjects": {"prompts": ["anp:" + "0" * 64]}})
+            ledger.append(envs)
+            assert ledger.erase_subject("anp:" + "0" * 64).recorded
+            assert ledger.erase_run("role-check", "r1").recorded
         finally:
             ledger.close()
         with psycopg.connect(url, autocommit=True) as conn:

@@ -159,6 +159,41 @@ def test_payload_for_auditor_of_run_only(world):
     assert_problem(world.server.client().get(f"/v1/logs/{world.log_id}/entries/{idx}/payload"), 401)
 
 
+def test_payload_marks_erased_openings(world):
+    """After a subject erasure the auditor still gets the other openings of the entry, and
+    `erased` names the rest; after a run erasure the payload is gone (410). The erasures run
+    in a second process on the server's database, as `rlhf-ledger erase-*` would."""
+    from ledger.events import sha256_hex
+
+    srv = world.server
+    admin = srv.client(world.tokens["admin"])
+    run_id = "erase-" + secrets.token_hex(3)
+    auditor = admin.post("/v1/tokens", json={"role": "auditor", "log_ids": [world.log_id], "run_ids": [run_id]}).json()["token"]
+    victim, keeper = "anp:" + secrets.token_hex(32), "anp:" + secrets.token_hex(32)
+    body, openings = commit_fields({"reviewer": keeper, "notes": "victim's words", "summary": "keeper's words"}, ["notes", "summary"])
+    ev = make_event(log_id=world.log_id, run_id=run_id, type="human.review", producer=world.producer.key_id, seq=0, prev=None,
+                    body=body)
+    world.producer.heads[run_id] = (1, sha256_hex(canonicalize(ev)))
+    env = {**sign_event(ev, world.producer.signer), "openings": openings, "subjects": {"notes": [victim], "summary": [keeper]}}
+    r = srv.client(world.tokens["submitter"]).post(f"/v1/logs/{world.log_id}/events", json={"events": [env]})
+    assert r.status_code == 200, r.text
+    idx = r.json()["results"][0]["index"]
+    path = f"/v1/logs/{world.log_id}/entries/{idx}/payload"
+    got = srv.client(auditor).get(path).json()
+    assert {k: v["value"] for k, v in got["openings"].items()} == {"notes": "victim's words", "summary": "keeper's words"}
+    assert got["erased"] == {}
+    ledger = Ledger.open(srv.data_dir, srv.database_url)
+    try:
+        ledger.erase_subject(victim)
+        got = srv.client(auditor).get(path).json()
+        assert {k: v["value"] for k, v in got["openings"].items()} == {"summary": "keeper's words"}
+        assert got["erased"] == {"notes": "subject"}
+        ledger.erase_run(world.log_id, run_id)
+    finally:
+        ledger.close()
+    assert_problem(srv.client(auditor).get(path), 410)
+
+
 def test_anchor_status_and_anchored_proofs(world):
     """Anchor rows are written here as the anchoring worker would (emulated rows, real schema);
     the worker's own tests cover producing them from a real chain."""

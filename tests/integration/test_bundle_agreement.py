@@ -106,6 +106,23 @@ def test_auditor_bundle_openings_verify(anchored, anvil, tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
 
 
+def test_auditor_bundle_of_an_erased_run_verifies(anchored, anvil, tmp_path):
+    """After `erase_run` (recorded by an erasure event appended after the anchors), the auditor
+    export of the run marks every opening erased instead of aborting, and still verifies."""
+    led, store, owner = anchored
+    e = led.erase_run(LOG, "run-b")
+    assert e.recorded == [(LOG, led.size(LOG) - 1)]
+    path = tmp_path / "erased.jsonl"
+    with open(path, "w") as f:
+        export_bundle(led, LOG, f, Scope("run", run_id="run-b"), include_openings=True, content_store=store)
+    recs = [json.loads(x) for x in path.read_text().splitlines()]
+    batches = [r for r in recs if r["kind"] == "event" and r["envelope"]["event"]["type"] == "annotation.batch"]
+    assert len(batches) == 6 and all(r["erased"] == {"prompt": "run"} and "openings" not in r for r in batches)
+    assert "secret" not in path.read_text()
+    res = _verify(path, led, owner, anvil)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
 def test_tampered_export_is_rejected(anchored, anvil, tmp_path):
     led, store, owner = anchored
     path = tmp_path / "b.jsonl"

@@ -158,3 +158,37 @@ def test_existing_logs_get_their_producers_as_legacy_key_events(ledger):
     assert {x["key_id"]: (x["registered_idx"], x["revoked_idx"]) for x in ledger.producers("default")} == {
         **rows, r.signer.key_id: (9, None)}
     assert ledger.migrate_keys("default") == 0
+
+
+def test_subject_keys_migration_keeps_payloads_written_before(ledger):
+    """0006 on a populated 0005 database: payload rows written before (v1: the openings under the
+    run key, no `members`) still read and still erase, and openings naming subjects then work."""
+    from ledger.events import commit_fields
+    from ledger.payloads import PayloadCrypto
+
+    ledger.init_log("default", checkpoint_every_events=1000)
+    p = Producer()
+    ledger.register_producer("default", p.signer.public_key)
+    body, op = commit_fields({"prompt": "old secret"}, ["prompt"])
+    [old] = ledger.append([{**p.event("r1", "annotation.batch", body), "openings": op}])
+    # make the row what 0005's code wrote: JCS of the openings under the run key (v1)
+    crypto, rk, pl = ledger._payload_crypto(), db.run_keys.c, db.payloads.c
+    with ledger.engine.begin() as c:
+        key = crypto.unwrap(c.execute(sa.select(rk.wrapped_key)).scalar_one(), "default", "r1")
+        nonce, ct = PayloadCrypto.seal(key, op, "default", old.index, old.event_id)
+        c.execute(db.payloads.update().values(nonce=nonce, ciphertext=ct, members=None))
+    ledger.engine.dispose()
+    _migrate(ledger.engine, command.downgrade, "0005")
+    assert "subject_keys" not in sa.inspect(ledger.engine).get_table_names()
+    _migrate(ledger.engine, command.upgrade, "head")
+    assert ledger.read_payload("default", old.index)["prompt"]["value"] == "old secret"
+    who = "anp:" + "5e" * 32
+    body, op = commit_fields({"prompt": "new secret"}, ["prompt"])
+    [new] = ledger.append([{**p.event("r1", "annotation.batch", body), "openings": op, "subjects": {"prompt": [who]}}])
+    assert ledger.read_payload("default", new.index)["prompt"]["value"] == "new secret"
+    assert ledger.erase_subject(who).recorded == [("default", new.index + 1)]
+    assert ledger.read_payload("default", old.index)["prompt"]["value"] == "old secret"
+    ledger.erase_run("default", "r1")
+    assert ledger.read_openings("default", old.index).erased == {"prompt": "run"}
+    ledger.checkpoint("default")
+    assert audit(ledger, "default") == []

@@ -146,6 +146,18 @@ def check_openings(body: dict, openings: Any, where: str) -> None:
             raise EventCheckError("opening does not match the commitment", w, "opening")
 
 
+def check_erased(body: dict, erased: Any, openings: Any, where: str) -> None:
+    """`erased` (bundle-format.md): member -> "run" | "subject", each a commitment of the body
+    that has no opening in the record."""
+    _fail(type(erased) is dict and len(erased) > 0, 'must be a non-empty object of member -> "run" | "subject"', where)
+    for name, why in erased.items():
+        w = f"{where}.{name}"
+        target = body.get(name)
+        _fail(type(target) is dict and target.keys() == {COMMITMENT_KEY}, "the body has no commitment at this member", w)
+        _fail(why in ("run", "subject"), 'must be "run" or "subject"', w)
+        _fail(not (type(openings) is dict and name in openings), "a member cannot be both opened and erased", w)
+
+
 class ChainTracker:
     """Per (run, producer): seq 0, 1, 2, ... and each `prev` = hash of the previous event.
 

@@ -14,7 +14,7 @@ from typing import Any
 from .compliance.collect import BODY_TYPES
 from .bundle import MAX_LINE_BYTES, BundleReadError, parse_record
 from . import ed25519
-from .events import EventCheckError, check_envelope, check_openings
+from .events import EventCheckError, check_envelope, check_erased, check_openings
 from .keys import RESERVED_PREFIX
 from .merkle import ProofError, root_from_inclusion
 
@@ -89,7 +89,7 @@ def check_line(line: int, raw: bytes, sigs: list) -> tuple:
             obj = {**obj, "_duplicate_key": dup}
         return ("record", line, obj)
     index = obj.get("index")
-    allowed = {"kind", "index", "envelope", "openings"} | ({"checkpoint_size", "inclusion"} if ctx.mode == "inclusion" else set())
+    allowed = {"kind", "index", "envelope", "openings", "erased"} | ({"checkpoint_size", "inclusion"} if ctx.mode == "inclusion" else set())
     extra = obj.keys() - allowed
     if extra:
         errors.append(("schema", "unknown member(s) " + ", ".join(sorted(extra))))
@@ -130,6 +130,11 @@ def check_line(line: int, raw: bytes, sigs: list) -> tuple:
     if "openings" in obj:
         try:
             check_openings(ev["body"], obj["openings"], "openings")
+        except EventCheckError as e:
+            errors.append(("openings", str(e)))
+    if "erased" in obj:
+        try:
+            check_erased(ev["body"], obj["erased"], obj.get("openings"), "erased")
         except EventCheckError as e:
             errors.append(("openings", str(e)))
     if ctx.mode == "inclusion" and index is not None:

@@ -61,8 +61,8 @@ def _setup(data_dir: Path, url: str | None):
         env = sign_event(ev, s)
         env["openings"] = op
         envs.append(env)
-    ledger.append(envs, log_id="erase")
-    return ledger
+    results = ledger.append(envs, log_id="erase")
+    return ledger, [r.index for r in results]  # the log's own key event comes first: not index 0
 
 
 def _secrets_of_victim(ledger: Ledger) -> dict[str, bytes]:
@@ -77,18 +77,19 @@ def _secrets_of_victim(ledger: Ledger) -> dict[str, bytes]:
     return {"data key": crypto.unwrap(wrapped, "erase", "victim"), "wrapped key": wrapped, "KEK": kek}
 
 
-def _check(ledger: Ledger, data_dir: Path, url: str | None) -> None:
-    assert ledger.read_payload("erase", 0)["prompt"]["value"] == "personal data victim 0"
+def _check(ledger: Ledger, idx: list[int], data_dir: Path, url: str | None) -> None:
+    assert ledger.read_payload("erase", idx[0])["prompt"]["value"] == "personal data victim 0"
     secrets = _secrets_of_victim(ledger)
     haystack = b"".join(_files(data_dir).values()) + (_pg_pages(url) if url else b"")
     assert secrets["wrapped key"] in haystack  # control: the search sees stored keys
     old_kek_files = {k: v for k, v in _files(data_dir).items() if "payload-kek" in k}
 
-    assert ledger.erase_run("erase", "victim") == 1
+    erased = ledger.erase_run("erase", "victim")
+    assert not erased.already and erased.recorded == [("erase", idx[-1] + 1)]  # the erasure event
 
     with pytest.raises(PayloadError):
-        ledger.read_payload("erase", 0)
-    assert ledger.read_payload("erase", 2)["prompt"]["value"] == "personal data keeper 2"  # others still decrypt
+        ledger.read_payload("erase", idx[0])
+    assert ledger.read_payload("erase", idx[2])["prompt"]["value"] == "personal data keeper 2"  # others still decrypt
     files = _files(data_dir)
     haystack = b"".join(files.values()) + (_pg_pages(url) if url else b"")
     for what, value in secrets.items():
@@ -123,9 +124,9 @@ def _check(ledger: Ledger, data_dir: Path, url: str | None) -> None:
 
 def test_erasure_sqlite(tmp_path):
     d = tmp_path / "data"
-    ledger = _setup(d, None)
+    ledger, idx = _setup(d, None)
     try:
-        _check(ledger, d, None)
+        _check(ledger, idx, d, None)
     finally:
         ledger.close()
 
@@ -137,9 +138,94 @@ def test_erasure_postgres(tmp_path):
     name = create_pg_database()
     url = f"postgresql://postgres@127.0.0.1:5432/{name}"
     d = tmp_path / "data"
-    ledger = _setup(d, url)
+    ledger, idx = _setup(d, url)
     try:
-        _check(ledger, d, url)
+        _check(ledger, idx, d, url)
+    finally:
+        ledger.close()
+        drop_pg_database(name)
+
+
+@pytest.mark.postgres
+def test_postgres_erasure_waits_for_older_snapshots(tmp_path):
+    """A reader whose snapshot predates the erasure can still see the old row version, and VACUUM
+    FULL must keep it for them: the erasure waits for it, or says so (`snapshot_busy`) and a
+    second run finishes. Either way no copy of the wrapped key is left once it returns."""
+    import threading
+
+    import psycopg
+
+    from ledger import db
+    from ledger.errors import LedgerError
+
+    if not pg_available():
+        pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable")
+    name = create_pg_database()
+    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    ledger, idx = _setup(tmp_path / "data", url)
+    try:
+        def wrapped_now() -> dict[str, bytes]:
+            with ledger.engine.connect() as conn:
+                out = {r.run_id: bytes(r.wrapped_key) for r in conn.execute(db.run_keys.select()) if r.wrapped_key}
+                conn.rollback()
+            return out
+
+        wrapped = wrapped_now()
+
+        def reader() -> psycopg.Connection:
+            c = psycopg.connect(url)
+            c.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            assert c.execute("SELECT count(*) FROM run_keys").fetchone()[0] >= 2  # the snapshot is taken
+            return c
+
+        # 1. a reader ends after a second: the erasure waits for it, then drops the old version
+        old = reader()
+        done: list = []
+        t = threading.Thread(target=lambda: done.append(ledger.erase_run("erase", "victim")))
+        t.start()
+        t.join(1.0)
+        assert t.is_alive()  # waiting for the reader
+        old.rollback()
+        old.close()
+        t.join(30)
+        assert done and done[0].recorded
+        assert wrapped["victim"] not in _pg_pages(url)
+
+        # 2. a transaction holding an xid in another database of the server also keeps the old
+        #    version (its xid bounds what VACUUM may remove): waited for in the same way
+        from tests.ledger.helpers import Producer
+
+        p = Producer("erase")
+        ledger.register_producer("erase", p.signer.public_key)
+        body, op = commit_fields({"prompt": "more personal data"}, ["prompt"])
+        ledger.append([{**p.event("victim-2", "annotation.batch", body), "openings": op}])
+        victim2 = wrapped_now()["victim-2"]
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres") as other:
+            other.execute("SELECT txid_current()")
+            done.clear()
+            t = threading.Thread(target=lambda: done.append(ledger.erase_run("erase", "victim-2")))
+            t.start()
+            t.join(1.0)
+            assert t.is_alive()
+            other.rollback()
+        t.join(30)
+        assert done and done[0].recorded and victim2 not in _pg_pages(url)
+
+        # 3. a reader that stays: a clear error, the old version still there; a second run finishes
+        ledger.erase_wait_seconds = 0.5
+        wrapped = wrapped_now()  # the keeper's key was re-wrapped under a new KEK by steps 1 and 2
+        old = reader()
+        try:
+            with pytest.raises(LedgerError, match="begun before the erasure still runs") as e:
+                ledger.erase_run("erase", "keeper")
+            assert e.value.code == "snapshot_busy"
+            assert wrapped["keeper"] in _pg_pages(url)  # kept for the reader (under a KEK now shredded)
+        finally:
+            old.rollback()
+            old.close()
+        ledger.erase_wait_seconds = 30.0  # other users of the shared server may hold an xid for a moment
+        again = ledger.erase_run("erase", "keeper")
+        assert again.already and wrapped["keeper"] not in _pg_pages(url)
     finally:
         ledger.close()
         drop_pg_database(name)
