@@ -204,6 +204,7 @@ def erase_subject(ledger: "Ledger", subject: str) -> Erasure:
 def _erase_subject_once(ledger: "Ledger", subject: str, extra: set[str]) -> Erasure:
     so, sk = db.subject_openings.c, db.subject_keys.c
     out = Erasure("subject", subject)
+    signed: list = []  # (log id, log key, checkpoint an erasure event's append signed or None)
 
     def logs_now(conn: Connection) -> set[str]:
         return {r[0] for r in conn.execute(sa.select(so.log_id).where(so.subject == subject).distinct())}
@@ -232,10 +233,13 @@ def _erase_subject_once(ledger: "Ledger", subject: str, extra: set[str]) -> Eras
                 n, runs = conn.execute(sa.select(sa.func.count(sa.distinct(so.idx)), sa.func.count(sa.distinct(so.run_id)))
                                        .where(so.subject == subject, so.log_id == log_id)).one()
                 body = {"erased": "subject", "subject": subject, "entries": int(n), "runs": int(runs)}
-                r = ledger._append_admin_in(conn, log_id, locked[log_id], ERASURES_RUN, ERASURE, body)
+                r, cp = ledger._append_admin_in(conn, log_id, locked[log_id], ERASURES_RUN, ERASURE, body)
+                signed.append((log_id, locked[log_id].public_key, cp))
                 _record(conn, log_id, r, "subject", subject)
                 out.recorded.append((log_id, r.index))
                 out.entries[log_id], out.runs[log_id] = int(n), int(runs)
         new = _rotate(ledger, conn)
+    for log_id, public_key, cp in signed:  # committed: the checkpoints appends signed are served now
+        ledger._published(log_id, public_key, cp)
     _finish(ledger, new)
     return out

@@ -450,24 +450,18 @@ class Ledger:
             body = decide(conn)
             if body is None:
                 return None
-            signer = self.log_signer(log_id, log.public_key)
-            h = db.heads.c
-            head = conn.execute(sa.select(h.seq, h.event_hash).where(
-                h.log_id == log_id, h.run_id == run_id, h.producer == signer.key_id)).first()
-            event = make_event(log_id=log_id, run_id=run_id, type=type_, producer=signer.key_id,
-                               seq=0 if head is None else head.seq + 1, prev=None if head is None else head.event_hash,
-                               body=body)
-            parsed = parse_envelope(sign_event(event, signer), where="key event")
-            (result,), signed = self._append_in(conn, log_id, log, [parsed], admin=True)
+            result, signed = self._append_admin_in(conn, log_id, log, run_id, type_, body)
             after(conn, result)
         self._published(log_id, log.public_key, signed)
         return result
 
-    def _append_admin_in(self, conn: Connection, log_id: str, log: sa.Row, run_id: str, type_: str, body: dict) -> AppendResult:
+    def _append_admin_in(self, conn: Connection, log_id: str, log: sa.Row, run_id: str, type_: str,
+                         body: dict) -> tuple[AppendResult, Checkpoint | None]:
         """One record of the log itself inside the caller's transaction, which already holds the
         log's write lock (`log` is its locked row): what _append_admin does between `decide` and
-        `after`, for callers that write records to several logs in one transaction (a subject
-        erasure, ledger/erasure.py)."""
+        `after`, also for callers that write records to several logs in one transaction (a
+        subject erasure, ledger/erasure.py). Returns the checkpoint the size policy signed, if
+        any: the caller passes it to _published once the transaction commits."""
         assert kev.is_reserved_run(run_id)
         signer = self.log_signer(log_id, log.public_key)
         h = db.heads.c
@@ -477,8 +471,8 @@ class Ledger:
                            seq=0 if head is None else head.seq + 1, prev=None if head is None else head.event_hash,
                            body=body)
         parsed = parse_envelope(sign_event(event, signer), where="log record")
-        (result,) = self._append_in(conn, log_id, log, [parsed], admin=True)
-        return result
+        (result,), signed = self._append_in(conn, log_id, log, [parsed], admin=True)
+        return result, signed
 
     def producers(self, log_id: str) -> list[dict]:
         rows = self._read(sa.select(db.producers).where(db.producers.c.log_id == log_id).order_by(db.producers.c.registered_at))

@@ -86,7 +86,7 @@ def test_export_with_payloads_marks_erased_openings_and_verifies(world, tmp_path
     vkey = ok(run(h, "show", "--log-key")).strip()
 
     def verify(path):
-        v = subprocess.run([sys.executable, "-m", "rlhf_verifier", str(path), "--log-key", vkey, "--trust-bundle-log-key",
+        v = subprocess.run([sys.executable, "-m", "rlhf_verifier", str(path), "--log-key", vkey,
                             "--producer-key", base64.b64encode(p.signer.public_key).decode(), "--json", "--no-progress"],
                            capture_output=True, text=True, timeout=120)
         return json.loads(v.stdout)

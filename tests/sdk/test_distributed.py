@@ -115,15 +115,17 @@ def test_torchrun_two_ranks_record_one_clean_run_that_verifies(tmp_path, api_ser
     p = subprocess.run([str(bin_dir / "rlhf-ledger"), "export", "--data-dir", str(srv.data_dir), "--log", log_id,
                         "--run", "dpo-ddp", "-o", str(bundle)], env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
-    args = [str(bin_dir / "rlhf-verify"), str(bundle), "--trust-bundle-log-key", "--json", "--no-progress"]
-    for s in signers:
-        args += ["--producer-key", base64.b64encode(s.public_key).decode()]
+    vkey = subprocess.run([str(bin_dir / "rlhf-ledger"), "show", "--data-dir", str(srv.data_dir), "--log", log_id, "--log-key"],
+                          env=env, check=True, capture_output=True, text=True, timeout=120).stdout.strip()
+    # not anchored here: the log key is pinned; the producer keys come from the log's key events
+    args = [str(bin_dir / "rlhf-verify"), str(bundle), "--log-key", vkey, "--json", "--no-progress"]
     v = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
     report = json.loads(v.stdout)
     assert v.returncode == 0, v.stderr
     assert report["verdict"] == "valid" and report["integrity"] == "valid" and not report["findings"]
     assert report["counts"]["events"] == report["counts"]["events_valid"] == len(events)
     assert report["counts"]["producer_chains"] == 3  # the run key and one key per rank
+    assert sorted(report["trusted"]["producer_keys"]) == sorted(s.key_id for s in signers)
     assert report["completeness"]["status"] == "proven" and report["completeness"]["ended"] is True
 
 
