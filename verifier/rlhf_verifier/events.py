@@ -9,6 +9,7 @@ import base64
 import binascii
 import hashlib
 import re
+import struct
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -103,7 +104,7 @@ class CheckedEnvelope:
     event_bytes: bytes
     entry: bytes
     sig: bytes
-    event_id: str
+    event_id: bytes  # SHA-256 of the event's JCS bytes (raw; its hex is the event id)
     leaf_hash: bytes
     ts_epoch: float
 
@@ -123,7 +124,7 @@ def check_envelope(env: Any, where: str = "envelope") -> CheckedEnvelope:
     # different entry, so insist on the canonical text (one signature, one entry).
     _fail(base64.b64encode(sig).decode("ascii") == s, "is not canonical base64", where + ".sig")
     entry = b'{"event":' + event_bytes + b',"sig":"' + s.encode("ascii") + b'"}'
-    return CheckedEnvelope(env["event"], event_bytes, entry, sig, hashlib.sha256(event_bytes).hexdigest(),
+    return CheckedEnvelope(env["event"], event_bytes, entry, sig, hashlib.sha256(event_bytes).digest(),
                           hashlib.sha256(b"\x00" + entry).digest(), ts_epoch)
 
 
@@ -146,49 +147,57 @@ def check_openings(body: dict, openings: Any, where: str) -> None:
             raise EventCheckError("opening does not match the commitment", w, "opening")
 
 
-class ChainTracker:
-    """Per (run, producer): seq 0, 1, 2, ... and each `prev` = hash of the previous event.
+_CHAIN_STATE = struct.Struct("<qd32s")  # last seq, greatest event time so far, last event id
 
-    Memory grows with the number of (run, producer) pairs, not with the number of events.
+
+class ChainTracker:
+    """Per (run, producer): seq 0, 1, 2, ... and each `prev` = hash of the previous event; event
+    times must not go backwards along the chain.
+
+    Memory grows with the number of (run, producer) pairs, not with the number of events, and
+    each pair costs one fixed-size 48-byte state (packed: seq, latest time, raw event id) under
+    its run id, so a bundle of many small runs stays small (docs/verifier.md, "Performance").
     A bundle of a whole run (scope "run") must hold every chain from seq 0; an event or range
     bundle holds a window of the log, so its chains may start anywhere but must not break
     inside the window (docs/bundle-format.md).
     """
 
     def __init__(self, require_start: bool = True) -> None:
-        self._last: dict[tuple[str, str], tuple[int, str]] = {}
-        self._ts: dict[tuple[str, str], float] = {}
+        self._runs: dict[str, dict[str, bytes]] = {}  # producer key id -> run id -> packed state
+        self._pairs = 0
         self.require_start = require_start
 
-    def feed(self, run_id: str, producer: str, seq: int, prev: str | None, event_id: str) -> str | None:
-        """Return None if the event continues its chain, else what is wrong."""
-        key = (run_id, producer)
-        last = self._last.get(key)
-        if last is None:
-            if seq != 0 and self.require_start:
-                self._last[key] = (seq, event_id)
-                return f"first event of producer {producer[:16]}.. in run {run_id} has seq {seq}, expected 0 (gap)"
-            self._last[key] = (seq, event_id)
-            return None
-        lseq, lid = last
-        self._last[key] = (seq, event_id)
-        if seq == lseq:
-            return f"seq {seq} repeated for producer {producer[:16]}.. in run {run_id}"
-        if seq != lseq + 1:
-            return f"seq {seq} follows seq {lseq} for producer {producer[:16]}.. in run {run_id} (gap or reorder)"
-        if prev != lid:
-            return f"prev {str(prev)[:16]}.. is not the hash of seq {lseq} ({lid[:16]}..)"
-        return None
+    def step(self, run_id: str, producer: str, seq: int, prev: bytes | None, event_id: bytes,
+             ts: float) -> tuple[str | None, str | None]:
+        """(chain problem, clock problem) of the next event of (run_id, producer), each None if
+        there is none. `prev` and `event_id` are raw 32-byte hashes; `ts` the event's time.
 
-    def backwards(self, run_id: str, producer: str, ts: float) -> str | None:
-        """A producer's event times must not go backwards along its chain (they are its own
-        claims; a clock running backwards is reported, docs/verifier.md "Clocks")."""
-        key = (run_id, producer)
-        last = self._ts.get(key)
-        self._ts[key] = ts if last is None else max(last, ts)
-        if last is not None and ts < last:
-            return f"event time is {last - ts:.3f}s earlier than a previous event of producer {producer[:16]}.. in run {run_id}"
-        return None
+        A producer's event times are its own claims; a clock running backwards along its chain is
+        reported (docs/verifier.md "Clocks")."""
+        runs = self._runs.get(producer)
+        if runs is None:
+            runs = self._runs[producer] = {}
+        last = runs.get(run_id)
+        if last is None:
+            self._pairs += 1
+            runs[run_id] = _CHAIN_STATE.pack(seq, ts, event_id)
+            if seq != 0 and self.require_start:
+                return f"first event of producer {producer[:16]}.. in run {run_id} has seq {seq}, expected 0 (gap)", None
+            return None, None
+        lseq, lts, lid = _CHAIN_STATE.unpack(last)
+        runs[run_id] = _CHAIN_STATE.pack(seq, ts if ts > lts else lts, event_id)
+        chain = None
+        if seq == lseq:
+            chain = f"seq {seq} repeated for producer {producer[:16]}.. in run {run_id}"
+        elif seq != lseq + 1:
+            chain = f"seq {seq} follows seq {lseq} for producer {producer[:16]}.. in run {run_id} (gap or reorder)"
+        elif prev != lid:
+            shown = prev.hex()[:16] if prev is not None else "None"
+            chain = f"prev {shown}.. is not the hash of seq {lseq} ({lid.hex()[:16]}..)"
+        back = None
+        if ts < lts:
+            back = f"event time is {lts - ts:.3f}s earlier than a previous event of producer {producer[:16]}.. in run {run_id}"
+        return chain, back
 
     def pairs(self) -> int:
-        return len(self._last)
+        return self._pairs

@@ -40,6 +40,7 @@ def init(ctx: Context) -> None:
 
 # Result tuples (kept flat and small: they cross a process boundary for every event):
 #   ("event", line, index, event_id, leaf_hash, run_id, producer, seq, prev, ts_epoch, type,
+#    (event_id and prev as raw 32-byte hashes)
 #    body (only for collect.BODY_TYPES, else None), chart points ((key, step, value), ...) or None, errors)
 #   ("leaf", line, index, hash, errors)
 #   ("record", line, obj)          any other kind, handled by the main process
@@ -142,8 +143,9 @@ def check_line(line: int, raw: bytes, sigs: list) -> tuple:
             dp = body.get("dp_steps")
             if type(dp) is int and 0 <= dp <= SAFE_INT:  # a DP-SGD update (event-types.md)
                 points += (("dp_steps", step, dp),)
+    prev = ev["prev"]
     return ("event", line, index, env.event_id, env.leaf_hash, ev["run_id"], ev["producer"], ev["seq"],
-            ev["prev"], ts_epoch, typ, body if typ in BODY_TYPES else None, points, errors)
+            bytes.fromhex(prev) if prev is not None else None, ts_epoch, typ, body if typ in BODY_TYPES else None, points, errors)
 
 
 def check_block(task: tuple[int, bytes]) -> list[tuple]:
