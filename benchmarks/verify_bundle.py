@@ -10,8 +10,11 @@ signature check, both from the same run, and the peak RSS of a run on a bundle 1
 memory does not grow with bundle size. Targets: 1,000,000 events in <= 30 s on 2 cores, and at most
 1.15x the time libsodium alone needs for the same signatures on all cores (issue 10).
 
-The bundle is produced with the ledger's own code (ledger.jcs, ledger.keys, ledger.merkle),
-signatures in parallel, and cached under the temp directory.
+The bundle is produced with the ledger's own code (ledger.jcs, ledger.keys, ledger.events,
+ledger.merkle, ledger.checkpoints): the producer chains are linked in this process, signing
+and formatting run on all cores. It is built once per parameter set and cached in the temp
+directory under a name that carries them (bundle_path); an interrupted build leaves only a
+".partial" file, never a bundle that looks finished.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import json
 import multiprocessing
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,7 +37,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "verifier")]
 
 PRODUCERS = 8
+RUNS = 4
+BUILD_VERSION = 2  # part of the cache key: bump when the built bundle's content changes
+CHUNK = 5000  # events per signing task
 _SIGNERS: list = []
+
+
+def bundle_path(n: int) -> Path:
+    """The cached bundle for these parameters (temp directory; built once, then reused)."""
+    return Path(tempfile.gettempdir()) / f"rlhf-bench-v{BUILD_VERSION}-{n}ev-{PRODUCERS}p-{RUNS}r.rlhfbundle.jsonl"
 
 
 def _init_signers() -> None:
@@ -42,11 +54,48 @@ def _init_signers() -> None:
     _SIGNERS[:] = [Signer.from_seed(hashlib.sha256(b"bench-producer%d" % i).digest()) for i in range(PRODUCERS)]
 
 
-def _sign(batch: list[tuple[int, bytes]]) -> list[str]:
-    return [base64.b64encode(_SIGNERS[p].sign(msg)).decode() for p, msg in batch]
+def _event(i: int, n: int, seq: int, prev: str | None) -> dict:
+    """Event i of n: producer i % PRODUCERS, run i * RUNS // n (chains restart in every run)."""
+    return {"v": 1, "log_id": "bench", "run_id": "run-%d" % (i * RUNS // n), "type": "policy.update",
+            "producer": _SIGNERS[i % PRODUCERS].key_id, "seq": seq, "prev": prev,
+            "ts": "2026-01-31T12:%02d:%02d.%06dZ" % ((i // 60_000_000) % 60, (i // 1_000_000) % 60, i % 1_000_000),
+            "body": {"step": i, "loss": 0.5 + (i % 97) / 1000, "kl": _j((i % 13) / 100), "reward_mean": _j((i % 89) / 50),
+                     "reward_std": 1, "grad_norm": 1.25, "param_delta_norm": 0.015625}}
+
+
+def _j(x: float) -> float | int:
+    """An integral float as the int JCS prints it (1.0 and 1 have the same canonical bytes, and
+    the ledger's canonicaliser takes its fast path only for the int)."""
+    return int(x) if x.is_integer() else x
+
+
+def _sign_chunk(task: tuple[int, int, list[tuple[int, str | None]]]) -> tuple[bytes, list[bytes]]:
+    """Worker: sign events start, start+1, ... (their (seq, prev) given), as the ledger's producer
+    code does (ledger.jcs canonical bytes, ledger.keys.Signer); return the bundle lines and the
+    leaf hashes (ledger.events.leaf_hash of the JCS envelope, the log entry)."""
+    from ledger.events import leaf_hash
+    from ledger.jcs import canonicalize
+
+    start, n, links = task
+    lines, leaves = [], []
+    for k, (seq, prev) in enumerate(links):
+        i = start + k
+        ev = _event(i, n, seq, prev)
+        sig = base64.b64encode(_SIGNERS[i % PRODUCERS].sign(canonicalize(ev))).decode("ascii")
+        entry = canonicalize({"event": ev, "sig": sig})
+        leaves.append(leaf_hash(entry))
+        # The ledger's exporter writes the stored entry's JSON as the envelope (ledger/bundle.py).
+        lines.append(b'{"kind":"event","index":%d,"envelope":%s}\n' % (i, entry))
+    return b"".join(lines), leaves
 
 
 def build(path: Path, n: int) -> None:
+    """Build the n-event tree-mode bundle at `path` (written to a temporary name first, so an
+    interrupted build is never taken for a finished one). The producer chains are linked here
+    (each `prev` is the hash of the chain's previous event); signing and formatting run on all
+    cores."""
+    import collections
+
     from ledger.checkpoints import default_origin, sign_checkpoint
     from ledger.jcs import canonicalize
     from ledger.keys import Signer
@@ -57,35 +106,33 @@ def build(path: Path, n: int) -> None:
     origin = default_origin("bench")
     prev: list[str | None] = [None] * PRODUCERS
     seq = [0] * PRODUCERS
-    tmp = path.with_suffix(".events.tmp")
+    events_tmp = path.with_name(path.name + ".events.partial")
     leaf_hashes: list[bytes] = []
     t0 = time.perf_counter()
-    with multiprocessing.get_context("fork").Pool(os.cpu_count() or 1, initializer=_init_signers) as pool, \
-            open(tmp, "w") as out:
-        chunk = 20000
-        for start in range(0, n, chunk):
-            events, todo = [], []
-            for i in range(start, min(n, start + chunk)):
+    jobs = os.cpu_count() or 1
+    with multiprocessing.get_context("fork").Pool(jobs, initializer=_init_signers) as pool, open(events_tmp, "wb") as out:
+        window: collections.deque = collections.deque()
+
+        def drain() -> None:
+            blob, leaves = window.popleft().get()
+            out.write(blob)
+            leaf_hashes.extend(leaves)
+            print(f"\rbuilding bundle: {len(leaf_hashes):,}/{n:,}", end="", file=sys.stderr)
+
+        for start in range(0, n, CHUNK):
+            links = []
+            for i in range(start, min(n, start + CHUNK)):
                 p = i % PRODUCERS
-                ev = {"v": 1, "log_id": "bench", "run_id": "run-%d" % (i * 4 // n), "type": "policy.update",
-                      "producer": _SIGNERS[p].key_id, "seq": seq[p], "prev": prev[p],
-                      "ts": "2026-01-31T12:%02d:%02d.%06dZ" % ((i // 60_000_000) % 60, (i // 1_000_000) % 60, i % 1_000_000),
-                      "body": {"step": i, "loss": 0.5 + (i % 97) / 1000, "kl": (i % 13) / 100, "reward_mean": (i % 89) / 50,
-                               "reward_std": 1.0, "grad_norm": 1.25, "param_delta_norm": 0.015625}}
-                raw = canonicalize(ev)
-                h = hashlib.sha256(raw).hexdigest()
+                links.append((seq[p], prev[p]))
+                prev[p] = hashlib.sha256(canonicalize(_event(i, n, seq[p], prev[p]))).hexdigest()
                 seq[p] += 1
-                prev[p] = h
-                events.append(ev)
-                todo.append((p, raw))
-                if (i + 1) * 4 // n != i * 4 // n:  # run boundary: chains restart per run
+                if (i + 1) * RUNS // n != i * RUNS // n:  # run boundary: chains restart per run
                     prev, seq = [None] * PRODUCERS, [0] * PRODUCERS
-            sigs = [s for part in pool.map(_sign, [todo[k : k + 2000] for k in range(0, len(todo), 2000)]) for s in part]
-            for k, (ev, sig) in enumerate(zip(events, sigs)):
-                env = {"event": ev, "sig": sig}
-                leaf_hashes.append(hashlib.sha256(b"\x00" + canonicalize(env)).digest())
-                out.write(json.dumps({"kind": "event", "index": start + k, "envelope": env}, separators=(",", ":")) + "\n")
-            print(f"\rbuilding bundle: {min(n, start + chunk):,}/{n:,}", end="", file=sys.stderr)
+            window.append(pool.apply_async(_sign_chunk, ((start, n, links),)))
+            if len(window) >= 3 * jobs:
+                drain()
+        while window:
+            drain()
     root = root_from_leaf_hashes(leaf_hashes)
     producers = [{"key_id": s.key_id, "public_key": base64.b64encode(s.public_key).decode(), "status": "active"}
                  for s in _SIGNERS]
@@ -96,14 +143,22 @@ def build(path: Path, n: int) -> None:
               "producers": producers}
     cp = {"kind": "checkpoint", "size": n, "root": base64.b64encode(root).decode(),
           "note": sign_checkpoint(origin, n, root, log)}
-    with open(path, "w") as f:
-        f.write(json.dumps(header) + "\n" + json.dumps(cp) + "\n")
-        with open(tmp) as src:
-            for line in src:
-                f.write(line)
-        f.write(json.dumps({"kind": "end", "events": n, "records": n + 2}) + "\n")
-    tmp.unlink()
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "wb") as f:
+        f.write((json.dumps(header) + "\n" + json.dumps(cp) + "\n").encode())
+        with open(events_tmp, "rb") as src:
+            shutil.copyfileobj(src, f, 1 << 22)
+        f.write((json.dumps({"kind": "end", "events": n, "records": n + 2}) + "\n").encode())
+    events_tmp.unlink()
+    os.replace(partial, path)
     print(f"\rbuilt {n:,} events in {time.perf_counter() - t0:.1f} s -> {path}", file=sys.stderr)
+
+
+def ensure_bundle(n: int) -> Path:
+    path = bundle_path(n)
+    if not path.exists():
+        build(path, n)
+    return path
 
 
 def ed25519_bound(samples: int = 40000) -> tuple[float, float]:
@@ -191,9 +246,7 @@ def profile(n: int, jobs: int) -> None:
 
     from rlhf_verifier.verify import Options, verify_file
 
-    path = Path(tempfile.gettempdir()) / f"rlhf-bench-{n}.rlhfbundle.jsonl"
-    if not path.exists():
-        build(path, n)
+    path = ensure_bundle(n)
     for j in (1, jobs):
         prof = cProfile.Profile()
         t = time.perf_counter()
@@ -218,15 +271,10 @@ def main() -> None:
     if a._verify:
         _verify_here(a._verify, a.jobs)
         return
-    cache = Path(tempfile.gettempdir())
     if a.bundle:
         path, small = a.bundle, None
-    else:
-        path = cache / f"rlhf-bench-{a.events}.rlhfbundle.jsonl"
-        small = cache / f"rlhf-bench-{max(a.events // 10, 1)}.rlhfbundle.jsonl"
-        for p, n in ((path, a.events), (small, max(a.events // 10, 1))):
-            if not p.exists():
-                build(p, n)
+    else:  # built once per parameter set and cached in the temp directory (bundle_path)
+        path, small = ensure_bundle(a.events), ensure_bundle(max(a.events // 10, 1))
     one, many = ed25519_bound()
     from rlhf_verifier import ed25519
 
