@@ -155,6 +155,7 @@ class Verifier:
         self.last_listed_anchor = -1
         self.run_check = RunCompleteness()
         self.fact_run: str | None = None  # the run whose facts are collected (a run bundle's run)
+        self._series: dict[str, list] = {}  # update type -> its chart series (or None), in worker.SERIES_KEYS order
         self.manifest_runs: dict[int, Any] = {}  # anchored size -> its manifest's run-index note (v2)
 
     # ---- driver -----------------------------------------------------------------------------
@@ -622,17 +623,18 @@ class Verifier:
             self.collector.feed(index if index is not None else -1, eid, run_id, typ, body if body is not None else {},
                                 valid, anchored, delay)
         if points:
-            prefix = typ.split(".")[0]
-            for k, step, v in points:
-                if k == "dp_steps":
-                    if fact_run:
-                        self.collector.dp_update(run_id, index if index is not None else -1, eid, v, not errors)
-                    continue
-                name = f"{prefix}.{k}"
-                s = r.series.get(name)
-                if s is None:
-                    s = r.series[name] = Series()
-                s.add(step, v)
+            step = points[0]
+            series = self._series.get(typ)
+            if series is None:
+                series = self._series[typ] = [None] * len(worker.SERIES_KEYS)
+            for i, v in enumerate(points[1:-1]):
+                if v is not None:
+                    s = series[i]
+                    if s is None:  # created at its first point: a value never logged shows no series
+                        s = series[i] = r.series.setdefault(f"{typ.split('.')[0]}.{worker.SERIES_KEYS[i]}", Series())
+                    s.add(step, v)
+            if points[-1] is not None and fact_run:  # a DP-SGD update (event-types.md)
+                self.collector.dp_update(run_id, index if index is not None else -1, eid, points[-1], not errors)
 
     def _place(self, index: int | None, h: bytes | None, line: int, eid: str | None | bool = False) -> None:
         """Tree mode: leaves must come as 0, 1, 2, ...; roots are checked at checkpoint sizes.

@@ -42,7 +42,8 @@ def init(ctx: Context) -> None:
 # Result tuples (kept flat and small: they cross a process boundary for every event):
 #   ("event", line, index, event_id, leaf_hash, run_id, producer, seq, prev, ts_epoch, type,
 #    (event_id and prev as raw 32-byte hashes)
-#    body (only for collect.BODY_TYPES, else None), chart points ((key, step, value), ...) or None, errors)
+#    body (only for collect.BODY_TYPES, else None),
+#    chart points (step, value of each SERIES_KEYS member or None, dp_steps or None) or None, errors)
 #   ("leaf", line, index, hash, errors)
 #   ("record", line, obj)          any other kind, handled by the main process
 #   ("error", line, message)       unreadable line (exit 2)
@@ -210,10 +211,9 @@ def _check_parsed(line: int, obj: dict, dup: str | None, sigs: list, fast_raw: b
     if typ in SERIES_TYPES:  # chart points, extracted here so the body need not travel
         step = body.get("step")
         if type(step) in (int, float):
-            points = tuple((k, step, v) for k in SERIES_KEYS if type(v := body.get(k)) in (int, float))
-            dp = body.get("dp_steps")
-            if type(dp) is int and 0 <= dp <= SAFE_INT:  # a DP-SGD update (event-types.md)
-                points += (("dp_steps", step, dp),)
+            g = body.get
+            points = (step, *[v if type(v := g(k)) in (int, float) else None for k in SERIES_KEYS],
+                      dp if type(dp := g("dp_steps")) is int and 0 <= dp <= SAFE_INT else None)
     prev = ev["prev"]
     return ("event", line, index, env.event_id, env.leaf_hash, _shared(ev["run_id"]), _shared(ev["producer"]), ev["seq"],
             bytes.fromhex(prev) if prev is not None else None, ts_epoch, _shared(typ),
