@@ -183,19 +183,23 @@ class CheckedEnvelope(NamedTuple):
 
 def check_envelope(env: Any, where: str = "envelope") -> CheckedEnvelope:
     """Schema of {"event", "sig"}; computes event id, log entry JCS(envelope) and leaf hash."""
-    _fail(type(env) is dict and env.keys() == _ENVELOPE_KEYS, "must be exactly {event, sig}", where)
+    if not (type(env) is dict and env.keys() == _ENVELOPE_KEYS):
+        raise EventCheckError("must be exactly {event, sig}", where)
     event_bytes, ts_epoch = check_event(env["event"], where + ".event")
     s = env["sig"]
-    _fail(type(s) is str, "must be a base64 string", where + ".sig")
+    if type(s) is not str:
+        raise EventCheckError("must be a base64 string", where + ".sig")
     try:
         sig = binascii.a2b_base64(s, strict_mode=True)  # = base64.b64decode(s, validate=True)
     except (binascii.Error, ValueError):
         raise EventCheckError("is not valid base64", where + ".sig") from None
-    _fail(len(sig) == 64, f"must decode to 64 bytes, got {len(sig)}", where + ".sig")
+    if len(sig) != 64:
+        raise EventCheckError(f"must decode to 64 bytes, got {len(sig)}", where + ".sig")
     # The entry is JCS of the envelope as given; a non-canonical base64 alias would be a
     # different entry, so insist on the canonical text (one signature, one entry).
     sb = binascii.b2a_base64(sig, newline=False)
-    _fail(sb.decode("ascii") == s, "is not canonical base64", where + ".sig")
+    if sb.decode("ascii") != s:
+        raise EventCheckError("is not canonical base64", where + ".sig")
     entry = b'\x00{"event":' + event_bytes + b',"sig":"' + sb + b'"}'
     return CheckedEnvelope(env["event"], event_bytes, sig, _sha256(event_bytes).digest(), _sha256(entry).digest(),
                            ts_epoch)

@@ -152,9 +152,9 @@ def _check_parsed(line: int, obj: dict, dup: str | None, sigs: list, fast_raw: b
     if fast_raw is not None and "openings" in obj:
         return None  # opened values are not in the event's JCS: _no_duplicates cannot count them
     index = obj.get("index")
-    extra = obj.keys() - (_EVENT_MEMBERS_INCLUSION if ctx.mode == "inclusion" else _EVENT_MEMBERS)
-    if extra:
-        errors.append(("schema", "unknown member(s) " + ", ".join(sorted(extra))))
+    members = _EVENT_MEMBERS_INCLUSION if ctx.mode == "inclusion" else _EVENT_MEMBERS
+    if not members.issuperset(obj):
+        errors.append(("schema", "unknown member(s) " + ", ".join(sorted(obj.keys() - members))))
     if not _int(index):
         errors.append(("schema", "index must be a non-negative integer"))
         index = None
