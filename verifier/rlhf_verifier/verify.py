@@ -78,6 +78,8 @@ class Finding:
 class Series:
     """A bounded, evenly thinned series of (x, y) points (for charts)."""
 
+    __slots__ = ("cap", "stride", "n", "points")
+
     def __init__(self, cap: int = 1000):
         self.cap, self.stride, self.n, self.points = cap, 1, 0, []
 
