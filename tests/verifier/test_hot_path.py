@@ -116,16 +116,19 @@ def test_fast_and_strict_reading_agree(tmp_path, monkeypatch, mode):
     assert fast_hits == len(events)  # the honest lines did take the fast path
 
 
+@pytest.fixture(scope="module")
+def honest(tmp_path_factory):
+    """An honest bundle's worker context and event lines."""
+    b = build_bundle(tmp_path_factory.mktemp("h") / "b.jsonl")
+    lines = [raw for _, raw in _context(b.path) if b'"kind": "event"' in raw]
+    return worker._CTX, lines
+
+
 @settings(max_examples=300, deadline=None)
 @given(data=st.data())
-def test_a_repeated_name_anywhere_is_never_read_the_fast_way(tmp_path_factory, data):
-    # (the honest bundle once per session; hypothesis picks an object and a value)
-    global _HONEST
-    try:
-        lines = _HONEST
-    except NameError:
-        b = build_bundle(tmp_path_factory.mktemp("h") / "b.jsonl")
-        _HONEST = lines = [raw for _, raw in _context(b.path) if b'"kind": "event"' in raw]
+def test_a_repeated_name_anywhere_is_never_read_the_fast_way(honest, data):
+    ctx, lines = honest
+    worker.init(ctx)
     raw = data.draw(st.sampled_from(lines))
     obj = json.loads(raw)
     paths = []
