@@ -95,12 +95,6 @@ BODY_TYPES = frozenset(("run.start", "run.end", "dataset.register", "annotation.
                         "compute.usage", "checkpoint.save", "privacy.spend"))
 
 
-def _scalar(v: Any) -> Any:
-    """A body value kept for a rule: scalars as they are, anything else by its type only (the
-    rules need only to see that it is not a string or a number)."""
-    return v if v is None or type(v) in (str, int, float, bool) else type(v).__name__ + " value"
-
-
 class Collector:
     def __init__(self) -> None:
         self.runs: dict[str, RunFacts] = {}
@@ -157,8 +151,8 @@ class Collector:
                     capped_append(self.dataset_dups, ref)
                 else:
                     g = body.get
-                    self.datasets[did] = DatasetFacts(ref, _scalar(g("source")), _scalar(g("licence")), _scalar(g("digest")),
-                                                      _scalar(g("size_bytes")), _scalar(g("records")))
+                    self.datasets[did] = DatasetFacts(ref, g("source"), g("licence"), g("digest"), g("size_bytes"),
+                                                      g("records"))
         elif typ == "annotation.batch":
             gv = body.get("guideline_version")
             if isinstance(gv, str) and gv.strip():
