@@ -41,9 +41,9 @@ def init(ctx: Context) -> None:
 
 # Result tuples (kept flat and small: they cross a process boundary for every event):
 #   ("event", line, index, event_id, leaf_hash, run_id, producer, seq, prev, ts_epoch, type,
-#    (event_id and prev as raw 32-byte hashes)
 #    body (only for collect.BODY_TYPES, else None),
 #    chart points (step, value of each SERIES_KEYS member or None, dp_steps or None) or None, errors)
+#    event_id and prev are raw 32-byte hashes; run_id, producer and type shared string objects
 #   ("leaf", line, index, hash, errors)
 #   ("record", line, obj)          any other kind, handled by the main process
 #   ("error", line, message)       unreadable line (exit 2)
