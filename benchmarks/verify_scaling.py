@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "verifier")]
-MEDIA = "application/vnd.rlhf-ledger.bundle.v1+jsonl"
+MEDIA = "application/vnd.rlhf-ledger.bundle.v2+jsonl"
 
 
 def _b64(b: bytes) -> str:
@@ -52,10 +52,9 @@ def build(path: Path, *, checkpoints: int, runs: int) -> None:
         tree.append(canonicalize(env))
         events.append((env, hashlib.sha256(canonicalize(ev)).hexdigest()))
     sizes = list(range(1, n + 1)) if checkpoints else [n]
-    lines = [{"kind": "header", "format": "rlhf-ledger-bundle", "version": 1, "media_type": MEDIA,
+    lines = [{"kind": "header", "format": "rlhf-ledger-bundle", "version": 2, "media_type": MEDIA,
               "created": "2026-02-01T00:00:00Z", "mode": "tree", "scope": {"type": "range", "start": 0, "end": n},
-              "log": {"log_id": "scale", "origin": origin, "public_key": _b64(log.public_key)},
-              "producers": [{"key_id": prod.key_id, "public_key": _b64(prod.public_key), "status": "active"}]}]
+              "log": {"log_id": "scale", "origin": origin, "public_key": _b64(log.public_key)}}]
     for s in sizes:
         lines.append({"kind": "checkpoint", "size": s, "root": _b64(tree.root(s)),
                       "note": sign_checkpoint(origin, s, tree.root(s), log)})
@@ -71,7 +70,13 @@ def _here(path: str) -> None:
     from rlhf_verifier.verify import Options, verify_file
 
     t = time.perf_counter()
-    r = verify_file(path, Options(trust_bundle_log_key=True, trust_bundle_producers=True, jobs=1))
+    from ledger.checkpoints import default_origin
+    from ledger.keys import Signer
+    from rlhf_verifier.note import VerifierKey
+
+    log, prod = Signer.from_seed(b"\x01" * 32), Signer.from_seed(b"\x02" * 32)  # the keys _build signs with (pinned)
+    r = verify_file(path, Options(log_keys=[VerifierKey.from_public_key(default_origin("scale"), log.public_key)],
+                                  producer_keys=[prod.public_key], jobs=1))
     secs = time.perf_counter() - t
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"valid": r.valid, "seconds": secs, "peak_rss_kib": rss,

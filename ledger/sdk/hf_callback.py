@@ -7,7 +7,10 @@
 * on_log: a training log line becomes ``policy.update`` (or ``reward_model.update`` when the
   run's method is ``reward``) with loss, kl, rewards, grad_norm, ``param_delta_norm`` measured on
   the live model against the last checkpoint, and every logged value under ``metrics``; the
-  final summary line (train_runtime, total_flos) becomes ``compute.usage``.
+  final summary line (train_runtime, total_flos) becomes ``compute.usage``. With
+  ``dp_sgd=True`` (the trainer's optimizer steps are DP-SGD steps, e.g. Opacus) each update also
+  records ``dp_steps``, the trainer's ``global_step``: the verifier then requires the run's
+  ``privacy.spend`` records to account for at least that many steps.
 * on_evaluate: ``evaluation`` with the metrics.
 * on_save: ``checkpoint.save`` (``reward_model.save`` for a reward run) with the model's weights
   digest and the digests of the saved ``checkpoint-<step>/*.safetensors`` files.
@@ -66,10 +69,22 @@ def _versions() -> dict[str, str]:
 
 
 class LedgerCallback(TrainerCallback):
-    def __init__(self, run: Run, *, track_param_delta: bool = True, device: str | None = None):
+    def __init__(self, run: Run, *, track_param_delta: bool = True, device: str | None = None,
+                 dp_sgd: bool = False):
+        """``dp_sgd``: say True when every optimizer step of this trainer is a DP-SGD step (the
+        optimizer clips per-sample gradients and adds noise, as Opacus' DPOptimizer does). Each
+        update then records ``dp_steps`` = the trainer's global step, the run's cumulative DP
+        step count (event-types.md). The run must declare a ``privacy_budget``, and its
+        ``privacy.spend`` records (``run.privacy_spend``) must cover those steps, or the
+        verifier's privacy-budget rule fails."""
+        if dp_sgd and run.active and not (getattr(run, "declared", None) or {}).get("privacy_budget"):
+            raise ValueError(f"run {run.run_id!r}: dp_sgd=True needs the run to declare a privacy_budget "
+                             "(declared={'privacy_budget': {'epsilon': ..., 'delta': ...}}): DP-SGD updates are "
+                             "checked against the run's privacy.spend records and its declared budget")
         self.run = run
         self.track_param_delta = track_param_delta
         self.device = device
+        self.dp_sgd = bool(dp_sgd)
         self._started_here = False
         self._last_model: Any = None
         self._inactive = not run.active
@@ -151,15 +166,17 @@ class LedgerCallback(TrainerCallback):
         if "loss" not in logs:  # evaluation lines come through on_evaluate
             return
         metrics = {k: v for k, v in logs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        # The trainer's global step counts optimizer steps: with dp_sgd, each is one DP-SGD step.
+        dp_steps = step if self.dp_sgd else None
         if run.method == "reward":
             run.reward_model_update(step, logs["loss"], accuracy=_first(logs, ("accuracy", "rewards/accuracies")),
-                                    grad_norm=logs.get("grad_norm"), metrics=metrics)
+                                    grad_norm=logs.get("grad_norm"), metrics=metrics, dp_steps=dp_steps)
             return
         delta = None
         if model is not None and self.track_param_delta:
             delta = run.param_delta_norm(model)
         run.policy_update(step, logs["loss"], _first(logs, _KL), _first(logs, _REWARD_MEAN), _first(logs, _REWARD_STD),
-                          logs.get("grad_norm"), param_delta_norm=delta, metrics=metrics)
+                          logs.get("grad_norm"), param_delta_norm=delta, metrics=metrics, dp_steps=dp_steps)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if metrics and not self._skip(state):

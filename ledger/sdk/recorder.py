@@ -78,6 +78,15 @@ def _num(x: Any) -> Any:
     return x
 
 
+def _dp_steps(n: Any) -> int:
+    """A cumulative DP-SGD step count: an integer >= 0 (numpy and torch integers too)."""
+    if hasattr(n, "item") and not isinstance(n, (int, float)):
+        n = n.item()
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= _SAFE_INT:
+        raise ValueError(f"dp_steps must be an integer from 0 to 2^53-1 (the run's cumulative DP-SGD steps), got {n!r}")
+    return int(n)
+
+
 _SAFE_INT = 2**53 - 1
 _UNSAFE_FLOAT_MIN = float(2**53)
 _ts_cache = [-1, ""]
@@ -311,10 +320,11 @@ class _Recorder:
         the verifier checks that the run's ``privacy.spend`` steps cover it (event-types.md)."""
         if not self.active:
             return None
+        dp = _dp_steps(dp_steps) if dp_steps is not None else None  # refused before anything is recorded
         self.max_step = max(self.max_step, int(step))
         body = {"step": int(step), "loss": _num(loss), **{k: _num(v) for k, v in extra.items()}}
-        if dp_steps is not None:
-            body["dp_steps"] = int(dp_steps)
+        if dp is not None:
+            body["dp_steps"] = dp
         if metrics:
             body["metrics"] = _metrics(metrics)
         if accuracy is not None:
@@ -326,17 +336,22 @@ class _Recorder:
     def policy_update(self, step: int, loss: float, kl: float | None, reward_mean: float | None,
                       reward_std: float | None, grad_norm: float | None, *, model: Any = None,
                       param_delta_norm: float | None = None, metrics: Mapping[str, Any] | None = None,
-                      **extra: Any) -> int | None:
+                      dp_steps: int | None = None, **extra: Any) -> int | None:
         """``param_delta_norm`` = L2 norm of (parameters - parameters at the last checkpoint, or at
-        run start when Run(model=...) was given, or at the first call with ``model``)."""
+        run start when Run(model=...) was given, or at the first call with ``model``).
+        ``dp_steps``: when the policy is trained with DP-SGD, the run's cumulative number of DP
+        optimizer steps so far (as for :meth:`reward_model_update`; event-types.md)."""
         if not self.active:
             return None
+        dp = _dp_steps(dp_steps) if dp_steps is not None else None  # refused before anything is recorded
         self.max_step = max(self.max_step, int(step))
         if model is not None and param_delta_norm is None:
             param_delta_norm = self.param_delta_norm(model)
         body = {"step": int(step), "loss": _num(loss), "kl": _num(kl), "reward_mean": _num(reward_mean),
                 "reward_std": _num(reward_std), "grad_norm": _num(grad_norm),
                 "param_delta_norm": _num(param_delta_norm), **{k: _num(v) for k, v in extra.items()}}
+        if dp is not None:
+            body["dp_steps"] = dp
         if metrics:
             body["metrics"] = _metrics(metrics)
         return self.event("policy.update", body)

@@ -166,6 +166,23 @@ def test_invalid_bodies_fail_on_the_calling_thread(tmp_path):
     assert [e["body"] for e in events if e["type"] == "custom.thing"] == [{"x": 1.5}]
 
 
+def test_dp_sgd_updates_carry_dp_steps(tmp_path):
+    s = Signer.generate()
+    app = RecordingAppendForTests(s)
+    with make_run(tmp_path, s, app) as run:
+        run.policy_update(1, 0.5, 0.1, 0.2, 1.0, 1.5, dp_steps=1)
+        run.policy_update(2, 0.4, 0.1, 0.2, 1.0, 1.5, dp_steps=torch.tensor(2))  # a tensor count is an int
+        run.policy_update(3, 0.4, 0.1, 0.2, 1.0, 1.5)  # not a DP-SGD update: claims nothing
+        run.reward_model_update(4, 0.6, dp_steps=3)
+        for bad in (-1, 2.0, True, "3", 2**53):
+            with pytest.raises(ValueError, match="dp_steps must be an integer"):
+                run.policy_update(5, 0.4, 0.1, 0.2, 1.0, 1.5, dp_steps=bad)
+            with pytest.raises(ValueError, match="dp_steps must be an integer"):
+                run.reward_model_update(5, 0.6, dp_steps=bad)
+    updates = [(e["type"], e["body"].get("dp_steps")) for e in app.events() if e["type"].endswith(".update")]
+    assert updates == [("policy.update", 1), ("policy.update", 2), ("policy.update", None), ("reward_model.update", 3)]
+
+
 def test_release_digest_and_resume(tmp_path):
     s = Signer.generate()
     app = RecordingAppendForTests(s)

@@ -85,7 +85,7 @@ class RunCompleteness:
         self.seen_record = False
         self.events = 0
         self.range = CompactRange()
-        self.heads: dict[str, tuple[int, str]] = {}
+        self.heads: dict[str, tuple[int, bytes]] = {}  # producer -> (last seq, raw event id): per producer of one run
         self.ended = False
 
     def read_record(self, obj: dict, trusted: list[VerifierKey], origin: str, run_id: str) -> None:
@@ -113,7 +113,7 @@ class RunCompleteness:
             raise CompletenessError(f"record is not in the signed run index: {e}") from None
         self.size, self.note, self.record = size, obj["note"], rec
 
-    def feed(self, index: int, leaf: bytes, producer: str, seq: int, event_id: str, typ: str) -> None:
+    def feed(self, index: int, leaf: bytes, producer: str, seq: int, event_id: bytes, typ: str) -> None:
         """One event of the scope's run, in index order."""
         if self.size is not None and index >= self.size:
             return  # beyond the size the record speaks for
@@ -132,7 +132,7 @@ class RunCompleteness:
             out.append(f"the log has {rec['events']} events of this run below size {self.size}, the bundle holds {self.events}")
         elif self.range.root() != b64decode_strict(rec["root"], "record root", 32):
             out.append("the run's leaves in the bundle are not the leaves the log recorded for it (root differs)")
-        want = {p["key_id"]: (p["seq"], p["event_hash"]) for p in rec["producers"]}
+        want = {p["key_id"]: (p["seq"], bytes.fromhex(p["event_hash"])) for p in rec["producers"]}
         missing = sorted(set(want) - set(self.heads))
         extra = sorted(set(self.heads) - set(want))
         if missing:

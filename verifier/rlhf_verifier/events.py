@@ -9,9 +9,9 @@ import base64
 import binascii
 import hashlib
 import re
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any
+import struct
+from datetime import date
+from typing import Any, NamedTuple
 
 from .jcs import JCSError, canonicalize, canonicalize_parsed
 
@@ -25,6 +25,7 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _TS = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?Z")
 _COMMIT = re.compile(r"sha256:[0-9a-f]{64}")
 COMMITMENT_KEY = "$commitment"
+_sha256 = hashlib.sha256
 
 
 class EventCheckError(ValueError):
@@ -41,14 +42,57 @@ def parse_ts(ts: str) -> float:
     m = _TS.fullmatch(ts)
     if not m:
         raise ValueError("not an RFC 3339 UTC time")
-    y, mo, d, h, mi, s, frac = m.groups()
-    dt = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), tzinfo=timezone.utc)
-    return dt.timestamp() + (int(frac.ljust(6, "0")) / 1e6 if frac else 0.0)
+    return _epoch(ts, m)
+
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_DAYS: dict[str, int] = {}  # "YYYY-MM-DD" -> seconds since the epoch at its midnight (a small cache)
+
+
+def _epoch(ts: str, m: re.Match) -> float:
+    """parse_ts of a time that matched _TS: the same value as datetime(...).timestamp() plus the
+    fraction, with the date's midnight cached (a bundle's events share few dates)."""
+    day = _DAYS.get(ts[:10])
+    if day is None:
+        y, mo, d = m.group(1, 2, 3)
+        day = (date(int(y), int(mo), int(d)).toordinal() - _EPOCH_ORDINAL) * 86400  # ValueError: no such date
+        if len(_DAYS) >= 4096:
+            _DAYS.clear()
+        _DAYS[ts[:10]] = day
+    h, mi, sec, frac = int(ts[11:13]), int(ts[14:16]), int(ts[17:19]), m.group(7)
+    if h > 23 or mi > 59 or sec > 59:
+        raise ValueError("hour, minute or second out of range")
+    t = float(day + h * 3600 + mi * 60 + sec)
+    return t + (int(frac.ljust(6, "0")) / 1e6 if frac else 0.0)
 
 
 def _fail(cond: bool, msg: str, where: str) -> None:
     if not cond:
         raise EventCheckError(msg, where)
+
+
+class _Seen:
+    """Strings already found to match a pattern (ids, types, producer key ids repeat across a
+    bundle's events): a set lookup instead of a regex, capped so memory stays bounded."""
+
+    __slots__ = ("pattern", "ok")
+
+    def __init__(self, pattern: re.Pattern) -> None:
+        self.pattern, self.ok = pattern, set()
+
+    def __call__(self, x: Any) -> bool:
+        if type(x) is not str:
+            return False
+        if x in self.ok:
+            return True
+        if self.pattern.fullmatch(x) is None:
+            return False
+        if len(self.ok) < 4096:
+            self.ok.add(x)
+        return True
+
+
+_id_ok, _type_ok, _key_id_ok = _Seen(_ID), _Seen(_TYPE), _Seen(_HEX64)
 
 
 def check_event(event: Any, where: str = "event") -> tuple[bytes, float]:
@@ -62,69 +106,103 @@ def check_event(event: Any, where: str = "event") -> tuple[bytes, float]:
             ("missing " + ", ".join(missing) if missing else "") + ("; " if missing and extra else "")
             + ("unknown member(s) " + ", ".join(extra) if extra else ""), where)
     v = event["v"]
-    _fail(type(v) is int and v == EVENT_VERSION, f"must be {EVENT_VERSION}", where + ".v")
-    for k in ("log_id", "run_id"):
-        x = event[k]
-        _fail(type(x) is str and _ID.fullmatch(x) is not None, "must match [A-Za-z0-9][A-Za-z0-9._:/-]{0,127}", f"{where}.{k}")
-    t = event["type"]
-    _fail(type(t) is str and _TYPE.fullmatch(t) is not None, "must be dotted lower-case words", where + ".type")
-    p = event["producer"]
-    _fail(type(p) is str and _HEX64.fullmatch(p) is not None, "must be a 64 lower-case hex key id", where + ".producer")
+    if not (type(v) is int and v == EVENT_VERSION):
+        raise EventCheckError(f"must be {EVENT_VERSION}", where + ".v")
+    if not _id_ok(event["log_id"]):
+        raise EventCheckError(_ID_RULE, where + ".log_id")
+    if not _id_ok(event["run_id"]):
+        raise EventCheckError(_ID_RULE, where + ".run_id")
+    if not _type_ok(event["type"]):
+        raise EventCheckError("must be dotted lower-case words", where + ".type")
+    if not _key_id_ok(event["producer"]):
+        raise EventCheckError("must be a 64 lower-case hex key id", where + ".producer")
     seq = event["seq"]
-    _fail(type(seq) is int and 0 <= seq <= SAFE_INT, "must be an integer in [0, 2^53-1]", where + ".seq")
+    if not (type(seq) is int and 0 <= seq <= SAFE_INT):
+        raise EventCheckError("must be an integer in [0, 2^53-1]", where + ".seq")
     prev = event["prev"]
     if seq == 0:
-        _fail(prev is None, "must be null when seq is 0", where + ".prev")
-    else:
-        _fail(type(prev) is str and _HEX64.fullmatch(prev) is not None, "must be the 64-hex hash of the previous event", where + ".prev")
+        if prev is not None:
+            raise EventCheckError("must be null when seq is 0", where + ".prev")
+    elif not (type(prev) is str and _HEX64.fullmatch(prev) is not None):
+        raise EventCheckError("must be the 64-hex hash of the previous event", where + ".prev")
     ts = event["ts"]
-    _fail(type(ts) is str and _TS.fullmatch(ts) is not None, "must be RFC 3339 UTC like 2026-01-31T12:00:00.000000Z", where + ".ts")
+    m = _TS.fullmatch(ts) if type(ts) is str else None
+    if m is None:
+        raise EventCheckError("must be RFC 3339 UTC like 2026-01-31T12:00:00.000000Z", where + ".ts")
     try:
-        ts_epoch = parse_ts(ts)
+        ts_epoch = _epoch(ts, m)
     except ValueError:
         raise EventCheckError("is not a valid date and time", where + ".ts") from None
     body = event["body"]
-    _fail(type(body) is dict, "must be a JSON object", where + ".body")
+    if type(body) is not dict:
+        raise EventCheckError("must be a JSON object", where + ".body")
     for k, x in body.items():
         if type(x) is dict and COMMITMENT_KEY in x:
             _fail(len(x) == 1 and type(x[COMMITMENT_KEY]) is str and _COMMIT.fullmatch(x[COMMITMENT_KEY]) is not None,
                   'a commitment must be {"$commitment": "sha256:<64 hex>"}', f"{where}.body.{k}")
     try:
-        raw = canonicalize_parsed(event)  # event comes from json parsing
+        raw = _event_jcs(event, body, prev, ts)  # event comes from json parsing
     except JCSError as e:
         raise EventCheckError(str(e), where) from None
-    _fail(len(raw) <= MAX_EVENT_BYTES, f"canonical size {len(raw)} exceeds {MAX_EVENT_BYTES} bytes", where)
+    if len(raw) > MAX_EVENT_BYTES:
+        raise EventCheckError(f"canonical size {len(raw)} exceeds {MAX_EVENT_BYTES} bytes", where)
     return raw, ts_epoch
 
 
-@dataclass(frozen=True, slots=True)
-class CheckedEnvelope:
+def _event_jcs(event: dict, body: dict, prev: str | None, ts: str) -> bytes:
+    """JCS(event) for an event whose members other than the body passed the checks above.
+
+    Those members print the same in every JSON encoder and in RFC 8785 (ASCII names and
+    strings that need no escape, integers in the safe range, null), in the fixed member order
+    body, log_id, prev, producer, run_id, seq, ts, type, v; so only the body needs
+    canonicalising (canonicalize_parsed). JCS of an object is built from the JCS of its member
+    values, so the result is byte for byte canonicalize_parsed(event) (a test checks it)."""
+    if not ts.isascii():  # \d matched a non-ASCII digit: let the general path print it
+        return canonicalize_parsed(event)
+    return b"".join((b'{"body":', canonicalize_parsed(body), b',"log_id":"', event["log_id"].encode(), b'","prev":',
+                     b"null" if prev is None else b'"' + prev.encode() + b'"', b',"producer":"', event["producer"].encode(),
+                     b'","run_id":"', event["run_id"].encode(), b'","seq":', b"%d" % event["seq"], b',"ts":"', ts.encode(),
+                     b'","type":"', event["type"].encode(), _V_TAIL))
+
+
+_V_TAIL = b'","v":%d}' % EVENT_VERSION
+
+
+_ID_RULE = "must match [A-Za-z0-9][A-Za-z0-9._:/-]{0,127}"
+_ENVELOPE_KEYS = frozenset(("event", "sig"))
+
+
+class CheckedEnvelope(NamedTuple):
     event: dict
     event_bytes: bytes
-    entry: bytes
     sig: bytes
-    event_id: str
-    leaf_hash: bytes
+    event_id: bytes  # SHA-256 of the event's JCS bytes (raw; its hex is the event id)
+    leaf_hash: bytes  # SHA-256(0x00 || JCS(envelope)): the log entry's leaf hash
     ts_epoch: float
 
 
 def check_envelope(env: Any, where: str = "envelope") -> CheckedEnvelope:
     """Schema of {"event", "sig"}; computes event id, log entry JCS(envelope) and leaf hash."""
-    _fail(type(env) is dict and env.keys() == {"event", "sig"}, "must be exactly {event, sig}", where)
+    if not (type(env) is dict and env.keys() == _ENVELOPE_KEYS):
+        raise EventCheckError("must be exactly {event, sig}", where)
     event_bytes, ts_epoch = check_event(env["event"], where + ".event")
     s = env["sig"]
-    _fail(type(s) is str, "must be a base64 string", where + ".sig")
+    if type(s) is not str:
+        raise EventCheckError("must be a base64 string", where + ".sig")
     try:
-        sig = base64.b64decode(s, validate=True)
+        sig = binascii.a2b_base64(s, strict_mode=True)  # = base64.b64decode(s, validate=True)
     except (binascii.Error, ValueError):
         raise EventCheckError("is not valid base64", where + ".sig") from None
-    _fail(len(sig) == 64, f"must decode to 64 bytes, got {len(sig)}", where + ".sig")
+    if len(sig) != 64:
+        raise EventCheckError(f"must decode to 64 bytes, got {len(sig)}", where + ".sig")
     # The entry is JCS of the envelope as given; a non-canonical base64 alias would be a
     # different entry, so insist on the canonical text (one signature, one entry).
-    _fail(base64.b64encode(sig).decode("ascii") == s, "is not canonical base64", where + ".sig")
-    entry = b'{"event":' + event_bytes + b',"sig":"' + s.encode("ascii") + b'"}'
-    return CheckedEnvelope(env["event"], event_bytes, entry, sig, hashlib.sha256(event_bytes).hexdigest(),
-                          hashlib.sha256(b"\x00" + entry).digest(), ts_epoch)
+    sb = binascii.b2a_base64(sig, newline=False)
+    if sb.decode("ascii") != s:
+        raise EventCheckError("is not canonical base64", where + ".sig")
+    entry = b'\x00{"event":' + event_bytes + b',"sig":"' + sb + b'"}'
+    return CheckedEnvelope(env["event"], event_bytes, sig, _sha256(event_bytes).digest(), _sha256(entry).digest(),
+                           ts_epoch)
 
 
 def check_openings(body: dict, openings: Any, where: str) -> None:
@@ -158,49 +236,57 @@ def check_erased(body: dict, erased: Any, openings: Any, where: str) -> None:
         _fail(not (type(openings) is dict and name in openings), "a member cannot be both opened and erased", w)
 
 
-class ChainTracker:
-    """Per (run, producer): seq 0, 1, 2, ... and each `prev` = hash of the previous event.
+_CHAIN_STATE = struct.Struct("<qd32s")  # last seq, greatest event time so far, last event id
 
-    Memory grows with the number of (run, producer) pairs, not with the number of events.
+
+class ChainTracker:
+    """Per (run, producer): seq 0, 1, 2, ... and each `prev` = hash of the previous event; event
+    times must not go backwards along the chain.
+
+    Memory grows with the number of (run, producer) pairs, not with the number of events, and
+    each pair costs one fixed-size 48-byte state (packed: seq, latest time, raw event id) under
+    its run id, so a bundle of many small runs stays small (docs/verifier.md, "Performance").
     A bundle of a whole run (scope "run") must hold every chain from seq 0; an event or range
     bundle holds a window of the log, so its chains may start anywhere but must not break
     inside the window (docs/bundle-format.md).
     """
 
     def __init__(self, require_start: bool = True) -> None:
-        self._last: dict[tuple[str, str], tuple[int, str]] = {}
-        self._ts: dict[tuple[str, str], float] = {}
+        self._runs: dict[str, dict[str, bytes]] = {}  # producer key id -> run id -> packed state
+        self._pairs = 0
         self.require_start = require_start
 
-    def feed(self, run_id: str, producer: str, seq: int, prev: str | None, event_id: str) -> str | None:
-        """Return None if the event continues its chain, else what is wrong."""
-        key = (run_id, producer)
-        last = self._last.get(key)
-        if last is None:
-            if seq != 0 and self.require_start:
-                self._last[key] = (seq, event_id)
-                return f"first event of producer {producer[:16]}.. in run {run_id} has seq {seq}, expected 0 (gap)"
-            self._last[key] = (seq, event_id)
-            return None
-        lseq, lid = last
-        self._last[key] = (seq, event_id)
-        if seq == lseq:
-            return f"seq {seq} repeated for producer {producer[:16]}.. in run {run_id}"
-        if seq != lseq + 1:
-            return f"seq {seq} follows seq {lseq} for producer {producer[:16]}.. in run {run_id} (gap or reorder)"
-        if prev != lid:
-            return f"prev {str(prev)[:16]}.. is not the hash of seq {lseq} ({lid[:16]}..)"
-        return None
+    def step(self, run_id: str, producer: str, seq: int, prev: bytes | None, event_id: bytes,
+             ts: float) -> tuple[str | None, str | None]:
+        """(chain problem, clock problem) of the next event of (run_id, producer), each None if
+        there is none. `prev` and `event_id` are raw 32-byte hashes; `ts` the event's time.
 
-    def backwards(self, run_id: str, producer: str, ts: float) -> str | None:
-        """A producer's event times must not go backwards along its chain (they are its own
-        claims; a clock running backwards is reported, docs/verifier.md "Clocks")."""
-        key = (run_id, producer)
-        last = self._ts.get(key)
-        self._ts[key] = ts if last is None else max(last, ts)
-        if last is not None and ts < last:
-            return f"event time is {last - ts:.3f}s earlier than a previous event of producer {producer[:16]}.. in run {run_id}"
-        return None
+        A producer's event times are its own claims; a clock running backwards along its chain is
+        reported (docs/verifier.md "Clocks")."""
+        runs = self._runs.get(producer)
+        if runs is None:
+            runs = self._runs[producer] = {}
+        last = runs.get(run_id)
+        if last is None:
+            self._pairs += 1
+            runs[run_id] = _CHAIN_STATE.pack(seq, ts, event_id)
+            if seq != 0 and self.require_start:
+                return f"first event of producer {producer[:16]}.. in run {run_id} has seq {seq}, expected 0 (gap)", None
+            return None, None
+        lseq, lts, lid = _CHAIN_STATE.unpack(last)
+        runs[run_id] = _CHAIN_STATE.pack(seq, ts if ts > lts else lts, event_id)
+        chain = None
+        if seq == lseq:
+            chain = f"seq {seq} repeated for producer {producer[:16]}.. in run {run_id}"
+        elif seq != lseq + 1:
+            chain = f"seq {seq} follows seq {lseq} for producer {producer[:16]}.. in run {run_id} (gap or reorder)"
+        elif prev != lid:
+            shown = prev.hex()[:16] if prev is not None else "None"
+            chain = f"prev {shown}.. is not the hash of seq {lseq} ({lid.hex()[:16]}..)"
+        back = None
+        if ts < lts:
+            back = f"event time is {lts - ts:.3f}s earlier than a previous event of producer {producer[:16]}.. in run {run_id}"
+        return chain, back
 
     def pairs(self) -> int:
-        return len(self._last)
+        return self._pairs

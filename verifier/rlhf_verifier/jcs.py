@@ -30,6 +30,17 @@ class JCSError(ValueError):
 
 _dumps = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False).encode
 
+# The same encoder made once (JSONEncoder.encode builds it on every call): for values fresh from
+# parsing, which cannot be circular, so without the circular-reference bookkeeping.
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+if _c_make_encoder is not None:
+    _c_encoder = _c_make_encoder(None, None, json.encoder.encode_basestring, None, ":", ",", True, False, False)
+
+    def _encode_compact(value: Any) -> str:
+        return "".join(_c_encoder(value, 0))
+else:  # no C accelerator (another Python): the same text, built per call
+    _encode_compact = _dumps
+
 _encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -157,23 +168,23 @@ def _fast_ok(v: Any, depth: int = 0) -> bool:
     return False
 
 
-# For canonicalize_parsed: JSON strings as the stdlib encoder prints them, integral floats
-# ("12.0", which JCS prints "12"), and what the fast path must leave to the general one.
+# For canonicalize_parsed: JSON strings as the stdlib encoder prints them and what the fast
+# path must leave to the general one.
 _STR_RE = r'"[^"\\]*(?:\\.[^"\\]*)*"'
 _STRINGS = re.compile(_STR_RE)
-_INTEGRAL_FLOAT = re.compile(r"\.0(?=[,\]}])")  # literal-led (fast scan), literal replacement
 # Blanked text: repr's exponents ("1e-05", "1e+16") are not ES6; -0.0 and 16+ digit integers
 # (maybe outside the safe range) need the general path too. Cheap substring tests run first.
 _NEG_ZERO = re.compile(r"-0\.0(?![0-9])")
 _DIGITS16 = re.compile(r"[0-9]{16}")
 _LONG_INT = re.compile(r"(?<![0-9.])[0-9]{16,}(?![0-9.])")
+_NUM16 = re.compile(r"[:,\[]-?[0-9]{16}")  # on the whole text: every 16+ digit integer, maybe some string text
 _HIGH_OR_SURROGATE = re.compile("[\ud800-\uffff]")
 
 
 def canonicalize_parsed(value: Any) -> bytes:
     """canonicalize() for a dict or list fresh from json parsing (string keys, no tuples).
 
-    One pass of the stdlib C encoder, then a few C regex/substring passes instead of a Python
+    One pass of the stdlib C encoder, then a few C substring/regex passes instead of a Python
     walk: the encoder's text is already JCS except for floats whose repr differs from ES6
     (integral floats, fixed here when no string holds the same pattern; exponents and -0.0),
     16+ digit integers and code points >= U+D800 (UTF-16 key order, surrogates); all but the
@@ -183,23 +194,40 @@ def canonicalize_parsed(value: Any) -> bytes:
     if type(value) not in (dict, list):
         return canonicalize(value)
     try:
-        text = _dumps(value)
+        text = _encode_compact(value)
     except (ValueError, RecursionError, TypeError):
         return canonicalize(value)
     if not text.isascii() and _HIGH_OR_SURROGATE.search(text):
         return canonicalize(value)
-    skeleton = _STRINGS.sub('""', text)
+    # Nothing number-like that JCS prints differently, anywhere in the text (strings included):
+    # the text is already JCS. (A 16+ digit integer outside strings starts right after : , or [.)
+    if ("e+" not in text and "e-" not in text and "-0.0" not in text and not _integral_floats(text)
+            and not _NUM16.search(text)):
+        return text.encode("utf-8")
+    if "\\" in text:
+        skeleton = _STRINGS.sub('""', text)
+    else:
+        # Without a backslash every quote delimits a string: the even parts are the text
+        # outside strings (the same skeleton as the regex gives, at a fraction of the cost).
+        skeleton = '""'.join(text.split('"')[::2])
     if ("e+" in skeleton or "e-" in skeleton or ("-0.0" in skeleton and _NEG_ZERO.search(skeleton))
             or (_DIGITS16.search(skeleton) and _LONG_INT.search(skeleton))):
         return canonicalize(value)
     if ".0" in skeleton:
-        # Blanking strings neither creates nor removes a match outside them (a quote always
+        # An integral float prints "<digits>.0" right before , ] or } (compact encoder). Blanking
+        # strings neither creates nor removes such a match outside them (a quote always
         # separates), so equal counts mean every match in `text` is a number: drop the ".0".
-        in_numbers = len(_INTEGRAL_FLOAT.findall(skeleton))
-        text, n = _INTEGRAL_FLOAT.subn("", text)
-        if n != in_numbers:  # a string holds something like "5.0," : general path
-            return canonicalize(value)
+        in_numbers = _integral_floats(skeleton)
+        if in_numbers:
+            if _integral_floats(text) != in_numbers:  # a string holds something like "5.0," : general path
+                return canonicalize(value)
+            text = text.replace(".0,", ",").replace(".0]", "]").replace(".0}", "}")
     return text.encode("utf-8")
+
+
+def _integral_floats(text: str) -> int:
+    """Occurrences of ".0" followed by , ] or } (they cannot overlap)."""
+    return text.count(".0,") + text.count(".0]") + text.count(".0}")
 
 
 def canonicalize(value: Any) -> bytes:

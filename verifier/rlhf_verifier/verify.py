@@ -81,6 +81,8 @@ class Finding:
 class Series:
     """A bounded, evenly thinned series of (x, y) points (for charts)."""
 
+    __slots__ = ("cap", "stride", "n", "points")
+
     def __init__(self, cap: int = 1000):
         self.cap, self.stride, self.n, self.points = cap, 1, 0, []
 
@@ -111,6 +113,7 @@ class Result:
     rule_set: str | None = None  # the exact, versioned rule set evaluated (e.g. eu-ai-act@2)
     reviews: list[dict] = field(default_factory=list)  # human.review records per run (docs/verifier.md, "Reports")
     reviews_runs_omitted: int = 0  # runs with reviews beyond those listed, counted only
+    reviews_records_omitted: int = 0  # window bundles: review records of runs beyond the first listed ones
     completeness: dict = field(default_factory=dict)  # what the bundle proves about the run's membership
     released: dict = field(default_factory=dict)  # run id -> (index, released_weights_digest) of its one run.end
     weights: dict = field(default_factory=dict)  # --weights: the artefact's digest and how it compares
@@ -129,8 +132,9 @@ class Result:
             self.findings.append(Finding(check, where, message))
 
 
-def _ev_where(index: Any, event_id: str | None, line: int) -> str:
-    return f"event {index if index is not None else '?'} ({(event_id or 'id unknown')[:16]}) line {line}"
+def _ev_where(index: Any, event_id: bytes | None, line: int) -> str:
+    shown = event_id.hex()[:16] if event_id is not None else "id unknown"
+    return f"event {index if index is not None else '?'} ({shown}) line {line}"
 
 
 class Verifier:
@@ -168,6 +172,8 @@ class Verifier:
         self.anchor_keys: list[tuple[int, bytes, int]] = []  # (anchored size, proven log key, block), ascending
         self.last_listed_anchor = -1
         self.run_check = RunCompleteness()
+        self.fact_run: str | None = None  # the run whose facts are collected (a run bundle's run)
+        self._series: dict[str, list] = {}  # update type -> its chart series (or None), in worker.SERIES_KEYS order
         self.manifest_runs: dict[int, Any] = {}  # anchored size -> its manifest's run-index note (v2)
 
     # ---- driver -----------------------------------------------------------------------------
@@ -659,6 +665,10 @@ class Verifier:
             self.run_record(*self.run_obj)
         self.max_anchored = self.anchor_sizes[-1] if self.anchor_sizes else 0
         self.final_size = sizes[-1] if sizes else 0
+        # Per-run facts (compliance, completeness, released weights) are kept for a run bundle's
+        # own run only: an event or range bundle is a window of the log whose rules are not
+        # assessed, so memory per run stays one chain state per producer (docs/verifier.md).
+        self.fact_run = self.scope[1] if self.scope is not None and self.scope[0] == "run" else None
         self.state = "events"
 
     def fold(self, res: tuple) -> None:
@@ -716,13 +726,13 @@ class Verifier:
                 r.fail("scope", _ev_where(index, eid, line),
                        f"index {index} is outside the declared {sc[0]} scope [{sc[1]}, {sc[2]})")
                 errors = errors + [("scope", "outside the declared scope")]
-        chain_err = self.chains.feed(run_id, producer, seq, prev, eid)
-        if sc is not None and sc[0] == "run" and run_id == sc[1] and index is not None:
+        chain_err, back = self.chains.step(run_id, producer, seq, prev, eid, ts_epoch)
+        fact_run = run_id == self.fact_run
+        if fact_run and index is not None:
             self.run_check.feed(index, lh, producer, seq, eid, typ)
         if chain_err:
             r.fail("seq_chain", _ev_where(index, eid, line), chain_err)
             errors = errors + [("seq_chain", chain_err)]
-        back = self.chains.backwards(run_id, producer, ts_epoch)
         if back:
             r.fail("clock", _ev_where(index, eid, line), back)
             errors = errors + [("clock", back)]
@@ -742,19 +752,24 @@ class Verifier:
             r.events_valid += 1
         if anchored:
             r.events_anchored += 1
-        self.collector.feed(index if index is not None else -1, eid, run_id, typ, body if body is not None else {},
-                            valid, anchored, delay)
+        if fact_run:  # per-run facts only for a run bundle's run (the rules are assessed on nothing else)
+            self.collector.feed(index if index is not None else -1, eid, run_id, typ, body if body is not None else {},
+                                valid, anchored, delay)
+        elif typ == "human.review" and body is not None:  # still listed in the reports (bounded)
+            self.collector.review_only(index if index is not None else -1, eid, run_id, body, valid)
         if points:
-            prefix = typ.split(".")[0]
-            for k, step, v in points:
-                if k == "dp_steps":
-                    self.collector.dp_update(run_id, index if index is not None else -1, eid, v, not errors)
-                    continue
-                name = f"{prefix}.{k}"
-                s = r.series.get(name)
-                if s is None:
-                    s = r.series[name] = Series()
-                s.add(step, v)
+            step = points[0]
+            series = self._series.get(typ)
+            if series is None:
+                series = self._series[typ] = [None] * len(worker.SERIES_KEYS)
+            for i, v in enumerate(points[1:-1]):
+                if v is not None:
+                    s = series[i]
+                    if s is None:  # created at its first point: a value never logged shows no series
+                        s = series[i] = r.series.setdefault(f"{typ.split('.')[0]}.{worker.SERIES_KEYS[i]}", Series())
+                    s.add(step, v)
+            if points[-1] is not None and fact_run:  # a DP-SGD update (event-types.md)
+                self.collector.dp_update(run_id, index if index is not None else -1, eid, points[-1], not errors)
 
     def _place(self, index: int | None, h: bytes | None, line: int, eid: str | None | bool = False) -> None:
         """Tree mode: leaves must come as 0, 1, 2, ...; roots are checked at checkpoint sizes.
@@ -853,11 +868,12 @@ class Verifier:
         r.producer_chains = self.chains.pairs()
         self._finish_completeness()
         for run_id, facts in self.collector.runs.items():
-            if len(facts.ends) == 1:
+            if facts.end_count == 1:
                 ref, body = facts.ends[0]
                 r.released[run_id] = (ref.index, body.get("released_weights_digest"))
         _nonvacuous(self)
-        r.reviews, r.reviews_runs_omitted = review_listing(self.collector.runs, r.released)
+        r.reviews, r.reviews_runs_omitted = review_listing({**self.collector.review_runs, **self.collector.runs}, r.released)
+        r.reviews_records_omitted = self.collector.review_records_omitted
         if self.o.rules:
             r.rule_set = resolve(self.o.rules)
             results = evaluate(self.o.rules, self.collector, r.not_assessed)
@@ -865,7 +881,7 @@ class Verifier:
         if self.o.rules and not r.not_assessed:
             for run_id, facts in self.collector.runs.items():
                 r.privacy_series[run_id] = facts.privacy_points
-                if len(facts.starts) == 1:
+                if facts.start_count == 1:
                     decl = facts.starts[0][1].get("declared")
                     b = decl.get("privacy_budget") if isinstance(decl, dict) else None
                     if isinstance(b, dict) and type(b.get("epsilon")) in (int, float):
@@ -884,7 +900,7 @@ def _nonvacuous(v: Verifier) -> None:
         facts = v.collector.runs.get(v.scope[1])
         if facts is None or not facts.events:
             r.fail("scope", "header.scope", f"run {v.scope[1][:40]!r} has no events in this bundle")
-        elif not facts.starts:
+        elif not facts.start_count:
             r.fail("scope", "header.scope", f"run {v.scope[1][:40]!r} has no run.start record in this bundle")
     if v.o.rules:
         if v.scope is None:

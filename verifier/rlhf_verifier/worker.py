@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from .compliance.collect import BODY_TYPES
-from .bundle import MAX_LINE_BYTES, BundleReadError, parse_record
+from .bundle import MAX_LINE_BYTES, BundleReadError, _depth_ok, _no_constant, parse_record
 from . import ed25519
 from .events import EventCheckError, check_envelope, check_erased, check_openings
 from .keys import RESERVED_PREFIX
@@ -44,7 +45,9 @@ def init(ctx: Context) -> None:
 
 # Result tuples (kept flat and small: they cross a process boundary for every event):
 #   ("event", line, index, event_id, leaf_hash, run_id, producer, seq, prev, ts_epoch, type,
-#    body (only for collect.BODY_TYPES, else None), chart points ((key, step, value), ...) or None, errors)
+#    body (only for collect.BODY_TYPES, else None),
+#    chart points (step, value of each SERIES_KEYS member or None, dp_steps or None) or None, errors)
+#    event_id and prev are raw 32-byte hashes; run_id, producer and type shared string objects
 #   ("leaf", line, index, hash, errors)
 #   ("record", line, obj)          any other kind, handled by the main process
 #   ("error", line, message)       unreadable line (exit 2)
@@ -59,13 +62,75 @@ SIGNATURE_FAILURE = ("signature", "Ed25519 signature does not verify against the
 
 def check_line(line: int, raw: bytes, sigs: list) -> tuple:
     """Check one line. The signature check is deferred: (errors, key, message, signature) is
-    appended to `sigs` for check_block to verify in batches."""
-    ctx = _CTX
-    assert ctx is not None
+    appended to `sigs` for check_block to verify in batches.
+
+    An event line is first read the fast way (`_parse_fast`: the C scanner without the
+    per-object and per-float hooks); the result counts only when every check passed and the
+    line provably has no duplicate member name (`_no_duplicates`). Any other line, and any line
+    with a finding, is read again the strict way (bundle.parse_record) and checked from scratch,
+    so findings and their messages are exactly the strict path's."""
+    obj = _parse_fast(raw)
+    if obj is not None:
+        res = _check_parsed(line, obj, None, sigs, raw)
+        if res is not None:
+            return res
     try:
         obj, dup = parse_record(raw, line)
     except BundleReadError as e:
         return ("error", line, str(e))
+    return _check_parsed(line, obj, dup, sigs, None)  # type: ignore[return-value]
+
+
+_scan_once = json.JSONDecoder(parse_constant=_no_constant).scan_once
+
+
+def _parse_fast(raw: bytes) -> dict | None:
+    """The line as a dict, or None when it is not plainly an event record: anything unusual
+    (no UTF-8, \\u escapes, deep nesting, NaN, huge integers, whitespace around the value) is
+    left to the strict reader."""
+    if b"\\u" in raw or not _depth_ok(raw):
+        return None
+    try:
+        text = raw.decode("utf-8")
+        obj, end = _scan_once(text, 0)
+    except (StopIteration, ValueError, RecursionError):
+        return None
+    if end != len(text) or type(obj) is not dict or obj.get("kind") != "event":
+        return None
+    return obj
+
+
+def _no_duplicates(raw: bytes, obj: dict, event_bytes: bytes) -> bool:
+    """True if the raw line repeats no member name, for an event record that passed every check
+    (so its members are the known ones, and its sig and inclusion hashes canonical base64).
+
+    Without \\u escapes, every colon in the raw text is one member name or one colon inside a
+    string. The event's JCS bytes hold exactly the parsed event's member names and strings, and
+    the record's other members hold no colon in their values. So the raw text has as many
+    colons as len(record) + len(envelope) + colons of JCS(event) when nothing was dropped;
+    a repeated name (and the value it displaced) only adds colons."""
+    return raw.count(b":") == len(obj) + 2 + event_bytes.count(b":")
+
+
+_names: dict[str, str] = {}
+
+
+def _shared(s: str) -> str:
+    """One object per distinct run id / producer / type within a worker, so a block's results
+    pickle each once (pickle memoizes by identity) and the parent holds fewer strings."""
+    x = _names.get(s)
+    if x is None:
+        if len(_names) < 8192:
+            _names[s] = s
+        x = s
+    return x
+
+
+def _check_parsed(line: int, obj: dict, dup: str | None, sigs: list, fast_raw: bytes | None) -> tuple | None:
+    """The checks of one parsed line. `fast_raw`: the line was read the fast way; then None is
+    returned (nothing recorded) unless every check passed and no member name repeats."""
+    ctx = _CTX
+    assert ctx is not None
     kind = obj["kind"]
     errors: list[tuple[str, str]] = [("json.duplicate_key", dup)] if dup else []
     if kind == "leaf":
@@ -88,39 +153,42 @@ def check_line(line: int, raw: bytes, sigs: list) -> tuple:
         if dup:  # a duplicate key in an end (or stray) record: reported by the main process
             obj = {**obj, "_duplicate_key": dup}
         return ("record", line, obj)
+    if fast_raw is not None and ("openings" in obj or "erased" in obj):
+        return None  # these members are not in the event's JCS: _no_duplicates cannot count them
     index = obj.get("index")
-    allowed = {"kind", "index", "envelope", "openings", "erased"} | ({"checkpoint_size", "inclusion"} if ctx.mode == "inclusion" else set())
-    extra = obj.keys() - allowed
-    if extra:
-        errors.append(("schema", "unknown member(s) " + ", ".join(sorted(extra))))
+    members = _EVENT_MEMBERS_INCLUSION if ctx.mode == "inclusion" else _EVENT_MEMBERS
+    if not members.issuperset(obj):
+        errors.append(("schema", "unknown member(s) " + ", ".join(sorted(obj.keys() - members))))
     if not _int(index):
         errors.append(("schema", "index must be a non-negative integer"))
         index = None
     try:
         env = check_envelope(obj.get("envelope"), "envelope")
     except EventCheckError as e:
+        if fast_raw is not None:
+            return None
         errors.append(("schema", str(e)))
         return ("event", line, index, None, None, None, None, None, None, None, None, None, None, errors)
     ev = env.event
     ts_epoch = env.ts_epoch
     if ev["log_id"] != ctx.log_id:
         errors.append(("log_id", f"event is for log {ev['log_id']!r}, the bundle is for {ctx.log_id!r}"))
+    sig_check = None
     if ev["run_id"].startswith(RESERVED_PREFIX):
         # The log's own records (docs/keys.md): signed by the log key, never by a producer.
         pub = ctx.log_keys.get(ev["producer"])
-        key = None
         if pub is None:
             errors.append(("producer_key", f"a record of the reserved run {ev['run_id'][:40]!r} not signed by a trusted "
                                            "log key"))
         else:
-            sigs.append((errors, pub, env.event_bytes, env.sig))
+            sig_check = (errors, pub, env.event_bytes, env.sig)
     else:
         key = ctx.producers.get(ev["producer"])
         if key is None:
             errors.append(("producer_key", f"producer {ev['producer'][:16]}.. is not a trusted producer key"))
         else:
             pub, registered, revoked = key
-            sigs.append((errors, pub, env.event_bytes, env.sig))
+            sig_check = (errors, pub, env.event_bytes, env.sig)
             if index is not None:  # keys are judged by log position (docs/keys.md)
                 if index <= registered:
                     errors.append(("producer_key", f"the producer key's registration is at index {registered}, not "
@@ -156,17 +224,26 @@ def check_line(line: int, raw: bytes, sigs: list) -> tuple:
                     raise ProofError(f"inclusion proof does not lead to the root of checkpoint {size}")
             except (ProofError, binascii.Error, ValueError) as e:
                 errors.append(("inclusion", str(e)))
+    if fast_raw is not None and (errors or not _no_duplicates(fast_raw, obj, env.event_bytes)):
+        return None
+    if sig_check is not None:
+        sigs.append(sig_check)
     typ, body = ev["type"], ev["body"]
     points = None
     if typ in SERIES_TYPES:  # chart points, extracted here so the body need not travel
         step = body.get("step")
         if type(step) in (int, float):
-            points = tuple((k, step, v) for k in SERIES_KEYS if type(v := body.get(k)) in (int, float))
-            dp = body.get("dp_steps")
-            if type(dp) is int and 0 <= dp <= SAFE_INT:  # a DP-SGD update (event-types.md)
-                points += (("dp_steps", step, dp),)
-    return ("event", line, index, env.event_id, env.leaf_hash, ev["run_id"], ev["producer"], ev["seq"],
-            ev["prev"], ts_epoch, typ, body if typ in BODY_TYPES else None, points, errors)
+            g = body.get
+            points = (step, *[v if type(v := g(k)) in (int, float) else None for k in SERIES_KEYS],
+                      dp if type(dp := g("dp_steps")) is int and 0 <= dp <= SAFE_INT else None)
+    prev = ev["prev"]
+    return ("event", line, index, env.event_id, env.leaf_hash, _shared(ev["run_id"]), _shared(ev["producer"]), ev["seq"],
+            bytes.fromhex(prev) if prev is not None else None, ts_epoch, _shared(typ),
+            body if typ in BODY_TYPES else None, points, errors)
+
+
+_EVENT_MEMBERS = frozenset(("kind", "index", "envelope", "openings", "erased"))
+_EVENT_MEMBERS_INCLUSION = _EVENT_MEMBERS | {"checkpoint_size", "inclusion"}
 
 
 def check_block(task: tuple[int, bytes]) -> list[tuple]:

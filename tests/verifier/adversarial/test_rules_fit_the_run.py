@@ -310,7 +310,13 @@ def test_the_review_listing_is_bounded_over_many_runs():
 
     c = Collector()
     for k in range(RUNS_SHOWN + 7):
-        c.feed(k, f"{k:064x}", f"run-{k:04d}", "human.review", dict(review("approve", POLICY_DIGEST)[1]), True, True, 1.0)
+        c.feed(k, bytes.fromhex(f"{k:064x}"), f"run-{k:04d}", "human.review", dict(review("approve", POLICY_DIGEST)[1]),
+               True, True, 1.0)
     shown, omitted = listing(c.runs, {"run-0000": (9, POLICY_DIGEST)})
     assert len(shown) == RUNS_SHOWN and omitted == 7
     assert shown[0]["reviews"][0]["names_released_weights"] and not shown[1]["reviews"][0]["names_released_weights"]
+    # runs the rules do not assess (an event or range bundle): kept for the first RUNS_SHOWN runs only
+    w = Collector()
+    for k in range(RUNS_SHOWN + 7):
+        w.review_only(k, bytes.fromhex(f"{k:064x}"), f"run-{k:04d}", dict(review("approve", POLICY_DIGEST)[1]), True)
+    assert len(w.review_runs) == RUNS_SHOWN and w.review_records_omitted == 7 and not w.runs

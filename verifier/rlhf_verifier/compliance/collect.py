@@ -1,5 +1,9 @@
 """Streams verified events and keeps what the rules need, in memory bounded by the number of
-runs, datasets and (capped) evidence lists, not by the number of events."""
+runs and datasets and by capped evidence lists, not by the number of events.
+
+The verifier feeds it only the events of a run bundle's own run (docs/verifier.md,
+"Performance"): every list here is capped, every count is a number.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..privacy import RdpAccountant
-from .reviews import Reviews
+from .reviews import RUNS_SHOWN, Reviews
 
 EVIDENCE_CAP = 20
+GUIDELINE_VERSIONS_CAP = 100  # distinct guideline versions listed per run (more are counted, not listed)
 
 
 def capped_append(lst: list, item: Any, cap: int = EVIDENCE_CAP) -> None:
@@ -19,20 +24,22 @@ def capped_append(lst: list, item: Any, cap: int = EVIDENCE_CAP) -> None:
         lst.append(item)
 
 
-@dataclass
+@dataclass(slots=True)
 class Ref:
     index: int
-    event_id: str
+    event_id: bytes  # raw SHA-256 of the event's JCS bytes
 
     def as_json(self) -> dict:
-        return {"index": self.index, "event_id": self.event_id}
+        return {"index": self.index, "event_id": self.event_id.hex()}
 
 
 @dataclass(slots=True)
 class RunFacts:
     run_id: str
-    starts: list[tuple[Ref, dict]] = field(default_factory=list)
-    ends: list[tuple[Ref, dict]] = field(default_factory=list)
+    starts: list[tuple[Ref, dict]] = field(default_factory=list)  # the first EVIDENCE_CAP run.start records
+    start_count: int = 0
+    ends: list[tuple[Ref, dict]] = field(default_factory=list)  # the first EVIDENCE_CAP run.end records
+    end_count: int = 0
     events: int = 0
     invalid_events: list[Ref] = field(default_factory=list)
     invalid_count: int = 0
@@ -40,6 +47,7 @@ class RunFacts:
     annotation_bad: list[tuple[Ref, str]] = field(default_factory=list)
     annotation_bad_count: int = 0
     guideline_versions: set[str] = field(default_factory=set)
+    guideline_versions_more: bool = False  # more distinct versions than GUIDELINE_VERSIONS_CAP
     evaluations: list[Ref] = field(default_factory=list)
     evaluation_count: int = 0
     evaluations_invalid: list[Ref] = field(default_factory=list)
@@ -47,6 +55,7 @@ class RunFacts:
     compute_count: int = 0
     compute_seconds: float = 0.0
     compute_bad: list[tuple[Ref, str]] = field(default_factory=list)
+    compute_bad_count: int = 0
     last_checkpoint: tuple[Ref, str] | None = None
     last_anchored_checkpoint: tuple[Ref, str] | None = None
     last_reward_save: tuple[Ref, str] | None = None  # reward_model.save: a reward run's released weights
@@ -56,25 +65,32 @@ class RunFacts:
     privacy_exceeded: list[Ref] = field(default_factory=list)
     privacy_exceeded_count: int = 0
     privacy_understated: list[tuple[Ref, float, float, float]] = field(default_factory=list)  # ref, claim, delta, replay
+    privacy_understated_count: int = 0
     dp_steps_recorded: int = 0  # max cumulative dp_steps of the run's valid DP-marked updates
     dp_steps_ref: Ref | None = None
     privacy_spends: int = 0
     privacy_bad: list[tuple[Ref, str]] = field(default_factory=list)
+    privacy_bad_count: int = 0
     privacy_last_claim: tuple[Ref, float, float] | None = None  # (ref, claimed eps, delta)
     privacy_points: list[tuple[int, float]] = field(default_factory=list)  # (cumulative steps, claimed eps)
     privacy_steps: int = 0
     unanchored: list[Ref] = field(default_factory=list)
     unanchored_count: int = 0
-    worst_delays: list[tuple[float, int, str]] = field(default_factory=list)  # min-heap of (delay, index, id)
+    worst_delays: list[tuple[float, int, bytes]] = field(default_factory=list)  # min-heap of (delay, index, id)
     max_delay: float = -math.inf
     min_delay: float = math.inf
     negative_delays: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class DatasetFacts:
+    """What the rules read of a dataset.register body (not the whole body)."""
     ref: Ref
-    body: dict
+    source: Any
+    licence: Any
+    digest: Any
+    size_bytes: Any
+    records: Any
 
 
 # The event types whose body feed() reads; for every other type the body is not needed (the
@@ -90,8 +106,23 @@ class Collector:
         self.datasets: dict[str, DatasetFacts] = {}
         self.dataset_dups: list[Ref] = []
         self.max_delta: float | None = None  # --max-delta
+        # human.review records of runs the rules do not assess (an event or range bundle): listed
+        # in the reports only, for at most RUNS_SHOWN runs (in log order); the rest are counted.
+        self.review_runs: dict[str, RunFacts] = {}
+        self.review_records_omitted = 0
 
-    def dp_update(self, run_id: str, index: int, event_id: str, dp_steps: int, valid: bool) -> None:
+    def review_only(self, index: int, event_id: bytes, run_id: str, body: dict, valid: bool) -> None:
+        r = self.review_runs.get(run_id)
+        if r is None:
+            if len(self.review_runs) >= RUNS_SHOWN:
+                self.review_records_omitted += 1
+                return
+            r = self.review_runs[run_id] = RunFacts(run_id)
+        if r.reviews is None:
+            r.reviews = Reviews()
+        r.reviews.add(Ref(index, event_id), body, valid)
+
+    def dp_update(self, run_id: str, index: int, event_id: bytes, dp_steps: int, valid: bool) -> None:
         """A DP-SGD update recording the run's cumulative DP step count (event-types.md)."""
         r = self.run(run_id)
         if valid and dp_steps > r.dp_steps_recorded:
@@ -103,7 +134,7 @@ class Collector:
             r = self.runs[run_id] = RunFacts(run_id)
         return r
 
-    def feed(self, index: int, event_id: str, run_id: str, typ: str, body: dict, valid: bool,
+    def feed(self, index: int, event_id: bytes, run_id: str, typ: str, body: dict, valid: bool,
              anchored: bool, delay: float | None) -> None:
         """One event. `valid`: passed every integrity check. `delay`: anchor block time minus event
         time (None if no anchor covers it)."""
@@ -127,21 +158,28 @@ class Collector:
             elif item > r.worst_delays[0]:
                 heapq.heapreplace(r.worst_delays, item)
         if typ == "run.start":
-            r.starts.append((ref, body))
+            r.start_count += 1
+            capped_append(r.starts, (ref, body))
         elif typ == "run.end":
-            r.ends.append((ref, body))
+            r.end_count += 1
+            capped_append(r.ends, (ref, body))
         elif typ == "dataset.register":
             did = body.get("dataset_id")
             if isinstance(did, str):
                 if did in self.datasets:
                     capped_append(self.dataset_dups, ref)
                 else:
-                    self.datasets[did] = DatasetFacts(ref, body)
+                    g = body.get
+                    self.datasets[did] = DatasetFacts(ref, g("source"), g("licence"), g("digest"), g("size_bytes"),
+                                                      g("records"))
         elif typ == "annotation.batch":
             gv = body.get("guideline_version")
             if isinstance(gv, str) and gv.strip():
                 r.annotation_ok += 1
-                r.guideline_versions.add(gv[:64])
+                if len(r.guideline_versions) < GUIDELINE_VERSIONS_CAP:
+                    r.guideline_versions.add(gv[:64])
+                elif gv[:64] not in r.guideline_versions:
+                    r.guideline_versions_more = True
             else:
                 r.annotation_bad_count += 1
                 capped_append(r.annotation_bad, (ref, "guideline_version missing or empty"))
@@ -158,6 +196,7 @@ class Collector:
                 r.compute_seconds += secs
                 capped_append(r.compute, (ref, body["device"], float(secs)))
             else:
+                r.compute_bad_count += 1
                 capped_append(r.compute_bad, (ref, "needs device (string) and seconds (number >= 0)"))
         elif typ == "checkpoint.save":
             wd = body.get("weights_digest")
@@ -187,6 +226,7 @@ class Collector:
         num = (int, float)
         if (body.get("mechanism") != "poisson_subsampled_gaussian" or type(q) not in num or type(sigma) not in num
                 or type(steps) is not int or not 0 <= q <= 1 or sigma < 0 or steps < 0):
+            r.privacy_bad_count += 1
             capped_append(r.privacy_bad, (ref, "needs mechanism poisson_subsampled_gaussian, sample_rate in [0,1], "
                                                "noise_multiplier >= 0, integer steps >= 0"))
             return
@@ -198,11 +238,13 @@ class Collector:
             try:
                 r.privacy.compose(float(q), float(sigma), steps)
             except (OverflowError, ZeroDivisionError, ValueError):
+                r.privacy_bad_count += 1
                 capped_append(r.privacy_bad, (ref, f"noise_multiplier {sigma:.6g} / sample_rate {q:.6g} are outside "
                                                    "the range the accountant can evaluate"))
                 return
         if type(eps) in num and type(delta) in num:
             if not 0 < delta < 1:
+                r.privacy_bad_count += 1
                 capped_append(r.privacy_bad, (ref, f"claimed delta {delta:.6g} is not in (0, 1)"))
                 return
             # Each claim is checked at its own delta against the replay so far.
@@ -211,6 +253,7 @@ class Collector:
             except (OverflowError, ValueError):
                 replay = math.inf
             if eps < replay * (1 - 1e-6) - 1e-12:
+                r.privacy_understated_count += 1
                 capped_append(r.privacy_understated, (ref, float(eps), float(delta), replay))
             r.privacy_last_claim = (ref, float(eps), float(delta))
             r.privacy_points.append((r.privacy_steps, float(eps)))

@@ -38,7 +38,7 @@ def _ev(ref: Ref, **values: Any) -> dict:
 
 
 def _declared(r: RunFacts) -> dict:
-    if len(r.starts) != 1:
+    if r.start_count != 1:
         return {}
     d = r.starts[0][1].get("declared")
     return d if isinstance(d, dict) else {}
@@ -47,15 +47,15 @@ def _declared(r: RunFacts) -> dict:
 def run_start_end(r: RunFacts, c: Collector) -> Outcome:
     ev = [_ev(x[0], type="run.start") for x in r.starts] + [_ev(x[0], type="run.end", status=x[1].get("status"))
                                                              for x in r.ends]
-    if len(r.starts) != 1 or len(r.ends) != 1:
-        return FAIL, f"{len(r.starts)} run.start and {len(r.ends)} run.end records (need exactly one each)", ev
+    if r.start_count != 1 or r.end_count != 1:
+        return FAIL, f"{r.start_count} run.start and {r.end_count} run.end records (need exactly one each)", ev
     if r.ends[0][1].get("status") not in ("completed", "failed", "aborted"):
         return FAIL, "run.end status is not completed/failed/aborted", ev
     return PASS, "one run.start and one run.end", ev
 
 
 def dataset_provenance(r: RunFacts, c: Collector) -> Outcome:
-    ids = r.starts[0][1].get("datasets") if len(r.starts) == 1 else None
+    ids = r.starts[0][1].get("datasets") if r.start_count == 1 else None
     if not isinstance(ids, list) or not ids:
         return (NA, "run declares no datasets", []) if isinstance(ids, list) else (FAIL, "run.start lacks a datasets list", [])
     ev, bad = [], []
@@ -64,14 +64,12 @@ def dataset_provenance(r: RunFacts, c: Collector) -> Outcome:
         if d is None:
             bad.append(f"dataset {str(did)[:64]!r} has no dataset.register record")
             continue
-        b = d.body
-        problems = [k for k in ("source", "licence") if not (isinstance(b.get(k), str) and b[k].strip())]
-        if not (isinstance(b.get("digest"), str) and _DIGEST.fullmatch(b["digest"])):
+        problems = [k for k, v in (("source", d.source), ("licence", d.licence)) if not (isinstance(v, str) and v.strip())]
+        if not (isinstance(d.digest, str) and _DIGEST.fullmatch(d.digest)):
             problems.append("digest")
-        if not (type(b.get("size_bytes")) is int and b["size_bytes"] >= 0):
+        if not (type(d.size_bytes) is int and d.size_bytes >= 0):
             problems.append("size_bytes")
-        ev.append(_ev(d.ref, dataset_id=did, source=b.get("source"), licence=b.get("licence"),
-                      digest=b.get("digest"), size_bytes=b.get("size_bytes")))
+        ev.append(_ev(d.ref, dataset_id=did, source=d.source, licence=d.licence, digest=d.digest, size_bytes=d.size_bytes))
         if problems:
             bad.append(f"dataset {did!r} lacks or has malformed: {', '.join(problems)}")
     return (FAIL, "; ".join(bad), ev) if bad else (PASS, f"{len(ids)} dataset(s) with source, licence, digest, size", ev)
@@ -83,11 +81,12 @@ def annotation_guidelines(r: RunFacts, c: Collector) -> Outcome:
     if r.annotation_bad_count:
         return FAIL, f"{r.annotation_bad_count} annotation batch(es) without a guideline version", \
             [_ev(ref, problem=p) for ref, p in r.annotation_bad]
-    return PASS, f"{r.annotation_ok} batch(es); guideline versions {sorted(r.guideline_versions)}", []
+    more = f" and more (over {len(r.guideline_versions)} distinct)" if r.guideline_versions_more else ""
+    return PASS, f"{r.annotation_ok} batch(es); guideline versions {sorted(r.guideline_versions)}{more}", []
 
 
 def training_method(r: RunFacts, c: Collector) -> Outcome:
-    if len(r.starts) != 1:
+    if r.start_count != 1:
         return FAIL, "no single run.start record", []
     ref, b = r.starts[0]
     m, hp = b.get("method"), b.get("hyperparameters")
@@ -101,8 +100,8 @@ def training_method(r: RunFacts, c: Collector) -> Outcome:
 
 def compute_recorded(r: RunFacts, c: Collector) -> Outcome:
     ev = [_ev(ref, device=d, seconds=s) for ref, d, s in r.compute] + [_ev(ref, problem=p) for ref, p in r.compute_bad]
-    if r.compute_bad:
-        return FAIL, f"{len(r.compute_bad)} malformed compute.usage record(s)", ev
+    if r.compute_bad_count:
+        return FAIL, f"{r.compute_bad_count} malformed compute.usage record(s)", ev
     if not r.compute_count:
         return FAIL, "no compute.usage record", ev
     return PASS, f"{r.compute_count} record(s), {r.compute_seconds:.0f} device-seconds", ev
@@ -120,7 +119,7 @@ def evaluations_signed(r: RunFacts, c: Collector) -> Outcome:
 
 
 def released_weights(r: RunFacts, c: Collector) -> Outcome:
-    if len(r.ends) != 1:
+    if r.end_count != 1:
         return FAIL, "no single run.end record", []
     ref, b = r.ends[0]
     released = b.get("released_weights_digest")
@@ -143,8 +142,8 @@ def _delta_bound(r: RunFacts, c: Collector) -> tuple[float | None, str]:
     the run declares (docs/verifier.md, "Privacy replay"); None when neither is known."""
     if c.max_delta is not None:
         return c.max_delta, f"--max-delta {c.max_delta:g}"
-    ids = r.starts[0][1].get("datasets") if len(r.starts) == 1 else None
-    records = [d.body.get("records") for did in (ids if isinstance(ids, list) else [])
+    ids = r.starts[0][1].get("datasets") if r.start_count == 1 else None
+    records = [d.records for did in (ids if isinstance(ids, list) else [])
                if isinstance(did, str) and (d := c.datasets.get(did)) is not None]
     records = [n for n in records if type(n) is int and n > 0]
     if not records:
@@ -155,10 +154,10 @@ def _delta_bound(r: RunFacts, c: Collector) -> tuple[float | None, str]:
 def privacy_budget(r: RunFacts, c: Collector) -> Outcome:
     budget = _declared(r).get("privacy_budget")
     ev = [_ev(ref, problem=p) for ref, p in r.privacy_bad]
-    if budget is None and not r.privacy_spends and not r.privacy_bad and not r.privacy_exceeded_count \
+    if budget is None and not r.privacy_spends and not r.privacy_bad_count and not r.privacy_exceeded_count \
             and not r.dp_steps_recorded:
         return NA, "no privacy budget declared, no privacy.spend records and no DP-SGD updates", []
-    if r.privacy_bad:
+    if r.privacy_bad_count:
         return FAIL, "malformed privacy.spend record(s)", ev
     if r.privacy_exceeded_count:
         return FAIL, f"{r.privacy_exceeded_count} privacy.budget_exceeded record(s): the run tried to spend past its budget", \
@@ -179,9 +178,9 @@ def privacy_budget(r: RunFacts, c: Collector) -> Outcome:
     detail = (f"replayed epsilon {eps:.6g} at delta {budget['delta']:g} over {r.privacy_steps} steps "
               f"(budget {budget['epsilon']:g}; delta bound {bound:.6g}, {why}; "
               f"{r.dp_steps_recorded} DP-SGD steps recorded by updates)")
-    if r.privacy_understated:
+    if r.privacy_understated_count:
         ev += [_ev(ref, claimed_epsilon=cl, delta=d, replayed_epsilon=rp) for ref, cl, d, rp in r.privacy_understated]
-        return FAIL, detail + f"; {len(r.privacy_understated)} claim(s) below the replay at their own delta", ev
+        return FAIL, detail + f"; {r.privacy_understated_count} claim(s) below the replay at their own delta", ev
     if r.privacy_last_claim:
         ref, claimed, cdelta = r.privacy_last_claim
         ev.append(_ev(ref, claimed_epsilon=claimed, delta=cdelta))
@@ -211,7 +210,7 @@ def anchoring_delay(r: RunFacts, c: Collector) -> Outcome:
 
 def retention(r: RunFacts, c: Collector) -> Outcome:
     days = _declared(r).get("retention_days")
-    ev = [_ev(r.starts[0][0], retention_days=days)] if len(r.starts) == 1 else []
+    ev = [_ev(r.starts[0][0], retention_days=days)] if r.start_count == 1 else []
     if type(days) is not int:
         return FAIL, "run.start declares no retention_days", ev
     if days < MIN_RETENTION_DAYS:

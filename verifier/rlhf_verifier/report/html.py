@@ -139,6 +139,9 @@ def render_html(r: Result, bundle: str) -> str:
         o.append("</table>")
     if d["reviews_runs_omitted"]:
         o.append(f"<p class='muted'>{d['reviews_runs_omitted']} more run(s) with human reviews are not listed.</p>")
+    if d["reviews_records_omitted"]:
+        o.append(f"<p class='muted'>{d['reviews_records_omitted']} more human review(s) in other runs of this window "
+                 "are not listed.</p>")
     if r.compliance is not None:
         o.append(f"<h2>Compliance rules</h2><p>Rule set <b>{_e(r.rule_set)}</b> (docs/compliance-eu-ai-act.md)</p>"
                  "<table><tr><th>result</th><th>rule</th><th>reference</th><th>runs</th></tr>")

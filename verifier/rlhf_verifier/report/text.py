@@ -65,6 +65,7 @@ def as_dict(r: Result, bundle: str) -> dict[str, Any]:
         "compliance": r.compliance,
         "reviews": r.reviews,
         "reviews_runs_omitted": r.reviews_runs_omitted,
+        "reviews_records_omitted": r.reviews_records_omitted,
         "completeness": r.completeness,
         "weights": r.weights or None,
     })
@@ -144,4 +145,6 @@ def review_lines(r: Result) -> list[str]:
         out += ["  " + review_text(v) for v in run["reviews"]]
     if r.reviews_runs_omitted:
         out.append(f"({r.reviews_runs_omitted} more run(s) with human reviews are not listed)")
+    if r.reviews_records_omitted:
+        out.append(f"({r.reviews_records_omitted} more human review(s) in other runs of this window are not listed)")
     return out
