@@ -41,7 +41,9 @@ def _pg_pages(url: str) -> bytes:
     return b"".join(out)
 
 
-def _setup(data_dir: Path, url: str | None):
+def _setup(data_dir: Path, url: str | None) -> tuple[Ledger, list[int]]:
+    """The ledger and the indices of the three events (victim, victim, keeper): they follow the
+    producer's key event (docs/keys.md)."""
     os.environ["RLHF_LEDGER_PASSPHRASE"] = PASSPHRASE
     ledger = Ledger.open(data_dir, url)
     ledger.init_log("erase")
@@ -61,8 +63,8 @@ def _setup(data_dir: Path, url: str | None):
         env = sign_event(ev, s)
         env["openings"] = op
         envs.append(env)
-    ledger.append(envs, log_id="erase")
-    return ledger
+    results = ledger.append(envs, log_id="erase")
+    return ledger, [r.index for r in results]
 
 
 def _secrets_of_victim(ledger: Ledger) -> dict[str, bytes]:
@@ -77,8 +79,9 @@ def _secrets_of_victim(ledger: Ledger) -> dict[str, bytes]:
     return {"data key": crypto.unwrap(wrapped, "erase", "victim"), "wrapped key": wrapped, "KEK": kek}
 
 
-def _check(ledger: Ledger, data_dir: Path, url: str | None) -> None:
-    assert ledger.read_payload("erase", 0)["prompt"]["value"] == "personal data victim 0"
+def _check(ledger: Ledger, indices: list[int], data_dir: Path, url: str | None) -> None:
+    victim, _, keeper = indices
+    assert ledger.read_payload("erase", victim)["prompt"]["value"] == "personal data victim 0"
     secrets = _secrets_of_victim(ledger)
     haystack = b"".join(_files(data_dir).values()) + (_pg_pages(url) if url else b"")
     assert secrets["wrapped key"] in haystack  # control: the search sees stored keys
@@ -87,8 +90,8 @@ def _check(ledger: Ledger, data_dir: Path, url: str | None) -> None:
     assert ledger.erase_run("erase", "victim") == 1
 
     with pytest.raises(PayloadError):
-        ledger.read_payload("erase", 0)
-    assert ledger.read_payload("erase", 2)["prompt"]["value"] == "personal data keeper 2"  # others still decrypt
+        ledger.read_payload("erase", victim)
+    assert ledger.read_payload("erase", keeper)["prompt"]["value"] == "personal data keeper 2"  # others still decrypt
     files = _files(data_dir)
     haystack = b"".join(files.values()) + (_pg_pages(url) if url else b"")
     for what, value in secrets.items():
@@ -123,9 +126,9 @@ def _check(ledger: Ledger, data_dir: Path, url: str | None) -> None:
 
 def test_erasure_sqlite(tmp_path):
     d = tmp_path / "data"
-    ledger = _setup(d, None)
+    ledger, indices = _setup(d, None)
     try:
-        _check(ledger, d, None)
+        _check(ledger, indices, d, None)
     finally:
         ledger.close()
 
@@ -137,9 +140,9 @@ def test_erasure_postgres(tmp_path):
     name = create_pg_database()
     url = f"postgresql://postgres@127.0.0.1:5432/{name}"
     d = tmp_path / "data"
-    ledger = _setup(d, url)
+    ledger, indices = _setup(d, url)
     try:
-        _check(ledger, d, url)
+        _check(ledger, indices, d, url)
     finally:
         ledger.close()
         drop_pg_database(name)
