@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ledger import db
 from pydantic import BaseModel, ValidationError
 
+from ledger.bundle import MEDIA_TYPE as BUNDLE_MEDIA_TYPE  # the exporter's format (bundle-format.md)
 from ledger.errors import ConflictError, EventError, LedgerError, NotFoundError, ProofError, RevokedKeyError, RunEndedError, UnknownKeyError
 from ledger.jcs import is_fast
 from ledger.redact import redact_secrets
@@ -49,7 +50,6 @@ from .problems import COMMON_RESPONSES, ApiProblem, Problem, problem_response
 from .ratelimit import TokenBuckets
 
 log = logging.getLogger("api")
-BUNDLE_MEDIA_TYPE = "application/vnd.rlhf-ledger.bundle.v1+jsonl"
 
 LogId = Path(pattern=m.LOG_ID_PATTERN, description="log id (the API does not address ids containing '/')")
 Index = Path(ge=0, le=m.MAX_INDEX)

@@ -41,6 +41,7 @@ def test_root_from_range_matches_rfc_roots():
 
 def test_first_and_next_manifest_verify_and_carry_no_clear_data(ledger, producer, tmp_path):
     secret = "annotator alice@example.org says: tell me a secret"
+    base = ledger.size(LOG)  # the producer's key event comes first (docs/keys.md)
     events = []
     for i in range(5):
         env = producer.event()
@@ -49,7 +50,7 @@ def test_first_and_next_manifest_verify_and_carry_no_clear_data(ledger, producer
     first = ledger.checkpoint(LOG)
     doc1 = build_manifest(ledger, LOG, first, None)
     assert doc1["previous"] is None and doc1["consistency_proof"] == [] and doc1["prefix"] == []
-    assert doc1["range"] == {"start": 0, "end": 5} and len(doc1["leaf_hashes"]) == 5
+    assert doc1["range"] == {"start": 0, "end": base + 5} and len(doc1["leaf_hashes"]) == base + 5
 
     body, openings = commit_fields({"prompt": secret, "step": 6}, ["prompt"])
     env = producer.event(body=body)
@@ -61,17 +62,18 @@ def test_first_and_next_manifest_verify_and_carry_no_clear_data(ledger, producer
     assert data == canonicalize(json.loads(data))
     info = ledger.log_info(LOG)
     parsed = verify_manifest(data, public_key=info.public_key, cid=cid_for_bytes(data), origin=info.origin)
-    assert (parsed.start, parsed.end) == (5, 12) and parsed.previous.size == 5
-    assert [i for i, _ in parsed.payloads] == [5]
-    assert parsed.leaf_hashes == [h for _, h in ledger.iter_leaf_hashes(LOG, 5, 12)]
+    start, end = base + 5, base + 12
+    assert (parsed.start, parsed.end) == (start, end) and parsed.previous.size == start
+    assert [i for i, _ in parsed.payloads] == [start]
+    assert parsed.leaf_hashes == [h for _, h in ledger.iter_leaf_hashes(LOG, start, end)]
     assert secret.encode() not in data and b"alice" not in data
     # The leaf hashes in the manifest rebuild the signed root together with the stored prefix.
-    assert root_from_range([base64.b64decode(h) for h in doc2["prefix"]], 5, parsed.leaf_hashes) == second.root
+    assert root_from_range([base64.b64decode(h) for h in doc2["prefix"]], start, parsed.leaf_hashes) == second.root
 
     store = LocalContentStore(tmp_path / "content")
     cid = store.put(data)
     assert cid == manifest_cid(doc2)
-    assert verify_manifest(store.get(cid), public_key=info.public_key, cid=cid).checkpoint.size == 12
+    assert verify_manifest(store.get(cid), public_key=info.public_key, cid=cid).checkpoint.size == end
 
 
 def _tampered(data: bytes, change) -> bytes:
@@ -102,7 +104,8 @@ def test_tampering_is_detected(ledger, producer):
         d["prefix"][0] = other
 
     def bad_prev(d):
-        d["previous"]["note"] = d["previous"]["note"].replace("\n3\n", "\n2\n")
+        # the previous checkpoint's size line (after the producer's key event and 3 events)
+        d["previous"]["note"] = d["previous"]["note"].replace(f"\n{first.size}\n", f"\n{first.size - 1}\n")
 
     def clear_payload(d):
         d["payloads"] = [{"index": 4, "ref": "prompt: hello"}]

@@ -49,6 +49,7 @@ def test_deploy_anchor_export_and_verify_pinned_to_block_hashes(hardhat, tmp_pat
     led.init_log(LOG, checkpoint_every_events=10_000)
     p = Producer(LOG)
     led.register_producer(LOG, p.signer.public_key)
+    keys = led.size(LOG)  # the producer's key event comes first (docs/keys.md)
     store = LocalContentStore(tmp_path / "content")
     worker = AnchorWorker(led, owner, store, LOG, confirmations=2)
     for n in (3, 4):
@@ -60,19 +61,22 @@ def test_deploy_anchor_export_and_verify_pinned_to_block_hashes(hardhat, tmp_pat
         hardhat.mine(1)
         worker.run_once()
     rows = anchors_for_log(led, LOG)
-    assert [(r["checkpoint_size"], r["status"]) for r in rows] == [(3, "finalized"), (7, "finalized")]
+    assert [(r["checkpoint_size"], r["status"]) for r in rows] == [(keys + 3, "finalized"), (keys + 7, "finalized")]
     assert all(r["evidence"]["chain_id"] == 31338 for r in rows)
 
     path = tmp_path / "edr.rlhfbundle.jsonl"
     with open(path, "w") as f:
-        export_bundle(led, LOG, f, Scope("range", start=0, end=7), content_store=store)
+        export_bundle(led, LOG, f, Scope("range", start=0, end=keys + 7), content_store=store)
     base = [sys.executable, "-m", "rlhf_verifier", str(path), "--log-key", led.log_info(LOG).vkey,
-            "--trust-bundle-producers", "--chain-id", "31338", "--contract", owner.contract_address, "--json"]
+            "--chain-id", "31338", "--contract", owner.contract_address, "--json"]
     pinned = [a for r in rows for a in ("--trusted-block-hash", r["block_hash"])]
     ok = subprocess.run(base + pinned, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     report = json.loads(ok.stdout)
     assert report.get("valid") is True or report.get("verdict") == "valid"
+    # No producer key was given: it is derived from its key event, the log's first entry.
+    assert report["producer_keys"] == [{"key_id": p.signer.key_id, "registered_at_index": 0, "legacy": False,
+                                        "revoked_at_index": None}]
 
     # Pinned to another block hash, the same bundle is refused.
     wrong = subprocess.run(base + ["--trusted-block-hash", "0x" + "00" * 32], capture_output=True, text=True,

@@ -50,15 +50,16 @@ def chain_anchors(c: ChainClient, ledger: Ledger) -> list[dict]:
 def test_end_to_end_pending_to_finalized(anvil, owner, ledger, producer, store):
     worker = AnchorWorker(ledger, client(anvil, owner.contract_address), store, LOG, confirmations=3)
     assert worker.run_once().submitted == []  # only the signed empty tree: nothing to anchor
+    k = ledger.size(LOG)  # the producer's key event comes first (docs/keys.md)
     cp1 = add(ledger, producer, 7)
     result = worker.run_once()
-    assert result.submitted == [7] and result.unavailable is None
+    assert result.submitted == [k + 7] and result.unavailable is None
     [row] = anchors_for_log(ledger, LOG)
     assert row["status"] == "included" and row["prev_size"] == 0 and row["nonce"] is not None
     assert [t[2] for t in result.transitions] == ["pending", "submitted", "included"]
 
     anchored = verify_evidence(row["evidence"], block_hash=row["block_hash"])
-    assert (anchored.tree_size, anchored.root_hash, anchored.cid) == (7, cp1.root, row["cid"])
+    assert (anchored.tree_size, anchored.root_hash, anchored.cid) == (k + 7, cp1.root, row["cid"])
     assert anchored.block_number == row["block_number"] and anchored.timestamp == row["block_timestamp"]
     assert row["gas_used"] > 21000 and row["log_index"] == row["evidence"]["log_index"]
     manifest = verify_manifest(store.get(row["cid"]), public_key=ledger.log_info(LOG).public_key, cid=row["cid"])
@@ -70,29 +71,31 @@ def test_end_to_end_pending_to_finalized(anvil, owner, ledger, producer, store):
     anvil.mine(2)
     worker.run_once()  # depth 3 reached -> confirmed, then the next anchor starts from it
     rows = anchors_for_log(ledger, LOG)
-    assert [(r["checkpoint_size"], r["prev_size"], r["status"]) for r in rows] == [(7, 0, "confirmed"), (9, 7, "included")]
+    assert [(r["checkpoint_size"], r["prev_size"], r["status"]) for r in rows] == [
+        (k + 7, 0, "confirmed"), (k + 9, k + 7, "included")]
     second = verify_manifest(store.get(rows[1]["cid"]), public_key=ledger.log_info(LOG).public_key)
-    assert second.previous.size == 7 and second.start == 7 and len(second.leaf_hashes) == 2
+    assert second.previous.size == k + 7 and second.start == k + 7 and len(second.leaf_hashes) == 2
 
     anvil.mine(70)  # anvil's finalized tag trails the head by 64 blocks
     worker.run_once()
     assert [r["status"] for r in anchors_for_log(ledger, LOG)] == ["finalized", "finalized"]
-    assert anchor_for_checkpoint(ledger, LOG, 9)["tx_hash"] == rows[1]["tx_hash"]
+    assert anchor_for_checkpoint(ledger, LOG, k + 9)["tx_hash"] == rows[1]["tx_hash"]
     assert len(chain_anchors(owner, ledger)) == 2
-    assert owner.latest(log_id_for_origin(ledger.log_info(LOG).origin))[0] == 9
+    assert owner.latest(log_id_for_origin(ledger.log_info(LOG).origin))[0] == k + 9
 
 
 def test_finalized_mode_waits_for_the_finalized_tag(anvil, owner, ledger, producer, store):
     worker = AnchorWorker(ledger, client(anvil, owner.contract_address), store, LOG, confirmations="finalized")
-    add(ledger, producer, 3)
+    first = add(ledger, producer, 3)
     worker.run_once()
     anvil.mine(10)
-    add(ledger, producer, 3)
+    second = add(ledger, producer, 3)
     worker.run_once()
     assert [r["status"] for r in anchors_for_log(ledger, LOG)] == ["included"]  # depth 11 is not final
     anvil.mine(70)
     worker.run_once()
-    assert [(r["checkpoint_size"], r["status"]) for r in anchors_for_log(ledger, LOG)] == [(3, "finalized"), (6, "included")]
+    assert [(r["checkpoint_size"], r["status"]) for r in anchors_for_log(ledger, LOG)] == [
+        (first.size, "finalized"), (second.size, "included")]
 
 
 def test_reorg_marks_the_anchor_and_anchors_again(anvil, owner, ledger, producer, store):
@@ -220,7 +223,7 @@ def test_chain_unavailable_then_catch_up(anvil, owner, ledger, producer, store, 
     proxy = ForwardingProxy(anvil.rpc_url)
     proxy.start()
     worker = AnchorWorker(ledger, client(anvil, owner.contract_address, proxy.url), store, LOG, confirmations=1)
-    add(ledger, producer, 2)
+    first = add(ledger, producer, 2)
     worker.run_once()
     proxy.stop()
     caplog.set_level(logging.INFO, logger="anchoring.worker")
@@ -235,7 +238,8 @@ def test_chain_unavailable_then_catch_up(anvil, owner, ledger, producer, store, 
     result = worker.run_once()
     assert result.unavailable is None and result.submitted == [cp.size + 1]
     assert any("resumed" in r.getMessage() for r in caplog.records)
-    assert [(r["checkpoint_size"], r["status"]) for r in anchors_for_log(ledger, LOG)] == [(2, "confirmed"), (9, "confirmed")]
+    assert [(r["checkpoint_size"], r["status"]) for r in anchors_for_log(ledger, LOG)] == [
+        (first.size, "confirmed"), (cp.size + 1, "confirmed")]
     proxy.stop()
 
 

@@ -27,6 +27,7 @@ def test_owner_worker_registers_the_log_and_anchors_with_proofs(anvil, owner, le
     info = ledger.log_info(LOG)
     log_id = log_id_for_origin(info.origin)
     assert owner.log_key(log_id) is None
+    k = ledger.size(LOG)  # the producer's key event comes first (docs/keys.md)
     for n in (3, 5, 9):
         ledger.append(producer.events(n), log_id=LOG)
         ledger.checkpoint(LOG)
@@ -34,19 +35,19 @@ def test_owner_worker_registers_the_log_and_anchors_with_proofs(anvil, owner, le
         anvil.mine(2)
         assert worker.run_once().errors == []
     assert owner.log_key(log_id) == info.public_key
-    assert owner.latest(log_id) == (17, ledger.root(LOG, 17))
+    assert owner.latest(log_id) == (k + 17, ledger.root(LOG, k + 17))
     assert {r["status"] for r in anchors_for_log(ledger, LOG)} <= {"confirmed", "finalized"}
 
 
 def test_a_refused_consistency_proof_fails_once_with_its_reason(anvil, owner, ledger, producer, tmp_path, monkeypatch):
     worker = _worker(anvil, owner, ledger, tmp_path, max_attempts=5, confirmations=1)
     ledger.append(producer.events(4), log_id=LOG)
-    ledger.checkpoint(LOG)
+    anchored = ledger.checkpoint(LOG)
     worker.run_once()
     anvil.mine(2)
     worker.run_once()
     ledger.append(producer.events(4), log_id=LOG)
-    ledger.checkpoint(LOG)
+    refused = ledger.checkpoint(LOG)
     real = worker._chain_proof
 
     def forged(on_chain, size):  # noqa: ANN001 - a proof the contract must refuse
@@ -57,11 +58,11 @@ def test_a_refused_consistency_proof_fails_once_with_its_reason(anvil, owner, le
     first = worker.run_once()
     assert first.submitted == []
     row = anchors_for_log(ledger, LOG)[-1]
-    assert row["status"] == "failed" and row["checkpoint_size"] == 8
+    assert row["status"] == "failed" and row["checkpoint_size"] == refused.size == anchored.size + 4
     assert "refused the consistency proof" in row["error"] and "InconsistentProof" in row["error"]
     worker.run_once()  # terminal: not tried again with the same proof
     assert anchors_for_log(ledger, LOG)[-1]["attempts"] == row["attempts"]
-    assert owner.latest(log_id_for_origin(ledger.log_info(LOG).origin))[0] == 4
+    assert owner.latest(log_id_for_origin(ledger.log_info(LOG).origin))[0] == anchored.size
 
 
 def test_a_log_registered_with_another_key_is_not_anchored(anvil, owner, ledger, producer, tmp_path):

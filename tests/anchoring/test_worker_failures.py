@@ -50,23 +50,23 @@ def test_failed_evidence_build_neither_loops_nor_blocks_later_checkpoints(anvil,
         return real_build(chain, tx_hash, **kw)
     monkeypatch.setattr(worker_mod, "build_evidence", build)
     w = AnchorWorker(ledger, client(anvil, owner.contract_address), store, LOG, confirmations=1, max_attempts=3)
-    add(ledger, producer, 3)
+    first = add(ledger, producer, 3).size  # 3 events after the producer's key event
     for _ in range(8):  # many passes: the failed row must stay one row, not be re-adopted
         w.run_once()
     rows = anchors_for_log(ledger, LOG)
-    assert [(r["checkpoint_size"], r["status"], r["attempts"]) for r in rows] == [(3, "failed", 3)]
+    assert [(r["checkpoint_size"], r["status"], r["attempts"]) for r in rows] == [(first, "failed", 3)]
     assert rows[0]["error"] == ("building anchor evidence failed: block " + rows[0]["tx_hash"]
                                 + ": rebuilt receipt trie root 0x00 != header receiptsRoot 0x11")
-    assert w.chain.latest(w.chain_log_id)[0] == 3  # the transaction itself is on chain
+    assert w.chain.latest(w.chain_log_id)[0] == first  # the transaction itself is on chain
 
     broken["on"] = False
-    add(ledger, producer, 2)  # a later checkpoint is anchored although 3 failed
+    later = add(ledger, producer, 2).size  # a later checkpoint is anchored although the first failed
     w.run_once()
     anvil.mine(1)
     w.run_once()
     rows = anchors_for_log(ledger, LOG)
     assert [(r["checkpoint_size"], r["prev_size"], r["status"]) for r in rows] == [
-        (3, 0, "failed"), (5, 0, "confirmed")]
+        (first, 0, "failed"), (later, 0, "confirmed")]
     for _ in range(3):
         w.run_once()
     assert len(anchors_for_log(ledger, LOG)) == 2  # still one row per transaction
@@ -77,7 +77,7 @@ def test_failed_evidence_build_neither_loops_nor_blocks_later_checkpoints(anvil,
     assert retried["error"].startswith("retry requested by operator (was: building anchor evidence failed")
     w.run_once()
     row = anchors_for_log(ledger, LOG)[0]
-    assert row["status"] in ("included", "confirmed") and verify_evidence(row["evidence"]).tree_size == 3
+    assert row["status"] in ("included", "confirmed") and verify_evidence(row["evidence"]).tree_size == first
     with pytest.raises(RetryRefused, match=f"anchor {row['id']} is {row['status']}, only failed anchors"):
         retry_anchor(ledger, LOG, row["id"])
     with pytest.raises(RetryRefused, match="no anchor 999 in log train"):
@@ -117,12 +117,12 @@ def test_finalized_mode_also_needs_its_depth(anvil, owner, ledger, producer, sto
 def test_legacy_type0_sending_anchors_and_verifies(anvil, owner, ledger, producer, store):
     c = client(anvil, owner.contract_address, fee_mode="legacy")
     w = AnchorWorker(ledger, c, store, LOG, confirmations=1)
-    add(ledger, producer, 2)
+    cp = add(ledger, producer, 2)
     w.run_once()
     [row] = anchors_for_log(ledger, LOG)
     tx = c.transaction(row["tx_hash"])
     assert tx["type"] == "0x0" and "maxFeePerGas" not in tx and int(tx["gasPrice"], 16) > 0
-    assert verify_evidence(row["evidence"]).tree_size == 2 and row["evidence"]["receipt_rlp"].startswith("0xf9")
+    assert verify_evidence(row["evidence"]).tree_size == cp.size and row["evidence"]["receipt_rlp"].startswith("0xf9")
 
 
 def _closed_port_url() -> str:
@@ -138,9 +138,9 @@ def test_rpc_failover_moves_to_the_next_url_and_anchoring_goes_on(anvil, owner, 
     c = ChainClient(f"{dead},{anvil.rpc_url}", anvil.private_keys[0], contract_address=owner.contract_address,
                     retry=FAST_RETRY)
     w = AnchorWorker(ledger, c, store, LOG, confirmations=1)
-    add(ledger, producer, 2)
+    cp = add(ledger, producer, 2)
     result = w.run_once()
-    assert result.unavailable is None and result.submitted == [2] and c.failovers >= 1
+    assert result.unavailable is None and result.submitted == [cp.size] and c.failovers >= 1
     assert c.rpc_url == anvil.rpc_url
 
 
@@ -184,7 +184,7 @@ def test_malformed_node_answers_end_the_pass_with_one_line_not_a_traceback(anvil
 
     c = client(anvil, owner.contract_address)
     w = AnchorWorker(ledger, c, store, LOG, confirmations=1)
-    add(ledger, producer, 2)
+    cp = add(ledger, producer, 2)
     w.run_once()
     real_rpc = c.rpc
 
@@ -196,7 +196,7 @@ def test_malformed_node_answers_end_the_pass_with_one_line_not_a_traceback(anvil
         return real_rpc(method, params)
     monkeypatch.setattr(c, "rpc", rpc)
     with pytest.raises(ChainError, match="eth_getLogs: answer = 'garbage' is not a list"):
-        w._find_anchored(2)  # noqa: SLF001
+        w._find_anchored(cp.size)  # noqa: SLF001
     result = w.run_once()
     assert result.errors == [f"{c.rpc_url}: eth_getBlockByNumber(latest): number = '12' is not a 0x-hex quantity"]
 

@@ -162,6 +162,7 @@ class World:
     producer: Producer
     other: Producer  # registered too, but not bound to the submitter token
     tokens: dict[str, str]
+    base: int  # index of the first user event: the producers' key events come first (docs/keys.md)
 
 
 @pytest.fixture(scope="session")
@@ -177,6 +178,8 @@ def world(server: Server) -> World:
     for p in (prod, other):
         r = admin.post(f"/v1/logs/{log_id}/producers", json={"public_key": base64.b64encode(p.signer.public_key).decode()})
         assert r.status_code == 201, r.text
+    base = admin.get(f"/v1/logs/{log_id}").json()["size"]
+    assert base == 2  # one producer.register key event per producer
     tokens = {"admin": server.admin_token}
     specs = {
         "submitter": {"role": "submitter", "log_ids": [log_id], "producer_key_ids": [prod.key_id], "run_ids": ["*"]},
@@ -188,9 +191,9 @@ def world(server: Server) -> World:
         r = admin.post("/v1/tokens", json=spec)
         assert r.status_code == 201, r.text
         tokens[name] = r.json()["token"]
-    # Some content: 25 events (two size-policy checkpoints at 10 and 20), one with a payload.
+    # Some content: 25 events (two size-policy checkpoints, at base + 10 and base + 20).
     sub = server.client(tokens["submitter"])
     for n in (10, 10, 5):
         r = sub.post(f"/v1/logs/{log_id}/events", json={"events": prod.events(log_id, run_id, n)})
         assert r.status_code == 200, r.text
-    return World(server, log_id, run_id, prod, other, tokens)
+    return World(server, log_id, run_id, prod, other, tokens, base)

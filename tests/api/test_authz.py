@@ -24,18 +24,18 @@ ENDPOINTS = [
     ("list_logs", "GET", "/v1/logs", None, PUBLIC_OK),
     ("get_log", "GET", "/v1/logs/{log}", None, PUBLIC_OK),
     ("producers", "GET", "/v1/logs/{log}/producers", None, PUBLIC_OK),
-    ("entry", "GET", "/v1/logs/{log}/entries/1", None, PUBLIC_OK),
-    ("entry_anchored", "GET", "/v1/logs/{log}/entries/1?anchored=true", None, PUBLIC_OK),
+    ("entry", "GET", "/v1/logs/{log}/entries/{entry}", None, PUBLIC_OK),
+    ("entry_anchored", "GET", "/v1/logs/{log}/entries/{entry}?anchored=true", None, PUBLIC_OK),
     ("event", "GET", "/v1/logs/{log}/events/{event_id}", None, PUBLIC_OK),
-    ("tlog_proof", "GET", "/v1/logs/{log}/entries/1/tlog-proof", None, PUBLIC_OK),
-    ("consistency", "GET", "/v1/logs/{log}/consistency?first=10&second=20", None, PUBLIC_OK),
+    ("tlog_proof", "GET", "/v1/logs/{log}/entries/{entry}/tlog-proof", None, PUBLIC_OK),
+    ("consistency", "GET", "/v1/logs/{log}/consistency?first={cp1}&second={cp2}", None, PUBLIC_OK),
     ("checkpoints", "GET", "/v1/logs/{log}/checkpoints", None, PUBLIC_OK),
     ("checkpoint_latest", "GET", "/v1/logs/{log}/checkpoints/latest", None, PUBLIC_OK),
-    ("checkpoint_size", "GET", "/v1/logs/{log}/checkpoints/10", None, PUBLIC_OK),
+    ("checkpoint_size", "GET", "/v1/logs/{log}/checkpoints/{cp1}", None, PUBLIC_OK),
     ("checkpoint_note", "GET", "/v1/logs/{log}/checkpoint", None, PUBLIC_OK),
     ("anchors", "GET", "/v1/logs/{log}/anchors", None, PUBLIC_OK),
-    ("entry_anchor", "GET", "/v1/logs/{log}/entries/1/anchor", None, PUBLIC_OK),
-    ("payload", "GET", "/v1/logs/{log}/entries/1/payload", None, {"auditor"}),
+    ("entry_anchor", "GET", "/v1/logs/{log}/entries/{entry}/anchor", None, PUBLIC_OK),
+    ("payload", "GET", "/v1/logs/{log}/entries/{entry}/payload", None, {"auditor"}),
     ("submit", "POST", "/v1/logs/{log}/events", lambda w: {"events": w.producer.events(w.log_id, "authz-" + secrets.token_hex(4), 1)}, {"submitter"}),
     ("init_log", "POST", "/v1/logs", lambda w: {"log_id": "authz-" + secrets.token_hex(4)}, {"admin"}),
     ("register_producer", "POST", "/v1/logs/{log}/producers", lambda w: {"public_key": _fresh_key()}, {"admin"}),
@@ -54,9 +54,10 @@ ENDPOINTS = [
 def test_matrix(world, endpoint, role):
     name, method, template, body, allowed = endpoint
     admin = world.server.client(world.tokens["admin"])
-    fmt = {"log": world.log_id}
+    # An entry of the world's run (the producers' key events come first) and its checkpoints.
+    fmt = {"log": world.log_id, "entry": world.base + 1, "cp1": world.base + 10, "cp2": world.base + 20}
     if "{event_id}" in template:
-        fmt["event_id"] = world.server.client().get(f"/v1/logs/{world.log_id}/entries/1").json()["event_id"]
+        fmt["event_id"] = world.server.client().get(f"/v1/logs/{world.log_id}/entries/{fmt['entry']}").json()["event_id"]
     if "{fresh_kid}" in template:
         fmt["fresh_kid"] = admin.post(f"/v1/logs/{world.log_id}/producers", json={"public_key": _fresh_key()}).json()["key_id"]
     if "{fresh_token_id}" in template:

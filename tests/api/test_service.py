@@ -29,7 +29,7 @@ def _verify_entry_proof(doc: dict) -> None:
 
 def test_submit_and_prove(world):
     pub = world.server.client()
-    for i in (0, 7, 19):
+    for i in (world.base, world.base + 7, world.base + 19):  # the run's events follow the key events
         r = pub.get(f"/v1/logs/{world.log_id}/entries/{i}")
         assert r.status_code == 200, r.text
         doc = r.json()
@@ -46,18 +46,19 @@ def test_checkpoints_and_consistency(world):
     pub = world.server.client()
     cps = pub.get(f"/v1/logs/{world.log_id}/checkpoints").json()
     sizes = [c["size"] for c in cps]
-    assert sizes[:3] == [0, 10, 20], sizes
+    m, n = world.base + 10, world.base + 20  # size-policy checkpoints every 10 entries
+    assert sizes[:3] == [0, m, n], sizes
     latest = pub.get(f"/v1/logs/{world.log_id}/checkpoints/latest").json()
-    assert latest["size"] >= 20
-    c10 = pub.get(f"/v1/logs/{world.log_id}/checkpoints/10").json()
-    c20 = pub.get(f"/v1/logs/{world.log_id}/checkpoints/20").json()
+    assert latest["size"] >= n
+    cm = pub.get(f"/v1/logs/{world.log_id}/checkpoints/{m}").json()
+    cn = pub.get(f"/v1/logs/{world.log_id}/checkpoints/{n}").json()
     note = pub.get(f"/v1/logs/{world.log_id}/checkpoint")
     assert note.headers["content-type"].startswith("text/plain") and note.text == latest["note"]
-    r = pub.get(f"/v1/logs/{world.log_id}/consistency", params={"first": 10, "second": 20}).json()
-    assert merkle.verify_consistency(10, 20, [b64d(h) for h in r["proof"]], b64d(c10["root"]), b64d(c20["root"]))
-    assert_problem(pub.get(f"/v1/logs/{world.log_id}/consistency", params={"first": 20, "second": 10}), 422)
-    assert_problem(pub.get(f"/v1/logs/{world.log_id}/consistency", params={"first": "x", "second": 10}), 422)
-    assert_problem(pub.get(f"/v1/logs/{world.log_id}/checkpoints/9"), 404)
+    r = pub.get(f"/v1/logs/{world.log_id}/consistency", params={"first": m, "second": n}).json()
+    assert merkle.verify_consistency(m, n, [b64d(h) for h in r["proof"]], b64d(cm["root"]), b64d(cn["root"]))
+    assert_problem(pub.get(f"/v1/logs/{world.log_id}/consistency", params={"first": n, "second": m}), 422)
+    assert_problem(pub.get(f"/v1/logs/{world.log_id}/consistency", params={"first": "x", "second": m}), 422)
+    assert_problem(pub.get(f"/v1/logs/{world.log_id}/checkpoints/{m - 1}"), 404)
 
 
 def test_idempotent_resubmission(world):
@@ -198,39 +199,41 @@ def test_anchor_status_and_anchored_proofs(world):
     """Anchor rows are written here as the anchoring worker would (emulated rows, real schema);
     the worker's own tests cover producing them from a real chain."""
     srv = world.server
+    m, n = world.base + 10, world.base + 20  # the world's size-policy checkpoints
+    covered, pending = world.base + 4, world.base + 15  # entries under the first and the second
     ledger = Ledger.open(srv.data_dir, srv.database_url)
     try:
         now = time.time()
         with ledger.engine.begin() as conn:
             base = dict(log_id=world.log_id, chain_id=31337, contract="0x" + "ab" * 20, attempts=1, created_at=now, updated_at=now)
-            conn.execute(db.anchors.insert().values(checkpoint_size=10, prev_size=0, status="finalized", tx_hash="0x" + "11" * 32,
+            conn.execute(db.anchors.insert().values(checkpoint_size=m, prev_size=0, status="finalized", tx_hash="0x" + "11" * 32,
                                                     block_number=5, block_hash="0x" + "22" * 32, block_timestamp=1_700_000_000,
                                                     log_index=0, evidence=json.dumps({"confirmations": 12}), **base))
-            conn.execute(db.anchors.insert().values(checkpoint_size=20, prev_size=10, status="submitted", tx_hash="0x" + "33" * 32, **base))
+            conn.execute(db.anchors.insert().values(checkpoint_size=n, prev_size=m, status="submitted", tx_hash="0x" + "33" * 32, **base))
     finally:
         ledger.close()
     pub = srv.client()
     anchors = pub.get(f"/v1/logs/{world.log_id}/anchors").json()
-    assert [(a["checkpoint_size"], a["status"]) for a in anchors] == [(10, "finalized"), (20, "submitted")]
-    assert anchors[0]["covered_range"] == [0, 10] and anchors[0]["confirmations"] == 12
+    assert [(a["checkpoint_size"], a["status"]) for a in anchors] == [(m, "finalized"), (n, "submitted")]
+    assert anchors[0]["covered_range"] == [0, m] and anchors[0]["confirmations"] == 12
     one = pub.get(f"/v1/logs/{world.log_id}/anchors/{anchors[0]['id']}").json()
     assert one["tx_hash"] == "0x" + "11" * 32 and one["block_number"] == 5
     assert [a["status"] for a in pub.get(f"/v1/logs/{world.log_id}/anchors", params={"status": "submitted"}).json()] == ["submitted"]
     assert_problem(pub.get(f"/v1/logs/{world.log_id}/anchors/999999"), 404)
-    cov = pub.get(f"/v1/logs/{world.log_id}/entries/4/anchor").json()
-    assert cov["covered"] and cov["anchor"]["checkpoint_size"] == 10 and cov["since"] == 1_700_000_000
-    cov = pub.get(f"/v1/logs/{world.log_id}/entries/15/anchor").json()
-    assert not cov["covered"] and [a["checkpoint_size"] for a in cov["pending"]] == [20]
-    doc = pub.get(f"/v1/logs/{world.log_id}/entries/4", params={"anchored": "true"}).json()
-    assert doc["proof"]["tree_size"] == 10 and doc["proof"]["anchor"]["status"] == "finalized"
+    cov = pub.get(f"/v1/logs/{world.log_id}/entries/{covered}/anchor").json()
+    assert cov["covered"] and cov["anchor"]["checkpoint_size"] == m and cov["since"] == 1_700_000_000
+    cov = pub.get(f"/v1/logs/{world.log_id}/entries/{pending}/anchor").json()
+    assert not cov["covered"] and [a["checkpoint_size"] for a in cov["pending"]] == [n]
+    doc = pub.get(f"/v1/logs/{world.log_id}/entries/{covered}", params={"anchored": "true"}).json()
+    assert doc["proof"]["tree_size"] == m and doc["proof"]["anchor"]["status"] == "finalized"
     _verify_entry_proof(doc)
-    assert pub.get(f"/v1/logs/{world.log_id}/entries/15", params={"anchored": "true"}).json()["proof"] is None
-    assert pub.get(f"/v1/logs/{world.log_id}/entries/3/tlog-proof", params={"anchored": "true"}).text.count("\n10\n") == 1
-    assert_problem(pub.get(f"/v1/logs/{world.log_id}/entries/15/tlog-proof", params={"anchored": "true"}), 404)
-    m = pub.get("/metrics").text
-    line = next(ln for ln in m.splitlines() if ln.startswith(f'ledger_anchoring_lag_events{{log_id="{world.log_id}"}}'))
+    assert pub.get(f"/v1/logs/{world.log_id}/entries/{pending}", params={"anchored": "true"}).json()["proof"] is None
+    assert pub.get(f"/v1/logs/{world.log_id}/entries/3/tlog-proof", params={"anchored": "true"}).text.count(f"\n{m}\n") == 1
+    assert_problem(pub.get(f"/v1/logs/{world.log_id}/entries/{pending}/tlog-proof", params={"anchored": "true"}), 404)
+    metrics = pub.get("/metrics").text
+    line = next(ln for ln in metrics.splitlines() if ln.startswith(f'ledger_anchoring_lag_events{{log_id="{world.log_id}"}}'))
     size = pub.get(f"/v1/logs/{world.log_id}").json()["size"]
-    assert float(line.split()[-1]) == size - 10
+    assert float(line.split()[-1]) == size - m
 
 
 def test_denials_are_signed_audit_log_events(world):
@@ -314,6 +317,7 @@ def test_revoked_producer_refused(world):
 
 def test_bundles_stream_and_verify(world, tmp_path):
     """Bundles for an event, a range and a run, checked by the independent verifier."""
+    from rlhf_verifier.cli import load_log_key
     from rlhf_verifier.verify import Options, verify_file
 
     srv = world.server
@@ -324,24 +328,31 @@ def test_bundles_stream_and_verify(world, tmp_path):
     admin.post(f"/v1/logs/{log_id}/producers", json={"public_key": base64.b64encode(p.signer.public_key).decode()}).raise_for_status()
     tok = admin.post("/v1/tokens", json={"role": "submitter", "log_ids": [log_id], "producer_key_ids": [p.key_id], "run_ids": ["*"]}).json()["token"]
     sub = srv.client(tok)
+    info = srv.client().get(f"/v1/logs/{log_id}").json()
+    base = info["size"]  # the producer's key event comes first (docs/keys.md)
     # run "ra" opens with its run.start: a run bundle without one is invalid (docs/verifier.md)
     sub.post(f"/v1/logs/{log_id}/events", json={"events": p.events(log_id, "ra", 1, type="run.start")}).raise_for_status()
     for run, n in (("ra", 4), ("rb", 5), ("ra", 2)):
         sub.post(f"/v1/logs/{log_id}/events", json={"events": p.events(log_id, run, n)}).raise_for_status()
     pub = srv.client()
-    wait_for(lambda: pub.get(f"/v1/logs/{log_id}/checkpoints/latest").json()["size"] == 12, what="the time-policy checkpoint")
-    for path, events in ((f"/v1/logs/{log_id}/entries/3/bundle", 1), (f"/v1/logs/{log_id}/bundle?start=2&end=9", 7),
+    wait_for(lambda: pub.get(f"/v1/logs/{log_id}/checkpoints/latest").json()["size"] == base + 12,
+             what="the time-policy checkpoint")
+    for path, events in ((f"/v1/logs/{log_id}/entries/{base + 3}/bundle", 1),
+                         (f"/v1/logs/{log_id}/bundle?start={base + 2}&end={base + 9}", 7),
                          (f"/v1/logs/{log_id}/runs/ra/bundle", 7)):
         r = pub.get(path)
         assert r.status_code == 200, r.text
-        assert r.headers["content-type"].startswith("application/vnd.rlhf-ledger.bundle.v1+jsonl")
+        assert r.headers["content-type"].startswith("application/vnd.rlhf-ledger.bundle.v2+jsonl")
         lines = [json.loads(x) for x in r.text.splitlines()]
         assert lines[0]["kind"] == "header" and lines[-1] == {"kind": "end", "events": events, "records": len(lines) - 1}
+        assert [x["index"] for x in lines if x["kind"] == "key_event"] == list(range(base))
         f = tmp_path / "b.jsonl"
         f.write_bytes(r.content)
-        res = verify_file(str(f), Options(trust_bundle_log_key=True, trust_bundle_producers=True, jobs=0))
+        # Nothing is anchored here: the log key is pinned; the producer key comes from its key event.
+        res = verify_file(str(f), Options(log_keys=[load_log_key(info["vkey"])], jobs=0))
         assert res.valid, [x.line() for x in res.findings]
         assert res.events == events
+        assert [(k["key_id"], k["registered_at_index"]) for k in res.producer_keys] == [(p.key_id, 0)]
     assert_problem(pub.get(f"/v1/logs/{log_id}/runs/nope/bundle"), 404)
     assert_problem(pub.get(f"/v1/logs/{log_id}/bundle", params={"start": 5, "end": 99}), 422)
     assert_problem(pub.get(f"/v1/logs/{log_id}/entries/3/bundle", params={"anchored": "true"}), 404)

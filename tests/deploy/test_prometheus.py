@@ -154,7 +154,7 @@ def test_real_prometheus_evaluates_every_alert_and_dashboard_expression(stack):
             if res["status"] == "success" and res["data"]["result"] and res["data"]["result"][0]["value"][1] == "1":
                 if prom.query("ledger_proof_latency_seconds_count")["data"]["result"]:
                     return res["data"]["result"][0]["value"][0]
-        except httpx.HTTPError:  # not listening yet
+        except (httpx.HTTPError, ValueError):  # not listening yet, or its plain-text 503 while the TSDB starts
             pass
         return None
 

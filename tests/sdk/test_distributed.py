@@ -105,7 +105,9 @@ def test_torchrun_two_ranks_record_one_clean_run_that_verifies(tmp_path, api_ser
     assert all(e["body"]["world_size"] == 2 for e in usage)
     assert by_type["trainer.config"][0]["body"]["hyperparameters"]["beta"] == 0.2
 
-    # the run's bundle verifies with the verifier (producer keys given explicitly)
+    # the run's bundle verifies with the verifier: nothing is anchored, so the log key is pinned;
+    # the producer keys are pinned too, and their registration comes from the log's key events
+    vkey = srv.client().get(f"/v1/logs/{log_id}").json()["vkey"]
     srv.stop()
     bundle = tmp_path / "run.rlhfbundle.jsonl"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RLHF_LEDGER_PASSPHRASE": api_conftest.PASSPHRASE}
@@ -120,13 +122,15 @@ def test_torchrun_two_ranks_record_one_clean_run_that_verifies(tmp_path, api_ser
     # not anchored here: the log key is pinned; the producer keys come from the log's key events
     args = [str(bin_dir / "rlhf-verify"), str(bundle), "--log-key", vkey, "--json", "--no-progress"]
     v = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    assert v.returncode == 0, v.stdout[-3000:] + v.stderr[-3000:]
     report = json.loads(v.stdout)
-    assert v.returncode == 0, v.stderr
     assert report["verdict"] == "valid" and report["integrity"] == "valid" and not report["findings"]
     assert report["counts"]["events"] == report["counts"]["events_valid"] == len(events)
     assert report["counts"]["producer_chains"] == 3  # the run key and one key per rank
     assert sorted(report["trusted"]["producer_keys"]) == sorted(s.key_id for s in signers)
     assert report["completeness"]["status"] == "proven" and report["completeness"]["ended"] is True
+    assert sorted((k["key_id"], k["registered_at_index"]) for k in report["producer_keys"]) == sorted(
+        (s.key_id, i) for i, s in enumerate(signers))  # each registered by its key event, in order
 
 
 def test_old_failure_one_spool_two_ranks_is_refused_at_once(tmp_path, api_server):

@@ -31,6 +31,7 @@ def test_run_delivers_to_real_api_through_an_outage(tmp_path, api_server):
     assert r.status_code == 201, r.text
     r = admin.post("/v1/tokens", json={"role": "submitter", "log_ids": [log_id], "producer_key_ids": [s.key_id], "run_ids": ["*"]})
     token = r.json()["token"]
+    base = srv.client().get(f"/v1/logs/{log_id}").json()["size"]  # the producer's key event comes first
 
     def make(url, **kw):
         return Run(log_id=log_id, run_id="run-http", signer=s, sink=HttpSink(url, token, log_id), method="dpo",
@@ -41,7 +42,7 @@ def test_run_delivers_to_real_api_through_an_outage(tmp_path, api_server):
     run.annotation_batch(batch_id="b", dataset_id="d", guideline_version="g", annotators=["x"], prompts=["p"],
                          responses=["r"], labels={"a": 1})
     run.flush(30)
-    assert [a.index for a in run.sender.acks] == [0, 1]
+    assert [a.index for a in run.sender.acks] == [base, base + 1]
     srv.stop()  # outage: the ledger is down
     for i in range(5):
         run.policy_update(i, 0.5, 0.1, 0.2, 0.05, 1.0, param_delta_norm=0.0)
@@ -53,8 +54,8 @@ def test_run_delivers_to_real_api_through_an_outage(tmp_path, api_server):
         again = make(srv2.url).open()
         again.flush(60)
         again.sender.close()
-        assert [a.index for a in again.sender.acks] == list(range(2, 8))
-        got = srv2.client(srv2.admin_token).get(f"/v1/logs/{log_id}/entries/7")
+        assert [a.index for a in again.sender.acks] == list(range(base + 2, base + 8))
+        got = srv2.client(srv2.admin_token).get(f"/v1/logs/{log_id}/entries/{base + 7}")
         assert got.status_code == 200, got.text
         # a wrong token is a permanent refusal, surfaced, not retried forever
         bad = Run(log_id=log_id, run_id="run-bad", signer=s, sink=HttpSink(srv2.url, "rlt_wrong", log_id), method="sft",

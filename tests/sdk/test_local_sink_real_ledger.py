@@ -38,6 +38,7 @@ def test_run_into_real_ledger_with_lost_ack_is_idempotent(tmp_path, sdk_ledger):
     ledger = sdk_ledger
     s = Signer.generate()
     ledger.register_producer("sdk-log", s.public_key, "trainer")
+    base = ledger.size("sdk-log")  # the producer's key event comes first (docs/keys.md)
     sink_fn = AckLostOnce(ledger.append)
     m = tiny_model()
     run = Run(log_id="sdk-log", run_id="run-real", signer=s, sink=LocalSink(sink_fn), method="dpo",
@@ -51,13 +52,13 @@ def test_run_into_real_ledger_with_lost_ack_is_idempotent(tmp_path, sdk_ledger):
         run.checkpoint(1, m)
     assert sink_fn.lost >= 1
     assert any(a.duplicate for a in run.sender.acks)  # the re-sent batch was recognised, not re-appended
-    n = ledger.size("sdk-log")
+    n = ledger.size("sdk-log") - base
     assert n == 6  # every event exactly once, although the first batch was sent twice
-    events = [json.loads(ledger.get_entry("sdk-log", i).entry)["event"] for i in range(n)]
+    events = [json.loads(ledger.get_entry("sdk-log", i).entry)["event"] for i in range(base, base + n)]
     check_chains(events)
     assert [e["type"] for e in events] == ["dataset.register", "run.start", "annotation.batch", "policy.update",
                                            "checkpoint.save", "run.end"]
-    assert sorted({a.index for a in run.sender.acks}) == list(range(n))
+    assert sorted({a.index for a in run.sender.acks}) == list(range(base, base + n))
     assert events[-1]["body"]["released_weights_digest"] == weights_digest(m).digest
 
 

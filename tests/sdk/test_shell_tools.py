@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from ledger.cli import main
 from ledger.keys import Signer, write_key_file
 from ledger.sdk import LocalSink, Run
+from ledger.store import Ledger
 
 PASS = os.environ.setdefault("RLHF_LEDGER_PASSPHRASE", "test-passphrase-not-a-secret")
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,22 +45,27 @@ def test_record_and_runs_locally(tmp_path, local):
     data, key, s = local
     base = ["record", "--key", str(key), "--log", "sh", "--run", "review-1", "--data-dir", str(data),
             "--spool", str(tmp_path / "spool")]
+    led = Ledger.open(data)
+    first = led.size("sh")  # the producer's key event comes first (docs/keys.md)
+    led.close()
     code, out = cli(*base, "--type", "human.review", "--body",
                     '{"reviewer": "anp:' + "a" * 64 + '", "decision": "approve", "subject": "model v1", "notes": "ok"}',
                     "--commit", "notes")
     assert code == 0, out
-    assert "recorded human.review seq 0 in run review-1" in out and "at index 0" in out
+    assert "recorded human.review seq 0 in run review-1" in out and f"at index {first}" in out
     body = tmp_path / "b.json"
     body.write_text('{"name": "ci-eval", "metrics": {"acc": 0.9}}')
     code, out = cli(*base, "--type", "evaluation", "--body-file", str(body))
     assert code == 0 and "seq 1" in out, out
     code, out = cli("runs", "--data-dir", str(data), "--log", "sh", "--json")
     runs = [json.loads(x) for x in out.splitlines()]
-    assert [(r["run_id"], r["status"], r["events"]) for r in runs] == [("review-1", "open", 2)]
+    # The log's key-event run is a real run of the log and is listed too (one producer.register).
+    assert [(r["run_id"], r["status"], r["events"]) for r in runs] == [("review-1", "open", 2), ("rlhf-ledger:keys", "open", 1)]
     code, out = cli(*base, "--type", "run.end", "--body", '{"status": "completed", "released_weights_digest": null, "steps": 0}')
     assert code == 0, out
     code, out = cli("runs", "--data-dir", str(data), "--log", "sh")
-    assert "review-1\tended (completed)\t3 events, 1 producer(s)" in out and "no run.start" in out
+    [line] = [ln for ln in out.splitlines() if ln.startswith("review-1\t")]
+    assert line.startswith("review-1\tended (completed)\t3 events, 1 producer(s)") and "no run.start" in line
     # after run.end the run is closed: one clean line naming the run and what to do
     code, out = cli(*base, "--type", "evaluation", "--body", '{"name": "late", "metrics": {}}')
     assert code == 1 and "run review-1" in out and "choose a new run id" in out and "Traceback" not in out
@@ -176,8 +182,11 @@ def test_record_over_http_runs_route_and_offline_docs(tmp_path):
         assert code == 1 and "HTTP 401" in out and "Traceback" not in out
         r = admin.get(f"/v1/logs/{log_id}/runs")
         assert r.status_code == 200, r.text
-        assert [(x["run_id"], x["status"], x["events"]) for x in r.json()] == [("ci-1", "open", 1), ("ci-2", "open", 1)]
-        assert [x["run_id"] for x in admin.get(f"/v1/logs/{log_id}/runs", params={"after": "ci-1"}).json()] == ["ci-2"]
+        # The log's key-event run (one producer.register) is a real run of the log and is listed too.
+        assert [(x["run_id"], x["status"], x["events"]) for x in r.json()] == [
+            ("ci-1", "open", 1), ("ci-2", "open", 1), ("rlhf-ledger:keys", "open", 1)]
+        assert [x["run_id"] for x in admin.get(f"/v1/logs/{log_id}/runs", params={"after": "ci-1"}).json()] == [
+            "ci-2", "rlhf-ledger:keys"]
         assert admin.get("/v1/logs/no-such-log/runs").status_code == 404
         # /docs references only local assets, and they are served
         page = admin.get("/docs")

@@ -89,13 +89,14 @@ def test_audit_growth_cap_is_itself_recorded(denial_server):
 def test_submitter_bound_to_runs(sec_server):
     log_id = unique("runs")
     p, tok = setup_log(sec_server, log_id, ["team-a-*", "shared-run"])
+    base = sec_server.client().get(f"/v1/logs/{log_id}").json()["size"]  # the producer's key event
     c = sec_server.client(tok)
     assert c.post(f"/v1/logs/{log_id}/events", json={"events": p.events(log_id, "team-a-7", 2)}).status_code == 200
     assert c.post(f"/v1/logs/{log_id}/events", json={"events": p.events(log_id, "shared-run", 1)}).status_code == 200
     b = assert_problem(c.post(f"/v1/logs/{log_id}/events", json={"events": p.events(log_id, "team-b-1", 1)}), 403)
     assert b["type"].endswith("/run_not_bound") and b["errors"][0]["where"] == "events[0].event.run_id"
     b = assert_problem(c.post(f"/v1/logs/{log_id}/events", json={"events": p.events(log_id, "shared-run-2", 1)}), 403)
-    assert sec_server.client().get(f"/v1/logs/{log_id}").json()["size"] == 3
+    assert sec_server.client().get(f"/v1/logs/{log_id}").json()["size"] == base + 3
     admin = sec_server.client(sec_server.admin_token)
     b = assert_problem(admin.post("/v1/tokens", json={"role": "submitter", "log_ids": [log_id], "producer_key_ids": [p.key_id]}), 422)
     assert "run id" in b["detail"]
