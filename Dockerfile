@@ -20,4 +20,4 @@ VOLUME ["/data"]
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=5 \
   CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/readyz', timeout=2).status == 200 else 1)"]
-CMD ["rlhf-ledger", "serve", "--host", "0.0.0.0", "--port", "8080", "--workers", "2"]
+CMD ["rlhf-ledger", "serve", "--host", "0.0.0.0", "--port", "8080", "--workers", "1"]

@@ -22,7 +22,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ledger.errors import LedgerError
+from rlhf_ledger.core.errors import LedgerError
 
 CHUNK_SIZE = 262144  # Kubo's default chunker "size-262144"
 MAX_LINKS = 174  # boxo balanced builder: DefaultLinksPerBlock

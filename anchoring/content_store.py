@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from ledger.errors import LedgerError, NotFoundError
+from rlhf_ledger.core.errors import LedgerError, NotFoundError
 
-from .cid import CidError, cid_for_bytes, parse_cid, unixfs_blocks, verify_cid
+from rlhf_ledger.anchoring.cid import CidError, cid_for_bytes, parse_cid, unixfs_blocks, verify_cid
 
 
 class ContentNotFoundError(NotFoundError):

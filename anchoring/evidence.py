@@ -21,12 +21,12 @@ import rlp
 from eth_utils import keccak, to_checksum_address
 from trie import HexaryTrie
 
-from ledger.errors import ProofError
+from rlhf_ledger.core.errors import ProofError
 
-from .chain import ChainClient, ChainError, ChainUnavailable, RPCError
-from .state_proof import build_log_key_proof, verify_log_key_proof
+from rlhf_ledger.anchoring.chain import ChainClient, ChainError, ChainUnavailable, RPCError
+from rlhf_ledger.anchoring.state_proof import build_log_key_proof, verify_log_key_proof
 
-log = logging.getLogger("anchoring.evidence")
+log = logging.getLogger("rlhf_ledger.anchoring.evidence")
 
 EVIDENCE_FORMAT = "rlhf-anchor-evidence"
 EVIDENCE_VERSION = 1

@@ -22,7 +22,7 @@ from pathlib import Path
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from ledger.errors import KeyFileError
+from rlhf_ledger.core.errors import KeyFileError
 
 PRIVATE_KEY_ENV = "RLHF_ANCHOR_PRIVATE_KEY"
 PASSPHRASE_ENV = "RLHF_ANCHOR_PASSPHRASE"
@@ -94,7 +94,7 @@ def load_anchor_account(keystore_path: str | Path | None = None, *,
                         env: dict[str, str] | None = None) -> LocalAccount:
     """The anchoring account: from `keystore_path` if given, else from RLHF_ANCHOR_PRIVATE_KEY."""
     environ = os.environ if env is None else env
-    from ledger.secret_env import env_secret  # NAME or NAME_FILE (a mounted Secret)
+    from rlhf_ledger.core.secret_env import env_secret  # NAME or NAME_FILE (a mounted Secret)
 
     if keystore_path is not None:
         return load_keystore(keystore_path, env_secret(PASSPHRASE_ENV, environ))

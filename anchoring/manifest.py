@@ -22,15 +22,17 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ledger import db, merkle
-from ledger.checkpoints import Checkpoint, parse_and_verify
-from ledger.errors import LedgerError, ProofError
-from ledger.jcs import canonicalize
-from ledger.run_index import RunIndex, run_index
-from ledger.run_index import parse_and_verify_note as parse_run_index_note
-from ledger.store import Ledger
+from rlhf_ledger.store import db
+from rlhf_ledger.core import merkle
+from rlhf_ledger.core.checkpoints import Checkpoint, parse_and_verify
+from rlhf_ledger.core.errors import LedgerError, ProofError
+from rlhf_ledger.core.jcs import canonicalize
+from rlhf_ledger.core.run_index import RunIndex
+from rlhf_ledger.store.run_index import run_index
+from rlhf_ledger.core.run_index import parse_and_verify_note as parse_run_index_note
+from rlhf_ledger.store.ledger import Ledger
 
-from .cid import cid_for_bytes, verify_cid
+from rlhf_ledger.anchoring.cid import cid_for_bytes, verify_cid
 
 MANIFEST_FORMAT = "rlhf-ledger-manifest"
 MANIFEST_VERSION = 2

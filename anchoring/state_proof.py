@@ -16,7 +16,7 @@ from typing import Any
 import rlp
 from eth_utils import keccak, to_checksum_address
 
-from .chain import ARTIFACT_PATH, ChainClient, ChainError
+from rlhf_ledger.anchoring.chain import ARTIFACT_PATH, ChainClient, ChainError
 
 # Storage layout of contracts/ProvenanceAnchor.sol (solc assigns slots in declaration order:
 # owner 0, pendingOwner 1, authorized 2, heads 3, logKey 4); a test compares it with the
@@ -77,7 +77,7 @@ def build_log_key_proof(client: ChainClient, contract: str, log_id: bytes, block
 
 def verify_log_key_proof(state_root: bytes, contract: bytes, log_id: bytes, proof: Any) -> tuple[bytes, bytes]:
     """(code hash, log key) proven by `proof` under `state_root`; StateProofError otherwise."""
-    from .evidence import EvidenceError, verify_mpt_proof
+    from rlhf_ledger.anchoring.evidence import EvidenceError, verify_mpt_proof
 
     if not isinstance(proof, dict) or set(proof) != {"account_proof", "storage_proof"}:
         raise StateProofError("must be {account_proof, storage_proof}", where="evidence.log_key_proof")

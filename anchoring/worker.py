@@ -37,18 +37,18 @@ from typing import Any
 import sqlalchemy as sa
 from eth_utils import to_checksum_address
 
-from ledger import db
-from ledger.checkpoints import Checkpoint
-from ledger.errors import LedgerError, NotFoundError
-from ledger.redact import redact_secrets
-from ledger.store import Ledger
+from rlhf_ledger.store import db
+from rlhf_ledger.core.checkpoints import Checkpoint
+from rlhf_ledger.core.errors import LedgerError, NotFoundError
+from rlhf_ledger.core.redact import redact_secrets
+from rlhf_ledger.store.ledger import Ledger
 
-from .chain import ChainClient, ChainError, ChainUnavailable, ContractRevert, RPCError, log_id_for_origin
-from .cid import cid_for_bytes, same_content
-from .content_store import ContentStore, ContentStoreUnavailable
-from .evidence import ANCHORED_TOPIC, EvidenceError, build_evidence, decode_anchored_data, verify_evidence
-from .locks import Lease
-from .manifest import ManifestError, build_manifest, encode_manifest
+from rlhf_ledger.anchoring.chain import ChainClient, ChainError, ChainUnavailable, ContractRevert, RPCError, log_id_for_origin
+from rlhf_ledger.anchoring.cid import cid_for_bytes, same_content
+from rlhf_ledger.anchoring.content_store import ContentStore, ContentStoreUnavailable
+from rlhf_ledger.anchoring.evidence import ANCHORED_TOPIC, EvidenceError, build_evidence, decode_anchored_data, verify_evidence
+from rlhf_ledger.store.locks import Lease
+from rlhf_ledger.anchoring.manifest import ManifestError, build_manifest, encode_manifest
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class AnchorWorker:
         self.reorg_window = reorg_window  # without a finalized tag, stop re-checking rows this deep
         self.lease = Lease(ledger.engine, f"anchor:{log_id}", holder=holder, ttl=lease_ttl)
         if ledger.fork_guard is not None:  # the chain's anchored root also guards signing (fork_witness.py)
-            from .fork_witness import ChainWitness
+            from rlhf_ledger.anchoring.fork_witness import ChainWitness
 
             if not any(getattr(w, "client", None) is chain_client for w in ledger.fork_guard.witnesses):
                 ledger.fork_guard.add_witness(ChainWitness(chain_client))

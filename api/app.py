@@ -25,29 +25,29 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ledger import db
+from rlhf_ledger.store import db
 from pydantic import BaseModel, ValidationError
 
-from ledger.bundle import MEDIA_TYPE as BUNDLE_MEDIA_TYPE  # the exporter's format (bundle-format.md)
-from ledger.errors import ConflictError, EventError, LedgerError, NotFoundError, ProofError, RevokedKeyError, RunEndedError, UnknownKeyError
-from ledger.jcs import is_fast
-from ledger.redact import redact_secrets
-from ledger.events import envelope_of
-from ledger.keys import unb64
-from ledger.payloads import PayloadError
-from ledger.store import BatchRejected, Ledger
+from rlhf_ledger.export.bundle import MEDIA_TYPE as BUNDLE_MEDIA_TYPE  # the exporter's format (bundle-format.md)
+from rlhf_ledger.core.errors import ConflictError, EventError, LedgerError, NotFoundError, ProofError, RevokedKeyError, RunEndedError, UnknownKeyError
+from rlhf_ledger.core.jcs import is_fast
+from rlhf_ledger.core.redact import redact_secrets
+from rlhf_ledger.core.events import envelope_of
+from rlhf_ledger.core.keys import unb64
+from rlhf_ledger.store.payloads import PayloadError
+from rlhf_ledger.store.ledger import BatchRejected, Ledger
 
-from . import models as m
-from . import tokens as tok
-from . import limits
-from .audit import Denial, DenialRecorder, ensure_audit_log
-from .bodies import ADMIN_MAX_BODY_BYTES, read_json
-from .config import Settings
-from .metrics import ANCHORED_STATUSES, Metrics
-from .ops_metrics import OpsCollector, fork_check_all, install_chain_witness
-from .middleware import BodyTooLarge, GuardMiddleware
-from .problems import COMMON_RESPONSES, ApiProblem, Problem, problem_response
-from .ratelimit import TokenBuckets
+from rlhf_ledger.api import models as m
+from rlhf_ledger.api import tokens as tok
+from rlhf_ledger.api import limits
+from rlhf_ledger.api.audit import Denial, DenialRecorder, ensure_audit_log
+from rlhf_ledger.api.bodies import ADMIN_MAX_BODY_BYTES, read_json
+from rlhf_ledger.api.config import Settings
+from rlhf_ledger.api.metrics import ANCHORED_STATUSES, Metrics
+from rlhf_ledger.api.ops_metrics import OpsCollector, fork_check_all, install_chain_witness
+from rlhf_ledger.api.middleware import BodyTooLarge, GuardMiddleware
+from rlhf_ledger.api.problems import COMMON_RESPONSES, ApiProblem, Problem, problem_response
+from rlhf_ledger.api.ratelimit import TokenBuckets
 
 log = logging.getLogger("api")
 
@@ -339,7 +339,7 @@ def _entry_out(svc: Service, log_id: str, row: Any, anchored: bool) -> dict:
 
 def _stream_bundle(svc: Service, log_id: str, scope: dict, *, anchored: bool = False):
     """Prime the exporter (so errors found before the first line become problems), then stream."""
-    from ledger.bundle import Scope, iter_bundle_lines
+    from rlhf_ledger.export.bundle import Scope, iter_bundle_lines
 
     lines = iter(iter_bundle_lines(svc.ledger, log_id, Scope(**scope), require_anchor=anchored))
     first = next(lines)
@@ -851,10 +851,10 @@ def create_app(ledger: Ledger | None = None, settings: Settings | None = None) -
         redoc_url=None,
     )
     app.include_router(router)
-    from .runs_routes import make_router as runs_router  # GET /v1/logs/{log_id}/runs (ledger/run_list.py)
+    from rlhf_ledger.api.runs_routes import make_router as runs_router  # GET /v1/logs/{log_id}/runs (ledger/run_list.py)
 
     app.include_router(runs_router(authenticate, LogId), prefix="/v1")
-    from .docs_offline import install_offline_docs
+    from rlhf_ledger.api.docs_offline import install_offline_docs
 
     install_offline_docs(app)
 

@@ -23,14 +23,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ledger.errors import ConflictError, KeyFileError, NotFoundError, RevokedKeyError
-from ledger.events import commit_fields, make_event, sha256_hex, sign_event, valid_id
-from ledger.redact import redact_secrets
-from ledger.jcs import canonicalize
-from ledger.keys import Signer, read_key_file, write_key_file
-from ledger.store import Ledger
+from rlhf_ledger.core.errors import ConflictError, KeyFileError, NotFoundError, RevokedKeyError
+from rlhf_ledger.core.events import commit_fields, make_event, sha256_hex, sign_event, valid_id
+from rlhf_ledger.core.redact import redact_secrets
+from rlhf_ledger.core.jcs import canonicalize
+from rlhf_ledger.core.keys import Signer, read_key_file, write_key_file
+from rlhf_ledger.store.ledger import Ledger
 
-log = logging.getLogger("api.audit")
+log = logging.getLogger("rlhf_ledger.api.audit")
 
 AUDIT_LOG_ID = "audit"
 SERVICE_KEY_FILE = "api-service.key.json"

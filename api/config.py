@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ledger.secret_env import env_secret
+from rlhf_ledger.core.secret_env import env_secret
 
 
 def _num(name: str, default: float) -> float:

@@ -19,7 +19,7 @@ INT_MAX_STR_DIGITS = 4300  # CPython's default (CVE-2020-10735): no quadratic in
 
 # Modules the service imports lazily on some request path (bundles, anchors): imported at
 # start-up so their side effects happen once, before the guard resets the limits.
-LAZY_IMPORTS = ("ledger.bundle", "anchoring.worker", "anchoring.evidence", "anchoring.chain")
+LAZY_IMPORTS = ("rlhf_ledger.export.bundle", "rlhf_ledger.anchoring.worker", "rlhf_ledger.anchoring.evidence", "rlhf_ledger.anchoring.chain")
 
 
 def restore_limits() -> bool:

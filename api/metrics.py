@@ -13,8 +13,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ledger import db
-from ledger.store import Ledger
+from rlhf_ledger.store import db
+from rlhf_ledger.store.ledger import Ledger
 
 ANCHORED_STATUSES = ("confirmed", "finalized")
 

@@ -11,8 +11,8 @@ import asyncio
 import json
 import logging
 
-from . import limits
-from .problems import PROBLEM_MEDIA_TYPE, problem_body
+from rlhf_ledger.api import limits
+from rlhf_ledger.api.problems import PROBLEM_MEDIA_TYPE, problem_body
 
 log = logging.getLogger("api")
 

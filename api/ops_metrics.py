@@ -15,9 +15,9 @@ import sqlalchemy as sa
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ledger import db
-from ledger.replica import replica_status
-from ledger.store import Ledger
+from rlhf_ledger.store import db
+from rlhf_ledger.store.replica import replica_status
+from rlhf_ledger.store.ledger import Ledger
 
 SETTLED = ("confirmed", "finalized")
 
@@ -108,7 +108,7 @@ def install_chain_witness(ledger: Ledger) -> None:
 
     if ledger.fork_guard is None or not (os.environ.get("RLHF_CHAIN_RPC") and os.environ.get("RLHF_ANCHOR_CONTRACT")):
         return
-    from anchoring.fork_witness import witness_from_env  # web3 is imported only when a chain is configured
+    from rlhf_ledger.anchoring.fork_witness import witness_from_env  # web3 is imported only when a chain is configured
 
     w = witness_from_env()
     if w is not None:

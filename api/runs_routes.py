@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
-from . import models as m
-from .problems import COMMON_RESPONSES
+from rlhf_ledger.api import models as m
+from rlhf_ledger.api.problems import COMMON_RESPONSES
 
 
 class RunOut(BaseModel):
@@ -31,7 +31,7 @@ def make_router(authenticate, log_id_param) -> APIRouter:
     def list_runs(request: Request, log_id: str = log_id_param,
                   after: str | None = Query(None, pattern=m.LOG_ID_PATTERN, description="only run ids after this one"),
                   limit: int = Query(100, ge=1, le=1000), _=Depends(authenticate)) -> list[dict]:
-        from ledger.run_list import list_runs as runs
+        from rlhf_ledger.store.run_list import list_runs as runs
 
         return [r.as_json() for r in runs(request.app.state.service.ledger, log_id, limit=limit, after=after)]
 

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from ledger.errors import LedgerError, NotFoundError
-from ledger.events import valid_id
+from rlhf_ledger.core.errors import LedgerError, NotFoundError
+from rlhf_ledger.core.events import valid_id
 
-from .schema import api_tokens
+from rlhf_ledger.store.api_tables import api_tokens
 
 TOKEN_PREFIX = "rlt_"
 ROLES = ("admin", "submitter", "auditor")
@@ -194,7 +194,7 @@ def list_tokens(engine: Engine) -> list[dict]:
 
 def create_admin_token(data_dir: str | None = None, database_url: str | None = None, label: str = "bootstrap") -> str:
     """Bootstrap: open (and migrate) the ledger database and mint an admin token (CLI helper)."""
-    from ledger.store import Ledger
+    from rlhf_ledger.store.ledger import Ledger
 
     ledger = Ledger.open(data_dir, database_url)
     try:

@@ -21,14 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from anchoring.chain import ChainClient  # noqa: E402
-from anchoring.content_store import LocalContentStore  # noqa: E402
-from anchoring.devchain import Anvil  # noqa: E402
-from anchoring.worker import AnchorWorker, anchors_for_log  # noqa: E402
-from ledger.events import make_event, sha256_hex, sign_event  # noqa: E402
-from ledger.jcs import canonicalize  # noqa: E402
-from ledger.keys import Signer  # noqa: E402
-from ledger.store import Ledger  # noqa: E402
+from rlhf_ledger.anchoring.chain import ChainClient  # noqa: E402
+from rlhf_ledger.anchoring.content_store import LocalContentStore  # noqa: E402
+from rlhf_ledger.anchoring.devchain import Anvil  # noqa: E402
+from rlhf_ledger.anchoring.worker import AnchorWorker, anchors_for_log  # noqa: E402
+from rlhf_ledger.core.events import make_event, sha256_hex, sign_event  # noqa: E402
+from rlhf_ledger.core.jcs import canonicalize  # noqa: E402
+from rlhf_ledger.core.keys import Signer  # noqa: E402
+from rlhf_ledger.store.ledger import Ledger  # noqa: E402
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import argparse
 import random
 import time
 
-from ledger.merkle import InMemoryTree, leaf_hash, verify_consistency, verify_inclusion
+from rlhf_ledger.core.merkle import InMemoryTree, leaf_hash, verify_consistency, verify_inclusion
 
 # Measured with the defaults (1,000,000 leaves, 20,000 random proofs) on the 2-core dev machine.
 BASELINE = {

@@ -24,9 +24,9 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from ledger.events import make_event, sha256_hex, sign_event  # noqa: E402
-from ledger.jcs import canonicalize  # noqa: E402
-from ledger.keys import Signer  # noqa: E402
+from rlhf_ledger.core.events import make_event, sha256_hex, sign_event  # noqa: E402
+from rlhf_ledger.core.jcs import canonicalize  # noqa: E402
+from rlhf_ledger.core.keys import Signer  # noqa: E402
 
 PASSPHRASE = "benchmark-passphrase"
 
@@ -58,7 +58,7 @@ def start_server(data_dir: Path, database_url: str | None, workers: int = 1) -> 
     if database_url:
         env["DATABASE_URL"] = database_url
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", "127.0.0.1", "--port", str(port),
+        [sys.executable, "-m", "uvicorn", "--factory", "rlhf_ledger.api.app:create_app", "--host", "127.0.0.1", "--port", str(port),
          "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
         cwd=str(ROOT), env=env,
     )
@@ -82,8 +82,8 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     args = ap.parse_args()
     os.environ["RLHF_LEDGER_PASSPHRASE"] = PASSPHRASE
-    from api.tokens import create_token
-    from ledger.store import Ledger
+    from rlhf_ledger.api.tokens import create_token
+    from rlhf_ledger.store.ledger import Ledger
 
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="bench-http-"))
     database_url = os.environ.get("DATABASE_URL")

@@ -21,11 +21,11 @@ from pathlib import Path
 
 os.environ.setdefault("RLHF_LEDGER_PASSPHRASE", "benchmark-only-passphrase")
 
-from ledger import merkle  # noqa: E402
-from ledger.events import make_event, sha256_hex, sign_event  # noqa: E402
-from ledger.jcs import canonicalize  # noqa: E402
-from ledger.keys import Signer  # noqa: E402
-from ledger.store import Ledger  # noqa: E402
+from rlhf_ledger.core import merkle  # noqa: E402
+from rlhf_ledger.core.events import make_event, sha256_hex, sign_event  # noqa: E402
+from rlhf_ledger.core.jcs import canonicalize  # noqa: E402
+from rlhf_ledger.core.keys import Signer  # noqa: E402
+from rlhf_ledger.store.ledger import Ledger  # noqa: E402
 
 LOG = "bench"
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx  # noqa: E402
 from http_submit import PASSPHRASE, signed_batches, start_server  # noqa: E402
 
-from ledger.keys import Signer  # noqa: E402
+from rlhf_ledger.core.keys import Signer  # noqa: E402
 
 LOG_ID = "proofbench"
 
@@ -48,8 +48,8 @@ def build(ledger, n: int, batch: int) -> None:
     done = 0
     # Sign and append in chunks of 10 batches (memory stays small; signing is part of the build).
     chunk = 10
-    from ledger.events import make_event, sha256_hex, sign_event
-    from ledger.jcs import canonicalize
+    from rlhf_ledger.core.events import make_event, sha256_hex, sign_event
+    from rlhf_ledger.core.jcs import canonicalize
 
     seq, prev = 0, None
     while done < n:
@@ -87,7 +87,7 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     args = ap.parse_args()
     os.environ["RLHF_LEDGER_PASSPHRASE"] = PASSPHRASE
-    from ledger.store import Ledger
+    from rlhf_ledger.store.ledger import Ledger
 
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="bench-proofs-"))
     database_url = os.environ.get("DATABASE_URL")

@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 import sqlalchemy as sa  # noqa: E402
 
-from ledger import db  # noqa: E402
-from ledger.store import Ledger  # noqa: E402
+from rlhf_ledger.store import db  # noqa: E402
+from rlhf_ledger.store.ledger import Ledger  # noqa: E402
 from tests.deploy import pgcluster  # noqa: E402
 from tests.ledger.helpers import Producer  # noqa: E402
 

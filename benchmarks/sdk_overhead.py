@@ -36,9 +36,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ledger.events import make_event, sign_event, validate_event  # noqa: E402
-from ledger.keys import Signer  # noqa: E402
-from ledger.sdk import LocalSink, Run  # noqa: E402
+from rlhf_ledger.core.events import make_event, sign_event, validate_event  # noqa: E402
+from rlhf_ledger.core.keys import Signer  # noqa: E402
+from rlhf_ledger.sdk import LocalSink, Run  # noqa: E402
 
 
 class AckingAppend:
@@ -144,7 +144,7 @@ def distributed(tmp: Path, n: int) -> None:
     import subprocess
 
     root = Path(__file__).resolve().parents[1]
-    from ledger.sdk import HttpSink
+    from rlhf_ledger.sdk import HttpSink
     from tests.api.conftest import start_server
 
     srv = start_server(tmp / "api", None, env={"RLHF_API_RATE": "0"})

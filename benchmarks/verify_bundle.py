@@ -53,7 +53,7 @@ def bundle_path(n: int) -> Path:
 
 
 def _init_signers() -> None:
-    from ledger.keys import Signer
+    from rlhf_ledger.core.keys import Signer
 
     _SIGNERS[:] = [Signer.from_seed(hashlib.sha256(b"bench-producer%d" % i).digest()) for i in range(PRODUCERS)]
 
@@ -77,8 +77,8 @@ def _sign_chunk(task: tuple[int, int, list[tuple[int, str | None]]]) -> tuple[by
     """Worker: sign events start, start+1, ... (their (seq, prev) given), as the ledger's producer
     code does (ledger.jcs canonical bytes, ledger.keys.Signer); return the bundle lines and the
     leaf hashes (ledger.events.leaf_hash of the JCS envelope, the log entry)."""
-    from ledger.events import leaf_hash
-    from ledger.jcs import canonicalize
+    from rlhf_ledger.core.events import leaf_hash
+    from rlhf_ledger.core.jcs import canonicalize
 
     start, n, links = task
     lines, leaves = [], []
@@ -100,10 +100,10 @@ def build(path: Path, n: int) -> None:
     cores."""
     import collections
 
-    from ledger.checkpoints import default_origin, sign_checkpoint
-    from ledger.jcs import canonicalize
-    from ledger.keys import Signer
-    from ledger.merkle import root_from_leaf_hashes
+    from rlhf_ledger.core.checkpoints import default_origin, sign_checkpoint
+    from rlhf_ledger.core.jcs import canonicalize
+    from rlhf_ledger.core.keys import Signer
+    from rlhf_ledger.core.merkle import root_from_leaf_hashes
 
     _init_signers()
     log = Signer.from_seed(hashlib.sha256(b"bench-log").digest())
@@ -270,8 +270,8 @@ def _vm_hwm_kib() -> int:
 def _trusted(jobs: int):
     """Options with the benchmark's log key and producer keys pinned (the bundle is not
     anchored: no chain proves them; the pinned path checks every signature the same way)."""
-    from ledger.checkpoints import default_origin
-    from ledger.keys import Signer
+    from rlhf_ledger.core.checkpoints import default_origin
+    from rlhf_ledger.core.keys import Signer
     from rlhf_verifier.note import VerifierKey
     from rlhf_verifier.verify import Options
 

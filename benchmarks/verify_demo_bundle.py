@@ -48,7 +48,7 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=15)
     a = p.parse_args()
 
-    from ledger.demo import BUNDLE_NAME, run_demo
+    from rlhf_ledger.demo.run import BUNDLE_NAME, run_demo
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "demo"

@@ -33,11 +33,11 @@ def _b64(b: bytes) -> str:
 def build(path: Path, *, checkpoints: int, runs: int) -> None:
     """A range bundle in tree mode: `runs` one-event runs (or `checkpoints` events), a signed
     checkpoint after every event when `checkpoints` is set, consistency proofs between them."""
-    from ledger.checkpoints import default_origin, sign_checkpoint
-    from ledger.events import make_event, sign_event
-    from ledger.jcs import canonicalize
-    from ledger.keys import Signer
-    from ledger.merkle import InMemoryTree
+    from rlhf_ledger.core.checkpoints import default_origin, sign_checkpoint
+    from rlhf_ledger.core.events import make_event, sign_event
+    from rlhf_ledger.core.jcs import canonicalize
+    from rlhf_ledger.core.keys import Signer
+    from rlhf_ledger.core.merkle import InMemoryTree
 
     log, prod = Signer.from_seed(b"\x01" * 32), Signer.from_seed(b"\x02" * 32)
     origin = default_origin("scale")
@@ -70,8 +70,8 @@ def _here(path: str) -> None:
     from rlhf_verifier.verify import Options, verify_file
 
     t = time.perf_counter()
-    from ledger.checkpoints import default_origin
-    from ledger.keys import Signer
+    from rlhf_ledger.core.checkpoints import default_origin
+    from rlhf_ledger.core.keys import Signer
     from rlhf_verifier.note import VerifierKey
 
     log, prod = Signer.from_seed(b"\x01" * 32), Signer.from_seed(b"\x02" * 32)  # the keys _build signs with (pinned)

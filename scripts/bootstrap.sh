@@ -11,7 +11,7 @@ if [ ! -x .venv/bin/python ]; then
   "$py" -m venv .venv
 fi
 stamp=.venv/.requirements.sha256
-want="$(cat requirements.lock pyproject.toml setup.py ledger/*.c verifier/pyproject.toml verifier/setup.py verifier/rlhf_verifier/*.c | sha256sum | cut -d' ' -f1)"
+want="$(cat requirements.lock pyproject.toml setup.py ledger/core/*.c verifier/pyproject.toml verifier/setup.py verifier/rlhf_verifier/*.c | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "[bootstrap] installing pinned Python packages (requirements.lock)" >&2
   # torch==2.13.0+cpu is taken from the machine's local wheel directory (pip's find-links).

@@ -6,4 +6,4 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/bootstrap.sh
 export PATH="$root/.venv/bin:$PATH"
-exec .venv/bin/python -m ledger.demo "$@"
+exec .venv/bin/python -m rlhf_ledger.demo "$@"

@@ -59,7 +59,7 @@ def backend(request, tmp_path):
 
 @pytest.fixture
 def ledger(backend):
-    from ledger.store import Ledger
+    from rlhf_ledger.store.ledger import Ledger
 
     data_dir, url = backend
     lg = Ledger.open(data_dir, url)

@@ -33,7 +33,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from .recorder import Run
+from rlhf_ledger.sdk.recorder import Run
 
 # TrainingArguments fields worth naming as hyperparameters (TRL configs add their own: beta, ...)
 _HYPER = ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs",

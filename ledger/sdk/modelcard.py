@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from .recorder import Run
+from rlhf_ledger.sdk.recorder import Run
 
 ANCHOR_KEYS = ("checkpoint_size", "tx_hash", "block_number", "chain_id", "status")
 RULES = "eu-ai-act@2"  # docs/compliance-eu-ai-act.md: versions are frozen, the bare name follows the newest

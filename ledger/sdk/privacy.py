@@ -14,7 +14,7 @@ from functools import lru_cache
 from importlib.metadata import version as _pkg_version
 from typing import Any
 
-from ..errors import LedgerError
+from rlhf_ledger.core.errors import LedgerError
 
 # dp-accounting (and numpy, which it needs) is imported when a run first accounts a spend, so a
 # run that declares no privacy budget works where it is not installed (docs/sdk.md, "Imports").

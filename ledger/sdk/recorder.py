@@ -22,15 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from ..errors import EventError, LedgerError
-from ..events import MAX_EVENT_BYTES, MAX_SUBJECTS_PER_OPENING, commit_fields
-from ..keys import Signer
-from .distributed import RankInfo, detect
-from .privacy import PrivacyAccountant, PrivacyBudgetExceeded
-from .sender import Sender
-from .sinks import Sink
-from .spool import Journal
-from .weights import WeightsDigest, file_digest, file_manifest, weights_digest
+from rlhf_ledger.core.errors import EventError, LedgerError
+from rlhf_ledger.core.events import MAX_EVENT_BYTES, MAX_SUBJECTS_PER_OPENING, commit_fields
+from rlhf_ledger.core.keys import Signer
+from rlhf_ledger.sdk.distributed import RankInfo, detect
+from rlhf_ledger.sdk.privacy import PrivacyAccountant, PrivacyBudgetExceeded
+from rlhf_ledger.sdk.sender import Sender
+from rlhf_ledger.sdk.sinks import Sink
+from rlhf_ledger.sdk.spool import Journal
+from rlhf_ledger.sdk.weights import WeightsDigest, file_digest, file_manifest, weights_digest
 
 PSEUDONYM_PREFIX = "anp:"
 _PSEUDONYM_RE = re.compile(r"^anp:[0-9a-f]{64}$")

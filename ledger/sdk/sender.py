@@ -26,10 +26,10 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from ..events import EVENT_VERSION, validate_event
-from ..keys import Signer
-from .sinks import Ack, DeliveryError, PermanentDeliveryError, Sink, TransientDeliveryError
-from .spool import Journal
+from rlhf_ledger.core.events import EVENT_VERSION, validate_event
+from rlhf_ledger.core.keys import Signer
+from rlhf_ledger.sdk.sinks import Ack, DeliveryError, PermanentDeliveryError, Sink, TransientDeliveryError
+from rlhf_ledger.sdk.spool import Journal
 
 
 @dataclass

@@ -13,7 +13,7 @@ import base64
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
-from ..errors import LedgerError
+from rlhf_ledger.core.errors import LedgerError
 
 MAX_BATCH = 1000  # the API accepts at most 1000 envelopes per request
 

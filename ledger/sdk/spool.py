@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import LedgerError
+from rlhf_ledger.core.errors import LedgerError
 
 SPOOL_FORMAT = "rlhf-ledger-spool/v1"
 FSYNC_MODES = ("always", "batch", "none")

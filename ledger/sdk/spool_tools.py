@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ..keys import Signer
-from .sender import Sender
-from .sinks import Sink
-from .spool import _SEG_RE, Journal, SpoolError, lock_holder, read_meta
+from rlhf_ledger.core.keys import Signer
+from rlhf_ledger.sdk.sender import Sender
+from rlhf_ledger.sdk.sinks import Sink
+from rlhf_ledger.sdk.spool import _SEG_RE, Journal, SpoolError, lock_holder, read_meta
 
 
 def find_spools(root: str | os.PathLike) -> list[Path]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..jcs import canonicalize
+from rlhf_ledger.core.jcs import canonicalize
 
 DIGEST_PREFIX = "sha256:"
 WEIGHTS_DIGEST_VERSION = "rlhf-ledger-weights/v1"

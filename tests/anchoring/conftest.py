@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from anchoring.chain import ChainClient, RetryPolicy
-from anchoring.devchain import Anvil
+from rlhf_ledger.anchoring.chain import ChainClient, RetryPolicy
+from rlhf_ledger.anchoring.devchain import Anvil
 
 
 @pytest.fixture(scope="session")

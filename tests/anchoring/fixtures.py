@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.store import Ledger
+from rlhf_ledger.store.ledger import Ledger
 from tests.ledger.helpers import Producer
 
 LOG = "train"

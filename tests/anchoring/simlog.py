@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import os
 
-from anchoring.chain import ChainClient, log_id_for_origin
-from ledger import merkle
-from ledger.merkle import InMemoryTree
+from rlhf_ledger.anchoring.chain import ChainClient, log_id_for_origin
+from rlhf_ledger.core import merkle
+from rlhf_ledger.core.merkle import InMemoryTree
 
 LOG_KEY = hashlib.sha256(b"test log key").digest()  # 32 bytes: what registerLog records
 

@@ -11,15 +11,9 @@ import pytest
 from eth_account import Account
 
 from tests.anchoring.simlog import LOG_KEY, SimLog, registered
-from anchoring.chain import (
-    ChainClient,
-    ChainUnavailable,
-    ContractRevert,
-    RetryPolicy,
-    log_id_for_origin,
-)
-from anchoring.keystore import PRIVATE_KEY_ENV, load_anchor_account, load_keystore, write_keystore
-from ledger.errors import KeyFileError
+from rlhf_ledger.anchoring.chain import ChainClient, ChainUnavailable, ContractRevert, RetryPolicy, log_id_for_origin
+from rlhf_ledger.anchoring.keystore import PRIVATE_KEY_ENV, load_anchor_account, load_keystore, write_keystore
+from rlhf_ledger.core.errors import KeyFileError
 
 pytestmark = pytest.mark.anvil
 
@@ -232,7 +226,7 @@ def test_env_private_key_and_errors_do_not_echo_it() -> None:
 # -- dev chain -----------------------------------------------------------------------------------
 
 def test_missing_anvil_says_to_run_bootstrap(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from anchoring.devchain import Anvil, DevChainError
+    from rlhf_ledger.anchoring.devchain import Anvil, DevChainError
 
     monkeypatch.setenv("RLHF_ANVIL_BIN", str(tmp_path / "node_modules" / "anvil"))
     with pytest.raises(DevChainError, match="run scripts/bootstrap.sh"):
@@ -242,7 +236,7 @@ def test_missing_anvil_says_to_run_bootstrap(monkeypatch: pytest.MonkeyPatch, tm
 def test_interval_mining_and_clean_shutdown() -> None:
     import time
 
-    from anchoring.devchain import Anvil
+    from rlhf_ledger.anchoring.devchain import Anvil
 
     with Anvil(accounts=1, block_time=0.5) as chain:
         client = ChainClient(chain.rpc_url, chain.private_keys[0])

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from anchoring.cid import CHUNK_SIZE, MAX_LINKS, cid_for_bytes, parse_cid, same_content, to_v0
+from rlhf_ledger.anchoring.cid import CHUNK_SIZE, MAX_LINKS, cid_for_bytes, parse_cid, same_content, to_v0
 
 
 @pytest.fixture(scope="module")

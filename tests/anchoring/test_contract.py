@@ -11,8 +11,8 @@ import pytest
 from eth_utils import keccak
 
 from tests.anchoring.simlog import SimLog, synthetic_consistency
-from anchoring.chain import ARTIFACT_PATH, ChainClient, ContractRevert, load_artifact, log_id_for_origin
-from anchoring.devchain import ANVIL_BIN, REPO_ROOT
+from rlhf_ledger.anchoring.chain import ARTIFACT_PATH, ChainClient, ContractRevert, load_artifact, log_id_for_origin
+from rlhf_ledger.anchoring.devchain import ANVIL_BIN, REPO_ROOT
 
 pytestmark = pytest.mark.anvil
 

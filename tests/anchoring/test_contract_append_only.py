@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from anchoring.chain import ChainClient, ContractRevert, log_id_for_origin
-from ledger.merkle import InMemoryTree
+from rlhf_ledger.anchoring.chain import ChainClient, ContractRevert, log_id_for_origin
+from rlhf_ledger.core.merkle import InMemoryTree
 from tests.anchoring.simlog import LOG_KEY, SimLog, synthetic_consistency
 
 CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"

@@ -11,16 +11,9 @@ import rlp
 from eth_utils import keccak
 
 from tests.anchoring.simlog import LOG_KEY, registered
-from anchoring.chain import ChainClient, log_id_for_origin
-from anchoring.devchain import Anvil
-from anchoring.evidence import (
-    EvidenceError,
-    build_evidence,
-    build_receipt_trie,
-    trie_proof,
-    verify_evidence,
-    verify_mpt_proof,
-)
+from rlhf_ledger.anchoring.chain import ChainClient, log_id_for_origin
+from rlhf_ledger.anchoring.devchain import Anvil
+from rlhf_ledger.anchoring.evidence import EvidenceError, build_evidence, build_receipt_trie, trie_proof, verify_evidence, verify_mpt_proof
 
 pytestmark = pytest.mark.anvil
 
@@ -174,7 +167,7 @@ def test_header_encoding_for_cancun_fork() -> None:
 
 def test_documented_example_verifies_offline() -> None:
     """docs/anchor-evidence.md carries a real example; it must stay valid (no network needed)."""
-    from anchoring.devchain import REPO_ROOT
+    from rlhf_ledger.anchoring.devchain import REPO_ROOT
 
     text = (REPO_ROOT / "docs" / "anchor-evidence.md").read_text()
     example = json.loads(text.split("```json", 1)[1].split("```", 1)[0])

@@ -15,11 +15,8 @@ import pytest
 import rlp
 from eth_utils import keccak, to_checksum_address
 
-from anchoring.chain import ChainClient, ChainError, RPCError
-from anchoring.evidence import (
-    ANCHORED_TOPIC, EvidenceError, build_evidence, build_receipt_trie, header_rlp, receipt_rlp, trie_proof,
-    verify_evidence, verify_mpt_proof,
-)
+from rlhf_ledger.anchoring.chain import ChainClient, ChainError, RPCError
+from rlhf_ledger.anchoring.evidence import ANCHORED_TOPIC, EvidenceError, build_evidence, build_receipt_trie, header_rlp, receipt_rlp, trie_proof, verify_evidence, verify_mpt_proof
 from rlhf_verifier import evidence as vev
 from rlhf_verifier.mpt import verify_proof
 
@@ -463,7 +460,7 @@ def test_fee_modes():
 
 
 def test_a_tag_error_in_any_wording_means_no_tag_but_latest_errors_still_raise():
-    from anchoring.chain import RPCError
+    from rlhf_ledger.anchoring.chain import RPCError
 
     c = _offline_client({"eth_getBlockByNumber": RPCError("eth_getBlockByNumber", {"code": -39001, "message":
                                                            "unknown block"}, where="x")})

@@ -30,9 +30,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from anchoring.cid import CHUNK_SIZE, CidMismatchError, cid_for_bytes, same_content, to_v0
-from anchoring.content_store import ContentNotFoundError, ContentStore, ContentStoreUnavailable
-from anchoring.kubo import KuboContentStore, KuboRpcError
+from rlhf_ledger.anchoring.cid import CHUNK_SIZE, CidMismatchError, cid_for_bytes, same_content, to_v0
+from rlhf_ledger.anchoring.content_store import ContentNotFoundError, ContentStore, ContentStoreUnavailable
+from rlhf_ledger.anchoring.kubo import KuboContentStore, KuboRpcError
 
 Reply = tuple[int, str, bytes]  # status, content type, body
 
@@ -314,9 +314,9 @@ def test_emulator_refuses_layouts_the_wheel_cannot_build(
     kubo_rpc: EmulatedKuboRpcOverWheel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Guards the guard: if the client asked for cid-version=1, real Kubo would build another DAG.
-    import anchoring.kubo
+    import rlhf_ledger.anchoring.kubo as kubo
 
-    monkeypatch.setitem(anchoring.kubo.ADD_PARAMS, "cid-version", "1")
+    monkeypatch.setitem(kubo.ADD_PARAMS, "cid-version", "1")
     with KuboContentStore(kubo_rpc.url) as store:
         with pytest.raises(KuboRpcError, match="cid-version=1"):
             store.put(b"manifest")

@@ -23,8 +23,8 @@ import pytest
 import rlp
 from eth_utils import keccak, to_checksum_address
 
-from anchoring.chain import ChainClient, ChainError
-from anchoring.evidence import EvidenceError, build_evidence, prove_receipt, receipt_rlp, verify_mpt_proof
+from rlhf_ledger.anchoring.chain import ChainClient, ChainError
+from rlhf_ledger.anchoring.evidence import EvidenceError, build_evidence, prove_receipt, receipt_rlp, verify_mpt_proof
 from rlhf_verifier import evidence as vev
 from tests.anchoring.conftest import FAST_RETRY
 from tests.anchoring.recorded_rpc import EmulatedRecordedRpc

@@ -15,12 +15,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from anchoring.chain import ChainClient
-from anchoring.content_store import LocalContentStore
-from anchoring.devchain import HardhatNode
-from anchoring.worker import AnchorWorker, anchors_for_log
-from ledger.bundle import Scope, export_bundle
-from ledger.store import Ledger
+from rlhf_ledger.anchoring.chain import ChainClient
+from rlhf_ledger.anchoring.content_store import LocalContentStore
+from rlhf_ledger.anchoring.devchain import HardhatNode
+from rlhf_ledger.anchoring.worker import AnchorWorker, anchors_for_log
+from rlhf_ledger.export.bundle import Scope, export_bundle
+from rlhf_ledger.store.ledger import Ledger
 from tests.anchoring.conftest import FAST_RETRY
 from tests.ledger.helpers import Producer
 

@@ -11,15 +11,15 @@ import urllib.request
 import pytest
 import sqlalchemy as sa
 
-from anchoring.chain import ChainClient, log_id_for_origin
-from anchoring.content_store import LocalContentStore
-from anchoring.devchain import Anvil
-from anchoring.evidence import ANCHORED_TOPIC, verify_evidence
-from anchoring.kubo import KuboContentStore
-from anchoring.manifest import verify_manifest
-from anchoring.worker import AnchorWorker, anchor_for_checkpoint, anchors_for_log
-from ledger import db
-from ledger.store import Ledger
+from rlhf_ledger.anchoring.chain import ChainClient, log_id_for_origin
+from rlhf_ledger.anchoring.content_store import LocalContentStore
+from rlhf_ledger.anchoring.devchain import Anvil
+from rlhf_ledger.anchoring.evidence import ANCHORED_TOPIC, verify_evidence
+from rlhf_ledger.anchoring.kubo import KuboContentStore
+from rlhf_ledger.anchoring.manifest import verify_manifest
+from rlhf_ledger.anchoring.worker import AnchorWorker, anchor_for_checkpoint, anchors_for_log
+from rlhf_ledger.store import db
+from rlhf_ledger.store.ledger import Ledger
 from tests.anchoring.conftest import FAST_RETRY
 from tests.ledger.helpers import Producer
 
@@ -226,7 +226,7 @@ def test_chain_unavailable_then_catch_up(anvil, owner, ledger, producer, store, 
     first = add(ledger, producer, 2)
     worker.run_once()
     proxy.stop()
-    caplog.set_level(logging.INFO, logger="anchoring.worker")
+    caplog.set_level(logging.INFO, logger="rlhf_ledger.anchoring.worker")
     cp = add(ledger, producer, 6)  # appends and checkpoints never touch the chain
     for _ in range(2):
         result = worker.run_once()
@@ -302,7 +302,7 @@ def test_watch_backs_off_while_unavailable_and_stops(anvil, owner, ledger, produ
             waits.append(timeout)
             return False
 
-    caplog.set_level(logging.INFO, logger="anchoring.worker")
+    caplog.set_level(logging.INFO, logger="rlhf_ledger.anchoring.worker")
     worker.watch(0.5, stop=RecordingStop(), passes=4, max_backoff=3.0)
     assert waits == [1.0, 2.0, 3.0]  # doubled per failed pass, capped; no wait after the last pass
     assert len([r for r in caplog.records if "paused" in r.getMessage()]) == 1

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from anchoring.chain import ChainClient, log_id_for_origin
-from anchoring.content_store import LocalContentStore
-from anchoring.worker import AnchorWorker, anchors_for_log
+from rlhf_ledger.anchoring.chain import ChainClient, log_id_for_origin
+from rlhf_ledger.anchoring.content_store import LocalContentStore
+from rlhf_ledger.anchoring.worker import AnchorWorker, anchors_for_log
 from tests.anchoring.conftest import FAST_RETRY
 from tests.anchoring.fixtures import LOG, ledger, producer  # noqa: F401  (shared fixtures)
 

@@ -8,8 +8,8 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from anchoring.cli import anchor_command, anchors_command
-from ledger.store import Ledger
+from rlhf_ledger.cli.anchor import anchor_command, anchors_command
+from rlhf_ledger.store.ledger import Ledger
 from tests.ledger.helpers import Producer
 
 pytestmark = pytest.mark.anvil

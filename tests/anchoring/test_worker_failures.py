@@ -10,14 +10,14 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from anchoring import worker as worker_mod
-from anchoring.chain import ChainClient
-from anchoring.cli import anchor_command, anchors_command
-from anchoring.content_store import LocalContentStore
-from anchoring.evidence import EvidenceError, verify_evidence
-from anchoring.worker import AnchorWorker, RetryRefused, anchors_for_log, retry_anchor
-from ledger import db
-from ledger.store import Ledger
+from rlhf_ledger.anchoring import worker as worker_mod
+from rlhf_ledger.anchoring.chain import ChainClient
+from rlhf_ledger.cli.anchor import anchor_command, anchors_command
+from rlhf_ledger.anchoring.content_store import LocalContentStore
+from rlhf_ledger.anchoring.evidence import EvidenceError, verify_evidence
+from rlhf_ledger.anchoring.worker import AnchorWorker, RetryRefused, anchors_for_log, retry_anchor
+from rlhf_ledger.store import db
+from rlhf_ledger.store.ledger import Ledger
 from tests.anchoring.conftest import FAST_RETRY
 from tests.ledger.helpers import Producer
 
@@ -145,8 +145,8 @@ def test_rpc_failover_moves_to_the_next_url_and_anchoring_goes_on(anvil, owner, 
 
 
 def test_failover_refuses_an_endpoint_of_another_chain(anvil, owner):
-    from anchoring.chain import ChainError
-    from anchoring.devchain import Anvil
+    from rlhf_ledger.anchoring.chain import ChainError
+    from rlhf_ledger.anchoring.devchain import Anvil
 
     with Anvil(chain_id=4242) as other:
         c = ChainClient([anvil.rpc_url, other.rpc_url], anvil.private_keys[0], retry=FAST_RETRY)
@@ -180,7 +180,7 @@ def test_anchor_once_releases_its_lease_and_anchors_lists_and_retries(anvil, tmp
 
 def test_malformed_node_answers_end_the_pass_with_one_line_not_a_traceback(anvil, owner, ledger, producer, store,
                                                                           monkeypatch):
-    from anchoring.chain import ChainError
+    from rlhf_ledger.anchoring.chain import ChainError
 
     c = client(anvil, owner.contract_address)
     w = AnchorWorker(ledger, c, store, LOG, confirmations=1)

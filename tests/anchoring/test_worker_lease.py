@@ -9,12 +9,12 @@ from collections import Counter
 
 import pytest
 
-from anchoring.chain import ChainClient
-from anchoring.content_store import LocalContentStore
-from anchoring.locks import Lease
-from anchoring.worker import AnchorWorker, anchors_for_log
-from ledger import db
-from ledger.store import Ledger
+from rlhf_ledger.anchoring.chain import ChainClient
+from rlhf_ledger.anchoring.content_store import LocalContentStore
+from rlhf_ledger.store.locks import Lease
+from rlhf_ledger.anchoring.worker import AnchorWorker, anchors_for_log
+from rlhf_ledger.store import db
+from rlhf_ledger.store.ledger import Ledger
 from tests.anchoring.conftest import FAST_RETRY
 from tests.anchoring.test_worker import LOG, chain_anchors
 from tests.ledger.helpers import Producer

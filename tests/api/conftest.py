@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ledger.events import make_event, sha256_hex, sign_event
-from ledger.jcs import canonicalize
-from ledger.keys import Signer
+from rlhf_ledger.core.events import make_event, sha256_hex, sign_event
+from rlhf_ledger.core.jcs import canonicalize
+from rlhf_ledger.core.keys import Signer
 from tests.api.helpers import wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,7 +80,7 @@ class Server:
 
 
 def start_server(data_dir: Path, database_url: str | None = None, *, workers: int = 1, env: dict | None = None) -> Server:
-    from api.tokens import create_admin_token
+    from rlhf_ledger.api.tokens import create_admin_token
 
     data_dir.mkdir(parents=True, exist_ok=True)
     os.environ["RLHF_LEDGER_PASSPHRASE"] = PASSPHRASE
@@ -98,7 +98,7 @@ def start_server(data_dir: Path, database_url: str | None = None, *, workers: in
         full_env["DATABASE_URL"] = database_url
     full_env.update(env or {})
     log_path = data_dir / f"server-{port}.log"
-    cmd = [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", "127.0.0.1", "--port", str(port),
+    cmd = [sys.executable, "-m", "uvicorn", "--factory", "rlhf_ledger.api.app:create_app", "--host", "127.0.0.1", "--port", str(port),
            "--workers", str(workers), "--log-level", "warning"]
     proc = subprocess.Popen(cmd, cwd=str(ROOT), env=full_env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -122,13 +122,13 @@ def test_role_script_grants_what_the_service_needs_on_a_real_server():
         import os
         import tempfile
 
-        from ledger.store import Ledger
+        from rlhf_ledger.store.ledger import Ledger
 
         os.environ.setdefault("RLHF_LEDGER_PASSPHRASE", "x")
         d = tempfile.mkdtemp()
         ledger = Ledger.open(d, url)
         try:
-            from ledger.events import commit_fields
+            from rlhf_ledger.core.events import commit_fields
             from tests.ledger.helpers import Producer
 
             ledger.init_log("role-check")
@@ -158,8 +158,8 @@ def _options(cmd) -> set[str]:
 
 
 def test_commands_use_real_cli_options():
-    from anchoring.cli import anchor_command as anchor
-    from api.cli import serve
+    from rlhf_ledger.cli.anchor import anchor_command as anchor
+    from rlhf_ledger.cli.serve import serve
 
     s = _compose()["services"]
     serve_opts = _options(serve)

@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from api.middleware import GuardMiddleware
+from rlhf_ledger.api.middleware import GuardMiddleware
 
 from .conftest import start_server
 from .helpers import assert_problem
@@ -45,7 +45,7 @@ def test_body_limit(limited):
         for _ in range(20):
             yield b"x" * 8192
 
-    from api.tokens import create_admin_token
+    from rlhf_ledger.api.tokens import create_admin_token
 
     fresh = create_admin_token(str(limited.data_dir))  # its own rate bucket
     r = httpx.post(limited.url + "/v1/logs", content=chunks(),

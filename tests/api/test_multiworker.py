@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from ledger.store import Ledger, audit
+from rlhf_ledger.store.ledger import Ledger, audit
 
 from .conftest import Producer, create_pg_database, drop_pg_database, pg_available, start_server
 

@@ -9,10 +9,11 @@ import time
 
 import sqlalchemy as sa
 
-from ledger import db, merkle
-from ledger.events import commit_fields, leaf_hash, make_event, sign_event
-from ledger.jcs import canonicalize
-from ledger.store import Ledger, audit
+from rlhf_ledger.store import db
+from rlhf_ledger.core import merkle
+from rlhf_ledger.core.events import commit_fields, leaf_hash, make_event, sign_event
+from rlhf_ledger.core.jcs import canonicalize
+from rlhf_ledger.store.ledger import Ledger, audit
 
 from .conftest import Producer
 from .helpers import assert_problem, b64d, wait_for
@@ -146,7 +147,7 @@ def test_payload_for_auditor_of_run_only(world):
     env["openings"] = openings
     r = sub.post(f"/v1/logs/{world.log_id}/events", json={"events": [env]})
     assert r.status_code == 200, r.text
-    from ledger.events import sha256_hex
+    from rlhf_ledger.core.events import sha256_hex
 
     world.producer.heads[world.run_id] = (seq + 1, sha256_hex(canonicalize(ev)))
     idx = r.json()["results"][0]["index"]
@@ -164,7 +165,7 @@ def test_payload_marks_erased_openings(world):
     """After a subject erasure the auditor still gets the other openings of the entry, and
     `erased` names the rest; after a run erasure the payload is gone (410). The erasures run
     in a second process on the server's database, as `rlhf-ledger erase-*` would."""
-    from ledger.events import sha256_hex
+    from rlhf_ledger.core.events import sha256_hex
 
     srv = world.server
     admin = srv.client(world.tokens["admin"])
@@ -294,7 +295,7 @@ def test_token_lifecycle(world):
     # only the hash is stored
     ledger = Ledger.open(world.server.data_dir, world.server.database_url)
     try:
-        from api.schema import api_tokens
+        from rlhf_ledger.store.api_tables import api_tokens
 
         with ledger.engine.connect() as conn:
             rows = conn.execute(sa.select(api_tokens)).all()

@@ -75,7 +75,7 @@ def launch(data_dir: Path, database_url: str | None, env: dict[str, str] | None 
     full.update(env or {})
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / f"service-{port}.log"
-    cmd = [sys.executable, "-m", "ledger.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "info"]
+    cmd = [sys.executable, "-m", "rlhf_ledger.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "info"]
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=str(ROOT), env=full, stdout=out, stderr=subprocess.STDOUT)
     return Service(f"http://127.0.0.1:{port}", proc, log_path)

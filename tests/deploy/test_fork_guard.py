@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ledger import merkle
-from ledger.cli import main as cli
-from ledger.fork_guard import SigningRefused
-from ledger.store import Ledger, audit
+from rlhf_ledger.core import merkle
+from rlhf_ledger.cli.main import main as cli
+from rlhf_ledger.store.fork_guard import SigningRefused
+from rlhf_ledger.store.ledger import Ledger, audit
 from tests.ledger.helpers import Producer
 
 LOG = "train"
@@ -159,7 +159,7 @@ def test_forked_history_is_reported_inconsistent(tmp_path):
 
 
 def test_published_record_only_advances(tmp_path):
-    from ledger.fork_guard import PublishedCheckpoints
+    from rlhf_ledger.store.fork_guard import PublishedCheckpoints
 
     pc = PublishedCheckpoints(tmp_path)
     key = b"\x01" * 32

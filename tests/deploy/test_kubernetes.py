@@ -159,7 +159,7 @@ def test_migration_job_and_init_containers_work_with_their_environment(rendered,
         if wait is not None:
             cmd[cmd.index("--wait") + 1] = wait
         assert cmd[0] == "rlhf-ledger"
-        return subprocess.run([sys.executable, "-m", "ledger.cli", *cmd[1:]], capture_output=True, text=True,
+        return subprocess.run([sys.executable, "-m", "rlhf_ledger.cli", *cmd[1:]], capture_output=True, text=True,
                               env=_pod_env(docs, container, mounts, home), cwd=tmp_path, timeout=120)
 
     deps = _by_kind(docs, "Deployment")
@@ -178,7 +178,7 @@ def test_migration_job_and_init_containers_work_with_their_environment(rendered,
 def test_commands_use_real_cli_options(rendered):
     from click import Command
 
-    from ledger.cli import main
+    from rlhf_ledger.cli.main import main
 
     def options(cmd: Command) -> set[str]:
         return {o for p in cmd.params for o in getattr(p, "opts", []) + getattr(p, "secondary_opts", [])}

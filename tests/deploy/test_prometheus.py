@@ -17,9 +17,9 @@ import httpx
 import pytest
 import yaml
 
-from api.tokens import create_token
-from ledger import db
-from ledger.store import Ledger
+from rlhf_ledger.api.tokens import create_token
+from rlhf_ledger.store import db
+from rlhf_ledger.store.ledger import Ledger
 from tests.api.helpers import wait_for
 from tests.deploy import service
 from tests.ledger.helpers import Producer

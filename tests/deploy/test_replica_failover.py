@@ -43,10 +43,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from api.tokens import create_token
-from ledger import merkle
-from ledger.checkpoints import parse_and_verify
-from ledger.store import Ledger, audit
+from rlhf_ledger.api.tokens import create_token
+from rlhf_ledger.core import merkle
+from rlhf_ledger.core.checkpoints import parse_and_verify
+from rlhf_ledger.store.ledger import Ledger, audit
 from tests.api.helpers import wait_for
 from tests.deploy import pgcluster, service
 from tests.ledger.helpers import Producer
@@ -435,7 +435,7 @@ def test_lagging_standby_refuses_to_sign_until_recovered(failover, tmp_path):
     signed = d.acked + failover.unacknowledged
     spool = tmp_path / "producer-events.jsonl"
     spool.write_text("".join(json.dumps(e) + "\n" for e in signed))
-    out = subprocess.run([sys.executable, "-m", "ledger.cli", "recover", "--data-dir", str(d.data), "--database-url",
+    out = subprocess.run([sys.executable, "-m", "rlhf_ledger.cli", "recover", "--data-dir", str(d.data), "--database-url",
                           failover.lagging.cluster.url("ledger"), "--log", LOG, str(spool)], capture_output=True, text=True,
                          timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0 and f"size {held} -> {d.base + len(signed)}" in out.stdout, out.stdout + out.stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "ledger.cli"]
+CLI = [sys.executable, "-m", "rlhf_ledger.cli"]
 DEAD_PG = "postgresql://ledger:hunter2@127.0.0.1:1/ledger"
 
 
@@ -97,8 +97,8 @@ def test_migrate_check_waits_for_the_schema(tmp_path):
 
 
 def test_secrets_from_files(tmp_path):
-    from ledger.errors import LedgerError
-    from ledger.secret_env import env_secret
+    from rlhf_ledger.core.errors import LedgerError
+    from rlhf_ledger.core.secret_env import env_secret
 
     f = tmp_path / "pass"
     f.write_text("s3cret\n")  # kubectl create secret --from-file keeps the newline

@@ -9,12 +9,12 @@ import sys
 
 import pytest
 
-from anchoring.chain import ChainClient
-from anchoring.content_store import LocalContentStore
-from anchoring.worker import AnchorWorker, anchors_for_log
-from ledger.bundle import Scope, export_bundle
-from ledger.events import commit_fields
-from ledger.store import Ledger
+from rlhf_ledger.anchoring.chain import ChainClient
+from rlhf_ledger.anchoring.content_store import LocalContentStore
+from rlhf_ledger.anchoring.worker import AnchorWorker, anchors_for_log
+from rlhf_ledger.export.bundle import Scope, export_bundle
+from rlhf_ledger.core.events import commit_fields
+from rlhf_ledger.store.ledger import Ledger
 from tests.anchoring.conftest import FAST_RETRY
 from tests.ledger.helpers import Producer
 
@@ -178,7 +178,7 @@ def test_exported_run_bundle_proves_completeness_and_omissions_fail(anchored, an
 
 def test_anchored_manifest_and_bundle_must_carry_the_same_run_index(anchored, anvil, tmp_path):
     """An exporter cannot swap in a run index other than the one the anchored manifest holds."""
-    from ledger.run_index import sign_index
+    from rlhf_ledger.core.run_index import sign_index
 
     led, store, owner = anchored
     path = tmp_path / "b.jsonl"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ledger.demo import BUNDLE_NAME, MARKER, verifier_argv0
+from rlhf_ledger.demo.run import BUNDLE_NAME, MARKER, verifier_argv0
 
 pytestmark = pytest.mark.anvil
 REPO = Path(__file__).resolve().parents[2]
@@ -25,7 +25,7 @@ PASSPHRASE = "demo-test-passphrase-7f3a9c"
 def run_demo(out: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "RLHF_LEDGER_PASSPHRASE": PASSPHRASE}
     env.pop("DATABASE_URL", None)
-    return subprocess.run([sys.executable, "-m", "ledger.demo", "--out", str(out), "--steps", "small"],
+    return subprocess.run([sys.executable, "-m", "rlhf_ledger.demo", "--out", str(out), "--steps", "small"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
 
 

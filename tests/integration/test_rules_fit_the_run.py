@@ -19,13 +19,13 @@ import sys
 
 import pytest
 
-from anchoring.chain import ChainClient
-from anchoring.content_store import LocalContentStore
-from anchoring.worker import AnchorWorker, anchors_for_log
-from ledger.bundle import Scope, export_bundle
-from ledger.keys import Signer
-from ledger.sdk import DatasetManifest, LocalSink, Run, weights_digest
-from ledger.store import Ledger
+from rlhf_ledger.anchoring.chain import ChainClient
+from rlhf_ledger.anchoring.content_store import LocalContentStore
+from rlhf_ledger.anchoring.worker import AnchorWorker, anchors_for_log
+from rlhf_ledger.export.bundle import Scope, export_bundle
+from rlhf_ledger.core.keys import Signer
+from rlhf_ledger.sdk import DatasetManifest, LocalSink, Run, weights_digest
+from rlhf_ledger.store.ledger import Ledger
 from tests.anchoring.conftest import FAST_RETRY
 from tests.sdk.helpers import tiny_model
 

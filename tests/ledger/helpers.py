@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ledger.events import make_event, sha256_hex, sign_event
-from ledger.jcs import canonicalize
-from ledger.keys import Signer
+from rlhf_ledger.core.events import make_event, sha256_hex, sign_event
+from rlhf_ledger.core.jcs import canonicalize
+from rlhf_ledger.core.keys import Signer
 
 
 class Producer:

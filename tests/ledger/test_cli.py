@@ -11,15 +11,15 @@ import sys
 import pytest
 import sqlalchemy as sa
 
-from ledger import merkle
-from ledger.keys import read_key_file
+from rlhf_ledger.core import merkle
+from rlhf_ledger.core.keys import read_key_file
 from tests.ledger.helpers import Producer
 
 
 def run(home, *args, stdin: str | None = None, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "RLHF_LEDGER_HOME": str(home), "RLHF_LEDGER_PASSPHRASE": "cli-test-passphrase", **(env_extra or {})}
     env.pop("DATABASE_URL", None)
-    return subprocess.run([sys.executable, "-m", "ledger.cli", *args], input=stdin, capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run([sys.executable, "-m", "rlhf_ledger.cli", *args], input=stdin, capture_output=True, text=True, env=env, timeout=120)
 
 
 def ok(res: subprocess.CompletedProcess) -> str:
@@ -64,7 +64,7 @@ def test_keygen_writes_an_encrypted_key(home):
 
 def test_keygen_without_passphrase_fails_cleanly(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RLHF_LEDGER_PASSPHRASE"}
-    res = subprocess.run([sys.executable, "-m", "ledger.cli", "keygen", str(tmp_path / "k.key")], env=env,
+    res = subprocess.run([sys.executable, "-m", "rlhf_ledger.cli", "keygen", str(tmp_path / "k.key")], env=env,
                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
     assert "RLHF_LEDGER_PASSPHRASE" in one_line_error(res)
     assert not (tmp_path / "k.key").exists()

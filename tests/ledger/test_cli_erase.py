@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from ledger.events import commit_fields
-from ledger.keys import read_key_file
+from rlhf_ledger.core.events import commit_fields
+from rlhf_ledger.core.keys import read_key_file
 from tests.ledger.helpers import Producer
 from tests.ledger.test_cli import ok, one_line_error, run
 

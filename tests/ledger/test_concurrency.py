@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 
-from ledger.store import Ledger, audit
-from ledger.keys import Signer
+from rlhf_ledger.store.ledger import Ledger, audit
+from rlhf_ledger.core.keys import Signer
 
 WRITERS = 4
 BATCHES = 8
@@ -58,8 +58,8 @@ def test_concurrent_init_of_one_log_has_one_winner(backend):
     one succeeds, the others get ConflictError and then read the winner's log."""
     import threading
 
-    from ledger.errors import ConflictError
-    from ledger.store import Ledger
+    from rlhf_ledger.core.errors import ConflictError
+    from rlhf_ledger.store.ledger import Ledger
 
     data_dir, url = backend
     Ledger.open(data_dir, url).close()  # schema in place before the race

@@ -11,11 +11,12 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from ledger import db, merkle
-from ledger.errors import EventError, NotFoundError
-from ledger.events import commit_fields
-from ledger.payloads import PayloadCrypto, PayloadError
-from ledger.store import BatchRejected, Ledger, audit
+from rlhf_ledger.store import db
+from rlhf_ledger.core import merkle
+from rlhf_ledger.core.errors import EventError, NotFoundError
+from rlhf_ledger.core.events import commit_fields
+from rlhf_ledger.store.payloads import PayloadCrypto, PayloadError
+from rlhf_ledger.store.ledger import BatchRejected, Ledger, audit
 from tests.ledger.helpers import Producer
 
 ALICE = "anp:" + "a1" * 32
@@ -302,7 +303,7 @@ def test_opening_key_is_rfc5869_hkdf_sha256():
     from Crypto.Hash import SHA256
     from Crypto.Protocol.KDF import HKDF
 
-    from ledger.payloads import opening_key
+    from rlhf_ledger.store.payloads import opening_key
 
     keys, subs = [os.urandom(32), os.urandom(32)], [ALICE, BOB]
     info = ("log-a\n17\nprompts\n" + ",".join(subs)).encode()

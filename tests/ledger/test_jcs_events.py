@@ -11,18 +11,10 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.errors import CanonicalError, EventError
-from ledger.events import (
-    check_openings,
-    commit_fields,
-    commit_value,
-    make_event,
-    parse_envelope,
-    sign_event,
-    validate_event,
-)
-from ledger.jcs import canonicalize
-from ledger.keys import Signer, key_id
+from rlhf_ledger.core.errors import CanonicalError, EventError
+from rlhf_ledger.core.events import check_openings, commit_fields, commit_value, make_event, parse_envelope, sign_event, validate_event
+from rlhf_ledger.core.jcs import canonicalize
+from rlhf_ledger.core.keys import Signer, key_id
 
 json_scalars = (
     st.none()
@@ -73,7 +65,7 @@ def test_fast_path_printer_equals_the_stdlib_encoder(value):
     what the standard library's encoder writes (whose equality with JCS is argued in jcs.py)."""
     import json
 
-    from ledger import jcs
+    from rlhf_ledger.core import jcs
 
     if not jcs._fast_ok(value):
         return

@@ -9,11 +9,11 @@ import json
 
 import pytest
 
-from ledger import key_events as kev
-from ledger.events import make_event, sign_event
-from ledger.keys import verify
-from ledger.store import BatchRejected, audit
-from ledger.errors import RevokedKeyError
+from rlhf_ledger.core import key_events as kev
+from rlhf_ledger.core.events import make_event, sign_event
+from rlhf_ledger.core.keys import verify
+from rlhf_ledger.store.ledger import BatchRejected, audit
+from rlhf_ledger.core.errors import RevokedKeyError
 from tests.ledger.helpers import Producer
 
 
@@ -37,7 +37,7 @@ def test_register_and_revoke_are_key_events_signed_by_the_log_key(log):
         kev.KEYS_RUN, kev.REGISTER, info.key_id, 0, None)
     assert ev["body"] == {"key_id": p.signer.key_id, "public_key": base64.b64encode(p.signer.public_key).decode()}
     assert "alice" not in json.dumps(env)  # the label stays in the database
-    from ledger.jcs import canonicalize
+    from rlhf_ledger.core.jcs import canonicalize
 
     assert verify(info.public_key, canonicalize(ev), base64.b64decode(env["sig"]))
     assert log.register_producer("default", p.signer.public_key) == p.signer.key_id  # idempotent
@@ -118,7 +118,7 @@ def test_a_new_registration_in_an_unmigrated_log_writes_the_legacy_ones_first(lo
     in a log that still has producers without key events migrates them first."""
     import time
 
-    from ledger import db
+    from rlhf_ledger.store import db
 
     old = Producer()
     with log.engine.begin() as c:  # a producer registered before key events existed

@@ -9,10 +9,10 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from ledger import db
-from ledger.migrate import alembic_config
-from ledger.errors import NotFoundError
-from ledger.store import BatchRejected, audit
+from rlhf_ledger.store import db
+from rlhf_ledger.store.migrate import alembic_config
+from rlhf_ledger.core.errors import NotFoundError
+from rlhf_ledger.store.ledger import BatchRejected, audit
 from tests.ledger.helpers import Producer
 
 
@@ -110,7 +110,7 @@ def test_existing_logs_get_their_producers_as_legacy_key_events(ledger):
     producer.revoke), the positions are cached, audit is clean, and the log goes on."""
     import time
 
-    from ledger import key_events as kev
+    from rlhf_ledger.core import key_events as kev
 
     ledger.init_log("default", checkpoint_every_events=1000)
     p, q = Producer(), Producer()
@@ -163,8 +163,8 @@ def test_existing_logs_get_their_producers_as_legacy_key_events(ledger):
 def test_subject_keys_migration_keeps_payloads_written_before(ledger):
     """0006 on a populated 0005 database: payload rows written before (v1: the openings under the
     run key, no `members`) still read and still erase, and openings naming subjects then work."""
-    from ledger.events import commit_fields
-    from ledger.payloads import PayloadCrypto
+    from rlhf_ledger.core.events import commit_fields
+    from rlhf_ledger.store.payloads import PayloadCrypto
 
     ledger.init_log("default", checkpoint_every_events=1000)
     p = Producer()

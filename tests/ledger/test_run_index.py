@@ -7,11 +7,12 @@ import json
 
 import pytest
 
-from ledger import merkle
-from ledger.errors import ProofError
-from ledger.jcs import canonicalize
-from ledger.run_index import parse_and_verify_note, record_leaf, run_index, run_membership
-from ledger.store import BatchRejected
+from rlhf_ledger.core import merkle
+from rlhf_ledger.core.errors import ProofError
+from rlhf_ledger.core.jcs import canonicalize
+from rlhf_ledger.core.run_index import parse_and_verify_note, record_leaf
+from rlhf_ledger.store.run_index import run_index, run_membership
+from rlhf_ledger.store.ledger import BatchRejected
 from tests.ledger.helpers import Producer
 
 
@@ -81,7 +82,7 @@ def test_run_index_records_match_the_entries(log):
 
 
 def test_incremental_index_equals_a_fresh_computation(log, backend):
-    from ledger.store import Ledger
+    from rlhf_ledger.store.ledger import Ledger
 
     p = _producer(log)
     for k in range(5):
@@ -93,7 +94,7 @@ def test_incremental_index_equals_a_fresh_computation(log, backend):
     mid = run_index(log, "default", 20)
     fresh = Ledger.open(*backend)
     try:
-        from ledger import db
+        from rlhf_ledger.store import db
         import sqlalchemy as sa
 
         with fresh.engine.begin() as c:

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger import sigverify
-from ledger.keys import Signer, verify
+from rlhf_ledger.core import sigverify
+from rlhf_ledger.core.keys import Signer, verify
 
 _SIGNERS = [Signer.from_seed(hashlib.sha256(b"sv%d" % i).digest()) for i in range(3)]
 

@@ -9,11 +9,12 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from ledger import db, merkle
-from ledger.checkpoints import parse_and_verify
-from ledger.errors import LedgerError, NotFoundError
-from ledger.events import MAX_EVENT_BYTES, commit_fields, leaf_hash
-from ledger.store import BatchRejected, audit
+from rlhf_ledger.store import db
+from rlhf_ledger.core import merkle
+from rlhf_ledger.core.checkpoints import parse_and_verify
+from rlhf_ledger.core.errors import LedgerError, NotFoundError
+from rlhf_ledger.core.events import MAX_EVENT_BYTES, commit_fields, leaf_hash
+from rlhf_ledger.store.ledger import BatchRejected, audit
 from tests.ledger.helpers import Producer
 
 
@@ -150,7 +151,7 @@ def test_sequence_gap_replay_and_fork(log, producer):
     fork = Producer(signer=producer.signer)
     forked = fork.events(2)[1]
     forked["event"]["body"] = {"step": 99}
-    from ledger.events import sign_event
+    from rlhf_ledger.core.events import sign_event
 
     forked = sign_event(forked["event"], producer.signer)
     err = _refused(log, [forked])
@@ -294,8 +295,8 @@ def test_key_rotation_keeps_old_events_verifiable(log, producer):
     keys = {p["key_id"]: p for p in log.producers("default")}
     assert keys[producer.signer.key_id]["status"] == "revoked"
     entry = json.loads(log.get_entry("default", res[0].index).entry)
-    from ledger.keys import verify
-    from ledger.jcs import canonicalize
+    from rlhf_ledger.core.keys import verify
+    from rlhf_ledger.core.jcs import canonicalize
 
     pk = base64.b64decode(keys[producer.signer.key_id]["public_key"])
     assert verify(pk, canonicalize(entry["event"]), base64.b64decode(entry["sig"]))

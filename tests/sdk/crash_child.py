@@ -3,8 +3,8 @@
 import sys
 import time
 
-from ledger.keys import Signer
-from ledger.sdk import HttpSink, Run
+from rlhf_ledger.core.keys import Signer
+from rlhf_ledger.sdk import HttpSink, Run
 
 seed, url, spool, n = bytes.fromhex(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
 signer = Signer.from_seed(seed)

@@ -8,9 +8,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from ledger.errors import ConflictError, LedgerError, SequenceError, SignatureError, UnknownKeyError
-from ledger.events import parse_envelope
-from ledger.keys import Signer
+from rlhf_ledger.core.errors import ConflictError, LedgerError, SequenceError, SignatureError, UnknownKeyError
+from rlhf_ledger.core.events import parse_envelope
+from rlhf_ledger.core.keys import Signer
 
 
 class RecordingAppendForTests:
@@ -148,7 +148,7 @@ def check_chains(events: list[dict]) -> None:
     """Every producer's events in a run form an unbroken seq/prev chain (hash = sha256 JCS)."""
     import hashlib
 
-    from ledger.jcs import canonicalize
+    from rlhf_ledger.core.jcs import canonicalize
 
     last: dict[tuple[str, str], tuple[int, str]] = {}
     for e in events:

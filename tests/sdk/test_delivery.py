@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from .helpers import EmulatedLedgerApiForTests, RecordingAppendForTests, check_chains
-from ledger.keys import Signer
-from ledger.sdk import HttpSink, LocalSink, PermanentDeliveryError, Run
-from ledger.sdk.spool import Journal
+from rlhf_ledger.core.keys import Signer
+from rlhf_ledger.sdk import HttpSink, LocalSink, PermanentDeliveryError, Run
+from rlhf_ledger.sdk.spool import Journal
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("trl")
 api_conftest = pytest.importorskip("tests.api.conftest")
 
-from ledger.keys import Signer  # noqa: E402
+from rlhf_ledger.core.keys import Signer  # noqa: E402
 
 from .helpers import check_chains  # noqa: E402
 
@@ -72,7 +72,7 @@ def api_server(tmp_path):
 
 
 def _events(srv, log_id: str, run_id: str) -> list[dict]:
-    from ledger.store import Ledger
+    from rlhf_ledger.store.ledger import Ledger
 
     ledger = Ledger.open(str(srv.data_dir))
     try:

@@ -18,9 +18,9 @@ trl = pytest.importorskip("trl")
 
 from . import hf_jobs  # noqa: E402
 from .helpers import RecordingAppendForTests, check_chains  # noqa: E402
-from ledger.keys import Signer  # noqa: E402
-from ledger.sdk import DatasetManifest, LocalSink, Run, weights_digest  # noqa: E402
-from ledger.sdk.hf_callback import LedgerCallback  # noqa: E402
+from rlhf_ledger.core.keys import Signer  # noqa: E402
+from rlhf_ledger.sdk import DatasetManifest, LocalSink, Run, weights_digest  # noqa: E402
+from rlhf_ledger.sdk.hf_callback import LedgerCallback  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 DS = DatasetManifest("prefs", "toy prefs", "generated in test", "CC0-1.0", "sha256:" + "2" * 64, 100, 16)
@@ -118,10 +118,10 @@ def test_reward_trainer_is_recorded(tmp_path):
 _EXIT_CHILD = textwrap.dedent('''
     import sys
     from transformers import TrainerControl, TrainerState, TrainingArguments
-    from ledger.keys import Signer
-    from ledger.sdk import LocalSink, Run
-    from ledger.sdk.hf_callback import LedgerCallback
-    from ledger.store import Ledger
+    from rlhf_ledger.core.keys import Signer
+    from rlhf_ledger.sdk import LocalSink, Run
+    from rlhf_ledger.sdk.hf_callback import LedgerCallback
+    from rlhf_ledger.store.ledger import Ledger
 
     data, mode = sys.argv[1], sys.argv[2]
     ledger = Ledger.open(data)
@@ -145,7 +145,7 @@ _EXIT_CHILD = textwrap.dedent('''
 
 
 def test_managed_run_ends_when_the_process_exits(tmp_path):
-    from ledger.store import Ledger
+    from rlhf_ledger.store.ledger import Ledger
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     for mode in ("completed", "failed"):

@@ -8,8 +8,8 @@ import secrets
 
 import pytest
 
-from ledger.keys import Signer
-from ledger.sdk import HttpSink, PermanentDeliveryError, Run
+from rlhf_ledger.core.keys import Signer
+from rlhf_ledger.sdk import HttpSink, PermanentDeliveryError, Run
 
 api_conftest = pytest.importorskip("tests.api.conftest")
 

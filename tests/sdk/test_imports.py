@@ -26,9 +26,9 @@ CHILD = textwrap.dedent('''
 
     sys.meta_path.insert(0, Block())
     import json
-    from ledger.keys import Signer
-    from ledger.sdk import DatasetManifest, LocalSink, Run
-    from ledger.store import Ledger
+    from rlhf_ledger.core.keys import Signer
+    from rlhf_ledger.sdk import DatasetManifest, LocalSink, Run
+    from rlhf_ledger.store.ledger import Ledger
 
     data = sys.argv[1]
     ledger = Ledger.open(data)

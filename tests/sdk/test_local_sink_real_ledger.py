@@ -7,10 +7,10 @@ import json
 import pytest
 
 from .helpers import check_chains, tiny_model
-from ledger.keys import Signer
-from ledger.sdk import DatasetManifest, LocalSink, PermanentDeliveryError, Run, weights_digest
+from rlhf_ledger.core.keys import Signer
+from rlhf_ledger.sdk import DatasetManifest, LocalSink, PermanentDeliveryError, Run, weights_digest
 
-store = pytest.importorskip("ledger.store")
+store = pytest.importorskip("rlhf_ledger.store.ledger")
 
 
 @pytest.fixture

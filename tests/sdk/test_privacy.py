@@ -9,9 +9,9 @@ import pytest
 from dp_accounting import rdp
 
 from .helpers import RecordingAppendForTests
-from ledger.keys import Signer
-from ledger.sdk import LocalSink, PrivacyAccountant, PrivacyBudgetExceeded, Run
-from ledger.sdk.privacy import Spend, replay_epsilon
+from rlhf_ledger.core.keys import Signer
+from rlhf_ledger.sdk import LocalSink, PrivacyAccountant, PrivacyBudgetExceeded, Run
+from rlhf_ledger.sdk.privacy import Spend, replay_epsilon
 
 
 def direct_epsilon(parts, delta):

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from .helpers import RecordingAppendForTests, check_chains, tiny_model
-from ledger.errors import EventError
-from ledger.events import check_openings, parse_envelope
-from ledger.keys import Signer
-from ledger.sdk import DatasetManifest, LocalSink, Run, pseudonym, weights_digest
+from rlhf_ledger.core.errors import EventError
+from rlhf_ledger.core.events import check_openings, parse_envelope
+from rlhf_ledger.core.keys import Signer
+from rlhf_ledger.sdk import DatasetManifest, LocalSink, Run, pseudonym, weights_digest
 
 PKEY = b"team-pseudonym-key-0123456789abcdef"
 

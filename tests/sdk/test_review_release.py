@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from .helpers import RecordingAppendForTests, tiny_model
-from ledger.keys import Signer
-from ledger.sdk import LocalSink, Run, pseudonym, weights_digest
+from rlhf_ledger.core.keys import Signer
+from rlhf_ledger.sdk import LocalSink, Run, pseudonym, weights_digest
 
 PKEY = b"team-pseudonym-key-0123456789abcdef"
 

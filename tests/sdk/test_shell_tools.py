@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ledger.cli import main
-from ledger.keys import Signer, write_key_file
-from ledger.sdk import LocalSink, Run
-from ledger.store import Ledger
+from rlhf_ledger.cli.main import main
+from rlhf_ledger.core.keys import Signer, write_key_file
+from rlhf_ledger.sdk import LocalSink, Run
+from rlhf_ledger.store.ledger import Ledger
 
 PASS = os.environ.setdefault("RLHF_LEDGER_PASSPHRASE", "test-passphrase-not-a-secret")
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,7 +115,7 @@ def test_spool_status_and_flush_deliver_a_crashed_runs_leftovers(tmp_path, local
 
 
 def test_devchain_without_anvil_says_how_to_get_it(tmp_path, monkeypatch):
-    import ledger.cli_record as cr
+    import rlhf_ledger.cli.record as cr
 
     monkeypatch.setattr(cr, "_find_anvil", lambda: None)
     code, out = cli("devchain", "--block-time", "1")

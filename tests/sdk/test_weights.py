@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import save_file
 
 from .helpers import tiny_model
-from ledger.jcs import canonicalize
-from ledger.sdk.weights import diff_tensors, file_digest, file_manifest, mth, weights_digest
+from rlhf_ledger.core.jcs import canonicalize
+from rlhf_ledger.sdk.weights import diff_tensors, file_digest, file_manifest, mth, weights_digest
 
 
 def test_deterministic_and_independent_of_insertion_order_and_layout():
@@ -50,7 +50,7 @@ def test_root_is_rfc9162_merkle_tree_hash():
     for n in range(1, 8):
         assert mth(leaves[:n]) == ref(leaves[:n])
     try:
-        from ledger.merkle import root_from_leaf_hashes
+        from rlhf_ledger.core.merkle import root_from_leaf_hashes
     except ImportError:
         return
     for n in range(1, 8):

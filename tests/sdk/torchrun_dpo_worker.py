@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from ledger.keys import Signer  # noqa: E402
-from ledger.sdk import DatasetManifest, HttpSink, Run  # noqa: E402
+from rlhf_ledger.core.keys import Signer  # noqa: E402
+from rlhf_ledger.sdk import DatasetManifest, HttpSink, Run  # noqa: E402
 
 
 def main() -> None:
@@ -89,7 +89,7 @@ def main() -> None:
         return
 
     from tests.sdk import hf_jobs
-    from ledger.sdk.hf_callback import LedgerCallback
+    from rlhf_ledger.sdk.hf_callback import LedgerCallback
 
     t0 = time.time()
     rec = run.rank_recorder(rank_signer)

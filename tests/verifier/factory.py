@@ -25,13 +25,13 @@ from eth_hash.auto import keccak
 from eth_utils import to_checksum_address
 from trie import HexaryTrie
 
-from anchoring.cid import cid_for_bytes
-from ledger.checkpoints import default_origin, sign_checkpoint, vkey
-from ledger.events import make_event, sign_event
-from ledger.jcs import canonicalize
-from ledger.keys import Signer
-from ledger.merkle import InMemoryTree
-from ledger.run_index import records_from_entries, sign_index
+from rlhf_ledger.anchoring.cid import cid_for_bytes
+from rlhf_ledger.core.checkpoints import default_origin, sign_checkpoint, vkey
+from rlhf_ledger.core.events import make_event, sign_event
+from rlhf_ledger.core.jcs import canonicalize
+from rlhf_ledger.core.keys import Signer
+from rlhf_ledger.core.merkle import InMemoryTree
+from rlhf_ledger.core.run_index import records_from_entries, sign_index
 
 ANCHORED_TOPIC = keccak(b"Anchored(bytes32,uint64,bytes32,string,address)")
 MEDIA_TYPE = "application/vnd.rlhf-ledger.bundle.v2+jsonl"

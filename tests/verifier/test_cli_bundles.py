@@ -53,8 +53,8 @@ def test_unanchored_events_and_untrusted_block(tmp_path, capsys):
 def test_wrong_keys_and_tampered_event(tmp_path, capsys):
     b = build_bundle(tmp_path / "b.jsonl")
     other = build_bundle(tmp_path / "o.jsonl", log_id="other-log")
-    from ledger.checkpoints import vkey
-    from ledger.keys import Signer
+    from rlhf_ledger.core.checkpoints import vkey
+    from rlhf_ledger.core.keys import Signer
 
     stranger = vkey("rlhf-ledger.local/log-1", Signer.generate().public_key)  # the right name, another key
     args = b.args()

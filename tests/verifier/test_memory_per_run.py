@@ -15,11 +15,11 @@ import json
 import tracemalloc
 
 from factory import MEDIA_TYPE, b64, ts
-from ledger.checkpoints import default_origin, sign_checkpoint
-from ledger.events import make_event, sign_event
-from ledger.jcs import canonicalize
-from ledger.keys import Signer
-from ledger.merkle import InMemoryTree
+from rlhf_ledger.core.checkpoints import default_origin, sign_checkpoint
+from rlhf_ledger.core.events import make_event, sign_event
+from rlhf_ledger.core.jcs import canonicalize
+from rlhf_ledger.core.keys import Signer
+from rlhf_ledger.core.merkle import InMemoryTree
 from rlhf_verifier.verify import Options, Verifier
 
 BOUND_PER_RUN = 700  # bytes; was about 2,200 before the per-run state was made compact
@@ -47,7 +47,7 @@ def _one_event_runs(path, n: int) -> None:
 
 def _retained(path) -> tuple[int, object]:
     """Bytes still allocated after verifying (the verifier and its state kept alive)."""
-    from ledger.checkpoints import vkey
+    from rlhf_ledger.core.checkpoints import vkey
     from rlhf_verifier.note import parse_vkey
 
     log, prod = Signer.from_seed(b"\x01" * 32), Signer.from_seed(b"\x02" * 32)

@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-from ledger.checkpoints import sign_checkpoint, vkey
-from ledger.keys import Signer
-from ledger.merkle import InMemoryTree
+from rlhf_ledger.core.checkpoints import sign_checkpoint, vkey
+from rlhf_ledger.core.keys import Signer
+from rlhf_ledger.core.merkle import InMemoryTree
 from rlhf_verifier.cid import CIDError, check_content, cid_for, parse_cid
 from rlhf_verifier.cli import main
 from rlhf_verifier.note import NoteError, parse_vkey, verify_checkpoint
@@ -82,7 +82,7 @@ def test_cid_vectors_from_spec():
 
 def test_cid_agrees_with_anchoring_cid_across_layout_boundaries():
     """Agreement with the ledger side's implementation (itself tested against real Kubo)."""
-    from anchoring.cid import cid_for_bytes
+    from rlhf_ledger.anchoring.cid import cid_for_bytes
 
     chunk = 262144
     for size in (1, 1000, chunk - 1, chunk, chunk + 1, 3 * chunk + 7, 174 * chunk, 175 * chunk + 12345):

@@ -19,7 +19,7 @@ from ..conftest import PASSPHRASE, ROOT, Producer, Server, create_pg_database, d
 
 def start_serve(data_dir: Path, database_url: str | None = None, *, env: dict | None = None, args: list[str] | None = None,
                 workers: int = 1) -> Server:
-    from api.tokens import create_admin_token
+    from rlhf_ledger.api.tokens import create_admin_token
 
     data_dir.mkdir(parents=True, exist_ok=True)
     os.environ["RLHF_LEDGER_PASSPHRASE"] = PASSPHRASE
@@ -33,7 +33,7 @@ def start_serve(data_dir: Path, database_url: str | None = None, *, env: dict | 
         full["DATABASE_URL"] = database_url
     full.update(env or {})
     log_path = data_dir / f"serve-{port}.log"
-    cmd = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+    cmd = [sys.executable, "-m", "rlhf_ledger.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
            "--workers", str(workers), *(args or [])]
     proc = subprocess.Popen(cmd, cwd=str(ROOT), env=full, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -10,8 +10,8 @@ import tracemalloc
 import httpx
 import pytest
 
-from api.bodies import check_shape, nesting_depth_exceeds, parse_json
-from api.problems import ApiProblem
+from rlhf_ledger.api.bodies import check_shape, nesting_depth_exceeds, parse_json
+from rlhf_ledger.api.problems import ApiProblem
 
 from ..conftest import ROOT
 from ..helpers import assert_problem
@@ -103,31 +103,31 @@ def test_recursion_limit_guarded_after_every_import_path():
     code = r"""
 import importlib, pkgutil, sys
 sys.setrecursionlimit(100_000)  # what py_ecc does on import
-import api.app, api.limits
-for pkg in ("ledger", "anchoring", "api"):
+import rlhf_ledger.api.app, rlhf_ledger.api.limits as limits
+for pkg in ("rlhf_ledger",):
     mod = importlib.import_module(pkg)
     for info in pkgutil.walk_packages(mod.__path__, pkg + "."):
-        if ".sdk" in info.name:
+        if ".sdk" in info.name or ".demo" in info.name or info.name.endswith("__main__"):
             continue
         try:
             importlib.import_module(info.name)
         except Exception as e:
             print("skip", info.name, type(e).__name__, file=sys.stderr)
 import py_ecc  # noqa: F401  the module that raises the limit
-api.limits.preload()
-assert sys.getrecursionlimit() == api.limits.RECURSION_LIMIT, sys.getrecursionlimit()
+limits.preload()
+assert sys.getrecursionlimit() == limits.RECURSION_LIMIT, sys.getrecursionlimit()
 sys.setrecursionlimit(100_000)
 from fastapi.testclient import TestClient
 import os, tempfile
 os.environ["RLHF_LEDGER_PASSPHRASE"] = "x"
 d = tempfile.mkdtemp()
-from api.config import Settings
-app = api.app.create_app(settings=Settings(data_dir=d, checkpoint_interval=0))
+from rlhf_ledger.api.config import Settings
+app = rlhf_ledger.api.app.create_app(settings=Settings(data_dir=d, checkpoint_interval=0))
 with TestClient(app) as c:
     sys.setrecursionlimit(100_000)  # a module imported while serving
     r = c.post("/v1/logs", content=b"[" * 100_000, headers={"content-type": "application/json"})
     assert r.status_code == 401, r.status_code
-    assert sys.getrecursionlimit() == api.limits.RECURSION_LIMIT
+    assert sys.getrecursionlimit() == limits.RECURSION_LIMIT
 print("ok")
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=str(ROOT), capture_output=True, text=True, timeout=120)

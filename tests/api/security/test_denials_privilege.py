@@ -9,8 +9,8 @@ import time
 import httpx
 import pytest
 
-from ledger import db
-from ledger.store import Ledger
+from rlhf_ledger.store import db
+from rlhf_ledger.store.ledger import Ledger
 
 from ..helpers import assert_problem, wait_for
 from .conftest import alive, setup_log, start_serve, unique
@@ -157,8 +157,8 @@ def test_log_ids_map_to_key_files_injectively_and_errors_show_no_paths(tmp_path)
         assert admin.post("/v1/logs", json={"log_id": "A:b"}).status_code == 201  # case-insensitive file systems too
     finally:
         srv.stop()
-    from ledger.errors import KeyFileError
-    from ledger.keys import log_key_file_name
+    from rlhf_ledger.core.errors import KeyFileError
+    from rlhf_ledger.core.keys import log_key_file_name
 
     names = {log_key_file_name(x) for x in ("a:b", "a_b", "a/b", "A:b", "A:B")}
     assert len(names) == 5 and len({n.lower() for n in names}) == 5

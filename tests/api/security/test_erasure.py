@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from ledger.events import commit_fields, make_event, sign_event
-from ledger.keys import Signer, read_secret_file
-from ledger.payloads import PayloadError
-from ledger.store import Ledger
+from rlhf_ledger.core.events import commit_fields, make_event, sign_event
+from rlhf_ledger.core.keys import Signer, read_secret_file
+from rlhf_ledger.store.payloads import PayloadError
+from rlhf_ledger.store.ledger import Ledger
 
 from ..conftest import PASSPHRASE, create_pg_database, drop_pg_database, pg_available
 
@@ -53,8 +53,8 @@ def _setup(data_dir: Path, url: str | None):
         seq = {"victim": [0, 1], "keeper": [0]}[run][0 if i in (0, 2) else 1]
         prev = None
         if seq:
-            from ledger.events import sha256_hex
-            from ledger.jcs import canonicalize
+            from rlhf_ledger.core.events import sha256_hex
+            from rlhf_ledger.core.jcs import canonicalize
 
             prev = sha256_hex(canonicalize(envs[0]["event"]))
         ev = make_event(log_id="erase", run_id=run, type="annotation.batch", producer=s.key_id, seq=seq, prev=prev, body=body)
@@ -66,7 +66,7 @@ def _setup(data_dir: Path, url: str | None):
 
 
 def _secrets_of_victim(ledger: Ledger) -> dict[str, bytes]:
-    from ledger import db
+    from rlhf_ledger.store import db
 
     crypto = ledger._payload_crypto()
     with ledger.engine.connect() as conn:
@@ -155,8 +155,8 @@ def test_postgres_erasure_waits_for_older_snapshots(tmp_path):
 
     import psycopg
 
-    from ledger import db
-    from ledger.errors import LedgerError
+    from rlhf_ledger.store import db
+    from rlhf_ledger.core.errors import LedgerError
 
     if not pg_available():
         pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable")

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from ledger.errors import EventError
-from ledger.events import make_event, sha256_hex, sign_event, valid_id, validate_event
-from ledger.jcs import canonicalize
-from ledger.store import Ledger
+from rlhf_ledger.core.errors import EventError
+from rlhf_ledger.core.events import make_event, sha256_hex, sign_event, valid_id, validate_event
+from rlhf_ledger.core.jcs import canonicalize
+from rlhf_ledger.store.ledger import Ledger
 
 from ..conftest import PASSPHRASE, ROOT, Producer
 from ..helpers import assert_problem
@@ -183,7 +183,7 @@ def test_duplicate_keys_refused_by_the_cli(tmp_path):
     src = tmp_path / "events.jsonl"
     src.write_text("\n".join(lines) + "\n")
     env = dict(os.environ, RLHF_LEDGER_PASSPHRASE=PASSPHRASE, PYTHONPATH=str(ROOT))
-    out = subprocess.run([sys.executable, "-m", "ledger.cli", "append", "--data-dir", str(d), "--log", "cli", str(src)],
+    out = subprocess.run([sys.executable, "-m", "rlhf_ledger.cli", "append", "--data-dir", str(d), "--log", "cli", str(src)],
                          cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
     msg = out.stderr.strip().splitlines()[-1]

@@ -33,7 +33,7 @@ def _completeness(rep: dict) -> list[str]:
 def _leaf_hash(env: dict) -> str:
     import hashlib
 
-    from ledger.jcs import canonicalize
+    from rlhf_ledger.core.jcs import canonicalize
 
     return base64.b64encode(hashlib.sha256(b"\x00" + canonicalize(env)).digest()).decode()
 

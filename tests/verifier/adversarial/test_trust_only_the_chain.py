@@ -49,8 +49,8 @@ def test_the_minimal_command_proves_everything_from_the_chain(honest, capsys):
 
 
 def test_a_pinned_log_key_must_agree_with_the_contract(honest, capsys):
-    from ledger.checkpoints import vkey
-    from ledger.keys import Signer
+    from rlhf_ledger.core.checkpoints import vkey
+    from rlhf_ledger.core.keys import Signer
 
     wrong = vkey("rlhf-ledger.local/log-1", Signer.generate().public_key)
     code, rep = _verify(honest.minimal_args("--log-key", wrong), capsys)
@@ -128,8 +128,8 @@ def test_leaving_out_the_keys_record_proves_no_key(honest, capsys):
 
 
 def test_a_key_event_signed_by_another_key_is_refused(honest, capsys):
-    from ledger.events import make_event, sign_event
-    from ledger.keys import Signer
+    from rlhf_ledger.core.events import make_event, sign_event
+    from rlhf_ledger.core.keys import Signer
 
     objs = read_records(honest)
     ke = next(o for o in objs if o["kind"] == "key_event")
@@ -144,8 +144,8 @@ def test_a_key_event_signed_by_another_key_is_refused(honest, capsys):
 
 def test_a_forged_registration_not_in_the_log_is_refused(honest, capsys):
     """A registration the log key holder signs but never appends (not in the anchored tree)."""
-    from ledger.events import make_event, sign_event
-    from ledger.keys import Signer
+    from rlhf_ledger.core.events import make_event, sign_event
+    from rlhf_ledger.core.keys import Signer
     import hashlib
 
     objs = read_records(honest)
@@ -263,7 +263,7 @@ def test_a_rotated_away_key_signs_nothing_after_the_rotation(tmp_path, capsys):
 def test_an_attacker_state_proving_another_key_signs_nothing(tmp_path, capsys):
     """State proofs that show a key the log never used (an attacker's own contract storage at the
     pinned address is impossible, but a forged proof would show one): no checkpoint verifies."""
-    from ledger.keys import Signer
+    from rlhf_ledger.core.keys import Signer
 
     b = build_bundle(tmp_path / "b.jsonl", key_events=True, proven_key_override=Signer.generate().public_key)
     code, rep = _verify(b.minimal_args(), capsys)

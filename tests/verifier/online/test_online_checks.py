@@ -18,11 +18,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from anchoring.chain import ChainClient
-from anchoring.content_store import LocalContentStore
-from anchoring.worker import AnchorWorker, anchors_for_log
-from ledger.bundle import Scope, export_bundle
-from ledger.store import Ledger
+from rlhf_ledger.anchoring.chain import ChainClient
+from rlhf_ledger.anchoring.content_store import LocalContentStore
+from rlhf_ledger.anchoring.worker import AnchorWorker, anchors_for_log
+from rlhf_ledger.export.bundle import Scope, export_bundle
+from rlhf_ledger.store.ledger import Ledger
 from rlhf_verifier.cli import main
 from tests.anchoring.conftest import FAST_RETRY
 from tests.ledger.helpers import Producer
@@ -271,7 +271,7 @@ def test_the_contract_refuses_equivocation_so_later_anchors_do_not_matter(anchor
     checkpoint. The code the contract runs is proven (state proof), which is what makes this hold."""
     import hashlib
 
-    from anchoring.chain import ContractRevert
+    from rlhf_ledger.anchoring.chain import ContractRevert
 
     code, out, err = run(anchored.args(anvil, "--rpc", anvil.rpc_url), capsys)
     assert code == 0, out + err
