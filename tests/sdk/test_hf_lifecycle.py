@@ -176,7 +176,7 @@ def _older_venv() -> Path:
     import site
     import sysconfig
 
-    tag = "-".join(f"{k}{v}" for k, v in OLDER.items())
+    tag = "-".join(f"{k}{v}" for k, v in OLDER.items()) + "-v2"  # v2: parent site dirs read as site dirs
     venv = Path(os.environ.get("TMPDIR", "/tmp")) / f"rlhf-ledger-hf-{tag}"
     py = venv / "bin" / "python"
     if not (venv / ".complete").exists():
@@ -186,8 +186,10 @@ def _older_venv() -> Path:
         purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                  check=True, capture_output=True, text=True).stdout.strip()
         parent = [sysconfig.get_paths()["purelib"], *site.getsitepackages()]
-        # appended after the venv's own site-packages, so the older pair wins over the lock's
-        Path(purelib, "zz_project_venv.pth").write_text("\n".join(dict.fromkeys(parent)) + "\n")
+        # appended after the venv's own site-packages, so the older pair wins over the lock's; as
+        # site dirs, so that their own .pth files (the editable install's finder) are read too
+        Path(purelib, "zz_project_venv.pth").write_text(
+            "".join(f"import site; site.addsitedir({d!r})\n" for d in dict.fromkeys(parent)))
         (venv / ".complete").write_text("ok\n")
     return py
 
