@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from factory import build_bundle, run_events
+
 from rlhf_verifier.cli import main
 
 
@@ -65,7 +65,7 @@ def test_wrong_keys_and_tampered_event(tmp_path, capsys):
     code, out, _ = run_cli([b.path, "--log-key", other.log_vkey, "--producer-key", b.producer_keys[0]], capsys)
     assert code == 1 and "not signed by any trusted log key" in out
     lines = b.path.read_text().splitlines()
-    i = next(k for k, l in enumerate(lines) if '"kind": "event"' in l)
+    i = next(k for k, line in enumerate(lines) if '"kind": "event"' in line)
     rec = json.loads(lines[i])
     rec["envelope"]["event"]["body"]["method"] = "ppo"
     lines[i] = json.dumps(rec)
@@ -77,7 +77,7 @@ def test_wrong_keys_and_tampered_event(tmp_path, capsys):
 def test_dropped_event_breaks_chain_and_count(tmp_path, capsys):
     b = build_bundle(tmp_path / "b.jsonl")
     lines = b.path.read_text().splitlines()
-    i = [k for k, l in enumerate(lines) if '"kind": "event"' in l][3]
+    i = [k for k, line in enumerate(lines) if '"kind": "event"' in line][3]
     del lines[i]
     b.path.write_text("\n".join(lines) + "\n")
     code, out, _ = run_cli(b.args(), capsys)

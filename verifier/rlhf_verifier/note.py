@@ -57,7 +57,7 @@ class VerifierKey:
         return f"{self.name}+{self.key_id.hex()}+{key}"
 
     @classmethod
-    def from_public_key(cls, name: str, public_key: bytes) -> "VerifierKey":
+    def from_public_key(cls, name: str, public_key: bytes) -> VerifierKey:
         if len(public_key) != 32:
             raise NoteError("an Ed25519 public key is 32 bytes")
         return cls(name, note_key_id(name, public_key), public_key)

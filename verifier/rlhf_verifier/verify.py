@@ -12,19 +12,20 @@ import base64
 import bisect
 import collections
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 from . import clock, ed25519, worker
 from .bundle import FORMAT, MAX_LINE_BYTES, MEDIA_TYPE, VERSION, BundleReadError, iter_lines, parse_record
 from .cid import CIDError, check_content
 from .completeness import CompletenessError, RunCompleteness
-from .compliance import Collector, RULE_SETS, evaluate, resolve
+from .compliance import RULE_SETS, Collector, evaluate, resolve
 from .compliance.reviews import listing as review_listing
 from .events import ChainTracker
 from .evidence import Anchor, EvidenceError, verify_evidence
@@ -139,6 +140,11 @@ def _ev_where(index: Any, event_id: bytes | None, line: int) -> str:
 
 class Verifier:
     def __init__(self, opts: Options):
+        for what, keys, sources in (("log", opts.log_keys, opts.log_key_sources),
+                                    ("producer", opts.producer_keys, opts.producer_key_sources)):
+            if sources and len(sources) != len(keys):  # each pinned key is reported with its own source
+                raise CannotRun(f"Options.{what}_key_sources names {len(sources)} source(s) for {len(keys)} pinned "
+                                f"{what} key(s): give one per key, or none")
         self.o = opts
         self.r = Result()
         self.collector = Collector()
@@ -531,7 +537,8 @@ class Verifier:
         keys: dict[bytes, VerifierKey] = {pub: VerifierKey.from_public_key(self.origin, pub) for pub in chain}
         sources = [f"the contract's storage at block(s) {', '.join(map(str, blocks[:5]))}"
                    f"{' ...' if len(blocks) > 5 else ''} (log key proof of a confirmed anchor)" for blocks in chain.values()]
-        for k, src in zip(self.o.log_keys, self.o.log_key_sources or ["given by the caller"] * len(self.o.log_keys)):
+        for k, src in zip(self.o.log_keys, self.o.log_key_sources or ["given by the caller"] * len(self.o.log_keys),
+                          strict=True):
             if chain and k.public_key not in chain:
                 r.fail("log_key", src, f"the pinned log key {k.vkey()} is not the key the contract holds for this log "
                        f"({', '.join(v.vkey() for v in keys.values())})")
@@ -624,7 +631,8 @@ class Verifier:
             derived = {k.key_id: (k.public_key, k.registered, k.revoked) for k in kev.keys.values()}
         sources = []
         if self.o.producer_keys:
-            for pub, src in zip(self.o.producer_keys, self.o.producer_key_sources or ["given by the caller"] * len(self.o.producer_keys)):
+            for pub, src in zip(self.o.producer_keys,
+                                self.o.producer_key_sources or ["given by the caller"] * len(self.o.producer_keys), strict=True):
                 kid = hashlib.sha256(pub).hexdigest()
                 if kid in derived:
                     self.producer_map[kid] = derived[kid]
@@ -657,7 +665,7 @@ class Verifier:
         self._settle_anchors()
         sizes = sorted(self.cps)
         consistent = self._consistent
-        for a, b in zip(sizes, sizes[1:]):
+        for a, b in itertools.pairwise(sizes):
             if (a, b) not in consistent:
                 self.r.fail("consistency", f"checkpoints {a}->{b}", "no verified consistency proof between successive checkpoints")
         self._derive_producers()

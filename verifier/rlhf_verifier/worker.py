@@ -12,9 +12,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .compliance.collect import BODY_TYPES
-from .bundle import MAX_LINE_BYTES, BundleReadError, _depth_ok, _no_constant, parse_record
 from . import ed25519
+from .bundle import MAX_LINE_BYTES, BundleReadError, _depth_ok, _no_constant, parse_record
+from .compliance.collect import BODY_TYPES
 from .events import EventCheckError, check_envelope, check_erased, check_openings
 from .keys import RESERVED_PREFIX
 from .merkle import ProofError, root_from_inclusion
@@ -266,7 +266,7 @@ def check_block(task: tuple[int, bytes]) -> list[tuple]:
             out.append(check_line(n, raw, sigs))
     if sigs:
         verdicts = ed25519.verify_many([(pub, msg, sig) for _, pub, msg, sig in sigs])
-        for (errors, *_), ok in zip(sigs, verdicts):
+        for (errors, *_), ok in zip(sigs, verdicts, strict=True):
             if not ok:
                 errors.append(SIGNATURE_FAILURE)
     return out

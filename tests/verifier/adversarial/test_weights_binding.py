@@ -11,9 +11,9 @@ import json
 import pytest
 
 torch = pytest.importorskip("torch")
+from factory import build_bundle, run_events  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from factory import build_bundle, run_events  # noqa: E402
 from rlhf_ledger.sdk.weights import weights_digest as sdk_digest  # noqa: E402
 from rlhf_verifier.cli import main  # noqa: E402
 from rlhf_verifier.weights import weights_digest  # noqa: E402

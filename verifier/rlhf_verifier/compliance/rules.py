@@ -8,8 +8,9 @@ when it was the only version (tests/verifier/golden/); a change is a new version
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .collect import Collector, Ref, RunFacts
 from .reviews import APPROVE, REJECT, subject_key
