@@ -27,8 +27,9 @@ class NoteError(ValueError):
     """A note, checkpoint or key string is malformed or not signed by a trusted key."""
 
 
-def b64decode_strict(text: str, what: str, length: int | None = None) -> bytes:
-    """Standard base64 with padding; refuses non-canonical encodings (so bytes <-> text is 1:1)."""
+def b64decode_strict(text: object, what: str, length: int | None = None) -> bytes:
+    """Standard base64 with padding; refuses non-canonical encodings (so bytes <-> text is 1:1).
+    `text` may be any JSON value: anything but a string is refused (NoteError)."""
     if not isinstance(text, str):
         raise NoteError(f"{what} must be a base64 string")
     try:
