@@ -416,11 +416,10 @@ class Verifier:
         self.cp_records[size] = (root, note, where)
 
     def consistency(self, n: int, obj: JSONObject) -> None:
-        # Any JSON: a size only when it is a key of self.cps (checked first).
-        a: Any = obj.get("from")
-        b: Any = obj.get("to")
+        a, b = obj.get("from"), obj.get("to")
         where = f"consistency {a}->{b} (line {n})"
-        if a not in self.cps or b not in self.cps:
+        # Integers (bundle-format.md): 5.0 or true equal a size as dict keys, but are not sizes.
+        if type(a) is not int or type(b) is not int or a not in self.cps or b not in self.cps:
             self.r.fail("consistency", where, "from/to are not verified checkpoint sizes")
             return
         try:
