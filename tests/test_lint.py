@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_architecture import build_tree
+from tests.test_architecture import build_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
