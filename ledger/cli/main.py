@@ -16,6 +16,7 @@ from rlhf_ledger.core.errors import LedgerError
 from rlhf_ledger.core.jcs import DuplicateKeyError, loads_strict
 
 from rlhf_ledger.cli.common import CliError, _open_ledger, common
+from rlhf_ledger.cli.extras import missing_module_message
 
 
 # Commands that live with their subsystems, imported only when used (web3 and FastAPI take
@@ -40,8 +41,21 @@ LAZY_COMMANDS = {
 }
 
 
+def _not_installed(name: str, message: str) -> click.Command:
+    """Stands in for a command whose modules need an extra that is not installed: listed in
+    --help with the extra to install; run, it prints that one line and exits 1."""
+
+    def refuse(**_: Any) -> None:
+        raise CliError(message)
+
+    return click.Command(name, callback=refuse, help=message, short_help="(not installed) " + message,
+                         context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                           "help_option_names": []})
+
+
 class LedgerGroup(click.Group):
-    """Turns LedgerError anywhere in a command into one clean line; loads subsystem commands lazily."""
+    """Turns LedgerError anywhere in a command into one clean line, and so a module of a missing
+    extra (ledger/cli/extras.py); loads subsystem commands lazily."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
@@ -51,7 +65,13 @@ class LedgerGroup(click.Group):
             import importlib
 
             module, attr = LAZY_COMMANDS[name].split(":")
-            return getattr(importlib.import_module(module), attr)
+            try:
+                return getattr(importlib.import_module(module), attr)
+            except ModuleNotFoundError as e:
+                message = missing_module_message(name, e)
+                if message is None:
+                    raise
+                return _not_installed(name, message)
         return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context):
@@ -59,6 +79,11 @@ class LedgerGroup(click.Group):
             return super().invoke(ctx)
         except LedgerError as e:
             raise CliError(str(e)) from None
+        except ModuleNotFoundError as e:  # a command reached a module of an extra not installed
+            message = missing_module_message(ctx.invoked_subcommand, e)
+            if message is None:
+                raise
+            raise CliError(message) from None
 
 
 @click.group(cls=LedgerGroup)
