@@ -48,14 +48,24 @@ COMMAND_EXTRA: dict[str, str] = {
 }
 
 
-def missing_module_message(command: str | None, exc: ModuleNotFoundError) -> str | None:
-    """One line for a module missing from the installation, or None when the missing module is
-    part of rlhf_ledger itself (a broken checkout: not something an extra fixes)."""
+def missing_module(exc: ModuleNotFoundError) -> str | None:
+    """The top-level module an import missed, or None when it is part of rlhf_ledger itself (a
+    broken installation: not something an extra fixes)."""
     module = (exc.name or "").split(".")[0]
-    if not module or module == "rlhf_ledger":
+    return None if not module or module == "rlhf_ledger" else module
+
+
+def extra_for(command: str | None, module: str) -> str | None:
+    return COMMAND_EXTRA.get(command or "") or OPTIONAL_MODULES.get(module, (None, None))[1]
+
+
+def missing_module_message(command: str | None, exc: ModuleNotFoundError) -> str | None:
+    """One line for a module missing from the installation (None: see missing_module)."""
+    module = missing_module(exc)
+    if module is None:
         return None
     what = f"rlhf-ledger {command}" if command else "rlhf-ledger"
-    extra = COMMAND_EXTRA.get(command or "") or OPTIONAL_MODULES.get(module, (None, None))[1]
+    extra = extra_for(command, module)
     if extra is None:
         return f"{what}: the Python module {module!r} is not installed"
     return (f"{what} needs the [{extra}] extra ({module!r} is not installed): "

@@ -16,7 +16,7 @@ from rlhf_ledger.core.errors import LedgerError
 from rlhf_ledger.core.jcs import DuplicateKeyError, loads_strict
 
 from rlhf_ledger.cli.common import CliError, _open_ledger, common
-from rlhf_ledger.cli.extras import missing_module_message
+from rlhf_ledger.cli.extras import extra_for, missing_module, missing_module_message
 
 
 # Commands that live with their subsystems, imported only when used (web3 and FastAPI take
@@ -41,14 +41,19 @@ LAZY_COMMANDS = {
 }
 
 
-def _not_installed(name: str, message: str) -> click.Command:
+def _not_installed(name: str, exc: ModuleNotFoundError) -> click.Command | None:
     """Stands in for a command whose modules need an extra that is not installed: listed in
-    --help with the extra to install; run, it prints that one line and exits 1."""
+    --help with the extra to install; run, it prints one line naming it and exits 1."""
+    message = missing_module_message(name, exc)
+    if message is None:
+        return None
+    extra = extra_for(name, missing_module(exc) or "")
+    short = f"(not installed: pip install 'rlhf-ledger[{extra}]')" if extra else "(not installed) " + message
 
     def refuse(**_: Any) -> None:
         raise CliError(message)
 
-    return click.Command(name, callback=refuse, help=message, short_help="(not installed) " + message,
+    return click.Command(name, callback=refuse, help=message, short_help=short,
                          context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
                                            "help_option_names": []})
 
@@ -68,10 +73,10 @@ class LedgerGroup(click.Group):
             try:
                 return getattr(importlib.import_module(module), attr)
             except ModuleNotFoundError as e:
-                message = missing_module_message(name, e)
-                if message is None:
+                stand_in = _not_installed(name, e)
+                if stand_in is None:
                     raise
-                return _not_installed(name, message)
+                return stand_in
         return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context):

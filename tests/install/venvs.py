@@ -29,7 +29,7 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIRS = ("ledger", "anchoring", "api")  # the folders pyproject.toml maps into rlhf_ledger
 BUILD_FILES = ("pyproject.toml", "setup.py")
-STALE_SECONDS = 2 * 24 * 3600  # cached venvs and wheels unused this long are removed
+STALE_SECONDS = 6 * 3600  # cached venvs and wheels of other sources, unused this long, are removed
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", "build", "*.egg-info")
 
 
