@@ -214,6 +214,15 @@ def test_sdk_extra_at_its_lower_bounds_records_a_run(envs, server, tmp_path):
     event = parse_envelope(got["envelope"], where="ci").event
     assert (event["run_id"], event["type"], event["body"], event["producer"]) == ("ci-1", "evaluation", body, s.key_id)
 
+    # the run's spool, inspected and flushed from the shell (nothing left to deliver)
+    p = env.run([str(env.bin("rlhf-ledger")), "spool", "status", str(tmp_path / "spool"), "--json"], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    st = json.loads(p.stdout.strip().splitlines()[0])
+    assert (st["run_id"], st["acked_seq"], st["pending"], st["ended"]) == ("run-1", 5, 0, True), st
+    p = env.run([str(env.bin("rlhf-ledger")), "spool", "flush", str(tmp_path / "spool"), "--key", str(tmp_path / "producer.key"),
+                 "--url", server.url], cwd=tmp_path, RLHF_LEDGER_PASSPHRASE=PASSPHRASE, RLHF_LEDGER_TOKEN=child["token"])
+    assert p.returncode == 0 and "nothing pending" in p.stdout, p.stdout + p.stderr
+
 
 def cli(env: venvs.Venv, tmp_path: Path, *args: str):
     return env.run([str(env.bin("rlhf-ledger")), *args], cwd=tmp_path, RLHF_LEDGER_PASSPHRASE=PASSPHRASE,

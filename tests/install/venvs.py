@@ -2,7 +2,7 @@
 wheel built from a copy of the sources, then ``pip install 'rlhf_ledger-*.whl[extra]'`` with its
 dependencies resolved from the registry (not from requirements.lock).
 
-Cached under the temp dir, one venv per variant and hash of pyproject.toml and setup.py: it
+Cached under the temp dir, one venv per variant and hash of pyproject.toml's requirements: it
 keeps the dependencies the extras resolved to. The project itself is reinstalled (``--no-deps``)
 whenever its sources changed, so a cached venv never runs stale code. A lock file serialises
 building and using them (worktrees on one machine share the temp dir).
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -47,7 +48,12 @@ def _hash(paths: list[Path]) -> str:
 
 
 def deps_hash() -> str:
-    return _hash([ROOT / f for f in BUILD_FILES])
+    """What the venvs' resolved dependencies depend on: pyproject.toml's requirements (not its
+    comments or tool settings; code and build changes reinstall the project only)."""
+    doc = pyproject()
+    keyed = {"build": doc["build-system"], "python": doc["project"]["requires-python"],
+             "deps": doc["project"]["dependencies"], "extras": doc["project"]["optional-dependencies"]}
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
 
 
 def source_hash() -> str:
