@@ -25,6 +25,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from packaging.version import Version
 
 from rlhf_ledger.cli.extras import OPTIONAL_MODULES
 from rlhf_ledger.core.events import parse_envelope
@@ -193,7 +194,7 @@ def test_sdk_extra_at_its_lower_bounds_records_a_run(envs, server, tmp_path):
     pins = dict(x.split("==") for x in venvs.lower_bounds(("sdk",)))
     have = installed(env, [*pins, *OPTIONAL_DISTS], tmp_path)
     for name, low in pins.items():
-        assert have[name] is not None and have[name].startswith(low), f"{name}: {have[name]}, lower bound {low}"
+        assert have[name] is not None and Version(have[name]) == Version(low), f"{name}: {have[name]}, lower bound {low}"
     assert not [n for n in OPTIONAL_DISTS if n not in pins and have[n]]
 
     s, entries, child = record(env, server, tmp_path, trainer=False)
