@@ -65,3 +65,31 @@ def ledger(backend):
     lg = Ledger.open(data_dir, url)
     yield lg
     lg.close()
+
+
+# --- the fast tier (issue 13): `pytest --fast` -----------------------------------------------------
+# SQLite only, no chain, no servers, no browser, no slow tests: what a developer runs after each
+# change, in under a minute (CONTRIBUTING.md). The full suite (`bash scripts/test.sh`) runs the rest.
+FAST_SKIPPED_DIRS = {"deploy", "integration", "packaging", "online"}
+SLOW_FIXTURES = {"anvil", "owner", "hardhat", "kubo_rpc", "api_server", "api_servers", "pg_url", "pg_server",
+                 "server", "world", "srv", "service", "chromium", "demo", "anchored", "clusters", "failover"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--fast", action="store_true",
+                     help="the fast tier: SQLite only, no chain, no servers, no slow tests (under a minute)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--fast"):
+        return
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        parts = set(item.path.relative_to(config.rootpath).parts)
+        heavy = (any(item.get_closest_marker(m) for m in ("slow", "postgres", "anvil"))
+                 or any(v in ("postgresql", "postgres") for v in params.values())
+                 or set(item.fixturenames) & SLOW_FIXTURES or parts & FAST_SKIPPED_DIRS)
+        (drop if heavy else keep).append(item)
+    config.hook.pytest_deselected(items=drop)
+    items[:] = keep

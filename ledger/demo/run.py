@@ -65,7 +65,7 @@ def ledger_passphrase() -> str:
 
 
 def git_code() -> dict[str, str] | None:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the checkout (ledger/demo/run.py)
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
