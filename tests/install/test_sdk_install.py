@@ -95,7 +95,7 @@ OPTIONAL_DISTS = sorted({dist for dist, _ in OPTIONAL_MODULES.values()} | {"dp-a
 
 
 @pytest.fixture(scope="module")
-def envs():
+def install_venvs():
     """The three venvs, built or refreshed under the cache lock, which is held while they are used."""
     with venvs.locked():
         yield {
@@ -162,8 +162,8 @@ def check_chain(s: Signer, entries: list[dict]) -> list[dict]:
     return events
 
 
-def test_sdk_extra_with_another_transformers_and_no_torch_records_a_run(envs, server, tmp_path):
-    env = envs["sdk"]
+def test_sdk_extra_with_another_transformers_and_no_torch_records_a_run(install_venvs, server, tmp_path):
+    env = install_venvs["sdk"]
     have = installed(env, ["rlhf-ledger", "transformers", *OPTIONAL_DISTS], tmp_path)
     assert have["rlhf-ledger"] == "0.1.0"
     assert have["transformers"] == OTHER_TRANSFORMERS != lock_version("transformers")
@@ -189,8 +189,8 @@ def test_sdk_extra_with_another_transformers_and_no_torch_records_a_run(envs, se
     assert "torch" not in child["loaded"] and "sqlalchemy" not in child["loaded"]
 
 
-def test_sdk_extra_at_its_lower_bounds_records_a_run(envs, server, tmp_path):
-    env = envs["sdk-lowest"]
+def test_sdk_extra_at_its_lower_bounds_records_a_run(install_venvs, server, tmp_path):
+    env = install_venvs["sdk-lowest"]
     pins = dict(x.split("==") for x in venvs.lower_bounds(("sdk",)))
     have = installed(env, [*pins, *OPTIONAL_DISTS], tmp_path)
     for name, low in pins.items():
@@ -239,8 +239,8 @@ def assert_needs(p, command: str, extra: str):
     assert len(lines) == 1 and re.fullmatch(want, lines[0]), p.stderr
 
 
-def test_cli_names_the_extra_a_command_needs(envs, tmp_path):
-    sdk, base = envs["sdk"], envs["base"]
+def test_cli_names_the_extra_a_command_needs(install_venvs, tmp_path):
+    sdk, base = install_venvs["sdk"], install_venvs["base"]
     for env in (sdk, base):
         p = cli(env, tmp_path, "--help")
         assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr

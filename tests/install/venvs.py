@@ -2,8 +2,8 @@
 wheel built from a copy of the sources, then ``pip install 'rlhf_ledger-*.whl[extra]'`` with its
 dependencies resolved from the registry (not from requirements.lock).
 
-Cached under the temp dir, one venv per variant and hash of pyproject.toml's requirements: it
-keeps the dependencies the extras resolved to. The project itself is reinstalled (``--no-deps``)
+Cached under the temp dir, one venv per variant and hash of the requirements pyproject.toml
+declares for its extras: it keeps the dependencies they resolved to. The project itself is reinstalled (``--no-deps``)
 whenever its sources changed, so a cached venv never runs stale code. A lock file serialises
 building and using them (worktrees on one machine share the temp dir).
 """
@@ -47,12 +47,12 @@ def _hash(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
-def deps_hash() -> str:
-    """What the venvs' resolved dependencies depend on: pyproject.toml's requirements (not its
-    comments or tool settings; code and build changes reinstall the project only)."""
+def deps_hash(extras: tuple[str, ...], also: tuple[str, ...], lowest: bool) -> str:
+    """What a venv's resolved dependencies depend on: the requirements pyproject.toml declares for
+    its extras (not comments, tool settings or other extras; code changes reinstall the project only)."""
     doc = pyproject()
-    keyed = {"build": doc["build-system"], "python": doc["project"]["requires-python"],
-             "deps": doc["project"]["dependencies"], "extras": doc["project"]["optional-dependencies"]}
+    keyed = {"build": doc["build-system"], "python": doc["project"]["requires-python"], "also": list(also),
+             "requirements": sorted(map(str, requirements(extras))), "lowest": lowest}
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
 
 
@@ -171,7 +171,7 @@ def venv(variant: str, extras: tuple[str, ...], *, also: tuple[str, ...] = (), l
     :func:`locked`."""
     src = source_hash()
     wheel = build_wheel(src)
-    root = cache_root() / f"venv-{variant}-{deps_hash()[:16]}"
+    root = cache_root() / f"venv-{variant}-{deps_hash(extras, also, lowest)[:16]}"
     target = f"{wheel}[{','.join(extras)}]" if extras else str(wheel)
     if not (root / ".complete").exists():
         shutil.rmtree(root, ignore_errors=True)
