@@ -7,17 +7,16 @@ import collections
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 import click
 
-from rlhf_ledger.core.errors import LedgerError
-from rlhf_ledger.core.jcs import DuplicateKeyError, loads_strict
-
 from rlhf_ledger.cli.common import CliError, _open_ledger, common
 from rlhf_ledger.cli.extras import extra_for, missing_module, missing_module_message
-
+from rlhf_ledger.core.errors import LedgerError
+from rlhf_ledger.core.jcs import DuplicateKeyError, loads_strict
 
 # Commands that live with their subsystems, imported only when used (web3 and FastAPI take
 # about a second to import; `append` and `prove` should not pay for them).

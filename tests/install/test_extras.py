@@ -20,7 +20,6 @@ from packaging.utils import canonicalize_name
 
 from rlhf_ledger.cli.extras import COMMAND_EXTRA, OPTIONAL_MODULES, missing_module_message
 from rlhf_ledger.cli.main import LAZY_COMMANDS, main
-
 from tests.install.venvs import ROOT, pyproject, requirements
 
 BASE_MODULES = {"nacl": "pynacl", "rfc8785": "rfc8785", "orjson": "orjson", "click": "click"}

@@ -30,7 +30,6 @@ from packaging.version import Version
 from rlhf_ledger.cli.extras import OPTIONAL_MODULES
 from rlhf_ledger.core.events import parse_envelope
 from rlhf_ledger.core.keys import Signer, write_key_file
-
 from tests.install import venvs
 
 api_conftest = pytest.importorskip("tests.api.conftest")
