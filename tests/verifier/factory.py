@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ CODE_HASH = keccak(bytes.fromhex(json.loads((Path(__file__).resolve().parents[2]
 CHAIN_ID = 31337
 CONTRACT = bytes.fromhex("5fbdb2315678afecb367f032d93f642f64180aa3")
 SUBMITTER = bytes.fromhex("f39fd6e51aad88f6f4ce6ab8827279cfffb92266")
-T0 = datetime(2026, 1, 31, 12, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 31, 12, 0, 0, tzinfo=UTC)
 
 
 def b64(b: bytes) -> str:
@@ -275,7 +276,7 @@ def build_bundle(path: Path, *, mode: str = "inclusion", checkpoint_sizes: list[
         root = tree.root(size)
         notes[size] = sign_checkpoint(origin, size, root, signer_for(size))
         lines.append({"kind": "checkpoint", "size": size, "root": b64(root), "note": notes[size]})
-    for a, b in zip(cps, cps[1:]):
+    for a, b in itertools.pairwise(cps):
         lines.append({"kind": "consistency", "from": a, "to": b, "proof": [b64(x) for x in tree.consistency_proof(a, b)]})
     block_hashes = []
     log_id_hash = hashlib.sha256(origin.encode()).digest()
@@ -328,12 +329,12 @@ def build_bundle(path: Path, *, mode: str = "inclusion", checkpoint_sizes: list[
                  lines=text)
 
 
-def read_records(b: "Built") -> list[dict]:
+def read_records(b: Built) -> list[dict]:
     """The bundle's records, parsed (for tests that edit a bundle as an exporter could)."""
     return [json.loads(x) for x in b.path.read_text().splitlines()]
 
 
-def write_records(b: "Built", objs: list[dict]) -> None:
+def write_records(b: Built, objs: list[dict]) -> None:
     """Write edited records back with the `end` counts recomputed, as a careful exporter would,
     so only the checks that do not rely on those counts can catch the edit."""
     objs = [o for o in objs if o["kind"] != "end"]

@@ -3,8 +3,8 @@ the findings must not depend on block boundaries, on the number of workers, on C
 on a missing final newline; a broken line is still named by its number."""
 
 import pytest
-
 from factory import build_bundle
+
 from rlhf_verifier import verify
 from rlhf_verifier.cli import load_log_key, load_producer_key
 from rlhf_verifier.verify import CannotRun, Options, verify_file
@@ -25,7 +25,7 @@ def test_same_result_whatever_the_blocks_and_workers(tmp_path, monkeypatch, bloc
     monkeypatch.setattr(verify, "BLOCK_BYTES", block_bytes)
     b = build_bundle(tmp_path / "b.jsonl", mode="tree", checkpoint_sizes=[5, 14], extra_leaves=2)
     lines = b.path.read_bytes().split(b"\n")
-    i = next(k for k, l in enumerate(lines) if b'"seq": 3' in l)
+    i = next(k for k, line in enumerate(lines) if b'"seq": 3' in line)
     lines[i] = lines[i].replace(b'"seq": 3', b'"seq": 4')  # one broken event in the middle
     b.path.write_bytes(b"\n".join(lines))
     inline, pooled = _run(b, 1), _run(b, 2)
@@ -46,7 +46,7 @@ def test_empty_line_among_events_is_named(tmp_path, monkeypatch, jobs):
     monkeypatch.setattr(verify, "BLOCK_BYTES", 300)
     b = build_bundle(tmp_path / "b.jsonl")
     lines = b.path.read_bytes().split(b"\n")
-    i = next(k for k, l in enumerate(lines) if b'"kind": "event"' in l) + 2
+    i = next(k for k, line in enumerate(lines) if b'"kind": "event"' in line) + 2
     lines.insert(i, b"  ")
     b.path.write_bytes(b"\n".join(lines))
     with pytest.raises(CannotRun, match=f"line {i + 1}: empty line"):

@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from factory import build_bundle, run_events
+
 from rlhf_verifier.cli import main
 
 
@@ -65,7 +65,7 @@ def test_wrong_keys_and_tampered_event(tmp_path, capsys):
     code, out, _ = run_cli([b.path, "--log-key", other.log_vkey, "--producer-key", b.producer_keys[0]], capsys)
     assert code == 1 and "not signed by any trusted log key" in out
     lines = b.path.read_text().splitlines()
-    i = next(k for k, l in enumerate(lines) if '"kind": "event"' in l)
+    i = next(k for k, line in enumerate(lines) if '"kind": "event"' in line)
     rec = json.loads(lines[i])
     rec["envelope"]["event"]["body"]["method"] = "ppo"
     lines[i] = json.dumps(rec)
@@ -77,7 +77,7 @@ def test_wrong_keys_and_tampered_event(tmp_path, capsys):
 def test_dropped_event_breaks_chain_and_count(tmp_path, capsys):
     b = build_bundle(tmp_path / "b.jsonl")
     lines = b.path.read_text().splitlines()
-    i = [k for k, l in enumerate(lines) if '"kind": "event"' in l][3]
+    i = [k for k, line in enumerate(lines) if '"kind": "event"' in line][3]
     del lines[i]
     b.path.write_text("\n".join(lines) + "\n")
     code, out, _ = run_cli(b.args(), capsys)
@@ -130,3 +130,25 @@ def test_console_script_and_pool_path(tmp_path):
     p = subprocess.run(cmd + b.args("--jobs", "2", "--rules", "eu-ai-act"), capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "VALID" in p.stdout and "Events: 49 " in p.stdout
+
+
+@pytest.mark.parametrize("size", ["5.0", "true"])
+def test_a_consistency_size_that_is_not_an_integer_is_a_finding(tmp_path, capsys, size):
+    """5.0 and true equal a checkpoint size as dict keys; they are still not sizes (bundle-format.md:
+    from/to are integers), and 5.0 used to reach the proof arithmetic and crash the run (exit 2)."""
+    b = build_bundle(tmp_path / "b.jsonl", checkpoint_sizes=[5, 12])
+    code, _, _ = run_cli(b.args(), capsys)
+    assert code == 0  # the honest bundle, with its consistency record 5 -> 12
+    text = b.path.read_text()
+    assert text.count('"from": 5,') == 1
+    if size == "true":  # a checkpoint of size 1 for `true` to equal
+        b = build_bundle(tmp_path / "b.jsonl", checkpoint_sizes=[1, 12])
+        text = b.path.read_text()
+        assert text.count('"from": 1,') == 1
+        text = text.replace('"from": 1,', '"from": true,')
+    else:
+        text = text.replace('"from": 5,', '"from": 5.0,')
+    b.path.write_text(text)
+    code, out, err = run_cli(b.args(), capsys)
+    assert code == 1 and "internal error" not in err, err
+    assert "from/to are not verified checkpoint sizes" in out

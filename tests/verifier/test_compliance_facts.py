@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from factory import build_bundle, run_events
+
 from rlhf_verifier.cli import main
 
 

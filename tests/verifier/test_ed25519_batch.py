@@ -125,7 +125,7 @@ def test_wycheproof_ed25519_one_at_a_time_and_all_in_one_batch():
     assert len(cases) > 200
     together = ed25519.verify_many([(pk, m, s) for _, _, _, pk, m, s in cases])
     sodium = _libsodium([(pk, m, s) for _, _, _, pk, m, s in cases])
-    for (tc, result, flags, pk, m, s), batch_verdict, sodium_verdict in zip(cases, together, sodium):
+    for (tc, result, flags, pk, m, s), batch_verdict, sodium_verdict in zip(cases, together, sodium, strict=True):
         alone = ed25519.verify(pk, m, s)
         assert alone == batch_verdict, f"tcId {tc}: verdict depends on the batch"
         if result == "valid":
@@ -323,6 +323,7 @@ def _bundle_verdict(tmp_path, monkeypatch, *, core_built: bool, break_sig_of: in
     import io
 
     from factory import build_bundle, run_events
+
     from rlhf_verifier.cli import load_log_key, load_producer_key
     from rlhf_verifier.verify import Options, Verifier
 

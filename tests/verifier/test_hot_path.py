@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
-from hypothesis import assume, given, settings, strategies as st
-
 from factory import build_bundle
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from test_jcs_parsed import values
+
 from rlhf_verifier import worker
 from rlhf_verifier.events import EventCheckError, check_event, parse_ts
 from rlhf_verifier.jcs import JCSError, canonicalize
 from rlhf_verifier.verify import Options, Verifier
-from test_jcs_parsed import values
 
 # ---- reading a line: fast vs strict -------------------------------------------------------
 
@@ -194,7 +195,7 @@ def _old_parse_ts(ts: str) -> float:
     m = re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?Z", ts)
     assert m
     y, mo, d, h, mi, s, frac = m.groups()
-    dt = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), tzinfo=timezone.utc)
+    dt = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), tzinfo=UTC)
     return dt.timestamp() + (int(frac.ljust(6, "0")) / 1e6 if frac else 0.0)
 
 

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from factory import build_bundle, run_events
+
 from rlhf_verifier.cli import main
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -6,7 +6,8 @@ lone surrogates, unsafe integers)."""
 import json
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rlhf_verifier.jcs import JCSError, canonicalize, canonicalize_parsed
 

@@ -15,6 +15,7 @@ import json
 import tracemalloc
 
 from factory import MEDIA_TYPE, b64, ts
+
 from rlhf_ledger.core.checkpoints import default_origin, sign_checkpoint
 from rlhf_ledger.core.events import make_event, sign_event
 from rlhf_ledger.core.jcs import canonicalize

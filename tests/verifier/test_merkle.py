@@ -3,8 +3,15 @@ import hashlib
 import pytest
 from pymerkle import InmemoryTree
 
-from rlhf_verifier.merkle import (EMPTY_ROOT, CompactRange, ProofError, leaf_hash, root_from_inclusion,
-                                  verify_consistency, verify_inclusion)
+from rlhf_verifier.merkle import (
+    EMPTY_ROOT,
+    CompactRange,
+    ProofError,
+    leaf_hash,
+    root_from_inclusion,
+    verify_consistency,
+    verify_inclusion,
+)
 
 
 def mth(leaves):

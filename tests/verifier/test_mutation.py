@@ -14,8 +14,8 @@ import multiprocessing
 import string
 
 import pytest
-
 from factory import build_bundle, run_events
+
 from rlhf_verifier.cli import load_log_key, load_producer_key
 from rlhf_verifier.verify import CannotRun, Options, Verifier
 
@@ -55,7 +55,7 @@ def _mutants(rec):
             for i in range(len(raw)):  # one bit of every byte; upper/lower case kept (EIP-55 fields)
                 m = json.loads(json.dumps(rec))
                 mut = raw[:i] + bytes([raw[i] ^ 1]) + raw[i + 1 :]
-                text = "0x" + "".join(a if a.lower() == b else b for a, b in zip(v[2:], mut.hex()))
+                text = "0x" + "".join(a if a.lower() == b else b for a, b in zip(v[2:], mut.hex(), strict=True))
                 _set(m, path, text)
                 yield f"{path} byte {i}", m
         elif isinstance(v, str) and _is_b64(v):

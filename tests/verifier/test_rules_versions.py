@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from factory import build_bundle
+
 from rlhf_verifier.cli import main
 from rlhf_verifier.compliance import LATEST, RULE_SETS, resolve
 

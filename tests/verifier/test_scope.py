@@ -7,8 +7,8 @@ every other check still passes and the findings are the scope's alone.
 import json
 
 import pytest
-
 from factory import build_bundle
+
 from rlhf_verifier.cli import main
 
 
@@ -29,7 +29,7 @@ def _run(b, capsys):
 @pytest.mark.parametrize("mode", ["inclusion", "tree"])
 def test_declared_scopes_that_hold_pass(tmp_path, capsys, mode):
     b = build_bundle(tmp_path / "b.jsonl", mode=mode)
-    n = sum('"kind": "event"' in l for l in b.path.read_text().splitlines())
+    n = sum('"kind": "event"' in line for line in b.path.read_text().splitlines())
     for scope in ({"type": "run", "run_id": "run-1"}, {"type": "range", "start": 0, "end": n}):
         _with_scope(b, scope)
         code, scope_findings, rep = _run(b, capsys)
@@ -40,7 +40,7 @@ def test_events_outside_a_run_scope_are_named(tmp_path, capsys):
     b = build_bundle(tmp_path / "b.jsonl")
     _with_scope(b, {"type": "run", "run_id": "run-2"})
     code, found, rep = _run(b, capsys)
-    n = sum('"kind": "event"' in l for l in b.path.read_text().splitlines())
+    n = sum('"kind": "event"' in line for line in b.path.read_text().splitlines())
     per_event = [f for f in found if f["where"].startswith("event ")]
     assert code == 1 and len(per_event) == n
     assert all("outside the declared run scope 'run-2'" in f["message"] for f in per_event)

@@ -12,6 +12,8 @@ import math
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
+from .jsontypes import JSONObject
+
 FORMAT = "rlhf-ledger-bundle"
 VERSION = 2  # docs/bundle-format.md; version 1 (producer keys in the header) is not read
 MEDIA_TYPE = "application/vnd.rlhf-ledger.bundle.v2+jsonl"
@@ -47,12 +49,14 @@ class DuplicateKeyError(ValueError):
     verifier that keeps the last one would read a different value than another tool)."""
 
 
-def _unique_object(pairs: list) -> dict:
+def _unique_object(pairs: list[tuple[str, Any]]) -> JSONObject:
     d = dict(pairs)
     if len(d) != len(pairs):
-        seen: set = set()
-        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-        raise DuplicateKeyError(f"duplicate member name {dup[:40]!r} in a JSON object")
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise DuplicateKeyError(f"duplicate member name {k[:40]!r} in a JSON object")
+            seen.add(k)
     return d
 
 
@@ -85,7 +89,7 @@ def _depth_ok(raw: bytes) -> bool:
     return True
 
 
-def parse_line(raw: bytes, line: int) -> dict:
+def parse_line(raw: bytes, line: int) -> JSONObject:
     if len(raw) > MAX_LINE_BYTES:
         raise BundleReadError(f"line longer than {MAX_LINE_BYTES} bytes", line)
     if not _depth_ok(raw):
@@ -129,7 +133,7 @@ def iter_lines(f: BinaryIO) -> Iterator[tuple[int, bytes]]:
 _lenient_decoder = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
 
 
-def parse_record(raw: bytes, line: int) -> tuple[dict, str | None]:
+def parse_record(raw: bytes, line: int) -> tuple[JSONObject, str | None]:
     """parse_line, except that a duplicate member name is returned as a finding (second item)
     with the record read last-one-wins, so the rest of the bundle can still be checked; the
     verdict is INVALID either way (docs/bundle-format.md, "Parsing")."""

@@ -100,7 +100,7 @@ def trust_inputs(a: argparse.Namespace) -> tuple[list[VerifierKey], list[str], l
 
 def _hex(value: str, n: int, what: str) -> bytes:
     v = value[2:] if value.lower().startswith("0x") else value
-    if not re.fullmatch(r"[0-9a-fA-F]{%d}" % (2 * n), v):
+    if not re.fullmatch(rf"[0-9a-fA-F]{{{2 * n}}}", v):
         raise UsageError(f"{what} must be {n} bytes of hex (0x...)")
     return bytes.fromhex(v)
 

@@ -11,10 +11,13 @@ Revocation is judged by log position, never by time (worker.py, docs/keys.md).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .verify import Verifier
 
 
-def event_findings(v: Any, index: int | None, producer: str, ts: float, delay: float | None,
+def event_findings(v: Verifier, index: int | None, producer: str, ts: float, delay: float | None,
                    anchored: bool) -> list[tuple[str, str]]:
     """(check, message) findings for one event; `delay` = covering confirmed anchor's block time
     minus the event time (None: no confirmed anchor covers it)."""

@@ -10,9 +10,10 @@ the log had for the run at that size.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from .jcs import JCSError, canonicalize
+from .jsontypes import JSONObject
 from .merkle import CompactRange, ProofError, leaf_hash, verify_inclusion
 from .note import NoteError, VerifierKey, b64decode_strict, verify_note
 
@@ -25,6 +26,22 @@ MAX_PROOF = 64
 
 class CompletenessError(ValueError):
     pass
+
+
+class ProducerHead(TypedDict):
+    """A producer's last event in the run (docs/run-index.md)."""
+    key_id: str  # 64 hex
+    seq: int
+    event_hash: str  # 64 hex
+
+
+class RunIndexRecord(TypedDict):
+    """A run's record in the log's run index (docs/run-index.md), as _check_record admits it."""
+    run_id: str
+    events: int
+    root: str  # base64 of the compact range root of the run's leaves
+    producers: list[ProducerHead]  # ascending key_id
+    ended: bool
 
 
 def parse_run_index_note(text: Any, trusted: list[VerifierKey], origin: str) -> tuple[int, int, bytes]:
@@ -49,7 +66,7 @@ def parse_run_index_note(text: Any, trusted: list[VerifierKey], origin: str) -> 
     return int(lines[2]), int(lines[3]), root
 
 
-def _check_record(rec: Any) -> dict:
+def _check_record(rec: Any) -> RunIndexRecord:
     if not isinstance(rec, dict) or set(rec) != RECORD_KEYS:
         raise CompletenessError(f"record must have exactly the members {sorted(RECORD_KEYS)}")
     if type(rec["run_id"]) is not str or type(rec["events"]) is not int or rec["events"] < 1:
@@ -72,7 +89,7 @@ def _check_record(rec: Any) -> dict:
         if p["key_id"] <= last:
             raise CompletenessError("record producers must be in strictly ascending key_id order")
         last = p["key_id"]
-    return rec
+    return cast(RunIndexRecord, rec)  # every member checked above
 
 
 class RunCompleteness:
@@ -81,14 +98,14 @@ class RunCompleteness:
     def __init__(self) -> None:
         self.size: int | None = None  # the run index's tree size, once a record verified
         self.note: str | None = None
-        self.record: dict | None = None
+        self.record: RunIndexRecord | None = None
         self.seen_record = False
         self.events = 0
         self.range = CompactRange()
         self.heads: dict[str, tuple[int, bytes]] = {}  # producer -> (last seq, raw event id): per producer of one run
         self.ended = False
 
-    def read_record(self, obj: dict, trusted: list[VerifierKey], origin: str, run_id: str) -> None:
+    def read_record(self, obj: JSONObject, trusted: list[VerifierKey], origin: str, run_id: str) -> None:
         """Check the `run` record; raises CompletenessError naming what failed."""
         if self.seen_record:
             raise CompletenessError("more than one run record")

@@ -28,13 +28,22 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
+from typing import Protocol
 
 import nacl.bindings
 
+
+class _Core(Protocol):
+    """The C core's interface (_ed25519_batch.pyi)."""
+
+    def check(self, b: bytes, points: bytes, scalars: bytes, /) -> int: ...
+
+
+_core: _Core | None
 try:
     from . import _ed25519_batch as _core
 except ImportError:  # no C compiler at install time: the libsodium path below still holds
-    _core = None  # type: ignore[assignment]
+    _core = None
 
 L = 2**252 + 27742317777372353535851937790883648493
 BATCH = 128  # signatures per batch: the 253 doublings the batch shares are a few percent of its cost
@@ -72,29 +81,30 @@ def verify_many_without_core(items: Sequence[tuple[bytes, bytes, bytes]]) -> lis
     return [verify_one_libsodium(p, m, s) or verify_ref(p, m, s) for p, m, s in items]
 
 
-def _key_valid(pub: bytes) -> bool:
+def _key_valid(core: _Core, pub: bytes) -> bool:
     ok = _key_ok.get(pub)
     if ok is None:
         # scalar 0: the equation holds trivially, so the answer is whether A decodes strictly
         # and is not of small order.
-        ok = len(pub) == 32 and _core.check(_ZERO32, pub, _ZERO32) == 1
+        ok = len(pub) == 32 and core.check(_ZERO32, pub, _ZERO32) == 1
         if len(_key_ok) < 4096:
             _key_ok[pub] = ok
     return ok
 
 
-def _single(pub: bytes, r: bytes, s: int, k: int) -> bool:
+def _single(core: _Core, pub: bytes, r: bytes, s: int, k: int) -> bool:
     """[8]([S]B - R - [k]A) == 0 for one signature (the weight 1 needs no randomness)."""
-    return _core.check(s.to_bytes(32, "little"), r + pub, _ONE32 + k.to_bytes(32, "little")) == 1
+    return core.check(s.to_bytes(32, "little"), r + pub, _ONE32 + k.to_bytes(32, "little")) == 1
 
 
 def verify_many(items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
     """Verdict per (public key, message, signature), in order."""
-    if _core is None:
+    core = _core
+    if core is None:
         return verify_many_without_core(items)
     out = [False] * len(items)
     for start in range(0, len(items), BATCH):
-        _batch(items, start, min(len(items), start + BATCH), out)
+        _batch(core, items, start, min(len(items), start + BATCH), out)
     return out
 
 
@@ -102,13 +112,13 @@ def verify(public_key: bytes, message: bytes, sig: bytes) -> bool:
     return verify_many([(public_key, message, sig)])[0]
 
 
-def _batch(items: Sequence[tuple[bytes, bytes, bytes]], lo: int, hi: int, out: list[bool]) -> None:
+def _batch(core: _Core, items: Sequence[tuple[bytes, bytes, bytes]], lo: int, hi: int, out: list[bool]) -> None:
     sha512 = hashlib.sha512
     frombytes = int.from_bytes
     todo: list[tuple[int, bytes, bytes, int, int]] = []  # (position, key, R, S, k)
     for i in range(lo, hi):
         pub, msg, sig = items[i]
-        if len(sig) != 64 or len(pub) != 32 or not _key_valid(pub):
+        if len(sig) != 64 or len(pub) != 32 or not _key_valid(core, pub):
             continue
         s = frombytes(sig[32:], "little")
         if s >= L:
@@ -132,7 +142,7 @@ def _batch(items: Sequence[tuple[bytes, bytes, bytes]], lo: int, hi: int, out: l
     keys = list(per_key)
     points = b"".join(rs) + b"".join(keys)
     scalars = b"".join(zs) + b"".join((per_key[a] % L).to_bytes(32, "little") for a in keys)
-    if _core.check((bsum % L).to_bytes(32, "little"), points, scalars) == 1:
+    if core.check((bsum % L).to_bytes(32, "little"), points, scalars) == 1:
         for t in todo:
             out[t[0]] = True
         return
@@ -140,4 +150,4 @@ def _batch(items: Sequence[tuple[bytes, bytes, bytes]], lo: int, hi: int, out: l
     # decide each on its own. Not "drop the bad one and retry": a batch full of bad R values
     # would then cost a quadratic number of decompressions.
     for i, pub, r, s, k in todo:
-        out[i] = _single(pub, r, s, k)
+        out[i] = _single(core, pub, r, s, k)

@@ -83,8 +83,9 @@ def decode(b: bytes) -> Point | None:
 
 
 _BY = 4 * pow(5, P - 2, P) % P
-B = decode(_BY.to_bytes(32, "little"))
-assert B is not None
+_B = decode(_BY.to_bytes(32, "little"))
+assert _B is not None
+B: Point = _B  # the base point (decodes: it is on the curve)
 
 
 def _small_order(p: Point) -> bool:
@@ -102,5 +103,5 @@ def verify(public_key: bytes, message: bytes, sig: bytes) -> bool:
     if a is None or r is None or _small_order(a) or _small_order(r):
         return False
     k = int.from_bytes(hashlib.sha512(sig[:32] + public_key + message).digest(), "little") % L
-    lhs = _add(_add(_mul(s, B), _neg(r)), _neg(_mul(k, a)))  # type: ignore[arg-type]
+    lhs = _add(_add(_mul(s, B), _neg(r)), _neg(_mul(k, a)))
     return _is_identity(_mul(8, lhs))

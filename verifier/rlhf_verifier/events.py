@@ -14,6 +14,7 @@ from datetime import date
 from typing import Any, NamedTuple
 
 from .jcs import JCSError, canonicalize, canonicalize_parsed
+from .jsontypes import JSONObject
 
 EVENT_VERSION = 1
 MAX_EVENT_BYTES = 65536
@@ -49,7 +50,7 @@ _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _DAYS: dict[str, int] = {}  # "YYYY-MM-DD" -> seconds since the epoch at its midnight (a small cache)
 
 
-def _epoch(ts: str, m: re.Match) -> float:
+def _epoch(ts: str, m: re.Match[str]) -> float:
     """parse_ts of a time that matched _TS: the same value as datetime(...).timestamp() plus the
     fraction, with the date's midnight cached (a bundle's events share few dates)."""
     day = _DAYS.get(ts[:10])
@@ -77,8 +78,9 @@ class _Seen:
 
     __slots__ = ("pattern", "ok")
 
-    def __init__(self, pattern: re.Pattern) -> None:
-        self.pattern, self.ok = pattern, set()
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern = pattern
+        self.ok: set[str] = set()
 
     def __call__(self, x: Any) -> bool:
         if type(x) is not str:
@@ -149,7 +151,7 @@ def check_event(event: Any, where: str = "event") -> tuple[bytes, float]:
     return raw, ts_epoch
 
 
-def _event_jcs(event: dict, body: dict, prev: str | None, ts: str) -> bytes:
+def _event_jcs(event: JSONObject, body: JSONObject, prev: str | None, ts: str) -> bytes:
     """JCS(event) for an event whose members other than the body passed the checks above.
 
     Those members print the same in every JSON encoder and in RFC 8785 (ASCII names and
@@ -173,7 +175,7 @@ _ENVELOPE_KEYS = frozenset(("event", "sig"))
 
 
 class CheckedEnvelope(NamedTuple):
-    event: dict
+    event: JSONObject  # checked against event-format.md
     event_bytes: bytes
     sig: bytes
     event_id: bytes  # SHA-256 of the event's JCS bytes (raw; its hex is the event id)
@@ -205,13 +207,14 @@ def check_envelope(env: Any, where: str = "envelope") -> CheckedEnvelope:
                            ts_epoch)
 
 
-def check_openings(body: dict, openings: Any, where: str) -> None:
+def check_openings(body: JSONObject, openings: Any, where: str) -> None:
     """Each opening {salt, value} must hash to the commitment at the same body member."""
     _fail(type(openings) is dict, "must be an object of member -> {salt, value}", where)
     for name, op in openings.items():
         w = f"{where}.{name}"
         target = body.get(name)
-        _fail(type(target) is dict and target.keys() == {COMMITMENT_KEY}, "the body has no commitment at this member", w)
+        if not (type(target) is dict and target.keys() == {COMMITMENT_KEY}):
+            raise EventCheckError("the body has no commitment at this member", w)
         _fail(type(op) is dict and op.keys() == {"salt", "value"} and type(op["salt"]) is str,
               "an opening must be {salt: base64, value: any}", w)
         try:
@@ -224,7 +227,7 @@ def check_openings(body: dict, openings: Any, where: str) -> None:
             raise EventCheckError("opening does not match the commitment", w, "opening")
 
 
-def check_erased(body: dict, erased: Any, openings: Any, where: str) -> None:
+def check_erased(body: JSONObject, erased: Any, openings: Any, where: str) -> None:
     """`erased` (bundle-format.md): member -> "run" | "subject", each a commitment of the body
     that has no opening in the record."""
     _fail(type(erased) is dict and len(erased) > 0, 'must be a non-empty object of member -> "run" | "subject"', where)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .mpt import MPTError, verify_proof
-from .rlp import RLPError, decode, encode, keccak256, to_int
+from .rlp import RLPError, byte_strings, decode, encode, keccak256, to_int
 
 ANCHORED_SIG = "Anchored(bytes32,uint64,bytes32,string,address)"
 ANCHORED_TOPIC = keccak256(ANCHORED_SIG.encode())
@@ -80,7 +80,7 @@ class BlockHeader:
 def decode_header(rlp_bytes: bytes) -> BlockHeader:
     try:
         fields = decode(rlp_bytes)
-        if not isinstance(fields, list) or len(fields) < 15 or not all(isinstance(f, bytes) for f in fields):
+        if not isinstance(fields, list) or len(fields) < 15 or not byte_strings(fields):
             raise EvidenceError("block header must be an RLP list of at least 15 byte strings", "evidence.header")
         for i in (0, 3, 5):
             if not isinstance(fields[i], bytes) or len(fields[i]) != 32:
@@ -125,7 +125,7 @@ def decode_receipt(raw: bytes) -> tuple[int, int, list[Log]]:
     for lg in r[3]:
         if (not isinstance(lg, list) or len(lg) != 3 or not isinstance(lg[0], bytes) or len(lg[0]) != 20
                 or not isinstance(lg[1], list) or not isinstance(lg[2], bytes)
-                or any(not isinstance(t, bytes) or len(t) != 32 for t in lg[1])):
+                or not byte_strings(lg[1]) or any(len(t) != 32 for t in lg[1])):
             raise EvidenceError("receipt log must be [address, [topics], data]", "evidence.receipt")
         logs.append(Log(lg[0], list(lg[1]), lg[2]))
     return tx_type, status, logs

@@ -39,9 +39,12 @@ if _c_make_encoder is not None:
     def _encode_compact(value: Any) -> str:
         return "".join(_c_encoder(value, 0))
 else:  # no C accelerator (another Python): the same text, built per call
-    _encode_compact = _dumps
 
-_encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]
+    def _encode_compact(value: Any) -> str:
+        return _dumps(value)
+
+
+_encode_str = json.encoder.encode_basestring
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -145,7 +148,8 @@ def _fast_ok(v: Any, depth: int = 0) -> bool:
     if v is None or t is bool:
         return True
     if t is int:
-        return -SAFE_INT <= v <= SAFE_INT
+        n: int = v
+        return -SAFE_INT <= n <= SAFE_INT
     if t is float:
         if not math.isfinite(v):
             return False

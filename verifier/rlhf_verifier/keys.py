@@ -19,6 +19,7 @@ from typing import Any
 from . import ed25519
 from .completeness import CompletenessError, RunCompleteness
 from .events import EventCheckError, check_envelope
+from .jsontypes import JSONObject
 from .merkle import ProofError, root_from_inclusion
 from .note import NoteError, VerifierKey, b64decode_strict
 
@@ -52,7 +53,7 @@ class KeyEvents:
         self._last_index = -1
         self._non_legacy = False
 
-    def read_record(self, obj: dict, trusted: list[VerifierKey], origin: str, final_size: int) -> None:
+    def read_record(self, obj: JSONObject, trusted: list[VerifierKey], origin: str, final_size: int) -> None:
         """The `keys` record: the run-index record of KEYS_RUN at the final checkpoint."""
         try:
             self.record.read_record({**obj, "kind": "run"}, trusted, origin, KEYS_RUN)
@@ -99,7 +100,7 @@ class KeyEvents:
         self.record.feed(index, env.leaf_hash, ev["producer"], ev["seq"], env.event_id, ev["type"])
         self._apply(index, ev["type"], ev["body"])
 
-    def _apply(self, index: int, typ: str, body: dict) -> None:
+    def _apply(self, index: int, typ: str, body: JSONObject) -> None:
         kid = body.get("key_id")
         if type(kid) is not str:
             raise KeyEventsError("body must carry key_id")
@@ -107,8 +108,9 @@ class KeyEvents:
             legacy = body.get("legacy", False)
             if set(body) - {"key_id", "public_key", "legacy"} or ("legacy" in body and legacy is not True):
                 raise KeyEventsError("a producer.register body is {key_id, public_key[, legacy: true]}")
+            text = body.get("public_key")
             try:
-                pub = base64.b64decode(body.get("public_key"), validate=True) if type(body.get("public_key")) is str else b""
+                pub = base64.b64decode(text, validate=True) if type(text) is str else b""
             except (binascii.Error, ValueError):
                 pub = b""
             if len(pub) != 32 or hashlib.sha256(pub).hexdigest() != kid:

@@ -13,7 +13,7 @@ from typing import Any
 
 from .evidence import EvidenceError, hexbytes
 from .mpt import MPTError, verify_proof
-from .rlp import RLPError, decode, keccak256
+from .rlp import RLPError, byte_strings, decode, keccak256
 
 # keccak256 of the runtime code of each released ProvenanceAnchor version (docs/contract.md,
 # "Code hash"): contracts whose storage layout and append-only rule this verifier knows.
@@ -45,7 +45,7 @@ def verify_log_key_proof(state_root: bytes, contract: bytes, log_id: bytes, proo
     except (MPTError, RLPError) as e:
         raise EvidenceError(f"the contract's account is not proven under the block's state root: {e}",
                             "evidence.log_key_proof") from None
-    if not (isinstance(account, list) and len(account) == 4 and all(isinstance(f, bytes) for f in account)
+    if not (isinstance(account, list) and len(account) == 4 and byte_strings(account)
             and len(account[2]) == 32 and len(account[3]) == 32):
         raise EvidenceError("the proven account is not [nonce, balance, storageRoot, codeHash]", "evidence.log_key_proof")
     storage_root, code_hash = account[2], account[3]

@@ -27,8 +27,9 @@ class NoteError(ValueError):
     """A note, checkpoint or key string is malformed or not signed by a trusted key."""
 
 
-def b64decode_strict(text: str, what: str, length: int | None = None) -> bytes:
-    """Standard base64 with padding; refuses non-canonical encodings (so bytes <-> text is 1:1)."""
+def b64decode_strict(text: object, what: str, length: int | None = None) -> bytes:
+    """Standard base64 with padding; refuses non-canonical encodings (so bytes <-> text is 1:1).
+    `text` may be any JSON value: anything but a string is refused (NoteError)."""
     if not isinstance(text, str):
         raise NoteError(f"{what} must be a base64 string")
     try:
@@ -57,7 +58,7 @@ class VerifierKey:
         return f"{self.name}+{self.key_id.hex()}+{key}"
 
     @classmethod
-    def from_public_key(cls, name: str, public_key: bytes) -> "VerifierKey":
+    def from_public_key(cls, name: str, public_key: bytes) -> VerifierKey:
         if len(public_key) != 32:
             raise NoteError("an Ed25519 public key is 32 bytes")
         return cls(name, note_key_id(name, public_key), public_key)

@@ -51,7 +51,8 @@ class RpcChecker:
         """Fail early (OnlineUnavailable) if the node cannot be reached, before any work."""
         self.call("eth_chainId", [])
 
-    def call(self, method: str, params: list) -> Any:
+    def call(self, method: str, params: list[Any]) -> Any:
+        """The JSON-RPC result (any JSON: each caller checks what it reads)."""
         import httpx
 
         try:

@@ -104,7 +104,7 @@ def epsilon_from_rdp(rdp: Sequence[float], delta: float, orders: Sequence[float]
     if delta == 0:
         return (0.0, 0.0) if all(r == 0 for r in rdp) else (math.inf, 0.0)
     best, best_order = math.inf, orders[0]
-    for a, r in zip(orders, rdp):
+    for a, r in zip(orders, rdp, strict=True):
         if r < 0:
             eps = 0.0
         elif delta**2 + math.expm1(-r) > 0:
@@ -133,7 +133,7 @@ class RdpAccountant:
         one = self._cache.get(key)
         if one is None:
             one = self._cache[key] = rdp_poisson_subsampled_gaussian(q, sigma, self.orders)
-        self.rdp = [r + steps * x for r, x in zip(self.rdp, one)]
+        self.rdp = [r + steps * x for r, x in zip(self.rdp, one, strict=True)]
 
     def epsilon(self, delta: float) -> float:
         return epsilon_from_rdp(self.rdp, delta, self.orders)[0]

@@ -7,14 +7,21 @@ refused, so one value has one encoding and hashes cannot be ground.
 
 from __future__ import annotations
 
+from typing import TypeAlias, TypeGuard
+
 from Crypto.Hash import keccak
 
-RLPItem = bytes | list  # list[RLPItem]
+RLPItem: TypeAlias = bytes | list["RLPItem"]
 MAX_DEPTH = 64
 
 
 class RLPError(ValueError):
     pass
+
+
+def byte_strings(items: list[RLPItem]) -> TypeGuard[list[bytes]]:
+    """True if every item of a decoded list is a byte string (none is a nested list)."""
+    return all(isinstance(x, bytes) for x in items)
 
 
 def keccak256(data: bytes) -> bytes:

@@ -12,23 +12,37 @@ import base64
 import bisect
 import collections
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable
+from multiprocessing.pool import AsyncResult
+from typing import Any, BinaryIO, Literal, TypeAlias
 
 from . import clock, ed25519, worker
 from .bundle import FORMAT, MAX_LINE_BYTES, MEDIA_TYPE, VERSION, BundleReadError, iter_lines, parse_record
 from .cid import CIDError, check_content
 from .completeness import CompletenessError, RunCompleteness
-from .compliance import Collector, RULE_SETS, evaluate, resolve
+from .compliance import RULE_SETS, Collector, evaluate, resolve
+from .compliance.reviews import ReviewedRun
 from .compliance.reviews import listing as review_listing
+from .compliance.rules import RuleResultJSON
 from .events import ChainTracker
 from .evidence import Anchor, EvidenceError, verify_evidence
+from .jsontypes import JSONObject
 from .keys import LEGACY, KeyEvents, KeyEventsError
+from .listings import (
+    AnchorListing,
+    CheckpointListing,
+    CompletenessListing,
+    ProducerKeyListing,
+    Released,
+    TrustedValue,
+    WeightsListing,
+)
 from .logkey import KNOWN_CODE_HASHES
 from .merkle import CompactRange, ProofError, verify_consistency
 from .note import NoteError, VerifierKey, b64decode_strict, verify_checkpoint
@@ -38,6 +52,11 @@ MAX_BLOCK_TIME = 253402300800  # 10000-01-01T00:00:00Z: later block times are fi
 BLOCK_BYTES = 1 << 20  # raw bytes handed to a worker at once (about 2,000 events)
 IN_FLIGHT_PER_JOB = 3
 POOL_MIN_BYTES = 4 * 1024 * 1024  # below this, check inline (process start-up costs more)
+
+# The declared scope, checked for shape: ("run", run id) or ("event" | "range", start, end).
+RunScope: TypeAlias = tuple[Literal["run"], str]
+WindowScope: TypeAlias = tuple[Literal["event", "range"], int, int]
+Scope: TypeAlias = RunScope | WindowScope
 
 
 class CannotRun(Exception):
@@ -71,7 +90,7 @@ class Finding:
     where: str
     message: str
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, str]:
         return {"check": self.check, "where": self.where, "message": self.message}
 
     def line(self) -> str:
@@ -84,7 +103,8 @@ class Series:
     __slots__ = ("cap", "stride", "n", "points")
 
     def __init__(self, cap: int = 1000):
-        self.cap, self.stride, self.n, self.points = cap, 1, 0, []
+        self.cap, self.stride, self.n = cap, 1, 0
+        self.points: list[tuple[float, float]] = []
 
     def add(self, x: float, y: float) -> None:
         if self.n % self.stride == 0:
@@ -100,30 +120,31 @@ class Result:
     valid: bool = True
     findings: list[Finding] = field(default_factory=list)
     finding_count: int = 0
-    trusted: dict = field(default_factory=dict)
-    header: dict = field(default_factory=dict)
-    checkpoints: list[dict] = field(default_factory=list)
-    anchors: list[dict] = field(default_factory=list)
+    trusted: dict[str, TrustedValue] = field(default_factory=dict)
+    header: JSONObject = field(default_factory=dict)  # the header's claims, as given
+    checkpoints: list[CheckpointListing] = field(default_factory=list)
+    anchors: list[AnchorListing] = field(default_factory=list)
     events: int = 0
     leaves: int = 0
     events_valid: int = 0
     events_anchored: int = 0
     producer_chains: int = 0
-    compliance: list | None = None
+    compliance: list[RuleResultJSON] | None = None
     rule_set: str | None = None  # the exact, versioned rule set evaluated (e.g. eu-ai-act@2)
-    reviews: list[dict] = field(default_factory=list)  # human.review records per run (docs/verifier.md, "Reports")
+    reviews: list[ReviewedRun] = field(default_factory=list)  # human.review records per run (docs/verifier.md, "Reports")
     reviews_runs_omitted: int = 0  # runs with reviews beyond those listed, counted only
     reviews_records_omitted: int = 0  # window bundles: review records of runs beyond the first listed ones
-    completeness: dict = field(default_factory=dict)  # what the bundle proves about the run's membership
-    released: dict = field(default_factory=dict)  # run id -> (index, released_weights_digest) of its one run.end
-    weights: dict = field(default_factory=dict)  # --weights: the artefact's digest and how it compares
+    # what the bundle proves about the run's membership
+    completeness: CompletenessListing = field(default_factory=CompletenessListing)
+    released: dict[str, Released] = field(default_factory=dict)  # run id -> (index, released_weights_digest) of its one run.end
+    weights: WeightsListing = field(default_factory=WeightsListing)  # --weights: the artefact's digest and how it compares
     series: dict[str, Series] = field(default_factory=dict)
-    privacy_series: dict[str, list] = field(default_factory=dict)
+    privacy_series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # (steps, claimed epsilon)
     privacy_budgets: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    producer_keys: list[dict] = field(default_factory=list)  # each trusted producer key and its log positions
+    producer_keys: list[ProducerKeyListing] = field(default_factory=list)  # each trusted producer key and its log positions
     not_assessed: str | None = None  # why --rules could not be assessed over this bundle's scope
-    scope: dict | None = None
+    scope: JSONObject | None = None  # the declared scope, when well-formed
 
     def fail(self, check: str, where: str, message: str) -> None:
         self.valid = False
@@ -139,6 +160,11 @@ def _ev_where(index: Any, event_id: bytes | None, line: int) -> str:
 
 class Verifier:
     def __init__(self, opts: Options):
+        for what, keys, sources in (("log", opts.log_keys, opts.log_key_sources),
+                                    ("producer", opts.producer_keys, opts.producer_key_sources)):
+            if sources and len(sources) != len(keys):  # each pinned key is reported with its own source
+                raise CannotRun(f"Options.{what}_key_sources names {len(sources)} source(s) for {len(keys)} pinned "
+                                f"{what} key(s): give one per key, or none")
         self.o = opts
         self.r = Result()
         self.collector = Collector()
@@ -157,7 +183,7 @@ class Verifier:
         self.event_count = 0
         self.state = "header"
         self.end_seen = False
-        self.scope: tuple | None = None
+        self.scope: Scope | None = None
         self.max_cp = -1
         self._consistent: set[tuple[int, int]] = set()
         self.chain_pinned = False
@@ -165,16 +191,21 @@ class Verifier:
         self.producer_map: dict[str, tuple[bytes, int, int | None]] = {}
         self.cp_records: dict[int, tuple[bytes, str, str]] = {}  # size -> (root, note, where): notes checked once the log key is known
         self.pending_anchors: list[tuple[int, Anchor, str, list[str], str]] = []  # (size, anchor, where, confirmed_by, ev log_index)
-        self.keys_obj: tuple[int, dict] | None = None
-        self.key_event_objs: list[tuple[int, Any]] = []
-        self.run_obj: tuple[int, dict] | None = None
+        self.keys_obj: tuple[int, JSONObject] | None = None
+        self.key_event_objs: list[tuple[int, JSONObject]] = []
+        self.run_obj: tuple[int, JSONObject] | None = None
         self.trusted_hashes_used: set[bytes] = set()
         self.anchor_keys: list[tuple[int, bytes, int]] = []  # (anchored size, proven log key, block), ascending
         self.last_listed_anchor = -1
         self.run_check = RunCompleteness()
         self.fact_run: str | None = None  # the run whose facts are collected (a run bundle's run)
-        self._series: dict[str, list] = {}  # update type -> its chart series (or None), in worker.SERIES_KEYS order
-        self.manifest_runs: dict[int, Any] = {}  # anchored size -> its manifest's run-index note (v2)
+        self._series: dict[str, list[Series | None]] = {}  # update type -> its chart series (or None), in worker.SERIES_KEYS order
+        self.manifest_runs: dict[int, Any] = {}  # anchored size -> its manifest's run-index note (v2, any JSON)
+        # Set from the header (header()) and when the events start (start_events()).
+        self.header_log_id: str
+        self.header_log_pub: bytes
+        self.max_anchored: int
+        self.final_size: int
 
     # ---- driver -----------------------------------------------------------------------------
 
@@ -200,7 +231,8 @@ class Verifier:
             raise CannotRun(f"unreadable bundle: {e}") from None
         return self.finish()
 
-    def events_phase(self, first: list, lines: Iterator, f: BinaryIO, total: int) -> None:
+    def events_phase(self, first: list[tuple[int, bytes]], lines: Iterator[tuple[int, bytes]], f: BinaryIO,
+                     total: int) -> None:
         del lines  # from here on the file is read in blocks, not line by line
         ctx = worker.Context(self.mode, self.header_log_id, self.producer_map, dict(self.cps),
                              {hashlib.sha256(k.public_key).hexdigest(): k.public_key for k in self.log_keys})
@@ -221,7 +253,7 @@ class Verifier:
         with mp.Pool(jobs, initializer=worker.init, initargs=(ctx,)) as pool:
             # A bounded window of blocks in flight (Pool.imap would read the whole file ahead
             # into its queue): memory stays flat whatever the bundle's size.
-            window: collections.deque = collections.deque()
+            window: collections.deque[AsyncResult[list[worker.LineResult]]] = collections.deque()
             for task in blocks:
                 window.append(pool.apply_async(worker.check_block, (task,)))
                 if len(window) >= IN_FLIGHT_PER_JOB * jobs:
@@ -231,7 +263,7 @@ class Verifier:
                 for res in window.popleft().get():
                     self.fold(res)
 
-    def _blocks(self, first: list, f: BinaryIO, total: int) -> Iterator[tuple[int, bytes]]:
+    def _blocks(self, first: list[tuple[int, bytes]], f: BinaryIO, total: int) -> Iterator[tuple[int, bytes]]:
         """(first line number, whole lines joined by newlines) of about BLOCK_BYTES each."""
         n, raw = first[0]
         yield n, raw
@@ -256,7 +288,7 @@ class Verifier:
 
     # ---- header, checkpoints, consistency, anchors ------------------------------------------
 
-    def record(self, n: int, obj: dict) -> None:
+    def record(self, n: int, obj: JSONObject) -> None:
         kind = obj["kind"]
         if self.state == "header":
             if kind != "header":
@@ -286,7 +318,7 @@ class Verifier:
         else:
             getattr(self, kind)(n, obj)
 
-    def header(self, h: dict) -> None:
+    def header(self, h: JSONObject) -> None:
         if h.get("format") != FORMAT:
             raise CannotRun(f"not an rlhf-ledger bundle (format {str(h.get('format'))[:60]!r})")
         if h.get("version") != VERSION or type(h.get("version")) is not int:
@@ -313,7 +345,7 @@ class Verifier:
         if "producers" in h:
             self.r.fail("header", "header.producers", "not part of bundle format v2: producer keys come from the "
                                                       "log's key events (docs/keys.md), never from the header")
-        trusted: dict[str, Any] = {}
+        trusted: dict[str, TrustedValue] = {}
         trusted["chain_id"] = self.o.chain_id if self.o.chain_id is not None else "not pinned (taken from the evidence)"
         trusted["contract"] = ("0x" + self.o.contract.hex()) if self.o.contract else "not pinned (taken from the evidence)"
         trusted["block_hashes"] = sorted("0x" + b.hex() for b in self.o.trusted_block_hashes) or (
@@ -334,7 +366,7 @@ class Verifier:
         # Only a whole-run bundle must hold each producer chain from seq 0 (docs/bundle-format.md).
         self.chains.require_start = self.scope is None or self.scope[0] == "run"
 
-    def _check_scope(self, scope: Any) -> tuple | None:
+    def _check_scope(self, scope: Any) -> Scope | None:
         """The declared scope, checked for shape: ("run", run_id) or (type, start, end) for
         event/range; None (after a finding) when it is malformed, so no event is held to it."""
         w = "header.scope"
@@ -360,7 +392,7 @@ class Verifier:
         self.r.fail("scope", w, f"type {str(typ)[:30]!r} is not event, range or run")
         return None
 
-    def checkpoint(self, n: int, obj: dict) -> None:
+    def checkpoint(self, n: int, obj: JSONObject) -> None:
         size = obj.get("size")
         where = f"checkpoint {size if type(size) is int else '?'} (line {n})"
         if type(size) is not int or size < 0:
@@ -383,10 +415,11 @@ class Verifier:
         self.cp_notes[size] = note
         self.cp_records[size] = (root, note, where)
 
-    def consistency(self, n: int, obj: dict) -> None:
+    def consistency(self, n: int, obj: JSONObject) -> None:
         a, b = obj.get("from"), obj.get("to")
         where = f"consistency {a}->{b} (line {n})"
-        if a not in self.cps or b not in self.cps:
+        # Integers (bundle-format.md): 5.0 or true equal a size as dict keys, but are not sizes.
+        if type(a) is not int or type(b) is not int or a not in self.cps or b not in self.cps:
             self.r.fail("consistency", where, "from/to are not verified checkpoint sizes")
             return
         try:
@@ -400,13 +433,13 @@ class Verifier:
             return
         self._consistent.add((a, b))
 
-    def anchor(self, n: int, obj: dict) -> None:
+    def anchor(self, n: int, obj: JSONObject) -> None:
         size = obj.get("checkpoint_size")
         where = f"anchor of checkpoint {size} (line {n})"
-        root = self.cps.get(size) if type(size) is int else None
-        if root is None:
+        if type(size) is not int or size not in self.cps:
             self.r.fail("anchor", where, "checkpoint_size is not a verified checkpoint of this bundle")
             return
+        root = self.cps[size]
         try:
             a = verify_evidence(obj.get("evidence"))
         except EvidenceError as e:
@@ -431,7 +464,7 @@ class Verifier:
         # confirms it. An anchor in another block is unconfirmed (it counts for nothing, the
         # events it covers may still be covered by a later confirmed anchor); a failed online
         # check is a finding.
-        confirmed_by = []
+        confirmed_by: list[str] = []
         in_trusted = a.block_hash in self.o.trusted_block_hashes
         if in_trusted:
             confirmed_by.append("trusted block hash")
@@ -465,7 +498,7 @@ class Verifier:
             self.r.fail("anchor", where, "anchors must be in ascending checkpoint size")
             return
         self.last_listed_anchor = size
-        ev = obj.get("evidence")
+        ev = obj["evidence"]  # an object: verify_evidence accepted it
         self.pending_anchors.append((size, a, where, confirmed_by, str(ev.get("log_index"))))
 
     def _settle_anchors(self) -> None:
@@ -531,7 +564,8 @@ class Verifier:
         keys: dict[bytes, VerifierKey] = {pub: VerifierKey.from_public_key(self.origin, pub) for pub in chain}
         sources = [f"the contract's storage at block(s) {', '.join(map(str, blocks[:5]))}"
                    f"{' ...' if len(blocks) > 5 else ''} (log key proof of a confirmed anchor)" for blocks in chain.values()]
-        for k, src in zip(self.o.log_keys, self.o.log_key_sources or ["given by the caller"] * len(self.o.log_keys)):
+        for k, src in zip(self.o.log_keys, self.o.log_key_sources or ["given by the caller"] * len(self.o.log_keys),
+                          strict=True):
             if chain and k.public_key not in chain:
                 r.fail("log_key", src, f"the pinned log key {k.vkey()} is not the key the contract holds for this log "
                        f"({', '.join(v.vkey() for v in keys.values())})")
@@ -624,7 +658,8 @@ class Verifier:
             derived = {k.key_id: (k.public_key, k.registered, k.revoked) for k in kev.keys.values()}
         sources = []
         if self.o.producer_keys:
-            for pub, src in zip(self.o.producer_keys, self.o.producer_key_sources or ["given by the caller"] * len(self.o.producer_keys)):
+            for pub, src in zip(self.o.producer_keys,
+                                self.o.producer_key_sources or ["given by the caller"] * len(self.o.producer_keys), strict=True):
                 kid = hashlib.sha256(pub).hexdigest()
                 if kid in derived:
                     self.producer_map[kid] = derived[kid]
@@ -657,7 +692,7 @@ class Verifier:
         self._settle_anchors()
         sizes = sorted(self.cps)
         consistent = self._consistent
-        for a, b in zip(sizes, sizes[1:]):
+        for a, b in itertools.pairwise(sizes):
             if (a, b) not in consistent:
                 self.r.fail("consistency", f"checkpoints {a}->{b}", "no verified consistency proof between successive checkpoints")
         self._derive_producers()
@@ -671,16 +706,15 @@ class Verifier:
         self.fact_run = self.scope[1] if self.scope is not None and self.scope[0] == "run" else None
         self.state = "events"
 
-    def fold(self, res: tuple) -> None:
-        kind = res[0]
+    def fold(self, res: worker.LineResult) -> None:
         r = self.r
         self.records += 1
         if self.end_seen:
             r.fail("structure", f"line {res[1]}", "record after the end record")
             return
-        if kind == "error":
+        if res[0] == "error":
             raise BundleReadError(res[2])
-        if kind == "record":
+        if res[0] == "record":
             obj = res[2]
             if "_duplicate_key" in obj:
                 r.fail("json.duplicate_key", f"line {res[1]}", obj["_duplicate_key"])
@@ -690,12 +724,21 @@ class Verifier:
             else:
                 r.fail("structure", f"line {res[1]}", f"{obj['kind'][:40]!r} record among the events")
             return
-        if kind == "leaf":
+        if res[0] == "leaf":
             _, line, index, h, errors = res
             r.leaves += 1
             for check, msg in errors:
                 r.fail(check, f"leaf {index} (line {line})", msg)
             self._place(index, h, line)
+            return
+        if res[3] is None:  # the envelope failed its schema: the event has no id and was read no further
+            _, line, index, *_, errors = res
+            r.events += 1
+            self.event_count += 1
+            where = _ev_where(index, None, line)
+            for check, msg in errors:
+                r.fail(check, where, msg)
+            self._place(index, None, line, None)
             return
         (_, line, index, eid, lh, run_id, producer, seq, prev, ts_epoch, typ, body, points, errors) = res
         r.events += 1
@@ -705,9 +748,6 @@ class Verifier:
             where = _ev_where(index, eid, line)
             for check, msg in errors:
                 r.fail(check, where, msg)
-        if eid is None:
-            self._place(index, None, line, eid)
-            return
         if self.mode == "tree":
             self._place(index, lh, line, eid)
         else:
@@ -771,13 +811,13 @@ class Verifier:
             if points[-1] is not None and fact_run:  # a DP-SGD update (event-types.md)
                 self.collector.dp_update(run_id, index if index is not None else -1, eid, points[-1], not errors)
 
-    def _place(self, index: int | None, h: bytes | None, line: int, eid: str | None | bool = False) -> None:
+    def _place(self, index: int | None, h: bytes | None, line: int, eid: bytes | None | Literal[False] = False) -> None:
         """Tree mode: leaves must come as 0, 1, 2, ...; roots are checked at checkpoint sizes.
         `eid` False: a leaf record; else the event's id (or None), for the failure's place."""
         if self.mode != "tree":
             return
         if index != self.next_index:
-            where = f"leaf {index} (line {line})" if eid is False else _ev_where(index, eid, line)  # type: ignore[arg-type]
+            where = f"leaf {index} (line {line})" if eid is False else _ev_where(index, eid, line)
             self.r.fail("order", where, f"expected leaf index {self.next_index} (tree mode lists every leaf in order)")
         self.next_index = (index if index is not None else self.next_index) + 1
         self.tree.append(h if h is not None else b"\x00" * 32)
@@ -788,7 +828,7 @@ class Verifier:
 
     # ---- completeness of a run (docs/run-index.md) -------------------------------------------
 
-    def run_record(self, n: int, obj: dict) -> None:
+    def run_record(self, n: int, obj: JSONObject) -> None:
         where = f"run record (line {n})"
         if self.scope is None or self.scope[0] != "run":
             return  # a window of the log claims no run's completeness: the record is not used
@@ -811,7 +851,8 @@ class Verifier:
                        "without it, that no event of the run was left out is not proven")
             r.completeness = {"status": "not proven", "detail": "no valid run record"}
             return
-        problems = []
+        assert rc.size is not None  # read_record sets the size with the record
+        problems: list[str] = []
         # The record must speak for the bundle's newest checkpoint: one of an older size would
         # let an exporter show a prefix of the run and prove only that prefix complete.
         newest = max(self.cps) if self.cps else 0
@@ -835,7 +876,7 @@ class Verifier:
             if not problems else "; ".join(problems),
         }
 
-    def end(self, line: int, obj: dict) -> None:
+    def end(self, line: int, obj: JSONObject) -> None:
         self.end_seen = True
         if obj.get("events") != self.event_count or obj.get("records") != self.records:
             self.r.fail("truncation", f"end record (line {line})",

@@ -13,10 +13,14 @@ import hashlib
 import json
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 from .bundle import _unique_object
 from .jcs import canonicalize
 from .merkle import CompactRange
+
+if TYPE_CHECKING:
+    from .verify import Result
 
 MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
 CHUNK = 1 << 24
@@ -33,7 +37,10 @@ class WeightsError(ValueError):
     pass
 
 
-def _tensors(path: Path) -> list[tuple[str, str, list[int], Path, int, int]]:
+Tensor: TypeAlias = tuple[str, str, list[int], Path, int, int]  # (name, dtype, shape, file, data start, data end)
+
+
+def _tensors(path: Path) -> list[Tensor]:
     """(name, dtype, shape, file, data start, data end) of each tensor of one safetensors file."""
     size = path.stat().st_size
     with open(path, "rb") as f:
@@ -75,7 +82,7 @@ def weights_digest(path: str | Path) -> str:
     files = sorted(p.glob("*.safetensors")) if p.is_dir() else [p]
     if not files:
         raise WeightsError(f"{p}: no .safetensors file in this directory")
-    tensors: dict[str, tuple] = {}
+    tensors: dict[str, Tensor] = {}
     for f in files:
         for t in _tensors(f):
             if t[0] in tensors:
@@ -99,7 +106,7 @@ def weights_digest(path: str | Path) -> str:
     return "sha256:" + tree.root().hex()
 
 
-def bind_weights(result, path: str) -> None:  # noqa: ANN001 - a verify.Result
+def bind_weights(result: Result, path: str) -> None:
     """Check the artefact at `path` against the run's signed released_weights_digest; the
     outcome goes into result.weights, a difference or an unreadable artefact is a finding.
     OSError (the path cannot be read at all) is left to the caller: the run cannot be done."""
@@ -116,7 +123,8 @@ def bind_weights(result, path: str) -> None:  # noqa: ANN001 - a verify.Result
         result.fail("weights", where, str(e))
         result.weights = {"path": path, "status": "unreadable", "detail": str(e)}
         return
-    released = result.released.get(scope.get("run_id"))
+    run_id = scope.get("run_id")  # the header's claim, any JSON (a malformed scope is already a finding)
+    released = result.released.get(run_id) if isinstance(run_id, str) else None
     if released is None or released[1] is None:
         msg = "the run has no single run.end" if released is None else "the run.end records no released_weights_digest"
         result.fail("weights", where, msg)

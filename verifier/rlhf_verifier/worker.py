@@ -9,13 +9,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, TypeAlias, TypeGuard, overload
 
-from .compliance.collect import BODY_TYPES
-from .bundle import MAX_LINE_BYTES, BundleReadError, _depth_ok, _no_constant, parse_record
 from . import ed25519
+from .bundle import MAX_LINE_BYTES, BundleReadError, _depth_ok, _no_constant, parse_record
+from .compliance.collect import BODY_TYPES
 from .events import EventCheckError, check_envelope, check_erased, check_openings
+from .jsontypes import JSONObject
 from .keys import RESERVED_PREFIX
 from .merkle import ProofError, root_from_inclusion
 
@@ -51,16 +53,29 @@ def init(ctx: Context) -> None:
 #   ("leaf", line, index, hash, errors)
 #   ("record", line, obj)          any other kind, handled by the main process
 #   ("error", line, message)       unreadable line (exit 2)
+Problem: TypeAlias = tuple[str, str]  # (check, message): a finding
+Points: TypeAlias = tuple[float, *tuple[float | None, ...], int | None]  # step, SERIES_KEYS values, dp_steps
+EventResult: TypeAlias = tuple[Literal["event"], int, int | None, bytes, bytes, str, str, int, bytes | None, float, str,
+                               JSONObject | None, Points | None, list[Problem]]
+# An event whose envelope failed its schema: no id, nothing more read from it.
+UnreadEventResult: TypeAlias = tuple[Literal["event"], int, int | None, None, None, None, None, None, None, None, None,
+                                     None, None, list[Problem]]
+LeafResult: TypeAlias = tuple[Literal["leaf"], int, int | None, bytes | None, list[Problem]]
+RecordResult: TypeAlias = tuple[Literal["record"], int, JSONObject]
+ErrorResult: TypeAlias = tuple[Literal["error"], int, str]
+LineResult: TypeAlias = EventResult | UnreadEventResult | LeafResult | RecordResult | ErrorResult
+# A deferred signature check: (the event's findings, to get SIGNATURE_FAILURE; key, message, signature)
+SigCheck: TypeAlias = tuple[list[Problem], bytes, bytes, bytes]
 
 
-def _int(v: Any) -> bool:
+def _int(v: Any) -> TypeGuard[int]:
     return type(v) is int and 0 <= v <= SAFE_INT
 
 
-SIGNATURE_FAILURE = ("signature", "Ed25519 signature does not verify against the producer key")
+SIGNATURE_FAILURE: Problem = ("signature", "Ed25519 signature does not verify against the producer key")
 
 
-def check_line(line: int, raw: bytes, sigs: list) -> tuple:
+def check_line(line: int, raw: bytes, sigs: list[SigCheck]) -> LineResult:
     """Check one line. The signature check is deferred: (errors, key, message, signature) is
     appended to `sigs` for check_block to verify in batches.
 
@@ -78,13 +93,14 @@ def check_line(line: int, raw: bytes, sigs: list) -> tuple:
         obj, dup = parse_record(raw, line)
     except BundleReadError as e:
         return ("error", line, str(e))
-    return _check_parsed(line, obj, dup, sigs, None)  # type: ignore[return-value]
+    return _check_parsed(line, obj, dup, sigs, None)
 
 
-_scan_once = json.JSONDecoder(parse_constant=_no_constant).scan_once
+# The C scanner JSONDecoder.__init__ sets (typeshed does not declare the attribute).
+_scan_once: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder(parse_constant=_no_constant).scan_once  # type: ignore[attr-defined]
 
 
-def _parse_fast(raw: bytes) -> dict | None:
+def _parse_fast(raw: bytes) -> JSONObject | None:
     """The line as a dict, or None when it is not plainly an event record: anything unusual
     (no UTF-8, \\u escapes, deep nesting, NaN, huge integers, whitespace around the value) is
     left to the strict reader."""
@@ -100,7 +116,7 @@ def _parse_fast(raw: bytes) -> dict | None:
     return obj
 
 
-def _no_duplicates(raw: bytes, obj: dict, event_bytes: bytes) -> bool:
+def _no_duplicates(raw: bytes, obj: JSONObject, event_bytes: bytes) -> bool:
     """True if the raw line repeats no member name, for an event record that passed every check
     (so its members are the known ones, and its sig and inclusion hashes canonical base64).
 
@@ -126,7 +142,13 @@ def _shared(s: str) -> str:
     return x
 
 
-def _check_parsed(line: int, obj: dict, dup: str | None, sigs: list, fast_raw: bytes | None) -> tuple | None:
+@overload
+def _check_parsed(line: int, obj: JSONObject, dup: str | None, sigs: list[SigCheck], fast_raw: None) -> LineResult: ...
+@overload
+def _check_parsed(line: int, obj: JSONObject, dup: str | None, sigs: list[SigCheck],
+                  fast_raw: bytes) -> LineResult | None: ...
+def _check_parsed(line: int, obj: JSONObject, dup: str | None, sigs: list[SigCheck],
+                  fast_raw: bytes | None) -> LineResult | None:
     """The checks of one parsed line. `fast_raw`: the line was read the fast way; then None is
     returned (nothing recorded) unless every check passed and no member name repeats."""
     ctx = _CTX
@@ -173,7 +195,7 @@ def _check_parsed(line: int, obj: dict, dup: str | None, sigs: list, fast_raw: b
     ts_epoch = env.ts_epoch
     if ev["log_id"] != ctx.log_id:
         errors.append(("log_id", f"event is for log {ev['log_id']!r}, the bundle is for {ctx.log_id!r}"))
-    sig_check = None
+    sig_check: SigCheck | None = None
     if ev["run_id"].startswith(RESERVED_PREFIX):
         # The log's own records (docs/keys.md): signed by the log key, never by a producer.
         pub = ctx.log_keys.get(ev["producer"])
@@ -207,8 +229,7 @@ def _check_parsed(line: int, obj: dict, dup: str | None, sigs: list, fast_raw: b
             errors.append(("openings", str(e)))
     if ctx.mode == "inclusion" and index is not None:
         size, proof = obj.get("checkpoint_size"), obj.get("inclusion")
-        root = ctx.roots.get(size) if _int(size) else None
-        if root is None:
+        if not _int(size) or (root := ctx.roots.get(size)) is None:
             errors.append(("inclusion", f"checkpoint_size {str(size)[:30]} is not a checkpoint of this bundle"))
         elif type(proof) is not list or len(proof) > 64:
             errors.append(("inclusion", "inclusion must be a list of at most 64 base64 hashes"))
@@ -229,7 +250,7 @@ def _check_parsed(line: int, obj: dict, dup: str | None, sigs: list, fast_raw: b
     if sig_check is not None:
         sigs.append(sig_check)
     typ, body = ev["type"], ev["body"]
-    points = None
+    points: Points | None = None
     if typ in SERIES_TYPES:  # chart points, extracted here so the body need not travel
         step = body.get("step")
         if type(step) in (int, float):
@@ -246,14 +267,14 @@ _EVENT_MEMBERS = frozenset(("kind", "index", "envelope", "openings", "erased"))
 _EVENT_MEMBERS_INCLUSION = _EVENT_MEMBERS | {"checkpoint_size", "inclusion"}
 
 
-def check_block(task: tuple[int, bytes]) -> list[tuple]:
+def check_block(task: tuple[int, bytes]) -> list[LineResult]:
     """Check a block of whole lines (raw bytes joined by newlines) whose first line is number
     `first`; the same line rules as bundle.iter_lines (length, CRLF, no empty line). The parent
     hands over raw bytes, not parsed objects, so it does no per-line work. The block's
     signatures are checked together at the end (ed25519.verify_many: batches)."""
     first, blob = task
-    out = []
-    sigs: list = []
+    out: list[LineResult] = []
+    sigs: list[SigCheck] = []
     for k, raw in enumerate(blob.split(b"\n")):
         n = first + k
         if raw.endswith(b"\r"):
@@ -266,7 +287,7 @@ def check_block(task: tuple[int, bytes]) -> list[tuple]:
             out.append(check_line(n, raw, sigs))
     if sigs:
         verdicts = ed25519.verify_many([(pub, msg, sig) for _, pub, msg, sig in sigs])
-        for (errors, *_), ok in zip(sigs, verdicts):
+        for (errors, *_), ok in zip(sigs, verdicts, strict=True):
             if not ok:
                 errors.append(SIGNATURE_FAILURE)
     return out

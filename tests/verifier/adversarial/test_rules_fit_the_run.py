@@ -12,9 +12,17 @@ from __future__ import annotations
 import json
 
 import pytest
+from factory import (
+    REVIEWER,
+    REWARD_DIGEST,
+    build_bundle,
+    read_records,
+    review,
+    reward_run_events,
+    run_events,
+    write_records,
+)
 
-from factory import (REVIEWER, REWARD_DIGEST, build_bundle, read_records, review, reward_run_events, run_events,
-                     write_records)
 from rlhf_verifier.cli import main
 from rlhf_verifier.compliance.reviews import SUBJECT_CAP
 

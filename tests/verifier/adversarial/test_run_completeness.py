@@ -11,10 +11,10 @@ import base64
 import json
 
 import pytest
+from factory import build_bundle, read_records, run_events, write_records
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from factory import build_bundle, run_events, read_records, write_records
 from rlhf_verifier.cli import main
 
 settings.register_profile("completeness", max_examples=25, deadline=None,

@@ -10,8 +10,8 @@ import base64
 import json
 
 import pytest
-
 from factory import CODE_HASH, build_bundle, read_records, write_records
+
 from rlhf_verifier.cli import main
 from rlhf_verifier.keys import KeyEvents, KeyEventsError
 
@@ -144,9 +144,10 @@ def test_a_key_event_signed_by_another_key_is_refused(honest, capsys):
 
 def test_a_forged_registration_not_in_the_log_is_refused(honest, capsys):
     """A registration the log key holder signs but never appends (not in the anchored tree)."""
+    import hashlib
+
     from rlhf_ledger.core.events import make_event, sign_event
     from rlhf_ledger.core.keys import Signer
-    import hashlib
 
     objs = read_records(honest)
     last = [o for o in objs if o["kind"] == "key_event"][-1]

@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 
 import pytest
+from factory import build_bundle, read_records, run_events, ts, write_records
 
-from factory import build_bundle, run_events, ts, read_records, write_records
 from rlhf_verifier.cli import main
 
 

@@ -11,9 +11,9 @@ import json
 import pytest
 
 torch = pytest.importorskip("torch")
+from factory import build_bundle, run_events  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from factory import build_bundle, run_events  # noqa: E402
 from rlhf_ledger.sdk.weights import weights_digest as sdk_digest  # noqa: E402
 from rlhf_verifier.cli import main  # noqa: E402
 from rlhf_verifier.weights import weights_digest  # noqa: E402
@@ -116,3 +116,17 @@ def test_weights_need_a_run_bundle_and_a_readable_path(tmp_path, capsys):
     assert code == 1 and any("only a run bundle" in f["message"] for f in rep["findings"])
     code, rep, err = _run(b, capsys, "--weights", tmp_path / "missing.safetensors")
     assert code == 2 and rep is None and "cannot read --weights" in err
+
+
+def test_a_run_scope_with_a_run_id_that_is_not_a_string_is_a_finding_not_a_crash(tmp_path, capsys):
+    sd = _model()
+    save_file(sd, str(tmp_path / "model.safetensors"))
+    b = _bundle(tmp_path, "sha256:" + sdk_digest(sd).root.hex())
+    lines = b.path.read_text().splitlines()
+    header = json.loads(lines[0])
+    header["scope"] = {"type": "run", "run_id": [header["scope"]["run_id"]]}  # unhashable: no dict key
+    b.path.write_text("\n".join([json.dumps(header)] + lines[1:]) + "\n")
+    code, rep, err = _run(b, capsys, "--weights", tmp_path / "model.safetensors")
+    assert code == 1 and "internal error" not in err, err
+    assert any(f["check"] == "scope" for f in rep["findings"])
+    assert rep["weights"]["status"] == "not compared"

@@ -10,8 +10,9 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, TypeVar
 
+from ..jsontypes import JSONObject
 from ..privacy import RdpAccountant
 from .reviews import RUNS_SHOWN, Reviews
 
@@ -19,9 +20,17 @@ EVIDENCE_CAP = 20
 GUIDELINE_VERSIONS_CAP = 100  # distinct guideline versions listed per run (more are counted, not listed)
 
 
-def capped_append(lst: list, item: Any, cap: int = EVIDENCE_CAP) -> None:
+T = TypeVar("T")
+
+
+def capped_append(lst: list[T], item: T, cap: int = EVIDENCE_CAP) -> None:
     if len(lst) < cap:
         lst.append(item)
+
+
+class RefJSON(TypedDict):
+    index: int
+    event_id: str  # hex
 
 
 @dataclass(slots=True)
@@ -29,16 +38,16 @@ class Ref:
     index: int
     event_id: bytes  # raw SHA-256 of the event's JCS bytes
 
-    def as_json(self) -> dict:
+    def as_json(self) -> RefJSON:
         return {"index": self.index, "event_id": self.event_id.hex()}
 
 
 @dataclass(slots=True)
 class RunFacts:
     run_id: str
-    starts: list[tuple[Ref, dict]] = field(default_factory=list)  # the first EVIDENCE_CAP run.start records
+    starts: list[tuple[Ref, JSONObject]] = field(default_factory=list)  # the first EVIDENCE_CAP run.start records (body)
     start_count: int = 0
-    ends: list[tuple[Ref, dict]] = field(default_factory=list)  # the first EVIDENCE_CAP run.end records
+    ends: list[tuple[Ref, JSONObject]] = field(default_factory=list)  # the first EVIDENCE_CAP run.end records (body)
     end_count: int = 0
     events: int = 0
     invalid_events: list[Ref] = field(default_factory=list)
@@ -84,7 +93,8 @@ class RunFacts:
 
 @dataclass(slots=True)
 class DatasetFacts:
-    """What the rules read of a dataset.register body (not the whole body)."""
+    """What the rules read of a dataset.register body (not the whole body): the members as
+    signed, any JSON; the rules check their types."""
     ref: Ref
     source: Any
     licence: Any
@@ -111,7 +121,7 @@ class Collector:
         self.review_runs: dict[str, RunFacts] = {}
         self.review_records_omitted = 0
 
-    def review_only(self, index: int, event_id: bytes, run_id: str, body: dict, valid: bool) -> None:
+    def review_only(self, index: int, event_id: bytes, run_id: str, body: JSONObject, valid: bool) -> None:
         r = self.review_runs.get(run_id)
         if r is None:
             if len(self.review_runs) >= RUNS_SHOWN:
@@ -134,7 +144,7 @@ class Collector:
             r = self.runs[run_id] = RunFacts(run_id)
         return r
 
-    def feed(self, index: int, event_id: bytes, run_id: str, typ: str, body: dict, valid: bool,
+    def feed(self, index: int, event_id: bytes, run_id: str, typ: str, body: JSONObject, valid: bool,
              anchored: bool, delay: float | None) -> None:
         """One event. `valid`: passed every integrity check. `delay`: anchor block time minus event
         time (None if no anchor covers it)."""
@@ -190,7 +200,7 @@ class Collector:
             else:
                 capped_append(r.evaluations_invalid, ref)
         elif typ == "compute.usage":
-            secs = body.get("seconds")
+            secs: Any = body.get("seconds")  # any JSON: a number only by exact type (not a boolean)
             if isinstance(body.get("device"), str) and type(secs) in (int, float) and secs >= 0:
                 r.compute_count += 1
                 r.compute_seconds += secs
@@ -220,9 +230,14 @@ class Collector:
             r.privacy_exceeded_count += 1
             capped_append(r.privacy_exceeded, ref)
 
-    def _privacy(self, r: RunFacts, ref: Ref, body: dict) -> None:
-        q, sigma, steps = body.get("sample_rate"), body.get("noise_multiplier"), body.get("steps")
-        eps, delta = body.get("epsilon"), body.get("delta")
+    def _privacy(self, r: RunFacts, ref: Ref, body: JSONObject) -> None:
+        # Body members as signed (any JSON): their types are checked here, by exact type (a
+        # boolean is not a number), which a type checker does not follow.
+        q: Any = body.get("sample_rate")
+        sigma: Any = body.get("noise_multiplier")
+        steps: Any = body.get("steps")
+        eps: Any = body.get("epsilon")
+        delta: Any = body.get("delta")
         num = (int, float)
         if (body.get("mechanism") != "poisson_subsampled_gaussian" or type(q) not in num or type(sigma) not in num
                 or type(steps) is not int or not 0 <= q <= 1 or sigma < 0 or steps < 0):

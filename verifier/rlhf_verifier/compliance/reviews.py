@@ -4,8 +4,15 @@ for the reports, in memory bounded per run whatever the number of reviews."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypeAlias, TypedDict
+
+from ..jsontypes import JSONObject
+from ..listings import Released
+
+if TYPE_CHECKING:
+    from .collect import Ref, RunFacts
 
 SHOWN_CAP = 20  # reviews listed per run in the reports (the count is always exact)
 REFS_CAP = 20  # approvals / rejections kept per subject as evidence (the earliest, in log order)
@@ -37,25 +44,33 @@ def notes_form(notes: Any) -> str:
 
 @dataclass(slots=True)
 class SubjectReviews:
-    approvals: list = field(default_factory=list)  # [(Ref, reviewer)], earliest first
+    approvals: list[tuple[Ref, str]] = field(default_factory=list)  # (ref, reviewer), earliest first
     approval_count: int = 0
-    rejections: list = field(default_factory=list)  # [(Ref, reviewer)]
+    rejections: list[tuple[Ref, str]] = field(default_factory=list)  # (ref, reviewer)
     rejection_count: int = 0
-    invalid: list = field(default_factory=list)  # [Ref] of reviews of this subject failing integrity checks
+    invalid: list[Ref] = field(default_factory=list)  # reviews of this subject failing integrity checks
+
+
+# (ref, reviewer, decision, subject, subject key, notes form, valid, problem); reviewer, decision
+# and subject as signed (any JSON), strings cut to 200 characters.
+ShownReview: TypeAlias = tuple["Ref", Any, Any, Any, str | bytes | None, str, bool, str | None]
 
 
 @dataclass(slots=True)
 class Reviews:
     count: int = 0
-    shown: list = field(default_factory=list)  # [(Ref, reviewer, decision, subject, key, notes form, valid, problem)]
-    malformed: list = field(default_factory=list)  # [(Ref, problem)]
+    shown: list[ShownReview] = field(default_factory=list)
+    malformed: list[tuple[Ref, str]] = field(default_factory=list)  # (ref, problem)
     malformed_count: int = 0
-    by_subject: dict = field(default_factory=dict)  # subject_key(subject) -> SubjectReviews
+    by_subject: dict[str | bytes, SubjectReviews] = field(default_factory=dict)  # subject_key(subject) -> reviews
     untracked: int = 0  # reviews whose subject was not kept (more than SUBJECT_CAP subjects)
 
-    def add(self, ref: Any, body: dict, valid: bool) -> None:
+    def add(self, ref: Ref, body: JSONObject, valid: bool) -> None:
         self.count += 1
-        reviewer, decision, subject = body.get("reviewer"), body.get("decision"), body.get("subject")
+        # Body members as signed (any JSON): _text checks them, which a type checker does not follow.
+        reviewer: Any = body.get("reviewer")
+        decision: Any = body.get("decision")
+        subject: Any = body.get("subject")
         problem = None
         if not (_text(reviewer) and _text(decision) and _text(subject)):
             problem = "needs reviewer, decision and subject (non-empty strings)"
@@ -91,11 +106,41 @@ def _short(x: Any) -> Any:
     return x[:200] if isinstance(x, str) else x
 
 
-def listing(runs: dict, released: dict) -> tuple[list[dict], int]:
+class ReviewListing(TypedDict):
+    """One human.review as the reports list it (the notes' text never: it may be personal)."""
+    index: int
+    event_id: str
+    reviewer: Any
+    decision: Any
+    subject: Any
+    notes: str  # none | committed | in the event
+    names_released_weights: bool
+    passed_integrity_checks: bool
+    problem: NotRequired[str]
+
+
+class ReviewedRun(TypedDict):
+    run_id: str
+    count: int
+    reviews: list[ReviewListing]
+
+
+def _listed(shown: ShownReview, dkey: str | bytes | None) -> ReviewListing:
+    ref, who, decision, subject, key, notes, valid, problem = shown
+    v: ReviewListing = {"index": ref.index, "event_id": ref.event_id.hex(), "reviewer": who, "decision": decision,
+                        "subject": subject, "notes": notes, "names_released_weights": dkey is not None and key == dkey,
+                        "passed_integrity_checks": valid}
+    if problem:
+        v["problem"] = problem
+    return v
+
+
+def listing(runs: Mapping[str, RunFacts], released: Mapping[str, Released]) -> tuple[list[ReviewedRun], int]:
     """The reports' "human reviews": per run with reviews (the first RUNS_SHOWN runs by id), the
     count and the first reviews, each saying whether it names that run's released weights
     (`released`: run id -> (index, released_weights_digest)); and how many more runs had reviews."""
-    out, omitted = [], 0
+    out: list[ReviewedRun] = []
+    omitted = 0
     for run_id in sorted(runs):
         rv = runs[run_id].reviews
         if rv is None:
@@ -105,9 +150,5 @@ def listing(runs: dict, released: dict) -> tuple[list[dict], int]:
             continue
         digest = released.get(run_id, (None, None))[1]
         dkey = subject_key(digest) if isinstance(digest, str) and digest else None
-        out.append({"run_id": run_id, "count": rv.count, "reviews": [
-            {**ref.as_json(), "reviewer": who, "decision": decision, "subject": subject, "notes": notes,
-             "names_released_weights": dkey is not None and key == dkey,
-             "passed_integrity_checks": valid, **({"problem": problem} if problem else {})}
-            for ref, who, decision, subject, key, notes, valid, problem in rv.shown]})
+        out.append({"run_id": run_id, "count": rv.count, "reviews": [_listed(x, dkey) for x in rv.shown]})
     return out, omitted

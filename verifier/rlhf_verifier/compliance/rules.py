@@ -8,16 +8,34 @@ when it was the only version (tests/verifier/golden/); a change is a new version
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, TypeAlias, TypedDict
 
+from ..jsontypes import JSONObject
 from .collect import Collector, Ref, RunFacts
 from .reviews import APPROVE, REJECT, subject_key
 
 PASS, FAIL, NA = "pass", "fail", "not_applicable"
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 MIN_RETENTION_DAYS = 183  # six months (Art. 19(1) / Art. 26(6): logs kept at least six months)
-Outcome = tuple[str, str, list[dict]]
+Evidence: TypeAlias = dict[str, Any]  # a record's index and event id, and what the rule read of it (any JSON)
+Outcome: TypeAlias = tuple[str, str, list[Evidence]]  # (status, detail, evidence)
+
+
+class RunOutcome(TypedDict):
+    run_id: str | None  # None: every run (a window of the log, or no run at all)
+    status: str
+    detail: str
+    evidence: list[Evidence]
+
+
+class RuleResultJSON(TypedDict):
+    id: str
+    title: str
+    reference: str
+    status: str
+    runs: list[RunOutcome]
 
 
 @dataclass
@@ -26,18 +44,18 @@ class RuleResult:
     title: str
     reference: str
     status: str
-    per_run: list[dict] = field(default_factory=list)
+    per_run: list[RunOutcome] = field(default_factory=list)
 
-    def as_json(self) -> dict:
+    def as_json(self) -> RuleResultJSON:
         return {"id": self.id, "title": self.title, "reference": self.reference, "status": self.status,
                 "runs": self.per_run}
 
 
-def _ev(ref: Ref, **values: Any) -> dict:
+def _ev(ref: Ref, **values: Any) -> Evidence:
     return {**ref.as_json(), **values}
 
 
-def _declared(r: RunFacts) -> dict:
+def _declared(r: RunFacts) -> JSONObject:
     if r.start_count != 1:
         return {}
     d = r.starts[0][1].get("declared")
@@ -325,6 +343,7 @@ def human_oversight(r: RunFacts, c: Collector) -> Outcome:
         return FAIL, (f"no human.review approving the released weights (decision \"approve\", subject "
                       f"{released[:80]}) before run.end; {reviewed} review record(s) in the run"), \
             [_ev(end_ref, type="run.end", released_weights_digest=released)]
+    assert s is not None  # the approvals in `before` are its own
     who = "signed by a trusted producer key"  # registered in the log's key events or pinned (docs/keys.md)
     ev += [_ev(ref, type="human.review", reviewer=rev, decision=APPROVE, subject=released) for ref, rev in before]
     ev.append(_ev(end_ref, type="run.end", released_weights_digest=released))
@@ -392,7 +411,7 @@ def evaluate(rule_set: str, c: Collector, not_assessed: str | None = None) -> li
     (an event or range bundle): each rule is not_applicable with that reason, or, for a rule set
     without window results (@1), None."""
     rs = RULE_SETS[rule_set]
-    out = []
+    out: list[RuleResult] = []
     if not_assessed is not None:
         if not rs.window_results:
             return None
@@ -401,7 +420,7 @@ def evaluate(rule_set: str, c: Collector, not_assessed: str | None = None) -> li
         return [RuleResult(rule.id, rule.title, rule.reference, NA,
                            [{"run_id": None, "status": NA, "detail": not_assessed, "evidence": []}]) for rule in rs.rules]
     for rule in rs.rules:
-        per_run = []
+        per_run: list[RunOutcome] = []
         for run_id in sorted(c.runs):
             status, detail, evidence = rule.check(c.runs[run_id], c)
             per_run.append({"run_id": run_id, "status": status, "detail": detail, "evidence": evidence})

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
+from ..compliance.reviews import ReviewListing
 from ..verify import Result
 
 
@@ -26,14 +28,14 @@ CLAIMS_NOTE = ("header.created, header.declared and the anchors' tx_hash / log_i
                "when not pinned) are the exporter's claims: no proof covers them; event times are the producer's claim")
 
 
-def _strict(x: Any) -> Any:
+def _strict(x: object) -> Any:
     """The report as strict JSON (RFC 8259): no NaN/Infinity tokens, no lone surrogates."""
     if isinstance(x, float):
         return x if math.isfinite(x) else ("Infinity" if x > 0 else "-Infinity" if x < 0 else "NaN")
     if isinstance(x, str):
-        return x.encode("utf-8", "backslashreplace").decode("utf-8")
+        return _strict_text(x)
     if isinstance(x, dict):
-        return {_strict(str(k)): _strict(v) for k, v in x.items()}
+        return _strict_object(x)
     if isinstance(x, (list, tuple)):
         return [_strict(v) for v in x]
     if x is None or isinstance(x, (bool, int)):
@@ -41,8 +43,17 @@ def _strict(x: Any) -> Any:
     return _strict(str(x))
 
 
+def _strict_text(x: str) -> str:
+    """Text without lone surrogates (each written as its \\udxxx escape)."""
+    return x.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _strict_object(x: Mapping[Any, Any]) -> dict[str, Any]:
+    return {_strict_text(str(k)): _strict(v) for k, v in x.items()}
+
+
 def as_dict(r: Result, bundle: str) -> dict[str, Any]:
-    return _strict({
+    return _strict_object({
         "verdict": verdict(r),
         "scope": r.scope,
         "not_assessed": r.not_assessed,
@@ -110,7 +121,7 @@ def render_text(r: Result, bundle: str) -> str:
                 if run["status"] != "pass":
                     who = f"run {run['run_id']}" if run["run_id"] is not None else "every run"
                     out.append(f"      {who}: {run['detail']}")
-    return _strict("\n".join(out) + "\n")
+    return _strict_text("\n".join(out) + "\n")
 
 
 def scope_text(r: Result) -> str:
@@ -127,7 +138,7 @@ def _abbrev(x: object, n: int) -> str:
     return t if len(t) <= n else t[:n] + ".."
 
 
-def review_text(v: dict) -> str:
+def review_text(v: ReviewListing) -> str:
     """One human.review as the reports show it (the notes' text never: it may be personal)."""
     what = "the released weights" if v["names_released_weights"] else f"subject {_abbrev(v['subject'], 80)}"
     extra = "" if v["passed_integrity_checks"] else "; FAILS integrity checks"
