@@ -9,9 +9,9 @@ COPY pyproject.toml setup.py requirements.lock ./
 COPY ledger ./ledger
 COPY anchoring ./anchoring
 COPY api ./api
-# Direct dependencies are pinned in pyproject.toml; -c pins every transitive one to the lock.
-# (Training extras such as torch are not installed in the service image.)
-RUN pip install --no-cache-dir -c requirements.lock . \
+# The [server] extra (the service, the anchoring worker and the storage layer; pyproject.toml);
+# -c pins every package to the lock. Training extras such as torch are not in the service image.
+RUN pip install --no-cache-dir -c requirements.lock '.[server]' \
     && useradd --system --uid 10001 --home-dir /data ledger \
     && mkdir -p /data && chown ledger /data && chmod 0700 /data
 

@@ -70,9 +70,10 @@ def ledger(backend):
 # --- the fast tier (issue 13): `pytest --fast` -----------------------------------------------------
 # SQLite only, no chain, no servers, no browser, no slow tests: what a developer runs after each
 # change, in under a minute (CONTRIBUTING.md). The full suite (`bash scripts/test.sh`) runs the rest.
-FAST_SKIPPED_DIRS = {"deploy", "integration", "packaging", "online"}
+FAST_SKIPPED_DIRS = {"deploy", "integration", "online"}
 SLOW_FIXTURES = {"anvil", "owner", "hardhat", "kubo_rpc", "api_server", "api_servers", "pg_url", "pg_server",
-                 "server", "world", "srv", "service", "chromium", "demo", "anchored", "clusters", "failover"}
+                 "server", "world", "srv", "service", "chromium", "demo", "anchored", "clusters", "failover",
+                 "install_venvs"}  # tests/install: venvs built with pip from the registry
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

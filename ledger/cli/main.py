@@ -7,16 +7,16 @@ import collections
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 import click
 
+from rlhf_ledger.cli.common import CliError, _open_ledger, common
+from rlhf_ledger.cli.extras import extra_for, missing_module, missing_module_message
 from rlhf_ledger.core.errors import LedgerError
 from rlhf_ledger.core.jcs import DuplicateKeyError, loads_strict
-
-from rlhf_ledger.cli.common import CliError, _open_ledger, common
-
 
 # Commands that live with their subsystems, imported only when used (web3 and FastAPI take
 # about a second to import; `append` and `prove` should not pay for them).
@@ -40,8 +40,26 @@ LAZY_COMMANDS = {
 }
 
 
+def _not_installed(name: str, exc: ModuleNotFoundError) -> click.Command | None:
+    """Stands in for a command whose modules need an extra that is not installed: listed in
+    --help with the extra to install; run, it prints one line naming it and exits 1."""
+    message = missing_module_message(name, exc)
+    if message is None:
+        return None
+    extra = extra_for(name, missing_module(exc) or "")
+    short = f"(not installed: pip install 'rlhf-ledger[{extra}]')" if extra else "(not installed) " + message
+
+    def refuse(**_: Any) -> None:
+        raise CliError(message)
+
+    return click.Command(name, callback=refuse, help=message, short_help=short,
+                         context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                           "help_option_names": []})
+
+
 class LedgerGroup(click.Group):
-    """Turns LedgerError anywhere in a command into one clean line; loads subsystem commands lazily."""
+    """Turns LedgerError anywhere in a command into one clean line, and so a module of a missing
+    extra (ledger/cli/extras.py); loads subsystem commands lazily."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
@@ -51,7 +69,13 @@ class LedgerGroup(click.Group):
             import importlib
 
             module, attr = LAZY_COMMANDS[name].split(":")
-            return getattr(importlib.import_module(module), attr)
+            try:
+                return getattr(importlib.import_module(module), attr)
+            except ModuleNotFoundError as e:
+                stand_in = _not_installed(name, e)
+                if stand_in is None:
+                    raise
+                return stand_in
         return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context):
@@ -59,6 +83,11 @@ class LedgerGroup(click.Group):
             return super().invoke(ctx)
         except LedgerError as e:
             raise CliError(str(e)) from None
+        except ModuleNotFoundError as e:  # a command reached a module of an extra not installed
+            message = missing_module_message(ctx.invoked_subcommand, e)
+            if message is None:
+                raise
+            raise CliError(message) from None
 
 
 @click.group(cls=LedgerGroup)

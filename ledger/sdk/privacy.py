@@ -36,7 +36,7 @@ def _lib() -> Any:
     except ImportError as e:
         raise ImportError(
             f"differential-privacy accounting needs the dp-accounting package ({e}); "
-            "install it with: pip install 'rlhf-ledger[sdk]' or pip install dp-accounting"
+            "install it with: pip install 'rlhf-ledger[privacy]'"
         ) from None
     return dp_accounting, rdp_privacy_accountant
 
