@@ -1,7 +1,8 @@
 """The ledger store: one gateway, `Ledger`, to every log in one database (docs/storage.md).
 
 One database (SQLite file by default, PostgreSQL through DATABASE_URL) holds every log. Other
-layers call typed methods of `Ledger`.
+layers call typed methods of `Ledger` and of its repositories (`ledger.anchors`,
+`ledger.tokens`, `ledger.lease(...)`), never an engine or a connection.
 
 `Ledger` is the one facade callers use. It is composed of mixins, one module per concern, over a
 shared base (store/base.py: the database, the keys directory, the fork guard, the log rows):
@@ -27,12 +28,16 @@ from sqlalchemy.engine import Engine
 from rlhf_ledger.core.checkpoints import default_origin
 from rlhf_ledger.core.errors import ConflictError, EventError, LedgerError
 from rlhf_ledger.core.keys import Signer, valid_origin, write_key_file
-from rlhf_ledger.store import db
+from rlhf_ledger.store import db, monitoring
+from rlhf_ledger.store.anchors import AnchorStore
 from rlhf_ledger.store.appender import MAX_BATCH, AppenderMixin, BatchRejected
 from rlhf_ledger.store.audit import audit
 from rlhf_ledger.store.fork_guard import ForkGuard, PublishedCheckpoints, default_published_dir
+from rlhf_ledger.store.locks import Lease
 from rlhf_ledger.store.migrate import upgrade
+from rlhf_ledger.store.monitoring import LogLag
 from rlhf_ledger.store.records import AppendResult, EntryRecord, EntrySpan, LogInfo, SealedPayload
+from rlhf_ledger.store.tokens import TokenStore
 
 if TYPE_CHECKING:
     from rlhf_ledger.store.erasure import Erasure
@@ -48,6 +53,8 @@ class Ledger(AppenderMixin):
                  replica_engine: Engine | None = None, fork_guard: ForkGuard | None = None):
         super().__init__(engine, keys_dir, passphrase=passphrase, read_engine=read_engine, replica_engine=replica_engine,
                          fork_guard=fork_guard)
+        self.anchors = AnchorStore(self.database)  # anchoring records (store/anchors.py)
+        self.tokens = TokenStore(self.database)  # the API's bearer tokens (store/tokens.py)
 
     # --- opening --------------------------------------------------------------------------
 
@@ -85,6 +92,10 @@ class Ledger(AppenderMixin):
         guard = ForkGuard(PublishedCheckpoints(default_published_dir(data_dir)))
         return cls(engine, data_dir / "keys", passphrase=passphrase, read_engine=read_engine,
                    replica_engine=replica, fork_guard=guard)
+
+    def lease(self, name: str, *, holder: str | None = None, ttl: float = 30.0) -> Lease:
+        """A named lease in this database (store/locks.py): one holder at a time across processes."""
+        return Lease(self.database, name, holder=holder, ttl=ttl)
 
     # --- logs -----------------------------------------------------------------------------
 
@@ -149,3 +160,13 @@ class Ledger(AppenderMixin):
         from rlhf_ledger.store.erasure import erase_subject
 
         return erase_subject(self, subject)
+
+    # --- gauges -----------------------------------------------------------------------------
+
+    def log_lags(self) -> list[LogLag]:
+        """Per log: size, newest checkpoint, largest settled anchor (one read, store/monitoring.py)."""
+        return monitoring.log_lags(self.database)
+
+    def oldest_unanchored(self) -> dict[str, float | None]:
+        """Per log: when its oldest checkpoint not covered by a settled anchor was signed."""
+        return monitoring.oldest_unanchored(self.database)
