@@ -150,7 +150,6 @@ class AppenderMixin(CheckpointerMixin, OpeningsMixin):
         Yields each batch's results after its commit; stops at the first refused batch
         (BatchRejected), leaving the batches before it committed.
         """
-
         pending: deque[Callable[[], tuple[str | None, list]]] = deque()
         for batch in batches:
             pending.append(self._prepare(batch, log_id, executor))
