@@ -20,9 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-
-from rlhf_ledger.store import db
 from rlhf_ledger.core import merkle
 from rlhf_ledger.core.checkpoints import Checkpoint, parse_and_verify
 from rlhf_ledger.core.errors import LedgerError, ProofError
@@ -113,11 +110,7 @@ def build_manifest(ledger: Ledger, log_id: str, checkpoint: Checkpoint,
     if len(leaves) != cp.size - start:
         raise ManifestError(f"expected {cp.size - start} leaf hashes in [{start}, {cp.size}), found {len(leaves)}",
                             where=f"log {log_id!r}")
-    p = db.payloads.c
-    with ledger.engine.connect() as conn:
-        rows = conn.execute(sa.select(p.idx, p.nonce, p.ciphertext)
-                            .where(p.log_id == log_id, p.idx >= start, p.idx < cp.size).order_by(p.idx)).all()
-        conn.rollback()
+    rows = ledger.sealed_payloads(log_id, start, cp.size)
     doc: dict[str, Any] = {
         "format": MANIFEST_FORMAT,
         "version": MANIFEST_VERSION,
@@ -129,7 +122,7 @@ def build_manifest(ledger: Ledger, log_id: str, checkpoint: Checkpoint,
         "prefix": [_b64(h) for h in prefix],
         "range": {"start": start, "end": cp.size},
         "leaf_hashes": [_b64(h) for h in leaves],
-        "payloads": [{"index": int(r.idx), "ref": payload_ref(r.nonce, r.ciphertext)} for r in rows],
+        "payloads": [{"index": r.idx, "ref": payload_ref(r.nonce, r.ciphertext)} for r in rows],
         "runs": run_index(ledger, log_id, cp.size).note,
     }
     # Self-check with the independent reading path before publishing anything.

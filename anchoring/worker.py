@@ -1,6 +1,6 @@
 """The anchoring worker: publishes a log's signed checkpoints on chain, manifests in a content store.
 
-One pass (`run_once`), under the log's lease (anchoring/locks.py):
+One pass (`run_once`), under the log's lease (`ledger.lease`, store/locks.py):
 
 1. progress: every anchor row in flight moves along
    pending -> submitted (tx hash, nonce) -> included (block, log index, gas, evidence)
@@ -30,33 +30,27 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlalchemy as sa
-from eth_utils import to_checksum_address
-
-from rlhf_ledger.store import db
+from rlhf_ledger.core.anchor_status import IN_FLIGHT, ON_CHAIN, AnchorStatus
 from rlhf_ledger.core.checkpoints import Checkpoint
 from rlhf_ledger.core.errors import LedgerError, NotFoundError
-from rlhf_ledger.core.redact import redact_secrets
+from rlhf_ledger.store.anchors import AnchorRecord
 from rlhf_ledger.store.ledger import Ledger
 
 from rlhf_ledger.anchoring.chain import ChainClient, ChainError, ChainUnavailable, ContractRevert, RPCError, log_id_for_origin
 from rlhf_ledger.anchoring.cid import cid_for_bytes, same_content
 from rlhf_ledger.anchoring.content_store import ContentStore, ContentStoreUnavailable
 from rlhf_ledger.anchoring.evidence import ANCHORED_TOPIC, EvidenceError, build_evidence, decode_anchored_data, verify_evidence
-from rlhf_ledger.store.locks import Lease
 from rlhf_ledger.anchoring.manifest import ManifestError, build_manifest, encode_manifest
 
 log = logging.getLogger(__name__)
 
-PENDING, SUBMITTED, INCLUDED, CONFIRMED, FINALIZED = "pending", "submitted", "included", "confirmed", "finalized"
-REORGED, FAILED = "reorged", "failed"
-IN_FLIGHT = (PENDING, SUBMITTED, INCLUDED)
-ON_CHAIN = (INCLUDED, CONFIRMED)  # mined but not final: re-checked for reorgs every pass
-FINALIZED_MODE = "finalized"
+PENDING, SUBMITTED, INCLUDED = AnchorStatus.PENDING, AnchorStatus.SUBMITTED, AnchorStatus.INCLUDED
+CONFIRMED, FINALIZED = AnchorStatus.CONFIRMED, AnchorStatus.FINALIZED
+REORGED, FAILED = AnchorStatus.REORGED, AnchorStatus.FAILED
+FINALIZED_MODE = "finalized"  # confirmations="finalized": wait for the chain's finalized tag too
 DEFAULT_CONFIRMATIONS = 2
 
 
@@ -75,10 +69,6 @@ class PassResult:
     transitions: list[tuple[int, str, str]] = field(default_factory=list)  # (row id, from, to)
     unavailable: str | None = None  # one line: which dependency, where, why
     errors: list[str] = field(default_factory=list)
-
-
-def _now() -> float:
-    return time.time()
 
 
 class AnchorWorker:
@@ -121,7 +111,7 @@ class AnchorWorker:
         self.issue_checkpoints = issue_checkpoints
         self.logs_from_block = logs_from_block
         self.reorg_window = reorg_window  # without a finalized tag, stop re-checking rows this deep
-        self.lease = Lease(ledger.engine, f"anchor:{log_id}", holder=holder, ttl=lease_ttl)
+        self.lease = ledger.lease(f"anchor:{log_id}", holder=holder, ttl=lease_ttl)
         if ledger.fork_guard is not None:  # the chain's anchored root also guards signing (fork_witness.py)
             from rlhf_ledger.anchoring.fork_witness import ChainWitness
 
@@ -131,7 +121,7 @@ class AnchorWorker:
         self._result = PassResult()
 
     @property
-    def settled(self) -> tuple[str, ...]:
+    def settled(self) -> tuple[AnchorStatus, ...]:
         """Statuses a new anchor may build on."""
         return (FINALIZED,) if self.confirmations == FINALIZED_MODE else (CONFIRMED, FINALIZED)
 
@@ -205,44 +195,23 @@ class AnchorWorker:
 
     # -- rows --------------------------------------------------------------------------------
 
-    def _rows(self, statuses: tuple[str, ...] | None = None) -> list[sa.Row]:
-        a = db.anchors.c
-        q = sa.select(db.anchors).where(a.log_id == self.log_id)
-        if statuses is not None:
-            q = q.where(a.status.in_(statuses))
-        with self.ledger.engine.connect() as conn:
-            rows = conn.execute(q.order_by(a.id)).all()
-            conn.rollback()
-        return rows
+    def _rows(self, statuses: tuple[AnchorStatus, ...]) -> list[AnchorRecord]:
+        return self.ledger.anchors.for_log(self.log_id, statuses=statuses)
 
-    def _row(self, row_id: int) -> sa.Row:
-        with self.ledger.engine.connect() as conn:
-            row = conn.execute(sa.select(db.anchors).where(db.anchors.c.id == row_id)).one()
-            conn.rollback()
+    def _insert(self, **values: Any) -> AnchorRecord:
+        values = {"chain_id": self.chain.chain_id, "contract": self.chain.contract_address, **values}
+        row = self.ledger.anchors.insert(self.log_id, **values)
+        self._result.transitions.append((row.id, "", row.status))
         return row
 
-    def _insert(self, **values: Any) -> sa.Row:
-        now = _now()
-        values = {"log_id": self.log_id, "attempts": 0, "created_at": now, "updated_at": now,
-                  "chain_id": self.chain.chain_id, "contract": self.chain.contract_address, **values}
-        with self.ledger.engine.begin() as conn:
-            row_id = conn.execute(db.anchors.insert().values(**values)).inserted_primary_key[0]
-        self._result.transitions.append((int(row_id), "", values["status"]))
-        return self._row(int(row_id))
+    def _update(self, row: AnchorRecord, **values: Any) -> AnchorRecord:
+        new = self.ledger.anchors.update(row, **values)
+        if new.status != row.status:
+            self._result.transitions.append((row.id, row.status, new.status))
+            log.info("anchoring %s: checkpoint %d %s -> %s", self.log_id, row.checkpoint_size, row.status, new.status)
+        return new
 
-    def _update(self, row: sa.Row, **values: Any) -> sa.Row:
-        values["updated_at"] = _now()
-        if values.get("error"):  # node errors quote the RPC URL, which may carry a credential
-            values["error"] = redact_secrets(values["error"])
-        with self.ledger.engine.begin() as conn:
-            conn.execute(db.anchors.update().where(db.anchors.c.id == row.id).values(**values))
-        new_status = values.get("status", row.status)
-        if new_status != row.status:
-            self._result.transitions.append((row.id, row.status, new_status))
-            log.info("anchoring %s: checkpoint %d %s -> %s", self.log_id, row.checkpoint_size, row.status, new_status)
-        return self._row(row.id)
-
-    def _attempt_failed(self, row: sa.Row, message: str, **reset: Any) -> sa.Row:
+    def _attempt_failed(self, row: AnchorRecord, message: str, **reset: Any) -> AnchorRecord:
         """A non-transient error for this row: count it; fail the row after max_attempts."""
         attempts = row.attempts + 1
         text = f"checkpoint {row.checkpoint_size}: {message}"
@@ -269,7 +238,7 @@ class AnchorWorker:
             if row.status in ON_CHAIN:
                 self._check_on_chain(row, head, finalized)
 
-    def _check_submitted(self, row: sa.Row) -> sa.Row:
+    def _check_submitted(self, row: AnchorRecord) -> AnchorRecord:
         rcpt = self.chain.receipt(row.tx_hash)
         if rcpt is None or rcpt.get("blockNumber") is None:
             if self.chain.transaction(row.tx_hash) is not None:
@@ -283,7 +252,7 @@ class AnchorWorker:
                                         nonce=None)
         return self._record_inclusion(row, rcpt)
 
-    def _record_inclusion(self, row: sa.Row, rcpt: dict[str, Any]) -> sa.Row:
+    def _record_inclusion(self, row: AnchorRecord, rcpt: dict[str, Any]) -> AnchorRecord:
         try:
             evidence = build_evidence(self.chain, row.tx_hash, contract=self.chain.contract_address)
             verified = verify_evidence(evidence)
@@ -304,7 +273,7 @@ class AnchorWorker:
             evidence=json.dumps(evidence, sort_keys=True), error=None,
         )
 
-    def _check_on_chain(self, row: sa.Row, head: int, finalized: int | None) -> sa.Row:
+    def _check_on_chain(self, row: AnchorRecord, head: int, finalized: int | None) -> AnchorRecord:
         depth = head - row.block_number + 1
         if finalized is None and row.status == CONFIRMED and depth > self.reorg_window:
             return row  # a chain without a finalized tag: deep enough to stop re-checking
@@ -338,7 +307,7 @@ class AnchorWorker:
         if chain_size > base_size and given_up:
             # Our own anchor of this size is on chain but its row failed terminally (e.g. the
             # evidence could not be built): adopting it again would loop. It stays failed until
-            # an operator retries it (retry_anchor); newer checkpoints are anchored meanwhile.
+            # an operator retries it (`rlhf-ledger anchors --retry`); newer checkpoints are anchored meanwhile.
             log.debug("anchoring %s: checkpoint %d failed (%s); not adopting it again", self.log_id,
                       chain_size, given_up[-1].error)
         elif chain_size > base_size:
@@ -367,12 +336,12 @@ class AnchorWorker:
                            cid=cid_for_bytes(encode_manifest(doc)))
         self._resume_pending(row, doc)
 
-    def _manifest_doc(self, row: sa.Row) -> dict[str, Any]:
+    def _manifest_doc(self, row: AnchorRecord) -> dict[str, Any]:
         checkpoint = self.ledger.get_checkpoint(self.log_id, row.checkpoint_size)
         previous = self.ledger.get_checkpoint(self.log_id, row.prev_size) if row.prev_size else None
         return build_manifest(self.ledger, self.log_id, checkpoint, previous)
 
-    def _resume_pending(self, row: sa.Row, doc: dict[str, Any] | None = None) -> None:
+    def _resume_pending(self, row: AnchorRecord, doc: dict[str, Any] | None = None) -> None:
         # (a) a transaction was signed and recorded earlier: did it reach the node?
         if row.tx_hash is not None:
             if self.chain.receipt(row.tx_hash) is not None or self.chain.transaction(row.tx_hash) is not None:
@@ -418,7 +387,7 @@ class AnchorWorker:
                            contract=self.chain.contract_address)
         self._broadcast(row, raw)
 
-    def _broadcast(self, row: sa.Row, raw: str) -> None:
+    def _broadcast(self, row: AnchorRecord, raw: str) -> None:
         """Send the recorded signed transaction (a separate method so tests can crash around it)."""
         try:
             self.chain.rpc("eth_sendRawTransaction", [raw])
@@ -474,7 +443,7 @@ class AnchorWorker:
                     "ledger's log key: rotate it on chain (rotateLogKey) or anchor to the right contract")
         return None
 
-    def _lost_transaction(self, row: sa.Row, why: str) -> sa.Row:
+    def _lost_transaction(self, row: AnchorRecord, why: str) -> AnchorRecord:
         """The node does not know the row's transaction: adopt an existing anchor of this size, or
         go back to pending so that a new transaction is signed (same size, same manifest)."""
         found = self._find_anchored(row.checkpoint_size)
@@ -521,7 +490,7 @@ class AnchorWorker:
         except NotFoundError:
             return False
 
-    def _adopt(self, row: sa.Row | None, found: dict[str, Any], *, prev_size: int = 0) -> sa.Row:
+    def _adopt(self, row: AnchorRecord | None, found: dict[str, Any], *, prev_size: int = 0) -> AnchorRecord:
         """Track an Anchored log already on chain instead of sending another transaction."""
         if not self._matches_checkpoint(found):
             message = (f"the contract's anchor of size {found['size']} (tx {found['tx_hash']}) has a root that "
@@ -540,65 +509,3 @@ class AnchorWorker:
                                 tx_hash=found["tx_hash"], nonce=nonce, cid=found["cid"])
         return self._update(row, status=SUBMITTED, tx_hash=found["tx_hash"], nonce=nonce, cid=found["cid"],
                             error=None)
-
-
-# -- records for the bundle exporter, the API and the CLI ----------------------------------------
-
-def _row_dict(row: sa.Row) -> dict[str, Any]:
-    d = dict(row._mapping)
-    if d.get("evidence"):
-        d["evidence"] = json.loads(d["evidence"])
-    if d.get("contract"):
-        d["contract"] = to_checksum_address(d["contract"])
-    return d
-
-
-def anchors_for_log(ledger: Ledger, log_id: str, *, statuses: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
-    """Every anchor row of `log_id` (oldest first) as a dict, `evidence` parsed from JSON.
-
-    Columns: id, log_id, checkpoint_size, prev_size, status, cid, chain_id, contract, tx_hash,
-    nonce, block_number, block_hash, block_timestamp, log_index, gas_used, evidence, error,
-    attempts, created_at, updated_at. Pass statuses=("confirmed", "finalized") for anchors a
-    bundle may cite."""
-    a = db.anchors.c
-    q = sa.select(db.anchors).where(a.log_id == log_id)
-    if statuses is not None:
-        q = q.where(a.status.in_(statuses))
-    with ledger.engine.connect() as conn:
-        rows = conn.execute(q.order_by(a.id)).all()
-        conn.rollback()
-    return [_row_dict(r) for r in rows]
-
-
-class RetryRefused(LedgerError):
-    code = "anchor_retry_refused"
-
-
-def retry_anchor(ledger: Ledger, log_id: str, row_id: int) -> dict[str, Any]:
-    """An operator's deliberate retry of one failed anchor row (`rlhf-ledger anchors --retry ID`).
-
-    A row whose transaction is recorded goes back to `submitted` (the worker looks the receipt up
-    and builds the evidence again); one without goes back to `pending` (signed and sent again; the
-    contract refuses a size that no longer grows). Attempts restart at 0. Only `failed` rows."""
-    a = db.anchors.c
-    with ledger.engine.begin() as conn:
-        row = conn.execute(sa.select(db.anchors).where(a.log_id == log_id, a.id == row_id)).first()
-        if row is None:
-            raise RetryRefused(f"no anchor {row_id} in log {log_id}", where="anchors")
-        if row.status != FAILED:
-            raise RetryRefused(f"anchor {row_id} is {row.status}, only failed anchors can be retried",
-                               where="anchors")
-        status = SUBMITTED if row.tx_hash else PENDING
-        conn.execute(db.anchors.update().where(a.id == row_id, a.status == FAILED).values(
-            status=status, attempts=0, updated_at=_now(),
-            error=f"retry requested by operator (was: {row.error})"[:2000]))
-    log.info("anchoring %s: anchor %d (checkpoint %d) retried by operator: failed -> %s", log_id, row_id,
-             row.checkpoint_size, status)
-    return next(r for r in anchors_for_log(ledger, log_id) if r["id"] == row_id)
-
-
-def anchor_for_checkpoint(ledger: Ledger, log_id: str, size: int) -> dict[str, Any] | None:
-    """The settled (confirmed or finalized) anchor of checkpoint `size`, or None."""
-    rows = [r for r in anchors_for_log(ledger, log_id, statuses=(CONFIRMED, FINALIZED)) if r["checkpoint_size"] == size]
-    return rows[-1] if rows else None
-

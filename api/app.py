@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
-import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -25,17 +24,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rlhf_ledger.store import db
 from pydantic import BaseModel, ValidationError
 
 from rlhf_ledger.export.bundle import MEDIA_TYPE as BUNDLE_MEDIA_TYPE  # the exporter's format (bundle-format.md)
 from rlhf_ledger.core.errors import ConflictError, EventError, LedgerError, NotFoundError, ProofError, RevokedKeyError, RunEndedError, UnknownKeyError
+from rlhf_ledger.core.anchor_status import IN_FLIGHT, SETTLED, AnchorStatus
 from rlhf_ledger.core.jcs import is_fast
 from rlhf_ledger.core.redact import redact_secrets
 from rlhf_ledger.core.events import envelope_of
 from rlhf_ledger.core.keys import unb64
+from rlhf_ledger.core.roles import Role
+from rlhf_ledger.store.anchors import AnchorRecord
+from rlhf_ledger.store.database import UNAVAILABLE as DATABASE_UNAVAILABLE
+from rlhf_ledger.store.ledger import BatchRejected, EntryRecord, Ledger
 from rlhf_ledger.store.payloads import PayloadError
-from rlhf_ledger.store.ledger import BatchRejected, Ledger
 
 from rlhf_ledger.api import models as m
 from rlhf_ledger.api import tokens as tok
@@ -43,7 +45,7 @@ from rlhf_ledger.api import limits
 from rlhf_ledger.api.audit import Denial, DenialRecorder, ensure_audit_log
 from rlhf_ledger.api.bodies import ADMIN_MAX_BODY_BYTES, read_json
 from rlhf_ledger.api.config import Settings
-from rlhf_ledger.api.metrics import ANCHORED_STATUSES, Metrics
+from rlhf_ledger.api.metrics import Metrics
 from rlhf_ledger.api.ops_metrics import OpsCollector, fork_check_all, install_chain_witness
 from rlhf_ledger.api.middleware import BodyTooLarge, GuardMiddleware
 from rlhf_ledger.api.problems import COMMON_RESPONSES, ApiProblem, Problem, problem_response
@@ -139,7 +141,7 @@ class Service:
                     status=status,
                     reason=reason,
                     token_id=p.token_id,
-                    role=p.role,
+                    role=str(p.role),
                     client=client,
                 )
             )
@@ -163,7 +165,7 @@ def authenticate(request: Request) -> tok.Principal:
         client = request.client.host if request.client else "?"
         scheme, _, value = header.partition(" ")
         well_formed = scheme.lower() == "bearer" and bool(value.strip())
-        found = tok.lookup(svc.ledger.engine, value.strip()) if well_formed else None
+        found = tok.lookup(svc.ledger.tokens, value.strip()) if well_formed else None
         if found is None:
             wait = svc.auth_failures.take("ip:" + client)
             if wait > 0:
@@ -220,13 +222,13 @@ async def admin_body(request: Request, model: type[BaseModel]) -> Any:
 
 
 def _need_token(request: Request, p: tok.Principal, what: str) -> None:
-    if p.role == "public":
+    if p.role == Role.PUBLIC:
         raise _svc(request).deny(request, p, 401, "token_required", f"{what} needs a bearer token")
 
 
 def require_admin(request: Request, p: tok.Principal = Depends(authenticate)) -> tok.Principal:
     _need_token(request, p, "this administrative operation")
-    if p.role != "admin":
+    if p.role != Role.ADMIN:
         raise _svc(request).deny(request, p, 403, "admin_required", f"a {p.role} token cannot do administrative operations")
     return p
 
@@ -250,11 +252,11 @@ def _cp_out(cp) -> dict:
     return {"origin": cp.origin, "size": cp.size, "root": _b64(cp.root), "note": cp.note}
 
 
-def _anchor_out(r: Any) -> dict:
+def _anchor_out(r: AnchorRecord) -> dict:
     confirmations = None
-    if r.evidence:
+    if r.evidence_json:
         try:
-            ev = json.loads(r.evidence)
+            ev = json.loads(r.evidence_json)
             c = ev.get("confirmations") if isinstance(ev, dict) else None
             confirmations = c if isinstance(c, int) else None
         except ValueError:
@@ -262,7 +264,7 @@ def _anchor_out(r: Any) -> dict:
     return {
         "id": r.id,
         "log_id": r.log_id,
-        "status": r.status,
+        "status": str(r.status),
         "prev_size": r.prev_size,
         "checkpoint_size": r.checkpoint_size,
         "covered_range": [r.prev_size, r.checkpoint_size],
@@ -282,30 +284,11 @@ def _anchor_out(r: Any) -> dict:
     }
 
 
-def _read(ledger: Ledger, q: Any) -> list:
-    with ledger.engine.connect() as conn:
-        rows = conn.execute(q).all()
-        conn.rollback()
-    return rows
-
-
-def _latest_anchor(ledger: Ledger, log_id: str) -> Any | None:
-    a = db.anchors.c
-    rows = _read(
-        ledger,
-        sa.select(db.anchors)
-        .where(a.log_id == log_id, a.status.in_(ANCHORED_STATUSES))
-        .order_by(a.checkpoint_size.desc(), a.id.desc())
-        .limit(1),
-    )
-    return rows[0] if rows else None
-
-
-def _entry_out(svc: Service, log_id: str, row: Any, anchored: bool) -> dict:
+def _entry_out(svc: Service, log_id: str, row: EntryRecord, anchored: bool) -> dict:
     ledger = svc.ledger
     t0 = time.perf_counter()
     proof = None
-    anchor = _latest_anchor(ledger, log_id) if anchored else None
+    anchor = ledger.anchors.latest_settled(log_id) if anchored else None
     size: int | None
     if anchored:
         size = anchor.checkpoint_size if anchor is not None and row.idx < anchor.checkpoint_size else None
@@ -332,7 +315,7 @@ def _entry_out(svc: Service, log_id: str, row: Any, anchored: bool) -> dict:
         "type": row.type,
         "ts": row.ts,
         "appended_at": row.appended_at,
-        "envelope": envelope_of(bytes(row.entry)),
+        "envelope": envelope_of(row.entry),
         "proof": proof,
     }
 
@@ -439,7 +422,7 @@ _SUBMIT_BODY = _body_schema(m.SubmitIn)
 async def submit(request: Request, log_id: str = LogId, p: tok.Principal = Depends(authenticate)) -> JSONResponse:
     svc = _svc(request)
     _need_token(request, p, "submitting events")
-    if p.role != "submitter":
+    if p.role != Role.SUBMITTER:
         raise svc.deny(request, p, 403, "submitter_required", f"a {p.role} token cannot submit events")
     if log_id not in p.log_ids:
         raise svc.deny(request, p, 403, "log_not_bound", f"this token may not submit to log {log_id!r}")
@@ -530,7 +513,7 @@ def get_tlog_proof(
     t0 = time.perf_counter()
     size = None
     if anchored:
-        a = _latest_anchor(svc.ledger, log_id)
+        a = svc.ledger.anchors.latest_settled(log_id)
         if a is None or index >= a.checkpoint_size:
             raise ApiProblem(404, "not_anchored", f"entry {index} is not covered by an anchored checkpoint yet")
         size = a.checkpoint_size
@@ -597,43 +580,41 @@ def latest_note(request: Request, log_id: str = LogId, _: tok.Principal = Depend
     return PlainTextResponse(cp.note)
 
 
+_ANCHOR_STATUS_PATTERN = "^(" + "|".join(AnchorStatus) + ")$"
+
+
 @router.get("/logs/{log_id}/anchors", response_model=list[m.AnchorOut], tags=["anchors"])
 def list_anchors(
     request: Request,
     log_id: str = LogId,
-    status: str | None = Query(None, pattern=r"^(pending|submitted|included|confirmed|finalized|failed|reorged)$"),
+    status: str | None = Query(None, pattern=_ANCHOR_STATUS_PATTERN),
     after_id: int = Query(0, ge=0, le=m.MAX_INDEX),
     limit: int = Query(100, ge=1, le=1000),
     _: tok.Principal = Depends(authenticate),
 ) -> list[dict]:
     ledger = _svc(request).ledger
     ledger.log_info(log_id)
-    a = db.anchors.c
-    q = sa.select(db.anchors).where(a.log_id == log_id, a.id > after_id)
-    if status:
-        q = q.where(a.status == status)
-    return [_anchor_out(r) for r in _read(ledger, q.order_by(a.id).limit(limit))]
+    rows = ledger.anchors.page(log_id, after_id=after_id, status=AnchorStatus(status) if status else None, limit=limit)
+    return [_anchor_out(r) for r in rows]
 
 
 @router.get("/logs/{log_id}/anchors/{anchor_id}", response_model=m.AnchorOut, tags=["anchors"])
 def get_anchor(request: Request, log_id: str = LogId, anchor_id: int = Path(ge=0, le=m.MAX_INDEX), _: tok.Principal = Depends(authenticate)) -> dict:
-    a = db.anchors.c
-    rows = _read(_svc(request).ledger, sa.select(db.anchors).where(a.log_id == log_id, a.id == anchor_id))
-    if not rows:
+    found = _svc(request).ledger.anchors.get(log_id, anchor_id)
+    if found is None:
         raise NotFoundError(f"no anchor {anchor_id}", where=f"log {log_id!r}")
-    return _anchor_out(rows[0])
+    return _anchor_out(found)
 
 
 @router.get("/logs/{log_id}/entries/{index}/anchor", response_model=m.EntryAnchorOut, tags=["anchors"], summary="Which anchor covers an entry, since when")
 def entry_anchor(request: Request, log_id: str = LogId, index: int = Index, _: tok.Principal = Depends(authenticate)) -> dict:
     ledger = _svc(request).ledger
     ledger.get_entry(log_id, index)
-    a = db.anchors.c
-    rows = _read(ledger, sa.select(db.anchors).where(a.log_id == log_id, a.checkpoint_size > index).order_by(a.checkpoint_size, a.id))
-    done = [r for r in rows if r.status in ANCHORED_STATUSES]
+    rows = ledger.anchors.covering(log_id, index)
+    done = [r for r in rows if r.status in SETTLED]
     # The first confirmed anchor with a larger tree is the one that first covered the entry.
     first = done[0] if done else None
-    pending = [r for r in rows if r.status in ("pending", "submitted", "included")]
+    pending = [r for r in rows if r.status in IN_FLIGHT]
     since = None
     if first is not None:
         since = float(first.block_timestamp) if first.block_timestamp is not None else first.updated_at
@@ -690,8 +671,7 @@ def bundle_range(
 def bundle_run(request: Request, log_id: str = LogId, run_id: str = Path(pattern=m.LOG_ID_PATTERN), anchored: bool = _ANCHORED_BUNDLE,
                _: tok.Principal = Depends(authenticate)) -> StreamingResponse:
     svc = _svc(request)
-    e = db.entries.c
-    if not _read(svc.ledger, sa.select(e.idx).where(e.log_id == log_id, e.run_id == run_id).limit(1)):
+    if not svc.ledger.has_run(log_id, run_id):
         svc.ledger.log_info(log_id)
         raise NotFoundError(f"no events of run {run_id!r}", where=f"log {log_id!r}")
     gen = _stream_bundle(svc, log_id, {"type": "run", "run_id": run_id}, anchored=anchored)
@@ -702,7 +682,7 @@ def bundle_run(request: Request, log_id: str = LogId, run_id: str = Path(pattern
 def get_payload(request: Request, log_id: str = LogId, index: int = Index, p: tok.Principal = Depends(authenticate)) -> dict:
     svc = _svc(request)
     _need_token(request, p, "reading payloads")
-    if p.role != "auditor":
+    if p.role != Role.AUDITOR:
         raise svc.deny(request, p, 403, "auditor_required", f"a {p.role} token cannot read payloads")
     if log_id not in p.log_ids:
         raise svc.deny(request, p, 403, "log_not_bound", f"this token may not read payloads of log {log_id!r}")
@@ -721,7 +701,7 @@ def get_payload(request: Request, log_id: str = LogId, index: int = Index, p: to
 async def create_token(request: Request, p: tok.Principal = Depends(require_admin)) -> JSONResponse:
     body = await admin_body(request, m.TokenCreate)
     text, principal = await run_in_threadpool(
-        tok.create_token, _svc(request).ledger.engine, body.role, label=body.label, log_ids=body.log_ids,
+        tok.create_token, _svc(request).ledger.tokens, body.role, label=body.label, log_ids=body.log_ids,
         producer_key_ids=body.producer_key_ids, run_ids=body.run_ids, created_by=p.token_id,
     )
     out = principal.as_json()
@@ -731,14 +711,14 @@ async def create_token(request: Request, p: tok.Principal = Depends(require_admi
 
 @router.get("/tokens", response_model=list[m.TokenOut], tags=["admin"])
 def list_tokens(request: Request, _: tok.Principal = Depends(require_admin)) -> list[dict]:
-    return tok.list_tokens(_svc(request).ledger.engine)
+    return tok.list_tokens(_svc(request).ledger.tokens)
 
 
 @router.post("/tokens/{token_id}/revoke", response_model=m.TokenOut, tags=["admin"])
 def revoke_token(request: Request, token_id: str = Path(pattern=r"^[0-9a-f]{16}$"), _: tok.Principal = Depends(require_admin)) -> dict:
-    engine = _svc(request).ledger.engine
-    tok.revoke_token(engine, token_id)
-    return next(t for t in tok.list_tokens(engine) if t["token_id"] == token_id)
+    tokens = _svc(request).ledger.tokens
+    tok.revoke_token(tokens, token_id)
+    return next(t for t in tok.list_tokens(tokens) if t["token_id"] == token_id)
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -806,16 +786,17 @@ def _install_error_handlers(app: FastAPI) -> None:
         limit = request.app.state.service.settings.max_body_bytes
         return problem_response(request, 413, "body_too_large", f"request body exceeds the limit of {limit} bytes")
 
-    @app.exception_handler(sa.exc.OperationalError)
-    @app.exception_handler(sa.exc.InterfaceError)
-    async def _database_unavailable(request: Request, exc: sa.exc.DBAPIError) -> Response:
+    async def _database_unavailable(request: Request, exc: Exception) -> Response:
         # The database went away (failover, restart, network) or a transient lock/deadlock:
         # nothing was completed, and the same request can succeed later. One log line, no traceback.
-        first = str(exc.orig or exc).strip().splitlines() or [type(exc).__name__]
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
         log.warning("database unavailable on %s %s: %s", request.method, request.url.path, redact_secrets(first[0][:300]))
         return problem_response(request, 503, "database_unavailable",
                                 "the database does not answer; the request was not completed, retry later",
                                 headers={"Retry-After": "2"})
+
+    for exc_type in DATABASE_UNAVAILABLE:  # the store's "database did not answer" errors
+        app.add_exception_handler(exc_type, _database_unavailable)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> Response:
@@ -865,9 +846,7 @@ def create_app(ledger: Ledger | None = None, settings: Settings | None = None) -
     @app.get("/readyz", response_model=m.Health, tags=["ops"], responses=COMMON_RESPONSES)
     def readyz(request: Request) -> Response:
         try:
-            with request.app.state.service.ledger.engine.connect() as conn:
-                conn.execute(sa.select(sa.func.count()).select_from(db.logs)).scalar()
-                conn.rollback()
+            request.app.state.service.ledger.ping()  # a read: never queued behind an append (SQLite)
             refusals = fork_check_all(request.app.state.service.ledger)
         except Exception as e:  # noqa: BLE001 - any DB failure means not ready
             return problem_response(request, 503, "not_ready", redact_secrets(f"database check failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"))

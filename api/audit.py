@@ -26,6 +26,7 @@ from pathlib import Path
 from rlhf_ledger.core.errors import ConflictError, KeyFileError, NotFoundError, RevokedKeyError
 from rlhf_ledger.core.events import commit_fields, make_event, sha256_hex, sign_event, valid_id
 from rlhf_ledger.core.redact import redact_secrets
+from rlhf_ledger.core.roles import Role
 from rlhf_ledger.core.jcs import canonicalize
 from rlhf_ledger.core.keys import Signer, read_key_file, write_key_file
 from rlhf_ledger.store.ledger import Ledger
@@ -46,7 +47,7 @@ class Denial:
     status: int
     reason: str
     token_id: str | None
-    role: str
+    role: str  # a rlhf_ledger.core.roles.Role value
     client: str
 
 
@@ -80,7 +81,7 @@ def ensure_audit_log(ledger: Ledger, log_id: str = AUDIT_LOG_ID) -> Signer:
         except (ConflictError, KeyFileError):
             ledger.log_info(log_id)  # another process created it meanwhile
     path = Path(ledger.keys_dir) / SERVICE_KEY_FILE
-    passphrase = ledger._get_passphrase()  # the ledger's own key passphrase protects this key too
+    passphrase = ledger.key_passphrase()  # the ledger's own key passphrase protects this key too
     for _ in range(5):
         signer = _load_or_create(path, passphrase)
         try:
@@ -174,7 +175,7 @@ class DenialRecorder:
         """A request refused (429) before authentication because its address keeps failing:
         counted in that address's aggregate of rate-limited denials."""
         self.record(Denial(ts=_now(), method="*", path="*", status=429, reason="auth_rate_limited", token_id=None,
-                           role="public", client=client))
+                           role=str(Role.PUBLIC), client=client))
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):

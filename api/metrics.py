@@ -8,15 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from rlhf_ledger.store import db
 from rlhf_ledger.store.ledger import Ledger
-
-ANCHORED_STATUSES = ("confirmed", "finalized")
 
 
 class LagCollector(Collector):
@@ -32,25 +28,10 @@ class LagCollector(Collector):
             "ledger_anchoring_lag_events", "Events not yet covered by a confirmed or finalized anchor", labels=["log_id"]
         )
         size = GaugeMetricFamily("ledger_log_size_events", "Entries in the log", labels=["log_id"])
-        with self.ledger.engine.connect() as conn:
-            sizes = {r.log_id: r.size for r in conn.execute(sa.select(db.logs.c.log_id, db.logs.c.size))}
-            cps = dict(
-                conn.execute(
-                    sa.select(db.checkpoints.c.log_id, sa.func.max(db.checkpoints.c.size)).group_by(db.checkpoints.c.log_id)
-                ).all()
-            )
-            anchored = dict(
-                conn.execute(
-                    sa.select(db.anchors.c.log_id, sa.func.max(db.anchors.c.checkpoint_size))
-                    .where(db.anchors.c.status.in_(ANCHORED_STATUSES))
-                    .group_by(db.anchors.c.log_id)
-                ).all()
-            )
-            conn.rollback()
-        for log_id, n in sorted(sizes.items()):
-            size.add_metric([log_id], n)
-            cp.add_metric([log_id], n - int(cps.get(log_id) or 0))
-            an.add_metric([log_id], n - int(anchored.get(log_id) or 0))
+        for lag in self.ledger.log_lags():  # one read on the primary: the figures agree
+            size.add_metric([lag.log_id], lag.size)
+            cp.add_metric([lag.log_id], lag.size - lag.checkpoint_size)
+            an.add_metric([lag.log_id], lag.size - lag.anchored_size)
         yield size
         yield cp
         yield an

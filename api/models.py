@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+
+from rlhf_ledger.core.anchor_status import AnchorStatus
+from rlhf_ledger.core.roles import TOKEN_ROLES, Role
 
 LOG_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"  # the API does not address log ids with '/'
 KEY_ID_PATTERN = r"^[0-9a-f]{64}$"
 MAX_INDEX = 2**53 - 1
+
+
+def _token_role(value: str) -> Role:
+    if value not in TOKEN_ROLES:
+        raise ValueError(f"must be one of {', '.join(TOKEN_ROLES)}")
+    return Role(value)
+
+
+# A role a token can be minted with (docs/api.md, "Roles"): the Role enum without "public".
+TokenRole = Annotated[str, AfterValidator(_token_role), WithJsonSchema({"type": "string", "enum": [str(r) for r in TOKEN_ROLES]})]
 
 
 class _Strict(BaseModel):
@@ -57,7 +70,7 @@ class KeyIdOut(BaseModel):
 
 
 class TokenCreate(_Strict):
-    role: Literal["admin", "submitter", "auditor"]
+    role: TokenRole
     label: str = Field("", max_length=256, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")
     log_ids: list[str] = Field(default_factory=list, max_length=100)
     producer_key_ids: list[str] = Field(default_factory=list, max_length=1000)
@@ -67,7 +80,7 @@ class TokenCreate(_Strict):
 
 class TokenOut(BaseModel):
     token_id: str
-    role: str
+    role: Role
     label: str
     log_ids: list[str]
     producer_key_ids: list[str]
@@ -83,7 +96,7 @@ class TokenCreated(TokenOut):
 
 class Principal(BaseModel):
     token_id: str | None
-    role: Literal["admin", "submitter", "auditor", "public"]
+    role: Role
     label: str
     log_ids: list[str]
     producer_key_ids: list[str]
@@ -115,7 +128,7 @@ class CheckpointOut(BaseModel):
 class AnchorOut(BaseModel):
     id: int
     log_id: str
-    status: str
+    status: AnchorStatus
     prev_size: int
     checkpoint_size: int
     covered_range: list[int] = Field(description="[prev_size, checkpoint_size): entry indices this anchor newly covers")

@@ -11,15 +11,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-import sqlalchemy as sa
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from rlhf_ledger.store import db
-from rlhf_ledger.store.replica import replica_status
+from rlhf_ledger.store.database import DatabaseError
 from rlhf_ledger.store.ledger import Ledger
-
-SETTLED = ("confirmed", "finalized")
+from rlhf_ledger.store.replica import replica_status
 
 
 class OpsCollector(Collector):
@@ -39,7 +36,7 @@ class OpsCollector(Collector):
         refusals = lg.fork_guard.refusals() if lg.fork_guard is not None else {}
         try:
             facts = self._facts(now)
-        except sa.exc.SQLAlchemyError:
+        except DatabaseError:
             yield GaugeMetricFamily("ledger_database_up", "1 if the primary database answers", value=0)
             yield GaugeMetricFamily("ledger_ready", "1 if /readyz would answer 200", value=0)
             return
@@ -58,24 +55,14 @@ class OpsCollector(Collector):
 
     def _facts(self, now: float) -> tuple[list[str], list, dict[str, float]]:
         lg = self.ledger
-        with lg.engine.connect() as conn:
-            logs = [r.log_id for r in conn.execute(sa.select(db.logs.c.log_id))]
-            a = db.anchors.c
-            counts = conn.execute(sa.select(a.log_id, a.status, sa.func.count()).group_by(a.log_id, a.status)).all()
-            settled = dict(conn.execute(sa.select(a.log_id, sa.func.max(a.checkpoint_size))
-                                        .where(a.status.in_(SETTLED)).group_by(a.log_id)).all())
-            c = db.checkpoints.c
-            oldest = {}
-            for log_id in logs:
-                created = conn.execute(sa.select(sa.func.min(c.created_at)).where(
-                    c.log_id == log_id, c.size > int(settled.get(log_id) or 0))).scalar()
-                oldest[log_id] = 0.0 if created is None else max(0.0, now - float(created))
-            conn.rollback()
-        return logs, counts, oldest
+        counts = lg.anchors.counts_by_status()
+        signed = lg.oldest_unanchored()  # per log: when its oldest checkpoint not yet anchored was signed
+        oldest = {log_id: 0.0 if t is None else max(0.0, now - t) for log_id, t in signed.items()}
+        return list(signed), [(log_id, str(status), n) for log_id, status, n in counts], oldest
 
     def _replica(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         lg = self.ledger
-        if lg.replica_engine is None:
+        if not lg.has_replica:  # no DATABASE_READ_URL
             return
         st = replica_status(lg)
         up = GaugeMetricFamily("ledger_replica_up", "1 if the read replica (DATABASE_READ_URL) answers", value=1 if st.up else 0)
@@ -96,10 +83,7 @@ def fork_check_all(ledger: Ledger) -> list[str]:
     """Re-check every log against its published references; the reasons of those refused."""
     if ledger.fork_guard is None:
         return []
-    with ledger.engine.connect() as conn:
-        logs = [r.log_id for r in conn.execute(sa.select(db.logs.c.log_id).order_by(db.logs.c.log_id))]
-        conn.rollback()
-    return [why for log_id in logs if (why := ledger.fork_check(log_id)) is not None]
+    return [why for log_id in ledger.log_ids() if (why := ledger.fork_check(log_id)) is not None]
 
 
 def install_chain_witness(ledger: Ledger) -> None:

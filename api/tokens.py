@@ -2,8 +2,9 @@
 
 Token text: "rlt_" + URL-safe base64 (no padding) of 32 random bytes. The database keeps
 hex SHA-256(token text) and a public token id (the first 16 hex digits of that hash).
-Roles (docs/api.md): admin, submitter (bound to logs, producer key ids and runs), auditor (bound to
-logs and run ids). The public role needs no token.
+Roles (docs/api.md, rlhf_ledger.core.roles.Role): admin, submitter (bound to logs, producer key
+ids and runs), auditor (bound to logs and run ids). The public role needs no token. Tokens are
+stored through the storage gateway's tokens repository (`ledger.tokens`, store/tokens.py).
 """
 
 from __future__ import annotations
@@ -11,21 +12,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import os
-import time
 from dataclasses import dataclass, field
-
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 
 from rlhf_ledger.core.errors import LedgerError, NotFoundError
 from rlhf_ledger.core.events import valid_id
-
-from rlhf_ledger.store.api_tables import api_tokens
+from rlhf_ledger.core.roles import TOKEN_ROLES, Role
+from rlhf_ledger.store.tokens import TokenRecord, TokenStore
 
 TOKEN_PREFIX = "rlt_"
-ROLES = ("admin", "submitter", "auditor")
 _HEX64 = set("0123456789abcdef")
 
 
@@ -37,7 +32,7 @@ class TokenError(LedgerError):
 class Principal:
     """Who is calling: a stored token's role and scope, or the public (token_id None)."""
 
-    role: str  # admin | submitter | auditor | public
+    role: Role
     token_id: str | None = None
     label: str = ""
     log_ids: frozenset[str] = field(default_factory=frozenset)
@@ -47,7 +42,7 @@ class Principal:
     def as_json(self) -> dict:
         return {
             "token_id": self.token_id,
-            "role": self.role,
+            "role": str(self.role),
             "label": self.label,
             "log_ids": sorted(self.log_ids),
             "producer_key_ids": sorted(self.producer_key_ids),
@@ -55,7 +50,7 @@ class Principal:
         }
 
 
-PUBLIC = Principal(role="public")
+PUBLIC = Principal(role=Role.PUBLIC)
 
 
 def hash_token(token: str) -> str:
@@ -87,7 +82,7 @@ def _strings(values: list[str] | None, what: str) -> list[str]:
 
 
 def create_token(
-    engine: Engine,
+    tokens: TokenStore,
     role: str,
     *,
     label: str = "",
@@ -97,8 +92,9 @@ def create_token(
     created_by: str | None = None,
 ) -> tuple[str, Principal]:
     """Mint a token; return (token text, shown once) and its stored principal."""
-    if role not in ROLES:
-        raise TokenError(f"role must be one of {', '.join(ROLES)}, got {role!r}", where="role")
+    if role not in TOKEN_ROLES:
+        raise TokenError(f"role must be one of {', '.join(TOKEN_ROLES)}, got {role!r}", where="role")
+    role = Role(role)
     logs = _strings(log_ids, "log_ids")
     kids = _strings(producer_key_ids, "producer_key_ids")
     runs = _strings(run_ids, "run_ids")
@@ -110,14 +106,14 @@ def create_token(
     if bad_logs:
         raise TokenError(f"not a log id: {bad_logs[0][:140]!r}", where="log_ids")
     _check_run_patterns(runs)
-    if role == "submitter":
+    if role == Role.SUBMITTER:
         if not logs or not kids or not runs:
             raise TokenError("a submitter token needs at least one log id, one producer key id and one run id or "
                              "run-id prefix ('team-a-*'; '*' for every run)", where="role")
         bad = [k for k in kids if len(k) != 64 or not set(k) <= _HEX64]
         if bad:
             raise TokenError(f"not a 64-hex producer key id: {bad[0]!r}", where="producer_key_ids")
-    elif role == "auditor":
+    elif role == Role.AUDITOR:
         if not logs or not runs:
             raise TokenError("an auditor token needs at least one log id and one run id", where="role")
         if kids:
@@ -126,70 +122,42 @@ def create_token(
         raise TokenError("an admin token is not bound to logs, keys or runs", where="role")
     text = new_token_text()
     digest = hash_token(text)
-    principal = Principal(role, digest[:16], label, frozenset(logs), frozenset(kids), frozenset(runs))
-    with engine.begin() as conn:
-        conn.execute(
-            api_tokens.insert().values(
-                token_id=principal.token_id,
-                token_hash=digest,
-                role=role,
-                label=label,
-                log_ids=json.dumps(logs),
-                producer_key_ids=json.dumps(kids),
-                run_ids=json.dumps(runs),
-                created_by=created_by,
-                created_at=time.time(),
-            )
-        )
-    return text, principal
+    record = tokens.insert(token_id=digest[:16], token_hash=digest, role=role, label=label, log_ids=logs,
+                           producer_key_ids=kids, run_ids=runs, created_by=created_by)
+    return text, _principal(record)
 
 
-def _principal(row: sa.Row) -> Principal:
-    return Principal(
-        row.role,
-        row.token_id,
-        row.label,
-        frozenset(json.loads(row.log_ids)),
-        frozenset(json.loads(row.producer_key_ids)),
-        frozenset(json.loads(row.run_ids)),
-    )
+def _principal(record: TokenRecord) -> Principal:
+    return Principal(record.role, record.token_id, record.label, frozenset(record.log_ids),
+                     frozenset(record.producer_key_ids), frozenset(record.run_ids))
 
 
-def lookup(engine: Engine, token: str) -> Principal | None:
+def lookup(tokens: TokenStore, token: str) -> Principal | None:
     """The principal of an active token, or None (unknown, malformed or revoked)."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
         return None
     digest = hash_token(token)
-    with engine.connect() as conn:
-        row = conn.execute(sa.select(api_tokens).where(api_tokens.c.token_hash == digest)).first()
-        conn.rollback()
+    record = tokens.by_hash(digest)
     # compare_digest: the lookup is by hash already; this keeps the final check constant-time.
-    if row is None or row.revoked_at is not None or not hmac.compare_digest(row.token_hash, digest):
+    if record is None or record.revoked_at is not None or not hmac.compare_digest(record.token_hash, digest):
         return None
-    return _principal(row)
+    return _principal(record)
 
 
-def revoke_token(engine: Engine, token_id: str) -> None:
-    with engine.begin() as conn:
-        n = conn.execute(
-            api_tokens.update()
-            .where(api_tokens.c.token_id == token_id, api_tokens.c.revoked_at.is_(None))
-            .values(revoked_at=time.time())
-        ).rowcount
-    if not n:
+def revoke_token(tokens: TokenStore, token_id: str) -> None:
+    if not tokens.revoke(token_id):
         raise NotFoundError("no active token with this id", where=f"token {token_id!r}")
 
 
-def list_tokens(engine: Engine) -> list[dict]:
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(api_tokens).order_by(api_tokens.c.created_at)).all()
-        conn.rollback()
-    out = []
-    for r in rows:
-        d = _principal(r).as_json()
-        d.update(created_at=r.created_at, revoked_at=r.revoked_at, created_by=r.created_by)
-        out.append(d)
-    return out
+def token_json(record: TokenRecord) -> dict:
+    """A stored token as the API and `rlhf-ledger token list` show it (never its hash)."""
+    d = _principal(record).as_json()
+    d.update(created_at=record.created_at, revoked_at=record.revoked_at, created_by=record.created_by)
+    return d
+
+
+def list_tokens(tokens: TokenStore) -> list[dict]:
+    return [token_json(r) for r in tokens.all()]
 
 
 def create_admin_token(data_dir: str | None = None, database_url: str | None = None, label: str = "bootstrap") -> str:
@@ -198,7 +166,7 @@ def create_admin_token(data_dir: str | None = None, database_url: str | None = N
 
     ledger = Ledger.open(data_dir, database_url)
     try:
-        text, _ = create_token(ledger.engine, "admin", label=label)
+        text, _ = create_token(ledger.tokens, Role.ADMIN, label=label)
     finally:
         ledger.close()
     return text

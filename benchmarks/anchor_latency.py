@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rlhf_ledger.anchoring.chain import ChainClient  # noqa: E402
 from rlhf_ledger.anchoring.content_store import LocalContentStore  # noqa: E402
 from rlhf_ledger.anchoring.devchain import Anvil  # noqa: E402
-from rlhf_ledger.anchoring.worker import AnchorWorker, anchors_for_log  # noqa: E402
+from rlhf_ledger.anchoring.worker import AnchorWorker  # noqa: E402
 from rlhf_ledger.core.events import make_event, sha256_hex, sign_event  # noqa: E402
 from rlhf_ledger.core.jcs import canonicalize  # noqa: E402
 from rlhf_ledger.core.keys import Signer  # noqa: E402
@@ -65,8 +65,8 @@ def main() -> None:
             t0 = time.perf_counter()
             while True:
                 worker.run_once()
-                rows = [r for r in anchors_for_log(ledger, "bench") if r["checkpoint_size"] == cp.size]
-                if rows and rows[-1]["status"] in ("confirmed", "finalized"):
+                rows = [r for r in ledger.anchors.for_log("bench") if r.checkpoint_size == cp.size]
+                if rows and rows[-1].status in ("confirmed", "finalized"):
                     break
                 time.sleep(args.poll)
             latencies.append(time.perf_counter() - t0)

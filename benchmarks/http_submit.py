@@ -92,7 +92,7 @@ def main() -> None:
     ledger.init_log(log_id, checkpoint_every_events=10_000)
     signer = Signer.generate()
     ledger.register_producer(log_id, signer.public_key)
-    admin, _ = create_token(ledger.engine, "submitter", log_ids=[log_id], producer_key_ids=[signer.key_id], run_ids=["*"])
+    admin, _ = create_token(ledger.tokens, "submitter", log_ids=[log_id], producer_key_ids=[signer.key_id], run_ids=["*"])
     n = args.batches
     print(f"pre-signing {3 * n} x {args.batch_size} events ...", flush=True)
     inproc = signed_batches(signer, log_id, "inproc", n, args.batch_size)

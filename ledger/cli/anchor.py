@@ -21,13 +21,14 @@ from pathlib import Path
 
 import click
 
+from rlhf_ledger.core.anchor_status import AnchorStatus
 from rlhf_ledger.core.errors import LedgerError
 from rlhf_ledger.store.ledger import Ledger
 
 from rlhf_ledger.anchoring.chain import FEE_MODES, ChainClient
 from rlhf_ledger.anchoring.content_store import ContentStore, LocalContentStore
 from rlhf_ledger.anchoring.keystore import load_anchor_account
-from rlhf_ledger.anchoring.worker import FINALIZED_MODE, AnchorWorker, anchors_for_log, retry_anchor
+from rlhf_ledger.anchoring.worker import FINALIZED_MODE, AnchorWorker
 
 RPC_ENV = "RLHF_CHAIN_RPC"
 CONTRACT_ENV = "RLHF_ANCHOR_CONTRACT"
@@ -144,22 +145,23 @@ def anchors_command(data_dir: str, database_url: str | None, log_id: str, as_jso
     try:
         ledger = open_ledger(data_dir, database_url)
         if retry_id is not None:
-            row = retry_anchor(ledger, log_id, retry_id)
-            click.echo(f"anchor {retry_id} (checkpoint {row['checkpoint_size']}): failed -> {row['status']}; "
+            row = ledger.anchors.retry(log_id, retry_id)
+            click.echo(f"anchor {retry_id} (checkpoint {row.checkpoint_size}): failed -> {row.status}; "
                        "the next worker pass takes it up")
             return
-        rows = anchors_for_log(ledger, log_id)
+        rows = ledger.anchors.for_log(log_id)
     except LedgerError as e:
         raise click.ClickException(str(e)) from None
     if as_json:
         for r in rows:
-            click.echo(json.dumps(r, sort_keys=True))
+            click.echo(json.dumps(r.as_json(), sort_keys=True))
         return
     click.echo(f"{'id':>5} {'size':>8} {'prev':>8} {'status':<10} {'block':>9} {'tx':<68} {'anchored (block time)':<21} cid / error")
     for r in rows:
-        tail = r["error"] if r["status"] in ("failed", "reorged") or (r["error"] and r["status"] == "pending") else r["cid"]
-        click.echo(f"{r['id']:>5} {r['checkpoint_size']:>8} {r['prev_size']:>8} {r['status']:<10} {r['block_number'] or '':>9} "
-                   f"{r['tx_hash'] or '':<68} {_when(r['block_timestamp']):<21} {tail or ''}")
+        failing = r.status in (AnchorStatus.FAILED, AnchorStatus.REORGED) or (r.error and r.status == AnchorStatus.PENDING)
+        tail = r.error if failing else r.cid
+        click.echo(f"{r.id:>5} {r.checkpoint_size:>8} {r.prev_size:>8} {r.status:<10} {r.block_number or '':>9} "
+                   f"{r.tx_hash or '':<68} {_when(r.block_timestamp):<21} {tail or ''}")
 
 
 @click.group("anchoring")

@@ -27,25 +27,6 @@ def _database_url(data_dir: str | None, database_url: str | None) -> str:
     return url
 
 
-def _schema_state(url: str) -> tuple[str | None, str]:
-    """(current revision or None, head revision) without changing anything."""
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-
-    from rlhf_ledger.store import db
-    from rlhf_ledger.store.migrate import alembic_config
-
-    engine = db.make_engine(url, writer=False)
-    try:
-        with engine.connect() as conn:
-            current = MigrationContext.configure(conn).get_current_revision()
-            conn.rollback()
-    finally:
-        engine.dispose()
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    return current, head or ""
-
-
 def _db_error(url: str, e: Exception) -> str:
     from rlhf_ledger.cli.preflight import hide_password
 
@@ -68,23 +49,21 @@ def migrate_command(data_dir, database_url, check, wait) -> None:
         raise CliError(str(e)) from None
     if not check:
         # The database only (no data directory, no keys): the Kubernetes Job has neither.
-        from rlhf_ledger.store import db
-        from rlhf_ledger.store.migrate import upgrade
+        from rlhf_ledger.store.migrate import schema_state, upgrade_database
 
-        engine = db.make_engine(url)
         try:
-            upgrade(engine)  # advisory-locked on PostgreSQL
-            current, head = _schema_state(url)
+            upgrade_database(url)
+            current, head = schema_state(url)
         except Exception as e:  # noqa: BLE001 - unreachable server, bad URL: one line
             raise CliError(_db_error(url, e)) from None
-        finally:
-            engine.dispose()
         click.echo(f"schema at revision {current} (newest {head})")
         return
+    from rlhf_ledger.store.migrate import schema_state
+
     deadline = time.monotonic() + wait
     while True:
         try:
-            current, head = _schema_state(url)
+            current, head = schema_state(url)
             why = None if current == head else (f"schema at revision {current or 'none'}, newest is {head} "
                                                 "(run `rlhf-ledger migrate`)")
         except Exception as e:  # noqa: BLE001 - an unreachable database is "not yet" here

@@ -120,7 +120,7 @@ _CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rlhf-
 
 def _pinned_anvil_version() -> str:
     """The version pinned in contracts/package.json (a source checkout), else the one this release uses."""
-    pkg = Path(__file__).resolve().parents[2] / "contracts" / "package.json"
+    pkg = Path(__file__).resolve().parents[2] / "contracts" / "package.json"  # ledger/cli/ -> the checkout
     try:
         v = json.loads(pkg.read_text()).get("devDependencies", {}).get(ANVIL_PACKAGE) or \
             json.loads(pkg.read_text()).get("dependencies", {}).get(ANVIL_PACKAGE)

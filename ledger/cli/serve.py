@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from rlhf_ledger.core.roles import TOKEN_ROLES
+
 
 @click.group("api", help="The ledger HTTP service.")
 def api_group() -> None:
@@ -73,7 +75,7 @@ def token_group() -> None:
 
 
 @token_group.command("create")
-@click.option("--role", type=click.Choice(["admin", "submitter", "auditor"]), required=True)
+@click.option("--role", type=click.Choice([str(r) for r in TOKEN_ROLES]), required=True)
 @click.option("--label", default="")
 @click.option("--log", "log_ids", multiple=True, help="log id the token is bound to (repeatable)")
 @click.option("--producer", "producer_key_ids", multiple=True, help="producer key id (submitter; repeatable)")
@@ -89,7 +91,7 @@ def token_create(role, label, log_ids, producer_key_ids, run_ids, data_dir, data
 
     ledger = open_ledger(data_dir, database_url)
     try:
-        text, p = create_token(ledger.engine, role, label=label, log_ids=list(log_ids),
+        text, p = create_token(ledger.tokens, role, label=label, log_ids=list(log_ids),
                                producer_key_ids=list(producer_key_ids), run_ids=list(run_ids))
     except LedgerError as e:
         raise click.ClickException(str(e)) from None
@@ -109,7 +111,7 @@ def token_list(data_dir, database_url) -> None:
 
     ledger = open_ledger(data_dir, database_url)
     try:
-        for t in list_tokens(ledger.engine):
+        for t in list_tokens(ledger.tokens):
             click.echo(json.dumps(t, sort_keys=True))
     finally:
         ledger.close()
@@ -127,7 +129,7 @@ def token_revoke(token_id, data_dir, database_url) -> None:
 
     ledger = open_ledger(data_dir, database_url)
     try:
-        revoke_token(ledger.engine, token_id)
+        revoke_token(ledger.tokens, token_id)
     except LedgerError as e:
         raise click.ClickException(str(e)) from None
     finally:

@@ -119,21 +119,21 @@ class BackgroundAnchoring:
         self.thread.join(timeout=60)
 
 
-def settle_anchors(ledger: Any, worker: Any, chain: Any, size: int, timeout: float = 120.0) -> list[dict]:
+def settle_anchors(ledger: Any, worker: Any, chain: Any, size: int, timeout: float = 120.0) -> list[Any]:
     """Run worker passes (mining blocks) until checkpoint `size` is anchored and confirmed."""
-    from rlhf_ledger.anchoring.worker import anchor_for_checkpoint, anchors_for_log
+    from rlhf_ledger.core.anchor_status import SETTLED
 
     deadline = time.monotonic() + timeout
-    while anchor_for_checkpoint(ledger, LOG_ID, size) is None:
+    while ledger.anchors.settled_for_checkpoint(LOG_ID, size) is None:
         if time.monotonic() > deadline:
-            rows = [(a["checkpoint_size"], a["status"], a["error"]) for a in anchors_for_log(ledger, LOG_ID)]
+            rows = [(a.checkpoint_size, str(a.status), a.error) for a in ledger.anchors.for_log(LOG_ID)]
             raise SystemExit(f"demo: checkpoint {size} not confirmed on chain within {timeout}s; anchors: {rows}")
         res = worker.run_once()
         if res.unavailable or res.errors:
             say(f"anchoring: {res.unavailable or '; '.join(res.errors)}")
         chain.mine(1)
         time.sleep(0.05)
-    return anchors_for_log(ledger, LOG_ID, statuses=("confirmed", "finalized"))
+    return ledger.anchors.for_log(LOG_ID, statuses=SETTLED)
 
 
 def verifier_argv0() -> list[str]:
@@ -280,8 +280,8 @@ def run_demo(out: Path, steps: str = "default", *, seed: int | None = None) -> O
                 f"({CONFIRMATIONS} confirmations)")
             anchors = settle_anchors(ledger, worker, chain, final.size)
             for a in anchors:
-                say(f"  anchor: checkpoint {a['checkpoint_size']} in block {a['block_number']} tx {a['tx_hash']} "
-                    f"manifest {a['cid']} ({a['status']})")
+                say(f"  anchor: checkpoint {a.checkpoint_size} in block {a.block_number} tx {a.tx_hash} "
+                    f"manifest {a.cid} ({a.status})")
 
             # -- export the run's proof bundle --------------------------------------------------
             bundle = out / BUNDLE_NAME
@@ -294,10 +294,10 @@ def run_demo(out: Path, steps: str = "default", *, seed: int | None = None) -> O
             # hash of the final anchor's block, which they read from their own node (here: the
             # chain itself). No key comes from us: the verifier reads the log key from the
             # contract and the producer key from the log's key events.
-            final_anchor = max(anchors, key=lambda a: a["checkpoint_size"])
-            h = client.block(final_anchor["block_number"])["hash"]
+            final_anchor = max(anchors, key=lambda a: a.checkpoint_size)
+            h = client.block(final_anchor.block_number)["hash"]
             trusted = h if isinstance(h, str) else "0x" + bytes(h).hex()
-            say(f"the regulator looks up block {final_anchor['block_number']} of chain {chain.chain_id} on a source "
+            say(f"the regulator looks up block {final_anchor.block_number} of chain {chain.chain_id} on a source "
                 f"they trust (their own node, an explorer they trust): hash {trusted}")
             cmd = verify_command(bundle=BUNDLE_NAME, chain_id=chain.chain_id, contract=contract, trusted_block_hashes=[trusted],
                                  rules=RULES)
@@ -323,8 +323,8 @@ def run_demo(out: Path, steps: str = "default", *, seed: int | None = None) -> O
             # -- model card ----------------------------------------------------------------------
             card = out / "MODEL_CARD.md"
             card.write_text(model_card_for_run(
-                run, model_name="toy-rlhf-assistant (demo)", log_key=info.vkey, bundle=BUNDLE_NAME, anchors=anchors,
-                contract=contract, license="cc0-1.0",
+                run, model_name="toy-rlhf-assistant (demo)", log_key=info.vkey, bundle=BUNDLE_NAME,
+                anchors=[a.as_json() for a in anchors], contract=contract, license="cc0-1.0",
                 description=(f"A toy assistant policy trained with RLHF (RLOO against a DP-SGD reward model) by "
                              f"`python -m ledger.demo`. Independent verification of the proof bundle: "
                              f"**{verdict}** (rlhf-verify, rules {report.get('rule_set') or 'not evaluated'}, "

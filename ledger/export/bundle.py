@@ -1,31 +1,48 @@
 """Proof-bundle export (docs/bundle-format.md): a streamed, self-contained JSON Lines file.
 
 The exporter reads the log page by page and yields one line at a time, so a bundle for a run of
-any size is produced with memory that does not grow with the run.
+any size is produced with memory that does not grow with the run. It takes the log through the
+storage gateway and the settled anchors through the `SettledAnchors` interface (by default the
+store's anchors repository), so export imports only the core and the store.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-import sqlalchemy as sa
-
-from rlhf_ledger.store import db
 from rlhf_ledger.core.errors import LedgerError, NotFoundError
 from rlhf_ledger.core.events import now_ts
 from rlhf_ledger.core.key_events import KEYS_RUN
+from rlhf_ledger.store.ledger import EntryRecord, Ledger
 from rlhf_ledger.store.run_index import run_membership
-from rlhf_ledger.store.ledger import Ledger
 
 MEDIA_TYPE = "application/vnd.rlhf-ledger.bundle.v2+jsonl"
 FORMAT = "rlhf-ledger-bundle"
 VERSION = 2
 INCLUSION_MODE_MAX_EVENTS = 1000  # above this, tree mode is smaller and faster to verify
-SETTLED = ("confirmed", "finalized")
+
+
+class SettledAnchor(Protocol):
+    """What a bundle's `anchor` record takes from a settled (confirmed or finalized) anchor."""
+
+    @property
+    def cid(self) -> str | None: ...
+
+    @property
+    def evidence(self) -> dict[str, Any] | None: ...
+
+
+class SettledAnchors(Protocol):
+    """Where settled anchors come from: the store's anchors repository (`ledger.anchors`)
+    implements it; anything else that knows a log's settled anchors may stand in."""
+
+    def settled_by_size(self, log_id: str) -> Mapping[int, SettledAnchor]:
+        """Settled anchors of the log by checkpoint size (the newest record per size)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -52,38 +69,20 @@ def _line(obj: dict) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n"
 
 
-def _scope_filter(scope: Scope, log_id: str) -> Any:
-    e = db.entries.c
-    cond = e.log_id == log_id
-    if scope.type == "event":
-        return sa.and_(cond, e.idx == scope.index)
-    if scope.type == "range":
-        return sa.and_(cond, e.idx >= scope.start, e.idx < scope.end)
-    if scope.type == "run":
-        return sa.and_(cond, e.run_id == scope.run_id)
-    raise LedgerError(f"unknown bundle scope {scope.type!r}", where="scope")
-
-
 def _scope_stats(ledger: Ledger, log_id: str, scope: Scope) -> tuple[int, int, int]:
     """(number of events, first index, last index) of the scope."""
-    e = db.entries.c
-    cond = _scope_filter(scope, log_id)
-    with ledger.read_engine.connect() as conn:
-        count, first, last = conn.execute(sa.select(sa.func.count(), sa.func.min(e.idx), sa.func.max(e.idx)).where(cond)).one()
-        conn.rollback()
-    if not count:
+    if scope.type == "event":
+        assert scope.index is not None
+        span = ledger.entry_span(log_id, start=scope.index, end=scope.index + 1)
+    elif scope.type == "range":
+        span = ledger.entry_span(log_id, start=scope.start or 0, end=scope.end)
+    elif scope.type == "run":
+        span = ledger.entry_span(log_id, run_id=scope.run_id)
+    else:
+        raise LedgerError(f"unknown bundle scope {scope.type!r}", where="scope")
+    if not span.count or span.first is None or span.last is None:
         raise NotFoundError(f"no events in scope {scope.as_json()}", where=f"log {log_id!r}")
-    return int(count), int(first), int(last)
-
-
-def _settled_anchors(ledger: Ledger, log_id: str) -> dict[int, dict]:
-    """Confirmed or finalized anchors, newest row per checkpoint size."""
-    from rlhf_ledger.anchoring.worker import anchors_for_log
-
-    out: dict[int, dict] = {}
-    for row in anchors_for_log(ledger, log_id, statuses=SETTLED):
-        out[row["checkpoint_size"]] = row
-    return out
+    return span.count, span.first, span.last
 
 
 def iter_bundle_lines(
@@ -95,11 +94,13 @@ def iter_bundle_lines(
     include_openings: bool = False,
     content_store: Any = None,
     require_anchor: bool = False,
+    anchors_from: SettledAnchors | None = None,
 ) -> Iterator[str]:
-    """Yield the bundle's lines. `content_store` (get(cid) -> bytes) adds manifests offline."""
+    """Yield the bundle's lines. `content_store` (get(cid) -> bytes) adds manifests offline;
+    `anchors_from` gives the settled anchors (default: the ledger's anchors repository)."""
     info = ledger.log_info(log_id)
     count, first_index, last_index = _scope_stats(ledger, log_id, scope)
-    anchors = _settled_anchors(ledger, log_id)
+    anchors = (anchors_from or ledger.anchors).settled_by_size(log_id)
     anchored_sizes = sorted(s for s in anchors if s > 0)
     covering = [s for s in anchored_sizes if s > last_index]
     if covering:
@@ -152,9 +153,9 @@ def iter_bundle_lines(
         row = anchors.get(s)
         if row is None:
             continue
-        rec: dict[str, Any] = {"kind": "anchor", "checkpoint_size": s, "cid": row["cid"], "evidence": row["evidence"]}
-        if content_store is not None and row["cid"]:
-            rec["manifest"] = _b64(content_store.get(row["cid"]))
+        rec: dict[str, Any] = {"kind": "anchor", "checkpoint_size": s, "cid": row.cid, "evidence": row.evidence}
+        if content_store is not None and row.cid:
+            rec["manifest"] = _b64(content_store.get(row.cid))
         yield emit(rec)
 
     # The log's key events below the final checkpoint, complete by their run-index record: what
@@ -214,7 +215,7 @@ def _add_openings(ledger: Ledger, log_id: str, index: int, rec: dict) -> None:
         rec["erased"] = dict(sorted(opened.erased.items()))
 
 
-def _iter_scope_entries(ledger: Ledger, log_id: str, scope: Scope):
+def _iter_scope_entries(ledger: Ledger, log_id: str, scope: Scope) -> Iterator[EntryRecord]:
     if scope.type == "event":
         yield ledger.get_entry(log_id, scope.index)  # type: ignore[arg-type]
     elif scope.type == "range":

@@ -84,7 +84,50 @@ def _rotate(ledger: "Ledger", conn: Connection) -> bytes:
 def _finish(ledger: "Ledger", new_kek: bytes) -> None:
     """After the commit: shred the KEK files older than the new one, drop old row versions."""
     ledger._payload_crypto().ring.shred_older_than(new_kek)
-    ledger._drop_old_copies()
+    _drop_old_copies(ledger)
+
+
+def _drop_old_copies(ledger: "Ledger") -> None:
+    """Old row versions out of the database files: SQLite WAL frames, PostgreSQL dead tuples."""
+    if ledger._sqlite:
+        deadline = time.time() + ledger.erase_wait_seconds
+        while True:
+            with ledger.database.writer.connect() as conn:
+                raw = conn.connection.driver_connection
+                busy, _, _ = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not busy:
+                return
+            if time.time() > deadline:  # a reader held a snapshot all along; say so, do not hide it
+                raise LedgerError("erased, but the WAL could not be truncated (a reader holds a snapshot); "
+                                  "run the erasure again once readers are idle", code="wal_busy")
+            time.sleep(0.1)
+    else:
+        with ledger.database.writer.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            # VACUUM FULL keeps a dead row version while anything older than the erasure may
+            # still need it: a snapshot in this database, or a transaction holding an xid in any
+            # database of the server (a prepared one, a replication slot's xmin). Wait for them
+            # (30 s, as for the SQLite WAL), else say so. Sessions of other roles whose state is
+            # hidden from us cannot be waited for (docs/storage.md).
+            t0 = conn.exec_driver_sql("SELECT mod(txid_snapshot_xmax(txid_current_snapshot()), 4294967296)").scalar()
+            deadline = time.time() + ledger.erase_wait_seconds
+            while True:
+                older = conn.exec_driver_sql(
+                    "SELECT 'pid ' || pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND ("
+                    " (datname = current_database() AND backend_xmin IS NOT NULL AND age(backend_xmin) > age(%(t)s::text::xid))"
+                    " OR (backend_xid IS NOT NULL AND age(backend_xid) > age(%(t)s::text::xid)))"
+                    " UNION ALL SELECT 'prepared transaction ' || gid FROM pg_prepared_xacts"
+                    " WHERE age(transaction) > age(%(t)s::text::xid)"
+                    " UNION ALL SELECT 'replication slot ' || slot_name FROM pg_replication_slots"
+                    " WHERE xmin IS NOT NULL AND age(xmin) > age(%(t)s::text::xid) LIMIT 1",
+                    {"t": str(t0)}).first()
+                if older is None:
+                    break
+                if time.time() > deadline:
+                    raise LedgerError(f"erased, but a transaction begun before the erasure still runs ({older[0]}): "
+                                      "the database keeps the old row version for it; run the erasure again once "
+                                      "it has ended", code="snapshot_busy")
+                time.sleep(0.1)
+            conn.exec_driver_sql("VACUUM FULL run_keys, subject_keys")
 
 
 def _record(conn: Connection, log_id: str, r: "AppendResult", kind: str, target: str) -> None:
@@ -160,8 +203,9 @@ def erase_run(ledger: "Ledger", log_id: str, run_id: str) -> Erasure:
 def subject_places(ledger: "Ledger", subject: str) -> list[SubjectPlace]:
     """Every (log, run) holding an opening that names the subject, with its entry count."""
     so = db.subject_openings.c
-    rows = ledger._read(sa.select(so.log_id, so.run_id, sa.func.count(sa.distinct(so.idx)))
-                        .where(so.subject == subject).group_by(so.log_id, so.run_id).order_by(so.log_id, so.run_id))
+    rows = ledger.database.rows(sa.select(so.log_id, so.run_id, sa.func.count(sa.distinct(so.idx)))
+                                .where(so.subject == subject).group_by(so.log_id, so.run_id).order_by(so.log_id, so.run_id),
+                                replica=True)
     return [SubjectPlace(r[0], r[1], int(r[2])) for r in rows]
 
 
@@ -175,11 +219,11 @@ def subject_state(ledger: "Ledger", subject: str) -> tuple[str, list[SubjectPlac
     """("active" | "erased", where its openings are, its erasure events) or NotFoundError."""
     _check_subject(subject)
     sk, e = db.subject_keys.c, db.erasures.c
-    rows = ledger._read(sa.select(sk.wrapped_key).where(sk.subject == subject))
+    rows = ledger.database.rows(sa.select(sk.wrapped_key).where(sk.subject == subject), replica=True)
     if not rows:
         raise NotFoundError(f"no stored opening names subject {subject}", where="subject")
-    events = [(r.log_id, int(r.idx)) for r in ledger._read(
-        sa.select(e.log_id, e.idx).where(e.kind == "subject", e.target == subject).order_by(e.log_id, e.idx))]
+    events = [(r.log_id, int(r.idx)) for r in ledger.database.rows(
+        sa.select(e.log_id, e.idx).where(e.kind == "subject", e.target == subject).order_by(e.log_id, e.idx), replica=True)]
     return ("erased" if rows[0].wrapped_key is None else "active"), subject_places(ledger, subject), events
 
 
@@ -209,7 +253,7 @@ def _erase_subject_once(ledger: "Ledger", subject: str, extra: set[str]) -> Eras
     def logs_now(conn: Connection) -> set[str]:
         return {r[0] for r in conn.execute(sa.select(so.log_id).where(so.subject == subject).distinct())}
 
-    with ledger.engine.begin() as conn:
+    with ledger.database.write() as conn:
         logs = sorted(logs_now(conn) | extra)
         locked = {log_id: ledger._lock_log(conn, log_id) for log_id in logs}
         q = sa.select(sk.wrapped_key).where(sk.subject == subject)

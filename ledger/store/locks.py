@@ -26,9 +26,9 @@ import time
 import uuid
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 
 from rlhf_ledger.store import db
+from rlhf_ledger.store.database import Database
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +39,12 @@ def default_holder_id() -> str:
 
 
 class Lease:
-    """One named lease held (or wanted) by `holder`."""
+    """One named lease held (or wanted) by `holder` (`Ledger.lease(name)` makes one)."""
 
-    def __init__(self, engine: Engine, name: str, *, holder: str | None = None, ttl: float = 30.0) -> None:
+    def __init__(self, database: Database, name: str, *, holder: str | None = None, ttl: float = 30.0) -> None:
         if ttl <= 0:
             raise ValueError("lease ttl must be positive")
-        self.engine = engine
+        self.database = database
         self.name = name
         self.holder = holder or default_holder_id()
         self.ttl = ttl
@@ -56,7 +56,7 @@ class Lease:
         expires = now + self.ttl
         t = db.locks.c
         try:
-            with self.engine.begin() as conn:
+            with self.database.write() as conn:
                 updated = conn.execute(
                     db.locks.update()
                     .where(t.name == self.name, sa.or_(t.holder == self.holder, t.expires_at < now))
@@ -83,14 +83,12 @@ class Lease:
     def release(self) -> None:
         """Give the lease up now (only if we hold it), so another worker need not wait for expiry."""
         t = db.locks.c
-        with self.engine.begin() as conn:
+        with self.database.write() as conn:
             conn.execute(db.locks.delete().where(t.name == self.name, t.holder == self.holder))
         self.expires_at = 0.0
 
     def current_holder(self) -> tuple[str, float] | None:
         """(holder, expires_at) of the lease row, or None if nobody ever took it."""
         t = db.locks.c
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(t.holder, t.expires_at).where(t.name == self.name)).first()
-            conn.rollback()
-        return None if row is None else (row.holder, row.expires_at)
+        rows = self.database.rows(sa.select(t.holder, t.expires_at).where(t.name == self.name))
+        return None if not rows else (rows[0].holder, rows[0].expires_at)

@@ -19,10 +19,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.engine import Connection
+
 from rlhf_ledger.core import merkle
 from rlhf_ledger.core.errors import EventError, LedgerError, NotFoundError
 from rlhf_ledger.core.events import ParsedEvent, parse_envelope
 from rlhf_ledger.store.ledger import Ledger
+from rlhf_ledger.store.reader import node_getter
 
 
 class RecoveryError(LedgerError):
@@ -55,8 +58,8 @@ def read_envelopes(paths: list[Path]) -> list[ParsedEvent]:
 
 def _root_with(ledger: Ledger, log_id: str, db_size: int, leaves: list[bytes], size: int) -> bytes:
     """Root of the tree of `size` = the stored prefix [0, db_size) + `leaves` (not stored)."""
-    with ledger.engine.connect() as conn:
-        stored = ledger._node_getter(conn, log_id)
+    def compute(conn: Connection) -> bytes:
+        stored = node_getter(conn, log_id)
         mem: dict[merkle.NodeKey, bytes] = {}
 
         def get(keys: list[merkle.NodeKey]) -> dict[merkle.NodeKey, bytes]:
@@ -70,18 +73,16 @@ def _root_with(ledger: Ledger, log_id: str, db_size: int, leaves: list[bytes], s
             mem[(0, db_size + i)] = h
             for lv, ix, nh in merkle.append_nodes(db_size + i, h, get):
                 mem[(lv, ix)] = nh
-        r = merkle.root(size, get)
-        conn.rollback()
-    return r
+        return merkle.root(size, get)
+
+    return ledger.database.read(compute)
 
 
 def recover(ledger: Ledger, log_id: str, events: list[ParsedEvent], *, batch: int = 1000) -> RecoveryResult:
     guard = ledger.fork_guard
     if guard is None:
         raise RecoveryError("this ledger has no fork guard (open it with Ledger.open)", where=log_id)
-    with ledger.engine.connect() as conn:
-        info = ledger.log_info(log_id, conn)
-        conn.rollback()
+    info = ledger.database.read(lambda conn: ledger.log_info(log_id, conn))  # the primary's, never a replica's
     refs = guard.references(log_id, info.origin, info.public_key)
     target = max((r.size for r in refs), default=0)
     missing: list[ParsedEvent] = []

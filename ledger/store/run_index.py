@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -17,6 +18,10 @@ from rlhf_ledger.core.errors import LedgerError
 from rlhf_ledger.core.jcs import canonicalize
 from rlhf_ledger.core.run_index import RunIndex, _RunState, _sort_key, record_leaf, sign_index, sign_note  # noqa: F401
 from rlhf_ledger.store import db
+
+if TYPE_CHECKING:
+    from rlhf_ledger.store.ledger import Ledger
+
 
 def _computed_sizes(conn: Connection, log_id: str) -> list[int]:
     ri = db.run_indexes.c
@@ -83,18 +88,17 @@ def _leaves(conn: Connection, log_id: str, size: int) -> list[tuple[str, bytes]]
     return sorted(((run_id, bytes(r.record_hash)) for run_id, r in recs.items()), key=lambda x: _sort_key(x[0]))
 
 
-def run_index(ledger, log_id: str, size: int) -> RunIndex:  # noqa: ANN001 - a ledger.store.Ledger
+def run_index(ledger: "Ledger", log_id: str, size: int) -> RunIndex:
     """The signed run index at tree size `size` (computed and stored on first use)."""
     if size <= 0:
         raise LedgerError("the run index of an empty tree is not signed", where=f"log {log_id!r}")
     ri = db.run_indexes.c
     q = sa.select(db.run_indexes).where(ri.log_id == log_id, ri.size == size)
-    with ledger.read_engine.connect() as conn:  # the usual case: signed already, no write lock
-        row = conn.execute(q).first()
-        conn.rollback()
+    rows = ledger.database.rows(q)  # the usual case: signed already, no write lock
+    row = rows[0] if rows else None
     if row is not None:
         return RunIndex(size, int(row.count), bytes(row.root), row.note)
-    with ledger.engine.begin() as conn:
+    with ledger.database.write() as conn:
         row = conn.execute(q).first()  # another process may have signed it meanwhile
         if row is not None:
             return RunIndex(size, int(row.count), bytes(row.root), row.note)
@@ -111,13 +115,11 @@ def run_index(ledger, log_id: str, size: int) -> RunIndex:  # noqa: ANN001 - a l
         return RunIndex(size, len(leaves), root, note)
 
 
-def run_membership(ledger, log_id: str, run_id: str, size: int) -> tuple[RunIndex, dict, int, list[bytes]]:  # noqa: ANN001
+def run_membership(ledger: "Ledger", log_id: str, run_id: str, size: int) -> tuple[RunIndex, dict, int, list[bytes]]:
     """(signed index at `size`, the run's record, its position, its inclusion proof)."""
     idx = run_index(ledger, log_id, size)
-    with ledger.read_engine.connect() as conn:
-        leaves = _leaves(conn, log_id, size)
-        rec = _latest_records(conn, log_id, size, [run_id]).get(run_id)
-        conn.rollback()
+    leaves, rec = ledger.database.read(lambda conn: (_leaves(conn, log_id, size),
+                                                      _latest_records(conn, log_id, size, [run_id]).get(run_id)))
     if rec is None:
         raise LedgerError(f"run {run_id!r} has no entries below tree size {size}", where=f"log {log_id!r}",
                           code="not_found")

@@ -40,12 +40,12 @@ def list_runs(ledger: Any, log_id: str, *, limit: int = 1000, after: str | None 
          .where(e.c.log_id == log_id).group_by(e.c.run_id).order_by(e.c.run_id).limit(limit))
     if after is not None:
         q = q.where(e.c.run_id > after)
-    rows = ledger._read(q)
+    rows = ledger.database.rows(q, replica=True)
     if not rows:
         return []
     ids = [r[0] for r in rows]
-    marks = ledger._read(sa.select(e.c.run_id, e.c.type, e.c.entry).where(
-        e.c.log_id == log_id, e.c.run_id.in_(ids), e.c.type.in_(("run.start", "run.end"))))
+    marks = ledger.database.rows(sa.select(e.c.run_id, e.c.type, e.c.entry).where(
+        e.c.log_id == log_id, e.c.run_id.in_(ids), e.c.type.in_(("run.start", "run.end"))), replica=True)
     started, ended = set(), {}
     for run_id, typ, entry in marks:
         if typ == "run.start":
@@ -56,7 +56,7 @@ def list_runs(ledger: Any, log_id: str, *, limit: int = 1000, after: str | None 
             except (ValueError, KeyError, TypeError, AttributeError):
                 ended[run_id] = None
     rk = db.run_keys
-    erased = {r[0] for r in ledger._read(sa.select(rk.c.run_id).where(
-        rk.c.log_id == log_id, rk.c.run_id.in_(ids), rk.c.erased_at.is_not(None)))}
+    erased = {r[0] for r in ledger.database.rows(sa.select(rk.c.run_id).where(
+        rk.c.log_id == log_id, rk.c.run_id.in_(ids), rk.c.erased_at.is_not(None)), replica=True)}
     return [RunSummary(r[0], "ended" if r[0] in ended else "open", ended.get(r[0]), r[0] in started, int(r[1]),
                        int(r[2]), int(r[3]), int(r[4]), r[5], r[6], r[0] in erased) for r in rows]

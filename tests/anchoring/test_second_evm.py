@@ -18,7 +18,7 @@ import pytest
 from rlhf_ledger.anchoring.chain import ChainClient
 from rlhf_ledger.anchoring.content_store import LocalContentStore
 from rlhf_ledger.anchoring.devchain import HardhatNode
-from rlhf_ledger.anchoring.worker import AnchorWorker, anchors_for_log
+from rlhf_ledger.anchoring.worker import AnchorWorker
 from rlhf_ledger.export.bundle import Scope, export_bundle
 from rlhf_ledger.store.ledger import Ledger
 from tests.anchoring.conftest import FAST_RETRY
@@ -57,19 +57,19 @@ def test_deploy_anchor_export_and_verify_pinned_to_block_hashes(hardhat, tmp_pat
         led.checkpoint(LOG)
         worker.run_once()
         # EDR says the block is finalized at once; the row still waits for its 2nd block.
-        assert anchors_for_log(led, LOG)[-1]["status"] == "included"
+        assert led.anchors.for_log(LOG)[-1].status == "included"
         hardhat.mine(1)
         worker.run_once()
-    rows = anchors_for_log(led, LOG)
-    assert [(r["checkpoint_size"], r["status"]) for r in rows] == [(keys + 3, "finalized"), (keys + 7, "finalized")]
-    assert all(r["evidence"]["chain_id"] == 31338 for r in rows)
+    rows = led.anchors.for_log(LOG)
+    assert [(r.checkpoint_size, r.status) for r in rows] == [(keys + 3, "finalized"), (keys + 7, "finalized")]
+    assert all(r.evidence["chain_id"] == 31338 for r in rows)
 
     path = tmp_path / "edr.rlhfbundle.jsonl"
     with open(path, "w") as f:
         export_bundle(led, LOG, f, Scope("range", start=0, end=keys + 7), content_store=store)
     base = [sys.executable, "-m", "rlhf_verifier", str(path), "--log-key", led.log_info(LOG).vkey,
             "--chain-id", "31338", "--contract", owner.contract_address, "--json"]
-    pinned = [a for r in rows for a in ("--trusted-block-hash", r["block_hash"])]
+    pinned = [a for r in rows for a in ("--trusted-block-hash", r.block_hash)]
     ok = subprocess.run(base + pinned, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     report = json.loads(ok.stdout)

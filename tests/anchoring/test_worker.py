@@ -17,7 +17,7 @@ from rlhf_ledger.anchoring.devchain import Anvil
 from rlhf_ledger.anchoring.evidence import ANCHORED_TOPIC, verify_evidence
 from rlhf_ledger.anchoring.kubo import KuboContentStore
 from rlhf_ledger.anchoring.manifest import verify_manifest
-from rlhf_ledger.anchoring.worker import AnchorWorker, anchor_for_checkpoint, anchors_for_log
+from rlhf_ledger.anchoring.worker import AnchorWorker
 from rlhf_ledger.store import db
 from rlhf_ledger.store.ledger import Ledger
 from tests.anchoring.conftest import FAST_RETRY
@@ -54,32 +54,32 @@ def test_end_to_end_pending_to_finalized(anvil, owner, ledger, producer, store):
     cp1 = add(ledger, producer, 7)
     result = worker.run_once()
     assert result.submitted == [k + 7] and result.unavailable is None
-    [row] = anchors_for_log(ledger, LOG)
-    assert row["status"] == "included" and row["prev_size"] == 0 and row["nonce"] is not None
+    [row] = ledger.anchors.for_log(LOG)
+    assert row.status == "included" and row.prev_size == 0 and row.nonce is not None
     assert [t[2] for t in result.transitions] == ["pending", "submitted", "included"]
 
-    anchored = verify_evidence(row["evidence"], block_hash=row["block_hash"])
-    assert (anchored.tree_size, anchored.root_hash, anchored.cid) == (k + 7, cp1.root, row["cid"])
-    assert anchored.block_number == row["block_number"] and anchored.timestamp == row["block_timestamp"]
-    assert row["gas_used"] > 21000 and row["log_index"] == row["evidence"]["log_index"]
-    manifest = verify_manifest(store.get(row["cid"]), public_key=ledger.log_info(LOG).public_key, cid=row["cid"])
+    anchored = verify_evidence(row.evidence, block_hash=row.block_hash)
+    assert (anchored.tree_size, anchored.root_hash, anchored.cid) == (k + 7, cp1.root, row.cid)
+    assert anchored.block_number == row.block_number and anchored.timestamp == row.block_timestamp
+    assert row.gas_used > 21000 and row.log_index == row.evidence["log_index"]
+    manifest = verify_manifest(store.get(row.cid), public_key=ledger.log_info(LOG).public_key, cid=row.cid)
     assert manifest.checkpoint.note == cp1.note and manifest.previous is None
 
     add(ledger, producer, 2)
     worker.run_once()  # not yet confirmed: the next checkpoint waits (one anchor in flight)
-    assert [r["status"] for r in anchors_for_log(ledger, LOG)] == ["included"]
+    assert [r.status for r in ledger.anchors.for_log(LOG)] == ["included"]
     anvil.mine(2)
     worker.run_once()  # depth 3 reached -> confirmed, then the next anchor starts from it
-    rows = anchors_for_log(ledger, LOG)
-    assert [(r["checkpoint_size"], r["prev_size"], r["status"]) for r in rows] == [
+    rows = ledger.anchors.for_log(LOG)
+    assert [(r.checkpoint_size, r.prev_size, r.status) for r in rows] == [
         (k + 7, 0, "confirmed"), (k + 9, k + 7, "included")]
-    second = verify_manifest(store.get(rows[1]["cid"]), public_key=ledger.log_info(LOG).public_key)
+    second = verify_manifest(store.get(rows[1].cid), public_key=ledger.log_info(LOG).public_key)
     assert second.previous.size == k + 7 and second.start == k + 7 and len(second.leaf_hashes) == 2
 
     anvil.mine(70)  # anvil's finalized tag trails the head by 64 blocks
     worker.run_once()
-    assert [r["status"] for r in anchors_for_log(ledger, LOG)] == ["finalized", "finalized"]
-    assert anchor_for_checkpoint(ledger, LOG, k + 9)["tx_hash"] == rows[1]["tx_hash"]
+    assert [r.status for r in ledger.anchors.for_log(LOG)] == ["finalized", "finalized"]
+    assert ledger.anchors.settled_for_checkpoint(LOG, k + 9).tx_hash == rows[1].tx_hash
     assert len(chain_anchors(owner, ledger)) == 2
     assert owner.latest(log_id_for_origin(ledger.log_info(LOG).origin))[0] == k + 9
 
@@ -91,10 +91,10 @@ def test_finalized_mode_waits_for_the_finalized_tag(anvil, owner, ledger, produc
     anvil.mine(10)
     second = add(ledger, producer, 3)
     worker.run_once()
-    assert [r["status"] for r in anchors_for_log(ledger, LOG)] == ["included"]  # depth 11 is not final
+    assert [r.status for r in ledger.anchors.for_log(LOG)] == ["included"]  # depth 11 is not final
     anvil.mine(70)
     worker.run_once()
-    assert [(r["checkpoint_size"], r["status"]) for r in anchors_for_log(ledger, LOG)] == [
+    assert [(r.checkpoint_size, r.status) for r in ledger.anchors.for_log(LOG)] == [
         (first.size, "finalized"), (second.size, "included")]
 
 
@@ -103,21 +103,21 @@ def test_reorg_marks_the_anchor_and_anchors_again(anvil, owner, ledger, producer
     worker = AnchorWorker(ledger, c, store, LOG, confirmations=5)
     cp = add(ledger, producer, 4)
     worker.run_once()
-    [before] = anchors_for_log(ledger, LOG)
-    assert before["status"] == "included"
+    [before] = ledger.anchors.for_log(LOG)
+    assert before.status == "included"
     head = c.block_number("latest")
     # A real reorg on anvil: replace the blocks from the anchor's block to the head (only its block:
     # one block deeper would also drop the fixture's authorize transaction).
-    anvil.rpc("anvil_reorg", [head - before["block_number"] + 1, []])
-    assert c.block(before["block_number"])["hash"].lower() != before["block_hash"]
+    anvil.rpc("anvil_reorg", [head - before.block_number + 1, []])
+    assert c.block(before.block_number)["hash"].lower() != before.block_hash
     worker.run_once()
-    rows = anchors_for_log(ledger, LOG)
-    assert [r["status"] for r in rows][0] == "reorged" and "hash changed" in rows[0]["error"]
+    rows = ledger.anchors.for_log(LOG)
+    assert [r.status for r in rows][0] == "reorged" and "hash changed" in rows[0].error
     after = rows[-1]
-    assert len(rows) == 2 and after["checkpoint_size"] == cp.size and after["status"] == "included"
-    assert after["block_hash"] != before["block_hash"]
-    assert c.block(after["block_number"])["hash"].lower() == after["block_hash"]
-    verify_evidence(after["evidence"], block_hash=after["block_hash"])
+    assert len(rows) == 2 and after.checkpoint_size == cp.size and after.status == "included"
+    assert after.block_hash != before.block_hash
+    assert c.block(after.block_number)["hash"].lower() == after.block_hash
+    verify_evidence(after.evidence, block_hash=after.block_hash)
     assert [int(lg["data"][2:66], 16) for lg in chain_anchors(c, ledger)] == [cp.size]  # one canonical anchor
 
 
@@ -141,39 +141,39 @@ def test_crash_around_broadcast_anchors_exactly_once(anvil, owner, ledger, produ
     cp = add(ledger, producer, 5)
     with pytest.raises(Crash):
         crashing(ledger, client(anvil, owner.contract_address), store, LOG, holder="node-1").run_once()
-    [row] = anchors_for_log(ledger, LOG)
-    assert row["status"] == "pending" and row["tx_hash"] and row["nonce"] is not None
+    [row] = ledger.anchors.for_log(LOG)
+    assert row.status == "pending" and row.tx_hash and row.nonce is not None
     # The restarted worker (same holder id, so it need not wait for the lease to expire).
     restarted = AnchorWorker(ledger, client(anvil, owner.contract_address), store, LOG, holder="node-1")
     restarted.run_once()
-    [done] = anchors_for_log(ledger, LOG)
-    assert done["status"] == "included" and done["checkpoint_size"] == cp.size
+    [done] = ledger.anchors.for_log(LOG)
+    assert done.status == "included" and done.checkpoint_size == cp.size
     if crashing is CrashAfterBroadcast:
-        assert done["tx_hash"] == row["tx_hash"]  # found by hash, not sent again
+        assert done.tx_hash == row.tx_hash  # found by hash, not sent again
     logs = chain_anchors(owner, ledger)
-    assert len(logs) == 1 and logs[0]["transactionHash"].lower() == done["tx_hash"]
+    assert len(logs) == 1 and logs[0]["transactionHash"].lower() == done.tx_hash
 
 
 def test_lost_records_adopt_the_existing_anchor(anvil, owner, ledger, producer, store):
     cp = add(ledger, producer, 3)
     worker = AnchorWorker(ledger, client(anvil, owner.contract_address), store, LOG)
     worker.run_once()
-    [original] = anchors_for_log(ledger, LOG)
+    [original] = ledger.anchors.for_log(LOG)
     with ledger.engine.begin() as conn:  # the database lost the anchor rows (restored backup)
         conn.execute(db.anchors.delete())
     worker.run_once()
-    [adopted] = anchors_for_log(ledger, LOG)
-    assert adopted["tx_hash"] == original["tx_hash"] and adopted["status"] == "included"
+    [adopted] = ledger.anchors.for_log(LOG)
+    assert adopted.tx_hash == original.tx_hash and adopted.status == "included"
 
     # A pending row without a transaction for a size the contract already holds: the gas
     # estimate reverts with SizeNotIncreasing, handled as "already anchored".
     with ledger.engine.begin() as conn:
         conn.execute(db.anchors.delete())
         conn.execute(db.anchors.insert().values(log_id=LOG, checkpoint_size=cp.size, prev_size=0, status="pending",
-                                                cid=original["cid"], attempts=0, created_at=0.0, updated_at=0.0))
+                                                cid=original.cid, attempts=0, created_at=0.0, updated_at=0.0))
     worker.run_once()
-    [again] = anchors_for_log(ledger, LOG)
-    assert again["tx_hash"] == original["tx_hash"] and again["status"] == "included"
+    [again] = ledger.anchors.for_log(LOG)
+    assert again.tx_hash == original.tx_hash and again.status == "included"
     assert len(chain_anchors(owner, ledger)) == 1
 
 
@@ -238,7 +238,7 @@ def test_chain_unavailable_then_catch_up(anvil, owner, ledger, producer, store, 
     result = worker.run_once()
     assert result.unavailable is None and result.submitted == [cp.size + 1]
     assert any("resumed" in r.getMessage() for r in caplog.records)
-    assert [(r["checkpoint_size"], r["status"]) for r in anchors_for_log(ledger, LOG)] == [
+    assert [(r.checkpoint_size, r.status) for r in ledger.anchors.for_log(LOG)] == [
         (first.size, "confirmed"), (cp.size + 1, "confirmed")]
     proxy.stop()
 
@@ -250,13 +250,13 @@ def test_content_store_unavailable_then_catch_up(anvil, owner, ledger, producer,
         cp = add(ledger, producer, 4)
         result = worker.run_once()
     assert result.unavailable and result.unavailable.startswith("content store unavailable")
-    [row] = anchors_for_log(ledger, LOG)
-    assert row["status"] == "pending" and row["tx_hash"] is None  # nothing signed or sent
+    [row] = ledger.anchors.for_log(LOG)
+    assert row.status == "pending" and row.tx_hash is None  # nothing signed or sent
     assert chain_anchors(owner, ledger) == []
     worker.store = store  # the content store is back
     assert worker.run_once().submitted == [cp.size]
-    [row] = anchors_for_log(ledger, LOG)
-    assert row["status"] == "included" and store.has(row["cid"])
+    [row] = ledger.anchors.for_log(LOG)
+    assert row.status == "included" and store.has(row.cid)
 
 
 class socket_closed_port:
@@ -283,8 +283,8 @@ def test_unauthorized_key_fails_after_bounded_attempts(anvil, owner, ledger, pro
     first = worker.run_once()
     assert "NotAuthorized" in first.errors[0]
     worker.run_once()
-    [row] = anchors_for_log(ledger, LOG)
-    assert row["status"] == "failed" and row["attempts"] == 2 and "NotAuthorized" in row["error"]
+    [row] = ledger.anchors.for_log(LOG)
+    assert row.status == "failed" and row.attempts == 2 and "NotAuthorized" in row.error
     with ledger.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(db.anchors)).scalar() == 1
 
@@ -308,4 +308,4 @@ def test_watch_backs_off_while_unavailable_and_stops(anvil, owner, ledger, produ
     assert len([r for r in caplog.records if "paused" in r.getMessage()]) == 1
     worker.chain = client(anvil, owner.contract_address)
     worker.watch(0.5, stop=RecordingStop(), passes=1)
-    assert [r["status"] for r in anchors_for_log(ledger, LOG)] == ["included"]
+    assert [r.status for r in ledger.anchors.for_log(LOG)] == ["included"]

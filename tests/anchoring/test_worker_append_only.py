@@ -9,7 +9,7 @@ import pytest
 
 from rlhf_ledger.anchoring.chain import ChainClient, log_id_for_origin
 from rlhf_ledger.anchoring.content_store import LocalContentStore
-from rlhf_ledger.anchoring.worker import AnchorWorker, anchors_for_log
+from rlhf_ledger.anchoring.worker import AnchorWorker
 from tests.anchoring.conftest import FAST_RETRY
 from tests.anchoring.fixtures import LOG, ledger, producer  # noqa: F401  (shared fixtures)
 
@@ -36,7 +36,7 @@ def test_owner_worker_registers_the_log_and_anchors_with_proofs(anvil, owner, le
         assert worker.run_once().errors == []
     assert owner.log_key(log_id) == info.public_key
     assert owner.latest(log_id) == (k + 17, ledger.root(LOG, k + 17))
-    assert {r["status"] for r in anchors_for_log(ledger, LOG)} <= {"confirmed", "finalized"}
+    assert {r.status for r in ledger.anchors.for_log(LOG)} <= {"confirmed", "finalized"}
 
 
 def test_a_refused_consistency_proof_fails_once_with_its_reason(anvil, owner, ledger, producer, tmp_path, monkeypatch):
@@ -57,11 +57,11 @@ def test_a_refused_consistency_proof_fails_once_with_its_reason(anvil, owner, le
     monkeypatch.setattr(worker, "_chain_proof", forged)
     first = worker.run_once()
     assert first.submitted == []
-    row = anchors_for_log(ledger, LOG)[-1]
-    assert row["status"] == "failed" and row["checkpoint_size"] == refused.size == anchored.size + 4
-    assert "refused the consistency proof" in row["error"] and "InconsistentProof" in row["error"]
+    row = ledger.anchors.for_log(LOG)[-1]
+    assert row.status == "failed" and row.checkpoint_size == refused.size == anchored.size + 4
+    assert "refused the consistency proof" in row.error and "InconsistentProof" in row.error
     worker.run_once()  # terminal: not tried again with the same proof
-    assert anchors_for_log(ledger, LOG)[-1]["attempts"] == row["attempts"]
+    assert ledger.anchors.for_log(LOG)[-1].attempts == row.attempts
     assert owner.latest(log_id_for_origin(ledger.log_info(LOG).origin))[0] == anchored.size
 
 
@@ -72,8 +72,8 @@ def test_a_log_registered_with_another_key_is_not_anchored(anvil, owner, ledger,
     ledger.append(producer.events(2), log_id=LOG)
     ledger.checkpoint(LOG)
     worker.run_once()
-    [row] = anchors_for_log(ledger, LOG)
-    assert row["status"] == "failed" and "registers another key for log" in row["error"]
+    [row] = ledger.anchors.for_log(LOG)
+    assert row.status == "failed" and "registers another key for log" in row.error
     assert owner.latest(log_id_for_origin(origin))[0] == 0
 
 
@@ -85,5 +85,5 @@ def test_a_non_owner_cannot_anchor_an_unregistered_log(anvil, owner, ledger, pro
     ledger.checkpoint(LOG)
     assert "LogNotRegistered" in worker.run_once().errors[0]
     worker.run_once()
-    [row] = anchors_for_log(ledger, LOG)
-    assert row["status"] == "failed" and row["attempts"] == 2 and "LogNotRegistered" in row["error"]
+    [row] = ledger.anchors.for_log(LOG)
+    assert row.status == "failed" and row.attempts == 2 and "LogNotRegistered" in row.error

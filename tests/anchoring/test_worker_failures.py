@@ -15,7 +15,8 @@ from rlhf_ledger.anchoring.chain import ChainClient
 from rlhf_ledger.cli.anchor import anchor_command, anchors_command
 from rlhf_ledger.anchoring.content_store import LocalContentStore
 from rlhf_ledger.anchoring.evidence import EvidenceError, verify_evidence
-from rlhf_ledger.anchoring.worker import AnchorWorker, RetryRefused, anchors_for_log, retry_anchor
+from rlhf_ledger.anchoring.worker import AnchorWorker
+from rlhf_ledger.store.anchors import RetryRefused
 from rlhf_ledger.store import db
 from rlhf_ledger.store.ledger import Ledger
 from tests.anchoring.conftest import FAST_RETRY
@@ -53,9 +54,9 @@ def test_failed_evidence_build_neither_loops_nor_blocks_later_checkpoints(anvil,
     first = add(ledger, producer, 3).size  # 3 events after the producer's key event
     for _ in range(8):  # many passes: the failed row must stay one row, not be re-adopted
         w.run_once()
-    rows = anchors_for_log(ledger, LOG)
-    assert [(r["checkpoint_size"], r["status"], r["attempts"]) for r in rows] == [(first, "failed", 3)]
-    assert rows[0]["error"] == ("building anchor evidence failed: block " + rows[0]["tx_hash"]
+    rows = ledger.anchors.for_log(LOG)
+    assert [(r.checkpoint_size, r.status, r.attempts) for r in rows] == [(first, "failed", 3)]
+    assert rows[0].error == ("building anchor evidence failed: block " + rows[0].tx_hash
                                 + ": rebuilt receipt trie root 0x00 != header receiptsRoot 0x11")
     assert w.chain.latest(w.chain_log_id)[0] == first  # the transaction itself is on chain
 
@@ -64,24 +65,24 @@ def test_failed_evidence_build_neither_loops_nor_blocks_later_checkpoints(anvil,
     w.run_once()
     anvil.mine(1)
     w.run_once()
-    rows = anchors_for_log(ledger, LOG)
-    assert [(r["checkpoint_size"], r["prev_size"], r["status"]) for r in rows] == [
+    rows = ledger.anchors.for_log(LOG)
+    assert [(r.checkpoint_size, r.prev_size, r.status) for r in rows] == [
         (first, 0, "failed"), (later, 0, "confirmed")]
     for _ in range(3):
         w.run_once()
-    assert len(anchors_for_log(ledger, LOG)) == 2  # still one row per transaction
+    assert len(ledger.anchors.for_log(LOG)) == 2  # still one row per transaction
 
     # The operator retries the failed one on purpose: its transaction is looked up again.
-    retried = retry_anchor(ledger, LOG, rows[0]["id"])
-    assert retried["status"] == "submitted" and retried["attempts"] == 0
-    assert retried["error"].startswith("retry requested by operator (was: building anchor evidence failed")
+    retried = ledger.anchors.retry(LOG, rows[0].id)
+    assert retried.status == "submitted" and retried.attempts == 0
+    assert retried.error.startswith("retry requested by operator (was: building anchor evidence failed")
     w.run_once()
-    row = anchors_for_log(ledger, LOG)[0]
-    assert row["status"] in ("included", "confirmed") and verify_evidence(row["evidence"]).tree_size == first
-    with pytest.raises(RetryRefused, match=f"anchor {row['id']} is {row['status']}, only failed anchors"):
-        retry_anchor(ledger, LOG, row["id"])
+    row = ledger.anchors.for_log(LOG)[0]
+    assert row.status in ("included", "confirmed") and verify_evidence(row.evidence).tree_size == first
+    with pytest.raises(RetryRefused, match=f"anchor {row.id} is {row.status}, only failed anchors"):
+        ledger.anchors.retry(LOG, row.id)
     with pytest.raises(RetryRefused, match="no anchor 999 in log train"):
-        retry_anchor(ledger, LOG, 999)
+        ledger.anchors.retry(LOG, 999)
 
 
 def test_the_finalized_tag_never_replaces_confirmations(anvil, owner, ledger, producer, store, monkeypatch):
@@ -92,13 +93,13 @@ def test_the_finalized_tag_never_replaces_confirmations(anvil, owner, ledger, pr
     w = AnchorWorker(ledger, c, store, LOG, confirmations=3)
     add(ledger, producer, 4)
     w.run_once()
-    assert [r["status"] for r in anchors_for_log(ledger, LOG)] == ["included"]  # depth 1 of 3
+    assert [r.status for r in ledger.anchors.for_log(LOG)] == ["included"]  # depth 1 of 3
     anvil.mine(1)
     w.run_once()
-    assert [r["status"] for r in anchors_for_log(ledger, LOG)] == ["included"]  # depth 2 of 3
+    assert [r.status for r in ledger.anchors.for_log(LOG)] == ["included"]  # depth 2 of 3
     anvil.mine(1)
     w.run_once()
-    assert [r["status"] for r in anchors_for_log(ledger, LOG)] == ["finalized"]  # depth 3 and the tag
+    assert [r.status for r in ledger.anchors.for_log(LOG)] == ["finalized"]  # depth 3 and the tag
 
 
 def test_finalized_mode_also_needs_its_depth(anvil, owner, ledger, producer, store, monkeypatch):
@@ -108,10 +109,10 @@ def test_finalized_mode_also_needs_its_depth(anvil, owner, ledger, producer, sto
     w = AnchorWorker(ledger, c, store, LOG, confirmations="finalized")
     add(ledger, producer, 4)
     w.run_once()
-    assert [r["status"] for r in anchors_for_log(ledger, LOG)] == ["included"]
+    assert [r.status for r in ledger.anchors.for_log(LOG)] == ["included"]
     anvil.mine(1)
     w.run_once()
-    assert [r["status"] for r in anchors_for_log(ledger, LOG)] == ["finalized"]
+    assert [r.status for r in ledger.anchors.for_log(LOG)] == ["finalized"]
 
 
 def test_legacy_type0_sending_anchors_and_verifies(anvil, owner, ledger, producer, store):
@@ -119,10 +120,10 @@ def test_legacy_type0_sending_anchors_and_verifies(anvil, owner, ledger, produce
     w = AnchorWorker(ledger, c, store, LOG, confirmations=1)
     cp = add(ledger, producer, 2)
     w.run_once()
-    [row] = anchors_for_log(ledger, LOG)
-    tx = c.transaction(row["tx_hash"])
+    [row] = ledger.anchors.for_log(LOG)
+    tx = c.transaction(row.tx_hash)
     assert tx["type"] == "0x0" and "maxFeePerGas" not in tx and int(tx["gasPrice"], 16) > 0
-    assert verify_evidence(row["evidence"]).tree_size == cp.size and row["evidence"]["receipt_rlp"].startswith("0xf9")
+    assert verify_evidence(row.evidence).tree_size == cp.size and row.evidence["receipt_rlp"].startswith("0xf9")
 
 
 def _closed_port_url() -> str:
@@ -214,8 +215,8 @@ def test_stored_anchor_errors_carry_no_rpc_credential(anvil, owner, ledger, prod
     ledger.append(producer.events(2), log_id=LOG)
     ledger.checkpoint(LOG)
     worker.run_once()
-    [row] = anchors_for_log(ledger, LOG)
-    worker._update(worker._row(row["id"]), error=f"node at {secret_url} refused: boom")  # noqa: SLF001
-    stored = anchors_for_log(ledger, LOG)[0]["error"]
+    [row] = ledger.anchors.for_log(LOG)
+    ledger.anchors.update(row, error=f"node at {secret_url} refused: boom")  # any writer: the store scrubs
+    stored = ledger.anchors.for_log(LOG)[0].error
     assert "hunter2secret" not in stored and "0123456789abcdef0123456789abcdef" not in stored
     assert "127.0.0.1" in stored and "refused: boom" in stored

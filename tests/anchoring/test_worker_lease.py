@@ -11,8 +11,7 @@ import pytest
 
 from rlhf_ledger.anchoring.chain import ChainClient
 from rlhf_ledger.anchoring.content_store import LocalContentStore
-from rlhf_ledger.store.locks import Lease
-from rlhf_ledger.anchoring.worker import AnchorWorker, anchors_for_log
+from rlhf_ledger.anchoring.worker import AnchorWorker
 from rlhf_ledger.store import db
 from rlhf_ledger.store.ledger import Ledger
 from tests.anchoring.conftest import FAST_RETRY
@@ -20,8 +19,8 @@ from tests.anchoring.test_worker import LOG, chain_anchors
 from tests.ledger.helpers import Producer
 
 
-def _contend(engine, n: int) -> list[bool]:
-    leases = [Lease(engine, "anchor:race", holder=f"w{i}", ttl=30) for i in range(n)]
+def _contend(ledger: Ledger, n: int) -> list[bool]:
+    leases = [ledger.lease("anchor:race", holder=f"w{i}", ttl=30) for i in range(n)]
     barrier = threading.Barrier(n)
     won: list[bool] = [False] * n
 
@@ -45,9 +44,9 @@ def test_lease_has_one_holder_and_expires(backend, tmp_path, request):
         for _ in range(3):  # a fresh name each round: racing inserts, then racing updates
             with ledger.engine.begin() as conn:
                 conn.execute(db.locks.delete())
-            assert sum(_contend(ledger.engine, 6)) == 1
-        holder = Lease(ledger.engine, "anchor:x", holder="a", ttl=0.3)
-        other = Lease(ledger.engine, "anchor:x", holder="b", ttl=30)
+            assert sum(_contend(ledger, 6)) == 1
+        holder = ledger.lease("anchor:x", holder="a", ttl=0.3)
+        other = ledger.lease("anchor:x", holder="b", ttl=30)
         assert holder.acquire() and not other.acquire()
         assert holder.renew() and other.current_holder()[0] == "a"
         time.sleep(0.4)  # a's lease expires without renewal: b takes over, a's renewal fails
@@ -97,8 +96,8 @@ def test_two_workers_on_postgresql_anchor_each_checkpoint_once(anvil, owner, pg_
             time.sleep(0.15)
         deadline = time.time() + 20
         while time.time() < deadline:
-            rows = anchors_for_log(main, LOG)
-            if rows and rows[-1]["checkpoint_size"] == final and rows[-1]["status"] == "confirmed":
+            rows = main.anchors.for_log(LOG)
+            if rows and rows[-1].checkpoint_size == final and rows[-1].status == "confirmed":
                 break
             time.sleep(0.1)
     finally:
@@ -108,11 +107,11 @@ def test_two_workers_on_postgresql_anchor_each_checkpoint_once(anvil, owner, pg_
         for w in workers:
             w.ledger.close()
     assert not errors, errors
-    rows = anchors_for_log(main, LOG)
-    assert rows[-1]["checkpoint_size"] == final and all(r["status"] == "confirmed" for r in rows), rows
-    sizes = [r["checkpoint_size"] for r in rows]
+    rows = main.anchors.for_log(LOG)
+    assert rows[-1].checkpoint_size == final and all(r.status == "confirmed" for r in rows), rows
+    sizes = [r.checkpoint_size for r in rows]
     assert len(sizes) == len(set(sizes))  # one anchor per checkpoint
     on_chain = chain_anchors(owner, main)
-    assert sorted(lg["transactionHash"].lower() for lg in on_chain) == sorted(r["tx_hash"] for r in rows)
+    assert sorted(lg["transactionHash"].lower() for lg in on_chain) == sorted(r.tx_hash for r in rows)
     assert leaders["w1"] > 0 and leaders["w2"] > 0
     main.close()

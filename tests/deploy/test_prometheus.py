@@ -118,7 +118,7 @@ def stack(pg_url, tmp_path):
     prod = Producer(LOG)
     lg.register_producer(LOG, prod.signer.public_key)
     lg.append(prod.events(12), log_id=LOG)
-    token, _ = create_token(lg.engine, "submitter", log_ids=[LOG], producer_key_ids=[prod.signer.key_id], run_ids=["*"])
+    token, _ = create_token(lg.tokens, "submitter", log_ids=[LOG], producer_key_ids=[prod.signer.key_id], run_ids=["*"])
     now = time.time()
     with lg.engine.begin() as c:  # an anchor row (the worker's table) so ledger_anchor_rows exists
         c.execute(db.anchors.insert().values(log_id=LOG, checkpoint_size=10, prev_size=0, status="failed", attempts=5,

@@ -126,7 +126,7 @@ def setup_log(data: Path, url: str) -> Drill:
     info = lg.init_log(LOG, checkpoint_every_events=40, checkpoint_every_seconds=0.5)
     prod = Producer(LOG)
     lg.register_producer(LOG, prod.signer.public_key)
-    token, _ = create_token(lg.engine, "submitter", log_ids=[LOG], producer_key_ids=[prod.signer.key_id], run_ids=["*"])
+    token, _ = create_token(lg.tokens, "submitter", log_ids=[LOG], producer_key_ids=[prod.signer.key_id], run_ids=["*"])
     lg.close()
     return Drill(data, prod, token, info.public_key, info.origin)
 

@@ -124,7 +124,7 @@ def test_restored_dump_never_forks_and_recovers(anvil, owner, dbs, tmp_path):  #
     shutil.copytree(data / "keys", bare / "keys")
     chain_env = {"RLHF_CHAIN_RPC": anvil.rpc_url, "RLHF_ANCHOR_CONTRACT": owner.contract_address}
     lg2 = Ledger.open(data, restored)
-    token, _ = create_token(lg2.engine, "submitter", log_ids=[LOG], producer_key_ids=[prod.signer.key_id], run_ids=["*"])
+    token, _ = create_token(lg2.tokens, "submitter", log_ids=[LOG], producer_key_ids=[prod.signer.key_id], run_ids=["*"])
     lg2.close()
     # Both services at once (independent processes on the same restored database; nothing
     # they do can change it: that is the point).

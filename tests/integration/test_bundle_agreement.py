@@ -11,7 +11,7 @@ import pytest
 
 from rlhf_ledger.anchoring.chain import ChainClient
 from rlhf_ledger.anchoring.content_store import LocalContentStore
-from rlhf_ledger.anchoring.worker import AnchorWorker, anchors_for_log
+from rlhf_ledger.anchoring.worker import AnchorWorker
 from rlhf_ledger.export.bundle import Scope, export_bundle
 from rlhf_ledger.core.events import commit_fields
 from rlhf_ledger.store.ledger import Ledger
@@ -48,7 +48,7 @@ def anchored(anvil, owner, backend):
         worker.run_once()
         anvil.mine(2)
         worker.run_once()
-    assert {a["status"] for a in anchors_for_log(led, LOG)} <= {"confirmed", "finalized"}
+    assert {a.status for a in led.anchors.for_log(LOG)} <= {"confirmed", "finalized"}
     yield led, store, owner
     led.close()
 

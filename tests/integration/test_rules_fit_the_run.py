@@ -21,7 +21,7 @@ import pytest
 
 from rlhf_ledger.anchoring.chain import ChainClient
 from rlhf_ledger.anchoring.content_store import LocalContentStore
-from rlhf_ledger.anchoring.worker import AnchorWorker, anchors_for_log
+from rlhf_ledger.anchoring.worker import AnchorWorker
 from rlhf_ledger.export.bundle import Scope, export_bundle
 from rlhf_ledger.core.keys import Signer
 from rlhf_ledger.sdk import DatasetManifest, LocalSink, Run, weights_digest
@@ -76,7 +76,7 @@ def anchored_runs(anvil, owner, tmp_path):
     worker.run_once()
     anvil.mine(2)
     worker.run_once()
-    assert {a["status"] for a in anchors_for_log(led, LOG)} <= {"confirmed", "finalized"}
+    assert {a.status for a in led.anchors.for_log(LOG)} <= {"confirmed", "finalized"}
     yield led, store, owner, signer, released
     led.close()
 

@@ -170,7 +170,7 @@ def test_data_of_an_erased_subject_arriving_later_is_not_stored(world):
     o = ledger.read_openings("log-a", r.index)
     assert o.erased == {"prompts": "subject"} and set(o.openings) == {"responses", "notes"}
     so = db.subject_openings.c
-    assert not ledger._read(sa.select(so.idx).where(so.log_id == "log-a", so.idx == r.index, so.subject == ALICE))
+    assert not ledger.database.rows(sa.select(so.idx).where(so.log_id == "log-a", so.idx == r.index, so.subject == ALICE))
     sizes = {lg: ledger.size(lg) for lg in ("log-a", "log-b")}
     assert ledger.erase_subject(ALICE).already  # nothing new to record
     assert {lg: ledger.size(lg) for lg in ("log-a", "log-b")} == sizes
@@ -287,8 +287,8 @@ def test_appends_racing_a_subject_erasure_leave_nothing_readable_or_unrecorded(l
     assert not errors, errors
     assert not e.already and ("race-a", ledger.size("race-a") - 1) in e.recorded
     so, er = db.subject_openings.c, db.erasures.c
-    holding = {r[0] for r in ledger._read(sa.select(so.log_id).where(so.subject == ALICE).distinct())}
-    recorded = {r[0] for r in ledger._read(sa.select(er.log_id).where(er.kind == "subject", er.target == ALICE))}
+    holding = {r[0] for r in ledger.database.rows(sa.select(so.log_id).where(so.subject == ALICE).distinct())}
+    recorded = {r[0] for r in ledger.database.rows(sa.select(er.log_id).where(er.kind == "subject", er.target == ALICE))}
     assert holding <= recorded and "race-a" in holding
     for log_id, idx in stored:
         opened = ledger.read_openings(log_id, idx)

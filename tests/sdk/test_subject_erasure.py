@@ -37,7 +37,7 @@ def test_one_annotator_erased_across_three_runs(tmp_path, ledger):
                 run.event("custom.note", {"text": "x"}, subjects={"text": "dave"})
     alice, bob, carol = (pseudonym(KEY, x) for x in ("alice", "bob", "carol"))
     so = db.subject_openings.c
-    rows = ledger._read(sa.select(so.subject, so.member, so.run_id).order_by(so.subject, so.run_id, so.member))
+    rows = ledger.database.rows(sa.select(so.subject, so.member, so.run_id).order_by(so.subject, so.run_id, so.member))
     assert {(r.subject, r.member) for r in rows} == {(alice, "prompts"), (alice, "responses"), (bob, "prompts"),
                                                     (bob, "responses"), (carol, "notes")}
     assert {r.run_id for r in rows if r.subject == alice} == {"r1", "r2", "r3"}

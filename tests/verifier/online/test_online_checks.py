@@ -20,7 +20,7 @@ import pytest
 
 from rlhf_ledger.anchoring.chain import ChainClient
 from rlhf_ledger.anchoring.content_store import LocalContentStore
-from rlhf_ledger.anchoring.worker import AnchorWorker, anchors_for_log
+from rlhf_ledger.anchoring.worker import AnchorWorker
 from rlhf_ledger.export.bundle import Scope, export_bundle
 from rlhf_ledger.store.ledger import Ledger
 from rlhf_verifier.cli import main
@@ -68,8 +68,8 @@ def anchored(anvil, owner, tmp_path):
         worker.run_once()
         anvil.mine(2)
         worker.run_once()
-    anchors = anchors_for_log(led, LOG)
-    assert len(anchors) == 2 and {a["status"] for a in anchors} <= {"confirmed", "finalized"}
+    anchors = led.anchors.for_log(LOG)
+    assert len(anchors) == 2 and {a.status for a in anchors} <= {"confirmed", "finalized"}
     path = tmp_path / "b.rlhfbundle.jsonl"
     with open(path, "w") as f:
         export_bundle(led, LOG, f, Scope("run", run_id="run-a"), content_store=store)
@@ -111,11 +111,11 @@ def test_rpc_after_a_real_reorg_reports_the_anchor_not_canonical(anchored, anvil
     last = anchored.anchors[-1]
     head = int(anvil.rpc("eth_blockNumber", []), 16)
     # Replace every block from the last anchor's block to the head (the anchor tx is dropped).
-    anvil.rpc("anvil_reorg", [head - last["block_number"] + 1, []])
+    anvil.rpc("anvil_reorg", [head - last.block_number + 1, []])
     code, out, err = run(anchored.args(anvil, "--rpc", anvil.rpc_url), capsys)
     found = _online_findings(out)
     assert code == 1, out + err
-    assert [f["where"].split(" (")[0] for f in found] == [f"anchor of checkpoint {last['checkpoint_size']}"]
+    assert [f["where"].split(" (")[0] for f in found] == [f"anchor of checkpoint {last.checkpoint_size}"]
     assert "not the anchor's (reorg or wrong chain)" in found[0]["message"]
     # The events under the dropped anchor are no longer under a confirmed anchor.
     assert _uncovered(out) and all(f["where"].startswith("event ") for f in _uncovered(out))
@@ -279,7 +279,7 @@ def test_the_contract_refuses_equivocation_so_later_anchors_do_not_matter(anchor
     led = anchored.led
     origin = led.log_info(LOG).origin
     log_id = hashlib.sha256(origin.encode()).digest()
-    anchored_size = anchored.anchors[-1]["checkpoint_size"]
+    anchored_size = anchored.anchors[-1].checkpoint_size
     with pytest.raises(ContractRevert) as e:
         anchored.owner.anchor(log_id, anchored_size + 5, b"\x42" * 32, "bafkreiequivocation")
     assert e.value.error_name == "InconsistentProof"
@@ -318,7 +318,7 @@ def test_rpc_and_trusted_block_hashes_are_both_enforced(anchored, anvil, capsys)
     """Issue 10 item 3: with --rpc and --trusted-block-hash both given, an anchor counts only if
     both confirm it; a node that confirms does not excuse a block hash the user did not trust
     (that anchor stays unconfirmed, and the events only it covers are uncovered)."""
-    hashes = [a["block_hash"] for a in anchored.anchors]
+    hashes = [a.block_hash for a in anchored.anchors]
     both = ["--rpc", anvil.rpc_url]
     for h in hashes:
         both += ["--trusted-block-hash", h]
