@@ -39,9 +39,8 @@ from eth_utils import keccak, to_checksum_address
 from web3 import HTTPProvider, Web3
 from web3.exceptions import ProviderConnectionError, RequestTimedOut, TooManyRequests
 
-from rlhf_ledger.core.errors import LedgerError
-
 from rlhf_ledger.anchoring.keystore import account_from_private_key
+from rlhf_ledger.core.errors import LedgerError
 
 log = logging.getLogger(__name__)
 

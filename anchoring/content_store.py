@@ -14,9 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from rlhf_ledger.core.errors import LedgerError, NotFoundError
-
 from rlhf_ledger.anchoring.cid import CidError, cid_for_bytes, parse_cid, unixfs_blocks, verify_cid
+from rlhf_ledger.core.errors import LedgerError, NotFoundError
 
 
 class ContentNotFoundError(NotFoundError):

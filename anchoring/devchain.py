@@ -97,7 +97,7 @@ class Anvil:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def __enter__(self) -> "Anvil":
+    def __enter__(self) -> Anvil:
         self.start()
         return self
 

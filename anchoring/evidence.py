@@ -21,10 +21,9 @@ import rlp
 from eth_utils import keccak, to_checksum_address
 from trie import HexaryTrie
 
-from rlhf_ledger.core.errors import ProofError
-
 from rlhf_ledger.anchoring.chain import ChainClient, ChainError, ChainUnavailable, RPCError
 from rlhf_ledger.anchoring.state_proof import build_log_key_proof, verify_log_key_proof
+from rlhf_ledger.core.errors import ProofError
 
 log = logging.getLogger("rlhf_ledger.anchoring.evidence")
 

@@ -12,9 +12,8 @@ import os
 import threading
 import time
 
-from rlhf_ledger.store.fork_guard import Reference
-
 from rlhf_ledger.anchoring.chain import ChainClient, ChainError, log_id_for_origin
+from rlhf_ledger.store.fork_guard import Reference
 
 RPC_ENV = "RLHF_CHAIN_RPC"
 CONTRACT_ENV = "RLHF_ANCHOR_CONTRACT"

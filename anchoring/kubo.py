@@ -12,10 +12,9 @@ from types import TracebackType
 
 import httpx
 
-from rlhf_ledger.core.errors import LedgerError
-
 from rlhf_ledger.anchoring.cid import CidMismatchError, cid_for_bytes, parse_cid, verify_cid
 from rlhf_ledger.anchoring.content_store import ContentNotFoundError, ContentStoreUnavailable
+from rlhf_ledger.core.errors import LedgerError
 
 # The add options that reproduce anchoring/cid.py's layout. Sent explicitly so that a node whose
 # Import.* config changes the defaults (CidVersion, UnixFSRawLeaves, UnixFSChunker, HashFunction)

@@ -20,16 +20,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rlhf_ledger.anchoring.cid import cid_for_bytes, verify_cid
 from rlhf_ledger.core import merkle
 from rlhf_ledger.core.checkpoints import Checkpoint, parse_and_verify
 from rlhf_ledger.core.errors import LedgerError, ProofError
 from rlhf_ledger.core.jcs import canonicalize
 from rlhf_ledger.core.run_index import RunIndex
-from rlhf_ledger.store.run_index import run_index
 from rlhf_ledger.core.run_index import parse_and_verify_note as parse_run_index_note
 from rlhf_ledger.store.ledger import Ledger
-
-from rlhf_ledger.anchoring.cid import cid_for_bytes, verify_cid
+from rlhf_ledger.store.run_index import run_index
 
 MANIFEST_FORMAT = "rlhf-ledger-manifest"
 MANIFEST_VERSION = 2

@@ -33,17 +33,29 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlhf_ledger.anchoring.chain import (
+    ChainClient,
+    ChainError,
+    ChainUnavailable,
+    ContractRevert,
+    RPCError,
+    log_id_for_origin,
+)
+from rlhf_ledger.anchoring.cid import cid_for_bytes, same_content
+from rlhf_ledger.anchoring.content_store import ContentStore, ContentStoreUnavailable
+from rlhf_ledger.anchoring.evidence import (
+    ANCHORED_TOPIC,
+    EvidenceError,
+    build_evidence,
+    decode_anchored_data,
+    verify_evidence,
+)
+from rlhf_ledger.anchoring.manifest import ManifestError, build_manifest, encode_manifest
 from rlhf_ledger.core.anchor_status import IN_FLIGHT, ON_CHAIN, AnchorStatus
 from rlhf_ledger.core.checkpoints import Checkpoint
 from rlhf_ledger.core.errors import LedgerError, NotFoundError
 from rlhf_ledger.store.anchors import AnchorRecord
 from rlhf_ledger.store.ledger import Ledger
-
-from rlhf_ledger.anchoring.chain import ChainClient, ChainError, ChainUnavailable, ContractRevert, RPCError, log_id_for_origin
-from rlhf_ledger.anchoring.cid import cid_for_bytes, same_content
-from rlhf_ledger.anchoring.content_store import ContentStore, ContentStoreUnavailable
-from rlhf_ledger.anchoring.evidence import ANCHORED_TOPIC, EvidenceError, build_evidence, decode_anchored_data, verify_evidence
-from rlhf_ledger.anchoring.manifest import ManifestError, build_manifest, encode_manifest
 
 log = logging.getLogger(__name__)
 

@@ -21,35 +21,42 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pydantic import BaseModel, ValidationError
-
-from rlhf_ledger.export.bundle import MEDIA_TYPE as BUNDLE_MEDIA_TYPE  # the exporter's format (bundle-format.md)
-from rlhf_ledger.core.errors import ConflictError, EventError, LedgerError, NotFoundError, ProofError, RevokedKeyError, RunEndedError, UnknownKeyError
-from rlhf_ledger.core.anchor_status import IN_FLIGHT, SETTLED, AnchorStatus
-from rlhf_ledger.core.jcs import is_fast
-from rlhf_ledger.core.redact import redact_secrets
-from rlhf_ledger.core.events import envelope_of
-from rlhf_ledger.core.keys import unb64
-from rlhf_ledger.core.roles import Role
-from rlhf_ledger.store.anchors import AnchorRecord
-from rlhf_ledger.store.database import UNAVAILABLE as DATABASE_UNAVAILABLE
-from rlhf_ledger.store.ledger import BatchRejected, EntryRecord, Ledger
-from rlhf_ledger.store.payloads import PayloadError
-
+from rlhf_ledger.api import limits
 from rlhf_ledger.api import models as m
 from rlhf_ledger.api import tokens as tok
-from rlhf_ledger.api import limits
 from rlhf_ledger.api.audit import Denial, DenialRecorder, ensure_audit_log
 from rlhf_ledger.api.bodies import ADMIN_MAX_BODY_BYTES, read_json
 from rlhf_ledger.api.config import Settings
 from rlhf_ledger.api.metrics import Metrics
-from rlhf_ledger.api.ops_metrics import OpsCollector, fork_check_all, install_chain_witness
 from rlhf_ledger.api.middleware import BodyTooLarge, GuardMiddleware
+from rlhf_ledger.api.ops_metrics import OpsCollector, fork_check_all, install_chain_witness
 from rlhf_ledger.api.problems import COMMON_RESPONSES, ApiProblem, Problem, problem_response
 from rlhf_ledger.api.ratelimit import TokenBuckets
+from rlhf_ledger.core.anchor_status import IN_FLIGHT, SETTLED, AnchorStatus
+from rlhf_ledger.core.errors import (
+    ConflictError,
+    EventError,
+    LedgerError,
+    NotFoundError,
+    ProofError,
+    RevokedKeyError,
+    RunEndedError,
+    UnknownKeyError,
+)
+from rlhf_ledger.core.events import envelope_of
+from rlhf_ledger.core.jcs import is_fast
+from rlhf_ledger.core.keys import unb64
+from rlhf_ledger.core.redact import redact_secrets
+from rlhf_ledger.core.roles import Role
+from rlhf_ledger.export.bundle import MEDIA_TYPE as BUNDLE_MEDIA_TYPE  # the exporter's format (bundle-format.md)
+from rlhf_ledger.store.anchors import AnchorRecord
+from rlhf_ledger.store.database import UNAVAILABLE as DATABASE_UNAVAILABLE
+from rlhf_ledger.store.ledger import BatchRejected, EntryRecord, Ledger
+from rlhf_ledger.store.payloads import PayloadError
 
 log = logging.getLogger("api")
 
@@ -832,7 +839,9 @@ def create_app(ledger: Ledger | None = None, settings: Settings | None = None) -
         redoc_url=None,
     )
     app.include_router(router)
-    from rlhf_ledger.api.runs_routes import make_router as runs_router  # GET /v1/logs/{log_id}/runs (ledger/run_list.py)
+    from rlhf_ledger.api.runs_routes import (
+        make_router as runs_router,  # GET /v1/logs/{log_id}/runs (ledger/run_list.py)
+    )
 
     app.include_router(runs_router(authenticate, LogId), prefix="/v1")
     from rlhf_ledger.api.docs_offline import install_offline_docs

@@ -25,10 +25,10 @@ from pathlib import Path
 
 from rlhf_ledger.core.errors import ConflictError, KeyFileError, NotFoundError, RevokedKeyError
 from rlhf_ledger.core.events import commit_fields, make_event, sha256_hex, sign_event, valid_id
-from rlhf_ledger.core.redact import redact_secrets
-from rlhf_ledger.core.roles import Role
 from rlhf_ledger.core.jcs import canonicalize
 from rlhf_ledger.core.keys import Signer, read_key_file, write_key_file
+from rlhf_ledger.core.redact import redact_secrets
+from rlhf_ledger.core.roles import Role
 from rlhf_ledger.store.ledger import Ledger
 
 log = logging.getLogger("rlhf_ledger.api.audit")

@@ -16,10 +16,9 @@ from typing import Any
 
 from fastapi import Request
 
-from rlhf_ledger.core.jcs import DuplicateKeyError, loads_strict
-
 from rlhf_ledger.api.middleware import BodyTooLarge
 from rlhf_ledger.api.problems import ApiProblem
+from rlhf_ledger.core.jcs import DuplicateKeyError, loads_strict
 
 MAX_DEPTH = 64  # arrays/objects nested deeper than this are refused (an envelope needs about 6)
 ADMIN_MAX_BODY_BYTES = 64 * 1024  # admin bodies are small (a log id, a key, a token scope)

@@ -43,7 +43,7 @@ class Settings:
     audit_cap_period: float = 60.0  # the cap's period in seconds (a minute; shorter only in tests)
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         return cls(
             data_dir=os.environ.get("RLHF_LEDGER_HOME") or None,
             database_url=env_secret("DATABASE_URL") or None,

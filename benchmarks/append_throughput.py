@@ -27,10 +27,10 @@ from pathlib import Path
 
 os.environ.setdefault("RLHF_LEDGER_PASSPHRASE", "benchmark-only-passphrase")
 
+from rlhf_ledger.core import sigverify  # noqa: E402
 from rlhf_ledger.core.events import make_event, sha256_hex, sign_event  # noqa: E402
 from rlhf_ledger.core.jcs import canonicalize  # noqa: E402
 from rlhf_ledger.core.keys import Signer, verify  # noqa: E402
-from rlhf_ledger.core import sigverify  # noqa: E402
 from rlhf_ledger.store.ledger import Ledger  # noqa: E402
 
 

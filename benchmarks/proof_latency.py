@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx  # noqa: E402
-from http_submit import PASSPHRASE, signed_batches, start_server  # noqa: E402
+from http_submit import PASSPHRASE, start_server  # noqa: E402
 
 from rlhf_ledger.core.keys import Signer  # noqa: E402
 

@@ -22,12 +22,12 @@ os.environ.setdefault("RLHF_LEDGER_PASSPHRASE", "benchmark-only-passphrase")
 
 import sqlalchemy as sa  # noqa: E402
 
-from rlhf_ledger.store import db  # noqa: E402
 from rlhf_ledger.core.events import make_event, sha256_hex, sign_event  # noqa: E402
 from rlhf_ledger.core.jcs import canonicalize  # noqa: E402
 from rlhf_ledger.core.keys import Signer  # noqa: E402
-from rlhf_ledger.store.run_index import run_index  # noqa: E402
+from rlhf_ledger.store import db  # noqa: E402
 from rlhf_ledger.store.ledger import Ledger  # noqa: E402
+from rlhf_ledger.store.run_index import run_index  # noqa: E402
 
 LOG = "bench"
 

@@ -301,7 +301,7 @@ def profile(n: int, jobs: int) -> None:
     import cProfile
     import pstats
 
-    from rlhf_verifier.verify import Options, verify_file
+    from rlhf_verifier.verify import verify_file
 
     path = ensure_bundle(n)
     for j in (1, jobs):

@@ -31,10 +31,10 @@ os.environ.setdefault("RLHF_LEDGER_PASSPHRASE", "bench-passphrase-not-a-secret")
 
 
 def _time(args: list[str]) -> tuple[float, int]:
-    from rlhf_verifier.cli import main
-
     import contextlib
     import io
+
+    from rlhf_verifier.cli import main
 
     buf = io.StringIO()
     t = time.perf_counter()

@@ -16,19 +16,18 @@ import json
 import logging
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
-
-from rlhf_ledger.core.anchor_status import AnchorStatus
-from rlhf_ledger.core.errors import LedgerError
-from rlhf_ledger.store.ledger import Ledger
 
 from rlhf_ledger.anchoring.chain import FEE_MODES, ChainClient
 from rlhf_ledger.anchoring.content_store import ContentStore, LocalContentStore
 from rlhf_ledger.anchoring.keystore import load_anchor_account
 from rlhf_ledger.anchoring.worker import FINALIZED_MODE, AnchorWorker
+from rlhf_ledger.core.anchor_status import AnchorStatus
+from rlhf_ledger.core.errors import LedgerError
+from rlhf_ledger.store.ledger import Ledger
 
 RPC_ENV = "RLHF_CHAIN_RPC"
 CONTRACT_ENV = "RLHF_ANCHOR_CONTRACT"
@@ -130,7 +129,7 @@ def _run(workers: list[AnchorWorker], once: bool, interval: float) -> None:
 
 
 def _when(ts: float | int | None) -> str:
-    return "" if ts is None else datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return "" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @click.command("anchors")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from rlhf_ledger.core.errors import LedgerError
-
 DATA_DIR_HELP = "data directory (default: $RLHF_LEDGER_HOME or ./data)"
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from rlhf_ledger.export.bundle import Scope, export_bundle
 from rlhf_ledger.cli.common import CliError, _open_ledger, common
+from rlhf_ledger.export.bundle import Scope, export_bundle
 
 
 @click.command("export")

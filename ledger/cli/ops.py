@@ -17,8 +17,8 @@ def _database_url(data_dir: str | None, database_url: str | None) -> str:
     Kubernetes pods; else SQLite in the data directory, which only then is touched)."""
     import os
 
-    from rlhf_ledger.store import db
     from rlhf_ledger.core.secret_env import env_secret
+    from rlhf_ledger.store import db
 
     home = Path(data_dir or os.environ.get("RLHF_LEDGER_HOME", "./data"))
     url = db.database_url(home, database_url or env_secret("DATABASE_URL") or None)

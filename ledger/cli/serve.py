@@ -84,10 +84,9 @@ def token_group() -> None:
 @click.option("--database-url", envvar="DATABASE_URL", default=None)
 def token_create(role, label, log_ids, producer_key_ids, run_ids, data_dir, database_url) -> None:
     """Mint a token and print it once (only its SHA-256 is stored)."""
-    from rlhf_ledger.core.errors import LedgerError
-    from rlhf_ledger.cli.preflight import open_ledger
-
     from rlhf_ledger.api.tokens import create_token
+    from rlhf_ledger.cli.preflight import open_ledger
+    from rlhf_ledger.core.errors import LedgerError
 
     ledger = open_ledger(data_dir, database_url)
     try:
@@ -105,9 +104,8 @@ def token_create(role, label, log_ids, producer_key_ids, run_ids, data_dir, data
 @click.option("--data-dir", envvar="RLHF_LEDGER_HOME", default=None)
 @click.option("--database-url", envvar="DATABASE_URL", default=None)
 def token_list(data_dir, database_url) -> None:
-    from rlhf_ledger.cli.preflight import open_ledger
-
     from rlhf_ledger.api.tokens import list_tokens
+    from rlhf_ledger.cli.preflight import open_ledger
 
     ledger = open_ledger(data_dir, database_url)
     try:
@@ -122,10 +120,9 @@ def token_list(data_dir, database_url) -> None:
 @click.option("--data-dir", envvar="RLHF_LEDGER_HOME", default=None)
 @click.option("--database-url", envvar="DATABASE_URL", default=None)
 def token_revoke(token_id, data_dir, database_url) -> None:
-    from rlhf_ledger.core.errors import LedgerError
-    from rlhf_ledger.cli.preflight import open_ledger
-
     from rlhf_ledger.api.tokens import revoke_token
+    from rlhf_ledger.cli.preflight import open_ledger
+    from rlhf_ledger.core.errors import LedgerError
 
     ledger = open_ledger(data_dir, database_url)
     try:

@@ -26,19 +26,6 @@ def vkey(name: str, public_key: bytes) -> str:
     return f"{name}+{note_key_id(name, public_key).hex()}+{base64.b64encode(ED25519_ALG + public_key).decode()}"
 
 
-def parse_vkey(text: str) -> tuple[str, bytes]:
-    try:
-        name, hexid, b64key = text.strip().rsplit("+", 2)
-        raw = base64.b64decode(b64key, validate=True)
-    except ValueError:
-        raise ProofError(f"not a verifier key: {text!r}") from None
-    if len(raw) != 33 or raw[:1] != ED25519_ALG:
-        raise ProofError("verifier key is not an Ed25519 key")
-    if note_key_id(name, raw[1:]).hex() != hexid:
-        raise ProofError("verifier key id does not match its name and key")
-    return name, raw[1:]
-
-
 def checkpoint_body(origin: str, size: int, root: bytes) -> str:
     if "\n" in origin or not origin or origin.startswith("\u2014"):
         raise ValueError("origin must be one non-empty line not starting with an em dash")

@@ -84,11 +84,11 @@ class Signer:
     signing_key: nacl.signing.SigningKey
 
     @classmethod
-    def generate(cls) -> "Signer":
+    def generate(cls) -> Signer:
         return cls(nacl.signing.SigningKey.generate())
 
     @classmethod
-    def from_seed(cls, seed: bytes) -> "Signer":
+    def from_seed(cls, seed: bytes) -> Signer:
         return cls(nacl.signing.SigningKey(seed))
 
     @property

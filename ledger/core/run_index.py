@@ -107,7 +107,7 @@ class _RunState:
         self.ended = ended
 
     @classmethod
-    def load(cls, record_text: str, frontier_text: str) -> "_RunState":
+    def load(cls, record_text: str, frontier_text: str) -> _RunState:
         rec = json.loads(record_text)
         fr = [(int(s), base64.b64decode(h)) for s, h in json.loads(frontier_text)]
         prods = {p["key_id"]: (int(p["seq"]), p["event_hash"]) for p in rec["producers"]}

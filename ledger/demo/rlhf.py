@@ -253,7 +253,7 @@ class Config:
     log_every: int = 5
 
     @classmethod
-    def small(cls) -> "Config":
+    def small(cls) -> Config:
         return cls(n_pairs=768, rm_steps=60, rm_expected_batch=64, policy_steps=40, prompts_per_step=16,
                    samples_per_prompt=4, policy_lr=3e-3, checkpoint_every=20, privacy_spend_every=20)
 
@@ -266,7 +266,7 @@ class Config:
         """Poisson sampling rate over the training pairs (the DP accounting's q)."""
         return self.rm_expected_batch / self.n_train
 
-    def split(self, pairs: list["Pair"]) -> tuple[list["Pair"], list["Pair"]]:
+    def split(self, pairs: list[Pair]) -> tuple[list[Pair], list[Pair]]:
         return pairs[:self.n_train], pairs[self.n_train:]
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -438,7 +438,7 @@ def bias_examination(policy: Policy, rm: RewardModel, pairs: list[Pair], seed: i
     return metrics, findings
 
 
-def flops_estimate(models: "Models", counters: dict[str, int]) -> int:
+def flops_estimate(models: Models, counters: dict[str, int]) -> int:
     """Training FLOPs by the usual 6 x parameters x tokens rule (forward 2, backward 4), plus the
     reference policy's forward pass (2 x parameters x tokens); reward-model examples are pairs."""
     p_pol, p_rm = param_count(models.policy), param_count(models.rm)

@@ -110,7 +110,7 @@ class BackgroundAnchoring:
             say(f"anchoring: checkpoint of size {size} sent to the chain")
         self.chain.mine(1)
 
-    def __enter__(self) -> "BackgroundAnchoring":
+    def __enter__(self) -> BackgroundAnchoring:
         self.thread.start()
         return self
 
@@ -160,13 +160,20 @@ def run_demo(out: Path, steps: str = "default", *, seed: int | None = None) -> O
     from rlhf_ledger.anchoring.content_store import LocalContentStore
     from rlhf_ledger.anchoring.devchain import Anvil
     from rlhf_ledger.anchoring.worker import AnchorWorker
-
-    from rlhf_ledger.store import db
+    from rlhf_ledger.core.keys import Signer
     from rlhf_ledger.demo import rlhf as rl
     from rlhf_ledger.export.bundle import Scope, export_bundle
-    from rlhf_ledger.core.keys import Signer
-    from rlhf_ledger.sdk import DatasetManifest, LocalSink, Run, model_card_for_run, pseudonym, verify_command, weights_digest
+    from rlhf_ledger.sdk import (
+        DatasetManifest,
+        LocalSink,
+        Run,
+        model_card_for_run,
+        pseudonym,
+        verify_command,
+        weights_digest,
+    )
     from rlhf_ledger.sdk.modelcard import RULES
+    from rlhf_ledger.store import db
     from rlhf_ledger.store.ledger import Ledger
 
     # dp-accounting logs (through absl) each RDP order it drops for not converging at a large sampling

@@ -3,11 +3,21 @@
 The Trainer callback lives in ``ledger.sdk.hf_callback`` (imported on demand: it needs transformers).
 """
 
+from rlhf_ledger.sdk.distributed import RankInfo
 from rlhf_ledger.sdk.modelcard import model_card, model_card_for_run, verify_command
 from rlhf_ledger.sdk.privacy import PrivacyAccountant, PrivacyBudgetExceeded
-from rlhf_ledger.sdk.distributed import RankInfo
 from rlhf_ledger.sdk.recorder import DatasetManifest, RankRecorder, Run, RunEndedError, pseudonym
-from rlhf_ledger.sdk.sinks import Ack, ChainConflictError, DeliveryAuthError, DeliveryError, HttpSink, LocalSink, PermanentDeliveryError, RunEndedDeliveryError, TransientDeliveryError
+from rlhf_ledger.sdk.sinks import (
+    Ack,
+    ChainConflictError,
+    DeliveryAuthError,
+    DeliveryError,
+    HttpSink,
+    LocalSink,
+    PermanentDeliveryError,
+    RunEndedDeliveryError,
+    TransientDeliveryError,
+)
 from rlhf_ledger.sdk.spool import SpoolError, SpoolLockedError
 from rlhf_ledger.sdk.weights import WeightsDigest, diff_tensors, file_digest, file_manifest, weights_digest
 

@@ -11,7 +11,8 @@ offline. Nothing personal is written (the card is public).
 from __future__ import annotations
 
 import shlex
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import yaml
 

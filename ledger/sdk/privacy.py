@@ -30,8 +30,8 @@ def library_version() -> str:
 
 def _lib() -> Any:
     try:
-        import numpy  # noqa: F401 - dp-accounting's own dependency
         import dp_accounting
+        import numpy  # noqa: F401 - dp-accounting's own dependency
         from dp_accounting.rdp import rdp_privacy_accountant
     except ImportError as e:
         raise ImportError(

@@ -18,9 +18,10 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from rlhf_ledger.core.errors import EventError, LedgerError
 from rlhf_ledger.core.events import MAX_EVENT_BYTES, MAX_SUBJECTS_PER_OPENING, commit_fields
@@ -116,7 +117,7 @@ class DatasetManifest:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, *, dataset_id: str, name: str, source: str, licence: str,
-                  records: int | None = None) -> "DatasetManifest":
+                  records: int | None = None) -> DatasetManifest:
         p = Path(path)
         return cls(dataset_id, name, source, licence, file_digest(p), p.stat().st_size, records)
 
@@ -136,7 +137,7 @@ def _recorded(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Typed helpers do nothing (return None) on a process that does not record (rank != 0)."""
 
     @functools.wraps(fn)
-    def wrapper(self: "_Recorder", *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: _Recorder, *args: Any, **kwargs: Any) -> Any:
         if not self.active:
             return None
         return fn(self, *args, **kwargs)
@@ -186,7 +187,7 @@ class _Recorder:
         self.sender: Sender | None = None
         self.ended = False
 
-    def open(self) -> "_Recorder":
+    def open(self) -> _Recorder:
         """Open the spool (refused at once if another process has it) and start the sender,
         which first replays anything a previous process left."""
         if self.active and self.sender is None:
@@ -515,11 +516,11 @@ class Run(_Recorder):
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    def open(self) -> "Run":
+    def open(self) -> Run:
         super().open()
         return self
 
-    def start(self) -> "Run":
+    def start(self) -> Run:
         """Emit dataset.register and run.start (skipped when resuming a run already started).
 
         Refused (RunEndedError) when the spool shows the run already ended."""
@@ -577,7 +578,7 @@ class Run(_Recorder):
         finally:
             self._close_sender(timeout=0)
 
-    def __enter__(self) -> "Run":
+    def __enter__(self) -> Run:
         return self.start()
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -590,7 +591,7 @@ class Run(_Recorder):
         except Exception as e:  # noqa: BLE001 - never hide the training error behind a delivery error
             print(f"rlhf-ledger: run.end recorded in the spool but not delivered: {e}", file=sys.stderr)
 
-    def rank_recorder(self, signer: Signer, *, sink: Sink | None = None, **kwargs: Any) -> "RankRecorder":
+    def rank_recorder(self, signer: Signer, *, sink: Sink | None = None, **kwargs: Any) -> RankRecorder:
         """A recorder for this process's rank-local facts, under its own key, in this run."""
         return RankRecorder(log_id=self.log_id, run_id=self.run_id, signer=signer, sink=sink or self.sink,
                             pseudonym_key=kwargs.pop("pseudonym_key", self.pseudonym_key), **kwargs)
@@ -686,7 +687,7 @@ class RankRecorder(_Recorder):
         finally:
             self._close_sender(timeout=0)
 
-    def __enter__(self) -> "RankRecorder":
+    def __enter__(self) -> RankRecorder:
         self.open()
         return self
 

@@ -10,8 +10,9 @@ sender (``ledger/sdk/sender.py``), not in the sinks.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 from rlhf_ledger.core.errors import LedgerError
 
@@ -170,7 +171,7 @@ class HttpSink:
         """Close the HTTP client. A sink may serve several runs: its owner closes it, not a Run."""
         self._client.close()
 
-    def __enter__(self) -> "HttpSink":
+    def __enter__(self) -> HttpSink:
         return self
 
     def __exit__(self, *exc: Any) -> None:

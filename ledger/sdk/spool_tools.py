@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from rlhf_ledger.core.keys import Signer
 from rlhf_ledger.sdk.sender import Sender

@@ -23,10 +23,11 @@ import hashlib
 import os
 import struct
 import sys
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from rlhf_ledger.core.jcs import canonicalize
 
@@ -37,7 +38,7 @@ _SLICE = 64 * 1024 * 1024  # bytes per hashlib.update call for large tensors
 _PARALLEL_MIN = 4 * 1024 * 1024  # tensors below this are hashed inline (pool overhead dominates)
 
 
-def _leaf_prefix_hasher(name: str, dtype: str, shape: Sequence[int]) -> "hashlib._Hash":
+def _leaf_prefix_hasher(name: str, dtype: str, shape: Sequence[int]) -> hashlib._Hash:
     header = canonicalize({"name": name, "dtype": dtype, "shape": list(shape)})
     h = hashlib.sha256(b"\x00")  # RFC 9162 leaf domain separation
     h.update(struct.pack(">I", len(header)))

@@ -53,7 +53,7 @@ class AnchorRecord:
     updated_at: float
 
     @classmethod
-    def of(cls, row: Any) -> "AnchorRecord":
+    def of(cls, row: Any) -> AnchorRecord:
         m = dict(row._mapping)
         m["status"] = AnchorStatus(m["status"])
         m["evidence_json"] = m.pop("evidence")

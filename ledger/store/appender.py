@@ -23,8 +23,17 @@ from rlhf_ledger.core import key_events as kev
 from rlhf_ledger.core import merkle, sigverify
 from rlhf_ledger.core.chain import Break, chain_break
 from rlhf_ledger.core.checkpoints import Checkpoint
-from rlhf_ledger.core.errors import (ConflictError, EventError, LedgerError, ReservedRunError, RevokedKeyError, RunEndedError,
-                                     SequenceError, SignatureError, UnknownKeyError)
+from rlhf_ledger.core.errors import (
+    ConflictError,
+    EventError,
+    LedgerError,
+    ReservedRunError,
+    RevokedKeyError,
+    RunEndedError,
+    SequenceError,
+    SignatureError,
+    UnknownKeyError,
+)
 from rlhf_ledger.core.events import ParsedEvent, make_event, parse_envelope, sign_event
 from rlhf_ledger.core.keys import key_id
 from rlhf_ledger.store import db

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from rlhf_ledger.store.ledger import Ledger
 
 
-def audit(ledger: "Ledger", log_id: str) -> list[str]:
+def audit(ledger: Ledger, log_id: str) -> list[str]:
     """Re-check a log's stored state against its signed checkpoints; return the problems found.
 
     Detects a changed entry byte (leaf hash or event id mismatch), a deleted row (index gap),

@@ -28,7 +28,7 @@ class LedgerBase:
     """Access to every log in one database. Thread-safe; one instance per process is enough."""
 
     def __init__(self, engine: Engine, keys_dir: Path, *, passphrase: str | None = None, read_engine: Engine | None = None,
-                 replica_engine: Engine | None = None, fork_guard: "ForkGuard | None" = None):
+                 replica_engine: Engine | None = None, fork_guard: ForkGuard | None = None):
         # DATABASE_READ_URL: `replica_engine` is a streaming replica for reads (store/replica.py
         # explains why a lagging replica never yields a wrong answer); None = the primary.
         self.database = Database(engine, read_engine, replica_engine)

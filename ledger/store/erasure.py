@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from rlhf_ledger.store import db
 from rlhf_ledger.core.errors import EventError, LedgerError, NotFoundError
 from rlhf_ledger.core.events import valid_id, valid_subject
+from rlhf_ledger.store import db
 
 if TYPE_CHECKING:
     from rlhf_ledger.store.ledger import AppendResult, Ledger
@@ -57,7 +57,7 @@ def _is_deadlock(e: Exception) -> bool:
     return "deadlock" in str(e).lower()
 
 
-def _rotate(ledger: "Ledger", conn: Connection) -> bytes:
+def _rotate(ledger: Ledger, conn: Connection) -> bytes:
     """Inside the erasure's transaction: a new KEK, and every remaining run and subject key
     re-wrapped under it. Returns the new KEK's id (older KEK files are shredded after commit).
 
@@ -81,13 +81,13 @@ def _rotate(ledger: "Ledger", conn: Connection) -> bytes:
     return new[0]
 
 
-def _finish(ledger: "Ledger", new_kek: bytes) -> None:
+def _finish(ledger: Ledger, new_kek: bytes) -> None:
     """After the commit: shred the KEK files older than the new one, drop old row versions."""
     ledger._payload_crypto().ring.shred_older_than(new_kek)
     _drop_old_copies(ledger)
 
 
-def _drop_old_copies(ledger: "Ledger") -> None:
+def _drop_old_copies(ledger: Ledger) -> None:
     """Old row versions out of the database files: SQLite WAL frames, PostgreSQL dead tuples."""
     if ledger._sqlite:
         deadline = time.time() + ledger.erase_wait_seconds
@@ -130,7 +130,7 @@ def _drop_old_copies(ledger: "Ledger") -> None:
             conn.exec_driver_sql("VACUUM FULL run_keys, subject_keys")
 
 
-def _record(conn: Connection, log_id: str, r: "AppendResult", kind: str, target: str) -> None:
+def _record(conn: Connection, log_id: str, r: AppendResult, kind: str, target: str) -> None:
     conn.execute(db.erasures.insert().values(log_id=log_id, idx=r.index, kind=kind, target=target, erased_at=time.time()))
 
 
@@ -153,7 +153,7 @@ def _with_retries(fn):  # noqa: ANN001, ANN202
 # --- runs ---------------------------------------------------------------------------------------
 
 
-def erase_run(ledger: "Ledger", log_id: str, run_id: str) -> Erasure:
+def erase_run(ledger: Ledger, log_id: str, run_id: str) -> Erasure:
     """Destroy the run's data key (every opening of the run, subject-keyed ones included, since
     they are sealed inside the run key's layer) and append the log's `erasure` event, in one
     transaction under the log's write lock (`Ledger._append_admin`)."""
@@ -180,7 +180,7 @@ def erase_run(ledger: "Ledger", log_id: str, run_id: str) -> Erasure:
         out.entries[log_id] = int(n)
         return {"erased": "run", "run_id": run_id, "entries": int(n)}
 
-    def after(conn: Connection, r: "AppendResult") -> None:
+    def after(conn: Connection, r: AppendResult) -> None:
         conn.execute(db.run_keys.update().where(rk.log_id == log_id, rk.run_id == run_id)
                      .values(wrapped_key=None, erased_at=sa.func.coalesce(rk.erased_at, time.time())))
         _record(conn, log_id, r, "run", run_id)
@@ -200,7 +200,7 @@ def erase_run(ledger: "Ledger", log_id: str, run_id: str) -> Erasure:
 # --- subjects -----------------------------------------------------------------------------------
 
 
-def subject_places(ledger: "Ledger", subject: str) -> list[SubjectPlace]:
+def subject_places(ledger: Ledger, subject: str) -> list[SubjectPlace]:
     """Every (log, run) holding an opening that names the subject, with its entry count."""
     so = db.subject_openings.c
     rows = ledger.database.rows(sa.select(so.log_id, so.run_id, sa.func.count(sa.distinct(so.idx)))
@@ -215,7 +215,7 @@ def _check_subject(subject: str) -> None:
                          where="subject")
 
 
-def subject_state(ledger: "Ledger", subject: str) -> tuple[str, list[SubjectPlace], list[tuple[str, int]]]:
+def subject_state(ledger: Ledger, subject: str) -> tuple[str, list[SubjectPlace], list[tuple[str, int]]]:
     """("active" | "erased", where its openings are, its erasure events) or NotFoundError."""
     _check_subject(subject)
     sk, e = db.subject_keys.c, db.erasures.c
@@ -231,7 +231,7 @@ class _LogsMoved(Exception):
     """A log gained openings of the subject between our reading and our locks: lock it too."""
 
 
-def erase_subject(ledger: "Ledger", subject: str) -> Erasure:
+def erase_subject(ledger: Ledger, subject: str) -> Erasure:
     """Destroy the subject's key (their openings in every run and log) and append an `erasure`
     event to every log that holds such an opening, all in one transaction that holds those logs'
     write locks (in log-id order) and the subject's key row."""
@@ -245,7 +245,7 @@ def erase_subject(ledger: "Ledger", subject: str) -> Erasure:
     raise LedgerError("appends kept adding openings of this subject to other logs; try again", code="busy")
 
 
-def _erase_subject_once(ledger: "Ledger", subject: str, extra: set[str]) -> Erasure:
+def _erase_subject_once(ledger: Ledger, subject: str, extra: set[str]) -> Erasure:
     so, sk = db.subject_openings.c, db.subject_keys.c
     out = Erasure("subject", subject)
     signed: list = []  # (log id, log key, checkpoint an erasure event's append signed or None)

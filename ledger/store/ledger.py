@@ -67,7 +67,7 @@ class Ledger(AppenderMixin):
         passphrase: str | None = None,
         migrate: bool = True,
         database_read_url: str | None = None,
-    ) -> "Ledger":
+    ) -> Ledger:
         """Open (and create or upgrade) the ledger. DATABASE_URL in the environment wins."""
         from rlhf_ledger.core.secret_env import env_secret  # NAME or NAME_FILE: URLs carry the database password
 
@@ -147,14 +147,14 @@ class Ledger(AppenderMixin):
         self.checkpoint(log_id)  # the signed empty tree: a starting point for consistency
         return self.log_info(log_id)
 
-    def erase_run(self, log_id: str, run_id: str) -> "Erasure":
+    def erase_run(self, log_id: str, run_id: str) -> Erasure:
         """Destroy a run's data key so that no copy stays readable, and record it in the log
         (an `erasure` event in the same transaction); see store/erasure.py, docs/storage.md."""
         from rlhf_ledger.store.erasure import erase_run
 
         return erase_run(self, log_id, run_id)
 
-    def erase_subject(self, subject: str) -> "Erasure":
+    def erase_subject(self, subject: str) -> Erasure:
         """Destroy a data subject's key (their openings in every run and log), recorded in each
         log that held them; see store/erasure.py, docs/storage.md."""
         from rlhf_ledger.store.erasure import erase_subject

@@ -33,6 +33,8 @@ from pathlib import Path
 
 from nacl.bindings import (
     crypto_aead_chacha20poly1305_ietf_decrypt as _open,
+)
+from nacl.bindings import (
     crypto_aead_chacha20poly1305_ietf_encrypt as _seal,
 )
 from nacl.exceptions import CryptoError

@@ -71,7 +71,7 @@ class EntryRecord:
     appended_at: float
 
     @classmethod
-    def of(cls, row: Any) -> "EntryRecord":
+    def of(cls, row: Any) -> EntryRecord:
         return cls(row.log_id, int(row.idx), row.event_id, int(row.event_key), _bytes(row.leaf_hash), _bytes(row.entry),
                    row.run_id, row.producer, int(row.seq), row.type, row.ts, float(row.appended_at))
 

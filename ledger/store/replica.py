@@ -39,7 +39,7 @@ def _sizes(conn: sa.Connection) -> dict[str, int]:
     return {r.log_id: int(r.size) for r in conn.execute(sa.select(db.logs.c.log_id, db.logs.c.size))}
 
 
-def replica_status(ledger: "Ledger") -> ReplicaStatus:
+def replica_status(ledger: Ledger) -> ReplicaStatus:
     database = ledger.database
     if database.replica is None:
         return ReplicaStatus(up=False)

@@ -88,7 +88,7 @@ def _leaves(conn: Connection, log_id: str, size: int) -> list[tuple[str, bytes]]
     return sorted(((run_id, bytes(r.record_hash)) for run_id, r in recs.items()), key=lambda x: _sort_key(x[0]))
 
 
-def run_index(ledger: "Ledger", log_id: str, size: int) -> RunIndex:
+def run_index(ledger: Ledger, log_id: str, size: int) -> RunIndex:
     """The signed run index at tree size `size` (computed and stored on first use)."""
     if size <= 0:
         raise LedgerError("the run index of an empty tree is not signed", where=f"log {log_id!r}")
@@ -115,7 +115,7 @@ def run_index(ledger: "Ledger", log_id: str, size: int) -> RunIndex:
         return RunIndex(size, len(leaves), root, note)
 
 
-def run_membership(ledger: "Ledger", log_id: str, run_id: str, size: int) -> tuple[RunIndex, dict, int, list[bytes]]:
+def run_membership(ledger: Ledger, log_id: str, run_id: str, size: int) -> tuple[RunIndex, dict, int, list[bytes]]:
     """(signed index at `size`, the run's record, its position, its inclusion proof)."""
     idx = run_index(ledger, log_id, size)
     leaves, rec = ledger.database.read(lambda conn: (_leaves(conn, log_id, size),

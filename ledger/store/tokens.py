@@ -32,7 +32,7 @@ class TokenRecord:
     revoked_at: float | None
 
     @classmethod
-    def of(cls, row: Any) -> "TokenRecord":
+    def of(cls, row: Any) -> TokenRecord:
         return cls(row.token_id, row.token_hash, Role(row.role), row.label, tuple(json.loads(row.log_ids)),
                    tuple(json.loads(row.producer_key_ids)), tuple(json.loads(row.run_ids)), row.created_by,
                    float(row.created_at), None if row.revoked_at is None else float(row.revoked_at))

@@ -86,7 +86,7 @@ class EmulatedFlakyProxy:
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self) -> "EmulatedFlakyProxy":
+    def __enter__(self) -> EmulatedFlakyProxy:
         self.thread.start()
         return self
 

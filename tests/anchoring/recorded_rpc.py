@@ -91,7 +91,7 @@ class EmulatedRecordedRpc:
             return self.raw_header if self._is_block(params[0]) else None
         raise LookupError(method)
 
-    def __enter__(self) -> "EmulatedRecordedRpc":
+    def __enter__(self) -> EmulatedRecordedRpc:
         self.thread.start()
         return self
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
-from tests.anchoring.simlog import LOG_KEY, SimLog, registered
 from rlhf_ledger.anchoring.chain import ChainClient, ChainUnavailable, ContractRevert, RetryPolicy, log_id_for_origin
 from rlhf_ledger.anchoring.keystore import PRIVATE_KEY_ENV, load_anchor_account, load_keystore, write_keystore
 from rlhf_ledger.core.errors import KeyFileError
+from tests.anchoring.simlog import LOG_KEY, SimLog, registered
 
 pytestmark = pytest.mark.anvil
 

@@ -7,7 +7,28 @@ import hashlib
 
 import pytest
 
-from rlhf_ledger.anchoring.cid import CHUNK_SIZE, CODEC_DAG_PB, CODEC_RAW, MAX_LINKS, Cid, CidError, CidMismatchError, b58decode, b58encode, cid_for_bytes, iter_links, parse_cid, read_varint, same_content, sha256_multihash, to_v0, to_v1, unixfs_blocks, varint, verify_cid
+from rlhf_ledger.anchoring.cid import (
+    CHUNK_SIZE,
+    CODEC_DAG_PB,
+    CODEC_RAW,
+    MAX_LINKS,
+    Cid,
+    CidError,
+    CidMismatchError,
+    b58decode,
+    b58encode,
+    cid_for_bytes,
+    iter_links,
+    parse_cid,
+    read_varint,
+    same_content,
+    sha256_multihash,
+    to_v0,
+    to_v1,
+    unixfs_blocks,
+    varint,
+    verify_cid,
+)
 
 # Well-known CIDs printed by `ipfs add` with default options (and reproduced in
 # test_cid_kubo_parity.py against the embedded Kubo).

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from rlhf_ledger.anchoring.cid import CHUNK_SIZE, CidError, CidMismatchError, cid_for_bytes, parse_cid, sha256_multihash, to_v0
+from rlhf_ledger.anchoring.cid import (
+    CHUNK_SIZE,
+    CidError,
+    CidMismatchError,
+    cid_for_bytes,
+    parse_cid,
+    sha256_multihash,
+    to_v0,
+)
 from rlhf_ledger.anchoring.content_store import ContentNotFoundError, ContentStore, LocalContentStore
 
 

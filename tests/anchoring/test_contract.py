@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from eth_utils import keccak
 
-from tests.anchoring.simlog import SimLog, synthetic_consistency
 from rlhf_ledger.anchoring.chain import ARTIFACT_PATH, ChainClient, ContractRevert, load_artifact, log_id_for_origin
 from rlhf_ledger.anchoring.devchain import ANVIL_BIN, REPO_ROOT
+from tests.anchoring.simlog import SimLog, synthetic_consistency
 
 pytestmark = pytest.mark.anvil
 

@@ -10,10 +10,17 @@ import pytest
 import rlp
 from eth_utils import keccak
 
-from tests.anchoring.simlog import LOG_KEY, registered
 from rlhf_ledger.anchoring.chain import ChainClient, log_id_for_origin
 from rlhf_ledger.anchoring.devchain import Anvil
-from rlhf_ledger.anchoring.evidence import EvidenceError, build_evidence, build_receipt_trie, trie_proof, verify_evidence, verify_mpt_proof
+from rlhf_ledger.anchoring.evidence import (
+    EvidenceError,
+    build_evidence,
+    build_receipt_trie,
+    trie_proof,
+    verify_evidence,
+    verify_mpt_proof,
+)
+from tests.anchoring.simlog import LOG_KEY, registered
 
 pytestmark = pytest.mark.anvil
 

@@ -16,7 +16,17 @@ import rlp
 from eth_utils import keccak, to_checksum_address
 
 from rlhf_ledger.anchoring.chain import ChainClient, ChainError, RPCError
-from rlhf_ledger.anchoring.evidence import ANCHORED_TOPIC, EvidenceError, build_evidence, build_receipt_trie, header_rlp, receipt_rlp, trie_proof, verify_evidence, verify_mpt_proof
+from rlhf_ledger.anchoring.evidence import (
+    ANCHORED_TOPIC,
+    EvidenceError,
+    build_evidence,
+    build_receipt_trie,
+    header_rlp,
+    receipt_rlp,
+    trie_proof,
+    verify_evidence,
+    verify_mpt_proof,
+)
 from rlhf_verifier import evidence as vev
 from rlhf_verifier.mpt import verify_proof
 

@@ -10,12 +10,18 @@ import pytest
 
 from rlhf_ledger.anchoring.cid import cid_for_bytes
 from rlhf_ledger.anchoring.content_store import LocalContentStore
-from rlhf_ledger.anchoring.manifest import ManifestError, build_manifest, encode_manifest, manifest_cid, root_from_range, verify_manifest
+from rlhf_ledger.anchoring.manifest import (
+    ManifestError,
+    build_manifest,
+    encode_manifest,
+    manifest_cid,
+    root_from_range,
+    verify_manifest,
+)
 from rlhf_ledger.core import merkle
 from rlhf_ledger.core.errors import LedgerError, ProofError
 from rlhf_ledger.core.events import commit_fields
 from rlhf_ledger.core.jcs import canonicalize
-
 from tests.anchoring.fixtures import LOG, ledger, producer  # noqa: E402,F401  (shared fixtures)
 
 

@@ -12,12 +12,12 @@ from click.testing import CliRunner
 
 from rlhf_ledger.anchoring import worker as worker_mod
 from rlhf_ledger.anchoring.chain import ChainClient
-from rlhf_ledger.cli.anchor import anchor_command, anchors_command
 from rlhf_ledger.anchoring.content_store import LocalContentStore
 from rlhf_ledger.anchoring.evidence import EvidenceError, verify_evidence
 from rlhf_ledger.anchoring.worker import AnchorWorker
-from rlhf_ledger.store.anchors import RetryRefused
+from rlhf_ledger.cli.anchor import anchor_command, anchors_command
 from rlhf_ledger.store import db
+from rlhf_ledger.store.anchors import RetryRefused
 from rlhf_ledger.store.ledger import Ledger
 from tests.anchoring.conftest import FAST_RETRY
 from tests.ledger.helpers import Producer

@@ -58,7 +58,7 @@ class WriteLockHolder:
             self.error = e
             self.locked.set()
 
-    def __enter__(self) -> "WriteLockHolder":
+    def __enter__(self) -> WriteLockHolder:
         self.thread.start()
         assert self.locked.wait(30) and self.error is None, self.error
         return self

@@ -9,10 +9,10 @@ import time
 
 import sqlalchemy as sa
 
-from rlhf_ledger.store import db
 from rlhf_ledger.core import merkle
 from rlhf_ledger.core.events import commit_fields, leaf_hash, make_event, sign_event
 from rlhf_ledger.core.jcs import canonicalize
+from rlhf_ledger.store import db
 from rlhf_ledger.store.ledger import Ledger, audit
 
 from .conftest import Producer

@@ -70,7 +70,7 @@ class Cluster:
             "recovery_init_sync_method": "syncfs"}
 
     @classmethod
-    def create(cls, prefix: str, settings: dict[str, str] | None = None) -> "Cluster":
+    def create(cls, prefix: str, settings: dict[str, str] | None = None) -> Cluster:
         c = cls(f"{prefix}_{uuid.uuid4().hex[:8]}", free_port())
         _run("pg_createcluster", c.version, c.name, "-p", str(c.port), "--", "--auth=trust", "--no-sync")
         c.configure({**cls.BASE, **(settings or {})})
@@ -123,7 +123,7 @@ class Cluster:
         finally:
             eng.dispose()
 
-    def replica(self, prefix: str, *, application_name: str) -> "Cluster":
+    def replica(self, prefix: str, *, application_name: str) -> Cluster:
         """A streaming replica of this cluster, started: pg_basebackup -R into a new data
         directory, which pg_createcluster then registers as a Debian cluster of its own (given
         an existing data directory it moves the configuration files found there to

@@ -52,7 +52,7 @@ class Service:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_alive(self) -> "Service":
+    def wait_alive(self) -> Service:
         wait_ready(self.proc, self.url, self.log_path, "rlhf-ledger serve", probe="/healthz")
         return self
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from rlhf_ledger.core import merkle
 from rlhf_ledger.cli.main import main as cli
+from rlhf_ledger.core import merkle
 from rlhf_ledger.store.fork_guard import SigningRefused
 from rlhf_ledger.store.ledger import Ledger, audit
 from tests.ledger.helpers import Producer

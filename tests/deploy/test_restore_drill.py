@@ -24,10 +24,10 @@ from rlhf_ledger.anchoring.chain import ChainClient, log_id_for_origin
 from rlhf_ledger.anchoring.content_store import LocalContentStore
 from rlhf_ledger.anchoring.evidence import ANCHORED_TOPIC, decode_anchored_data
 from rlhf_ledger.anchoring.worker import AnchorWorker
-from rlhf_ledger.api.tokens import create_token
 from rlhf_ledger.api.audit import ensure_audit_log
-from rlhf_ledger.store import db
+from rlhf_ledger.api.tokens import create_token
 from rlhf_ledger.cli.main import main as cli
+from rlhf_ledger.store import db
 from rlhf_ledger.store.ledger import Ledger, audit
 from tests.anchoring.conftest import FAST_RETRY, anvil, owner  # noqa: F401  (session anvil, fresh contract)
 from tests.conftest import PG_ADMIN_URL

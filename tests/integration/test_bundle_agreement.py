@@ -12,8 +12,8 @@ import pytest
 from rlhf_ledger.anchoring.chain import ChainClient
 from rlhf_ledger.anchoring.content_store import LocalContentStore
 from rlhf_ledger.anchoring.worker import AnchorWorker
-from rlhf_ledger.export.bundle import Scope, export_bundle
 from rlhf_ledger.core.events import commit_fields
+from rlhf_ledger.export.bundle import Scope, export_bundle
 from rlhf_ledger.store.ledger import Ledger
 from tests.anchoring.conftest import FAST_RETRY
 from tests.ledger.helpers import Producer

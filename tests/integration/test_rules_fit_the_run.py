@@ -22,8 +22,8 @@ import pytest
 from rlhf_ledger.anchoring.chain import ChainClient
 from rlhf_ledger.anchoring.content_store import LocalContentStore
 from rlhf_ledger.anchoring.worker import AnchorWorker
-from rlhf_ledger.export.bundle import Scope, export_bundle
 from rlhf_ledger.core.keys import Signer
+from rlhf_ledger.export.bundle import Scope, export_bundle
 from rlhf_ledger.sdk import DatasetManifest, LocalSink, Run, weights_digest
 from rlhf_ledger.store.ledger import Ledger
 from tests.anchoring.conftest import FAST_RETRY

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 
-from rlhf_ledger.store.ledger import Ledger, audit
 from rlhf_ledger.core.keys import Signer
+from rlhf_ledger.store.ledger import Ledger, audit
 
 WRITERS = 4
 BATCHES = 8

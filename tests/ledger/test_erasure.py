@@ -11,12 +11,12 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from rlhf_ledger.store import db
 from rlhf_ledger.core import merkle
 from rlhf_ledger.core.errors import EventError, NotFoundError
 from rlhf_ledger.core.events import commit_fields
-from rlhf_ledger.store.payloads import PayloadCrypto, PayloadError
+from rlhf_ledger.store import db
 from rlhf_ledger.store.ledger import BatchRejected, Ledger, audit
+from rlhf_ledger.store.payloads import PayloadCrypto, PayloadError
 from tests.ledger.helpers import Producer
 
 ALICE = "anp:" + "a1" * 32

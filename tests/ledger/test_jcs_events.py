@@ -12,7 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rlhf_ledger.core.errors import CanonicalError, EventError
-from rlhf_ledger.core.events import check_openings, commit_fields, commit_value, make_event, parse_envelope, sign_event, validate_event
+from rlhf_ledger.core.events import (
+    check_openings,
+    commit_fields,
+    commit_value,
+    make_event,
+    parse_envelope,
+    sign_event,
+    validate_event,
+)
 from rlhf_ledger.core.jcs import canonicalize
 from rlhf_ledger.core.keys import Signer, key_id
 

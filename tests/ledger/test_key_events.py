@@ -10,10 +10,10 @@ import json
 import pytest
 
 from rlhf_ledger.core import key_events as kev
+from rlhf_ledger.core.errors import RevokedKeyError
 from rlhf_ledger.core.events import make_event, sign_event
 from rlhf_ledger.core.keys import verify
 from rlhf_ledger.store.ledger import BatchRejected, audit
-from rlhf_ledger.core.errors import RevokedKeyError
 from tests.ledger.helpers import Producer
 
 

@@ -7,7 +7,25 @@ import hashlib
 import pytest
 
 from rlhf_ledger.core.errors import ProofError
-from rlhf_ledger.core.merkle import EMPTY_ROOT, InMemoryTree, MemoryNodeStore, MissingNodeError, append_many, append_nodes, check_consistency, check_inclusion, consistency_proof, inclusion_proof, leaf_hash, node_hash, perfect_subtrees, root, root_from_leaf_hashes, verify_consistency, verify_inclusion
+from rlhf_ledger.core.merkle import (
+    EMPTY_ROOT,
+    InMemoryTree,
+    MemoryNodeStore,
+    MissingNodeError,
+    append_many,
+    append_nodes,
+    check_consistency,
+    check_inclusion,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    node_hash,
+    perfect_subtrees,
+    root,
+    root_from_leaf_hashes,
+    verify_consistency,
+    verify_inclusion,
+)
 
 # Known-answer vectors from transparency-dev/merkle, proof/verify_test.go (the same tree and
 # proofs as google/certificate-transparency's merkle_tree_test.cc): the 8 CT test leaves, the

@@ -15,7 +15,17 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from rlhf_ledger.core.merkle import InMemoryTree, MemoryNodeStore, append_many, append_nodes, leaf_hash, root, root_from_leaf_hashes, verify_consistency, verify_inclusion
+from rlhf_ledger.core.merkle import (
+    InMemoryTree,
+    MemoryNodeStore,
+    append_many,
+    append_nodes,
+    leaf_hash,
+    root,
+    root_from_leaf_hashes,
+    verify_consistency,
+    verify_inclusion,
+)
 
 MAX = 3000
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -9,10 +9,10 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from rlhf_ledger.store import db
-from rlhf_ledger.store.migrate import alembic_config
 from rlhf_ledger.core.errors import NotFoundError
+from rlhf_ledger.store import db
 from rlhf_ledger.store.ledger import BatchRejected, audit
+from rlhf_ledger.store.migrate import alembic_config
 from tests.ledger.helpers import Producer
 
 

@@ -11,8 +11,8 @@ from rlhf_ledger.core import merkle
 from rlhf_ledger.core.errors import ProofError
 from rlhf_ledger.core.jcs import canonicalize
 from rlhf_ledger.core.run_index import parse_and_verify_note, record_leaf
-from rlhf_ledger.store.run_index import run_index, run_membership
 from rlhf_ledger.store.ledger import BatchRejected
+from rlhf_ledger.store.run_index import run_index, run_membership
 from tests.ledger.helpers import Producer
 
 
@@ -94,8 +94,9 @@ def test_incremental_index_equals_a_fresh_computation(log, backend):
     mid = run_index(log, "default", 20)
     fresh = Ledger.open(*backend)
     try:
-        from rlhf_ledger.store import db
         import sqlalchemy as sa
+
+        from rlhf_ledger.store import db
 
         with fresh.engine.begin() as c:
             c.execute(sa.delete(db.run_indexes))

@@ -9,11 +9,11 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from rlhf_ledger.store import db
 from rlhf_ledger.core import merkle
 from rlhf_ledger.core.checkpoints import parse_and_verify
 from rlhf_ledger.core.errors import LedgerError, NotFoundError
 from rlhf_ledger.core.events import MAX_EVENT_BYTES, commit_fields, leaf_hash
+from rlhf_ledger.store import db
 from rlhf_ledger.store.ledger import BatchRejected, audit
 from tests.ledger.helpers import Producer
 
@@ -295,8 +295,8 @@ def test_key_rotation_keeps_old_events_verifiable(log, producer):
     keys = {p["key_id"]: p for p in log.producers("default")}
     assert keys[producer.signer.key_id]["status"] == "revoked"
     entry = json.loads(log.get_entry("default", res[0].index).entry)
-    from rlhf_ledger.core.keys import verify
     from rlhf_ledger.core.jcs import canonicalize
+    from rlhf_ledger.core.keys import verify
 
     pk = base64.b64decode(keys[producer.signer.key_id]["public_key"])
     assert verify(pk, canonicalize(entry["event"]), base64.b64decode(entry["sig"]))

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import EmulatedLedgerApiForTests, RecordingAppendForTests, check_chains
 from rlhf_ledger.core.keys import Signer
 from rlhf_ledger.sdk import HttpSink, LocalSink, PermanentDeliveryError, Run
 from rlhf_ledger.sdk.spool import Journal
+
+from .helpers import EmulatedLedgerApiForTests, RecordingAppendForTests, check_chains
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -19,10 +19,11 @@ from safetensors.torch import load_file  # noqa: E402
 from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
 
-from .helpers import RecordingAppendForTests, check_chains  # noqa: E402
 from rlhf_ledger.core.keys import Signer  # noqa: E402
 from rlhf_ledger.sdk import DatasetManifest, LocalSink, Run, weights_digest  # noqa: E402
 from rlhf_ledger.sdk.hf_callback import LedgerCallback  # noqa: E402
+
+from .helpers import RecordingAppendForTests, check_chains  # noqa: E402
 
 
 def tiny_tokenizer():

@@ -16,11 +16,12 @@ import pytest
 torch = pytest.importorskip("torch")
 trl = pytest.importorskip("trl")
 
-from . import hf_jobs  # noqa: E402
-from .helpers import RecordingAppendForTests, check_chains  # noqa: E402
 from rlhf_ledger.core.keys import Signer  # noqa: E402
 from rlhf_ledger.sdk import DatasetManifest, LocalSink, Run, weights_digest  # noqa: E402
 from rlhf_ledger.sdk.hf_callback import LedgerCallback  # noqa: E402
+
+from . import hf_jobs  # noqa: E402
+from .helpers import RecordingAppendForTests, check_chains  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 DS = DatasetManifest("prefs", "toy prefs", "generated in test", "CC0-1.0", "sha256:" + "2" * 64, 100, 16)

@@ -6,10 +6,21 @@ from __future__ import annotations
 
 import pytest
 
-from .helpers import EmulatedLedgerApiForTests, RecordingAppendForTests, check_chains
 from rlhf_ledger.core.errors import EventError
 from rlhf_ledger.core.keys import Signer
-from rlhf_ledger.sdk import ChainConflictError, DeliveryAuthError, HttpSink, LocalSink, RankRecorder, Run, RunEndedDeliveryError, RunEndedError, SpoolLockedError
+from rlhf_ledger.sdk import (
+    ChainConflictError,
+    DeliveryAuthError,
+    HttpSink,
+    LocalSink,
+    RankRecorder,
+    Run,
+    RunEndedDeliveryError,
+    RunEndedError,
+    SpoolLockedError,
+)
+
+from .helpers import EmulatedLedgerApiForTests, RecordingAppendForTests, check_chains
 
 BASE = {"name": "m", "weights_digest": "sha256:" + "0" * 64}
 

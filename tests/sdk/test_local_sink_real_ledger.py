@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from .helpers import check_chains, tiny_model
 from rlhf_ledger.core.keys import Signer
 from rlhf_ledger.sdk import DatasetManifest, LocalSink, PermanentDeliveryError, Run, weights_digest
+
+from .helpers import check_chains, tiny_model
 
 store = pytest.importorskip("rlhf_ledger.store.ledger")
 

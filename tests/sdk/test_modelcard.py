@@ -9,10 +9,11 @@ import pytest
 import torch
 import yaml
 
-from .helpers import RecordingAppendForTests, tiny_model
 from rlhf_ledger.core.keys import Signer
 from rlhf_ledger.sdk import LocalSink, Run, weights_digest
 from rlhf_ledger.sdk.modelcard import model_card, model_card_for_run
+
+from .helpers import RecordingAppendForTests, tiny_model
 
 VKEY = "rlhf-ledger.example/log-a+1a2b3c4d+AXk1mNp0cX2dW4rTq1b0J5m9o0QeS3R1rVn6aL0qN5xF"
 ANCHORS = [

@@ -8,10 +8,11 @@ import dp_accounting
 import pytest
 from dp_accounting import rdp
 
-from .helpers import RecordingAppendForTests
 from rlhf_ledger.core.keys import Signer
 from rlhf_ledger.sdk import LocalSink, PrivacyAccountant, PrivacyBudgetExceeded, Run
 from rlhf_ledger.sdk.privacy import Spend, replay_epsilon
+
+from .helpers import RecordingAppendForTests
 
 
 def direct_epsilon(parts, delta):

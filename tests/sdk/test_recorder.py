@@ -8,11 +8,12 @@ import math
 import pytest
 import torch
 
-from .helpers import RecordingAppendForTests, check_chains, tiny_model
 from rlhf_ledger.core.errors import EventError
 from rlhf_ledger.core.events import check_openings, parse_envelope
 from rlhf_ledger.core.keys import Signer
 from rlhf_ledger.sdk import DatasetManifest, LocalSink, Run, pseudonym, weights_digest
+
+from .helpers import RecordingAppendForTests, check_chains, tiny_model
 
 PKEY = b"team-pseudonym-key-0123456789abcdef"
 

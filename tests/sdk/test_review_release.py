@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from .helpers import RecordingAppendForTests, tiny_model
 from rlhf_ledger.core.keys import Signer
 from rlhf_ledger.sdk import LocalSink, Run, pseudonym, weights_digest
+
+from .helpers import RecordingAppendForTests, tiny_model
 
 PKEY = b"team-pseudonym-key-0123456789abcdef"
 

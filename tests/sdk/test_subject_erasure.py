@@ -8,10 +8,10 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from rlhf_ledger.store import db
 from rlhf_ledger.core.errors import EventError
 from rlhf_ledger.core.keys import Signer
 from rlhf_ledger.sdk import LocalSink, Run, pseudonym
+from rlhf_ledger.store import db
 
 KEY = b"team-pseudonym-key-0123456789"
 

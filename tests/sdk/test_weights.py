@@ -8,9 +8,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from .helpers import tiny_model
 from rlhf_ledger.core.jcs import canonicalize
 from rlhf_ledger.sdk.weights import diff_tensors, file_digest, file_manifest, mth, weights_digest
+
+from .helpers import tiny_model
 
 
 def test_deterministic_and_independent_of_insertion_order_and_layout():

@@ -88,8 +88,8 @@ def main() -> None:
         dist.destroy_process_group()
         return
 
-    from tests.sdk import hf_jobs
     from rlhf_ledger.sdk.hf_callback import LedgerCallback
+    from tests.sdk import hf_jobs
 
     t0 = time.time()
     rec = run.rank_recorder(rank_signer)

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..helpers import wait_ready
 from ..conftest import PASSPHRASE, ROOT, Producer, Server, create_pg_database, drop_pg_database, free_port, pg_available
+from ..helpers import wait_ready
 
 
 def start_serve(data_dir: Path, database_url: str | None = None, *, env: dict | None = None, args: list[str] | None = None,

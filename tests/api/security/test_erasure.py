@@ -11,8 +11,8 @@ import pytest
 
 from rlhf_ledger.core.events import commit_fields, make_event, sign_event
 from rlhf_ledger.core.keys import Signer, read_secret_file
-from rlhf_ledger.store.payloads import PayloadError
 from rlhf_ledger.store.ledger import Ledger
+from rlhf_ledger.store.payloads import PayloadError
 
 from ..conftest import PASSPHRASE, create_pg_database, drop_pg_database, pg_available
 
@@ -155,8 +155,8 @@ def test_postgres_erasure_waits_for_older_snapshots(tmp_path):
 
     import psycopg
 
-    from rlhf_ledger.store import db
     from rlhf_ledger.core.errors import LedgerError
+    from rlhf_ledger.store import db
 
     if not pg_available():
         pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable")

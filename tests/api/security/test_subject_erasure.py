@@ -18,11 +18,11 @@ import sqlalchemy as sa
 from nacl.bindings import crypto_aead_chacha20poly1305_ietf_decrypt as aead_open
 from nacl.exceptions import CryptoError
 
-from rlhf_ledger.store import db
 from rlhf_ledger.core.events import commit_fields
 from rlhf_ledger.core.keys import read_secret_file
-from rlhf_ledger.store.payloads import opening_key
+from rlhf_ledger.store import db
 from rlhf_ledger.store.ledger import Ledger
+from rlhf_ledger.store.payloads import opening_key
 from tests.ledger.helpers import Producer
 
 from ..conftest import PASSPHRASE, create_pg_database, drop_pg_database, pg_available

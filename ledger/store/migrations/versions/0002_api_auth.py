@@ -6,9 +6,8 @@ Revises: 0001
 Denials are not stored here: they are appended as signed events to the `audit` log (docs/api.md).
 The table objects used for queries live in api/schema.py (own MetaData, created only here).
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = "0002"
 down_revision = "0001"

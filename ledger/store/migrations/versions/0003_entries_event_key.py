@@ -9,9 +9,8 @@ Lookups by event id now use the non-unique (log_id, event_key) index, event_key 
 first 8 bytes as a signed integer (ledger.db.event_key). The id stays unique per log: it is the
 hash of the event, whose run, producer and seq are unique by uq_entries_seq (docs/storage.md).
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = "0003"
 down_revision = "0002"

@@ -10,9 +10,8 @@ run's leaves, each producer's last seq and event hash, ended) and the compact ra
 extend it; `run_indexes` holds the signed run-index note per tree size. Existing logs are
 backfilled for ended_runs; run records are computed on demand from entries.
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = "0004"
 down_revision = "0003"

@@ -13,9 +13,8 @@ and upgraded again) fill the columns here, from the entries of the run `rlhf-led
 """
 import json
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = "0005"
 down_revision = "0004"

@@ -11,9 +11,8 @@ decrypting anything; `erasures` caches the log's `erasure` events (run `rlhf-led
 `payloads.members` lists the body members an entry has openings for; rows written before this
 revision keep NULL (their sealed document is the v1 one, storage.md).
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = "0006"
 down_revision = "0005"
