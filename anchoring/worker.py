@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,6 +102,7 @@ class AnchorWorker:
         logs_from_block: int = 0,
         reorg_window: int = 4096,
         finality_tag: str | None = None,
+        inclusion_wait: float = 2.0,
     ) -> None:
         if confirmations != FINALIZED_MODE and not (isinstance(confirmations, int) and not isinstance(
                 confirmations, bool) and confirmations >= 1):
@@ -123,6 +125,10 @@ class AnchorWorker:
         self.issue_checkpoints = issue_checkpoints
         self.logs_from_block = logs_from_block
         self.reorg_window = reorg_window  # without a finalized tag, stop re-checking rows this deep
+        # A node that mines on submission (anvil, Hardhat automine) does so asynchronously: a
+        # receipt may lag the send by a few ms. Waiting briefly lets one pass show the inclusion.
+        self.inclusion_wait = inclusion_wait
+        self._sent: list[str] = []
         self.lease = ledger.lease(f"anchor:{log_id}", holder=holder, ttl=lease_ttl)
         if ledger.fork_guard is not None:  # the chain's anchored root also guards signing (fork_witness.py)
             from rlhf_ledger.anchoring.fork_witness import ChainWitness
@@ -153,6 +159,7 @@ class AnchorWorker:
                 self._start_or_resume()
             else:  # the database is behind or forked: anchor nothing new (ledger/fork_guard.py)
                 result.errors.append(why)
+            self._await_inclusion()
             self._progress()  # a node that mines at once (automine) shows inclusion in the same pass
         except (ChainUnavailable, ContentStoreUnavailable) as e:
             result.unavailable = self._describe_unavailable(e)
@@ -165,6 +172,14 @@ class AnchorWorker:
             log.info("anchoring %s resumed: %s is reachable again", self.log_id, self._unavailable.split(" ")[0])
             self._unavailable = None
         return result
+
+    def _await_inclusion(self) -> None:
+        """Poll (at most `inclusion_wait` seconds) for receipts of what this pass sent."""
+        sent, self._sent = self._sent, []
+        deadline = time.monotonic() + self.inclusion_wait
+        for tx_hash in sent:
+            while self.chain.receipt(tx_hash) is None and time.monotonic() < deadline:
+                time.sleep(0.02)
 
     def watch(self, interval: float = 5.0, *, stop: threading.Event | None = None,
               max_backoff: float = 300.0, passes: int | None = None) -> None:
@@ -241,12 +256,13 @@ class AnchorWorker:
         rows = self._rows((SUBMITTED, INCLUDED, CONFIRMED))
         if not rows:
             return
+        rows = [self._check_submitted(row) if row.status == SUBMITTED else row for row in rows]
+        # The head is read after the receipts: a node that mines asynchronously can show a receipt
+        # in a block newer than a head read before it, which would count as depth 0.
         head = self.chain.block_number("latest")
         assert head is not None
         finalized = self.chain.block_number(self.finality_tag)
         for row in rows:
-            if row.status == SUBMITTED:
-                row = self._check_submitted(row)
             if row.status in ON_CHAIN:
                 self._check_on_chain(row, head, finalized)
 
@@ -410,6 +426,8 @@ class AnchorWorker:
                 return
         self._update(row, status=SUBMITTED, error=None)
         self._result.submitted.append(row.checkpoint_size)
+        if row.tx_hash is not None:
+            self._sent.append(row.tx_hash)
 
     def _sign_anchor(self, checkpoint: Checkpoint, cid: str) -> tuple[str, str, int]:
         """Sign anchor(logId, size, root, cid, proof) locally; gas estimation surfaces reverts first.

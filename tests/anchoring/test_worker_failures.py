@@ -220,3 +220,52 @@ def test_stored_anchor_errors_carry_no_rpc_credential(anvil, owner, ledger, prod
     stored = ledger.anchors.for_log(LOG)[0].error
     assert "hunter2secret" not in stored and "0123456789abcdef0123456789abcdef" not in stored
     assert "127.0.0.1" in stored and "refused: boom" in stored
+
+
+
+def _settled_first_anchor(anvil, owner, ledger, producer, store, **kw) -> AnchorWorker:
+    """A worker whose log key is registered and first checkpoint anchored (automine), so that
+    the next pass sends exactly one transaction: the anchor."""
+    w = AnchorWorker(ledger, client(anvil, owner.contract_address), store, LOG, confirmations=1, **kw)
+    add(ledger, producer, 2)
+    w.run_once()
+    assert [r.status for r in ledger.anchors.for_log(LOG)] == ["confirmed"]
+    return w
+
+
+def test_a_receipt_that_lags_the_send_is_seen_in_the_same_pass(anvil, owner, ledger, producer, store):
+    """anvil and Hardhat mine on submission but asynchronously: the block comes a moment after the
+    send. One pass waits (at most `inclusion_wait`) and records the inclusion, and reads the head
+    after the receipt, so the row is not left at depth 0."""
+    import threading
+
+    w = _settled_first_anchor(anvil, owner, ledger, producer, store)
+    add(ledger, producer, 3)
+    anvil.set_automine(False)
+    timer = threading.Timer(0.3, lambda: anvil.mine(1))
+    try:
+        timer.start()
+        w.run_once()
+    finally:
+        timer.join()
+        anvil.set_automine(True)
+    assert [r.status for r in ledger.anchors.for_log(LOG)] == ["confirmed", "confirmed"]
+
+
+def test_inclusion_wait_is_bounded(anvil, owner, ledger, producer, store):
+    """A chain that does not mine on submission: the pass stops waiting after `inclusion_wait`."""
+    import time
+
+    w = _settled_first_anchor(anvil, owner, ledger, producer, store, inclusion_wait=0.2)
+    add(ledger, producer, 3)
+    anvil.set_automine(False)
+    try:
+        t0 = time.monotonic()
+        w.run_once()
+        assert time.monotonic() - t0 < 5
+        assert [r.status for r in ledger.anchors.for_log(LOG)] == ["confirmed", "submitted"]
+        anvil.mine(1)
+    finally:
+        anvil.set_automine(True)
+    w.run_once()
+    assert [r.status for r in ledger.anchors.for_log(LOG)] == ["confirmed", "confirmed"]
