@@ -184,7 +184,7 @@ class ChainClient:
         if self._active not in self._verified_chain and self._chain_id is not None:
             try:
                 answer = self.w3.provider.make_request("eth_chainId", [])  # type: ignore[arg-type]
-            except Exception:  # noqa: BLE001 - this endpoint may be down too; the retry loop decides
+            except Exception:  # this endpoint may be down too; the retry loop decides
                 return
             other = answer.get("result") if isinstance(answer, dict) else None
             try:
@@ -225,7 +225,7 @@ class ChainClient:
         for attempt in range(max(policy.attempts, len(self._w3s))):
             try:
                 return fn()
-            except Exception as exc:  # noqa: BLE001 - classified right below
+            except Exception as exc:  # classified right below
                 if not is_transient(exc):
                     raise
                 if attempt >= max(policy.attempts, len(self._w3s)) - 1:
@@ -440,7 +440,7 @@ class ChainClient:
         tx.update(self.fee_fields())
         del tx["from"]
         with self._lock:
-            for attempt in range(3):
+            for _attempt in range(3):
                 if self._nonce is None:
                     self._nonce = self._pending_nonce()
                 tx["nonce"] = self._nonce

@@ -423,7 +423,7 @@ class AnchorWorker:
                                            cid, proof)._encode_transaction_data()
         tx: dict[str, Any] = {"from": c.address, "to": c.contract_address, "data": data, "value": 0,
                               "chainId": c.chain_id}
-        gas = c._estimate_gas(tx, "anchor")  # noqa: SLF001 - same package; decodes custom errors
+        gas = c._estimate_gas(tx, "anchor")  # same package; decodes custom errors
         tx["gas"] = int(gas * c.gas_margin)
         tx.update(c.fee_fields())  # type 2 (EIP-1559) or type 0 (legacy gasPrice), chain.py
         # The node's pending count: only the lease holder sends with this key for this log, and a

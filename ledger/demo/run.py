@@ -93,7 +93,7 @@ class BackgroundAnchoring:
     def pass_once(self) -> None:
         try:
             res = self.worker.run_once()
-        except Exception as e:  # noqa: BLE001 - keep anchoring; the final settle step reports what is still missing
+        except Exception as e:  # keep anchoring; the final settle step reports what is still missing
             res = None
             line = f"pass failed: {type(e).__name__}: {e}"
             if line not in self.errors:

@@ -588,7 +588,7 @@ class Run(_Recorder):
         status = "aborted" if issubclass(exc_type, KeyboardInterrupt) else "failed"
         try:
             self.end(status)
-        except Exception as e:  # noqa: BLE001 - never hide the training error behind a delivery error
+        except Exception as e:  # never hide the training error behind a delivery error
             print(f"rlhf-ledger: run.end recorded in the spool but not delivered: {e}", file=sys.stderr)
 
     def rank_recorder(self, signer: Signer, *, sink: Sink | None = None, **kwargs: Any) -> RankRecorder:
@@ -697,7 +697,7 @@ class RankRecorder(_Recorder):
             return
         try:
             self.close()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             print(f"rlhf-ledger: rank {self.rank_info.rank} events kept in the spool, not delivered: {e}", file=sys.stderr)
 
 

@@ -228,7 +228,7 @@ class LocalSink:
                 i, e = errs[0]
             raise refusal(f"{e.code}: {e.message}", where=e.where, code=e.code,
                           problem={"code": e.code, "detail": e.message, "where": e.where}) from None
-        except Exception as e:  # noqa: BLE001 - anything else is an outage, retried with backoff
+        except Exception as e:  # anything else is an outage, retried with backoff
             raise TransientDeliveryError(f"{type(e).__name__}: {e}", where="LocalSink.append") from None
         if len(results) != len(envelopes):
             raise PermanentDeliveryError(f"ledger acknowledged {len(results)} of {len(envelopes)} events", where="LocalSink.append")

@@ -236,7 +236,7 @@ class Journal:
         types: set[str] = set(acked_types)
         expect: int | None = None
         segs = self.segments()
-        for i, (first, path) in enumerate(segs):
+        for i, (_first, path) in enumerate(segs):
             data = path.read_bytes()
             lines = data.split(b"\n")
             tail = lines.pop()  # b"" when the file ends with a newline

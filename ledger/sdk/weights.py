@@ -121,7 +121,7 @@ class WeightsDigest:
         return {
             "format": WEIGHTS_DIGEST_VERSION,
             "weights_digest": self.digest,
-            "tensors": [{"name": n, "leaf_hash": l.hex()} for n, l in zip(self.names, self.leaves)],
+            "tensors": [{"name": n, "leaf_hash": leaf.hex()} for n, leaf in zip(self.names, self.leaves, strict=True)],
         }
 
 
@@ -171,7 +171,7 @@ def diff_tensors(a: WeightsDigest | Any, b: WeightsDigest | Any) -> list[str]:
     """Names whose tensors differ (changed, added or removed), sorted."""
     da = a if isinstance(a, WeightsDigest) else weights_digest(a)
     db = b if isinstance(b, WeightsDigest) else weights_digest(b)
-    la, lb = dict(zip(da.names, da.leaves)), dict(zip(db.names, db.leaves))
+    la, lb = dict(zip(da.names, da.leaves, strict=True)), dict(zip(db.names, db.leaves, strict=True))
     return sorted(n for n in set(la) | set(lb) if la.get(n) != lb.get(n))
 
 

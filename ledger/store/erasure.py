@@ -140,7 +140,7 @@ def _previous(conn: Connection, kind: str, target: str) -> list[tuple[str, int]]
         sa.select(e.log_id, e.idx).where(e.kind == kind, e.target == target).order_by(e.log_id, e.idx))]
 
 
-def _with_retries(fn):  # noqa: ANN001, ANN202
+def _with_retries(fn):
     for attempt in range(5):
         try:
             return fn()
