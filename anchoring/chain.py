@@ -37,6 +37,7 @@ from eth_abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 from web3 import HTTPProvider, Web3
+from web3.contract import Contract
 from web3.exceptions import ProviderConnectionError, RequestTimedOut, TooManyRequests
 
 from rlhf_ledger.anchoring.keystore import account_from_private_key
@@ -214,7 +215,7 @@ class ChainClient:
         return self._chain_id
 
     @property
-    def contract(self):  # type: ignore[no-untyped-def]
+    def contract(self) -> Contract:
         if self.contract_address is None:
             raise ChainError("no contract address: deploy() first or pass contract_address", where=self.rpc_url)
         return self.w3.eth.contract(address=self.contract_address, abi=self.artifact["abi"])

@@ -120,6 +120,7 @@ class DuplicateKeyError(EventError):
 
 class _Dup(dict):
     __slots__ = ("dup",)
+    dup: str  # the repeated name; _dup_of sets it before the object is seen anywhere
 
 
 def _dup_of(d: dict, pairs: list[tuple[str, Any]]) -> _Dup:

@@ -151,12 +151,12 @@ def iter_bundle_lines(
         proof = ledger.consistency_proof(log_id, a, b)
         yield emit({"kind": "consistency", "from": a, "to": b, "proof": [_b64(h) for h in proof]})
     for s in sizes:
-        row = anchors.get(s)
-        if row is None:
+        anchor = anchors.get(s)
+        if anchor is None:
             continue
-        rec: dict[str, Any] = {"kind": "anchor", "checkpoint_size": s, "cid": row.cid, "evidence": row.evidence}
-        if content_store is not None and row.cid:
-            rec["manifest"] = _b64(content_store.get(row.cid))
+        rec: dict[str, Any] = {"kind": "anchor", "checkpoint_size": s, "cid": anchor.cid, "evidence": anchor.evidence}
+        if content_store is not None and anchor.cid:
+            rec["manifest"] = _b64(content_store.get(anchor.cid))
         yield emit(rec)
 
     # The log's key events below the final checkpoint, complete by their run-index record: what

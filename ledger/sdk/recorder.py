@@ -174,7 +174,7 @@ class _Recorder:
         self.fsync = fsync
         self.exit_timeout = exit_timeout
         self.on_delivery_error = on_delivery_error
-        self._sender_opts = {"queue_size": queue_size, "backoff_base": backoff_base, "backoff_max": backoff_max}
+        self._queue_size, self._backoff_base, self._backoff_max = queue_size, backoff_base, backoff_max
         self._initial_model = model
         self._emit_lock = threading.Lock()
         self._ref_params: dict[str, Any] | None = None
@@ -195,7 +195,8 @@ class _Recorder:
                                    producer=self.signer.key_id, fsync=self.fsync)
             try:
                 self.sender = Sender(self.journal, self.signer, self.sink, log_id=self.log_id, run_id=self.run_id,
-                                     **self._sender_opts)
+                                     queue_size=self._queue_size, backoff_base=self._backoff_base,
+                                     backoff_max=self._backoff_max)
             except BaseException:
                 self.journal.close()
                 raise

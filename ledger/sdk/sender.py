@@ -25,6 +25,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 from rlhf_ledger.core.events import EVENT_VERSION, validate_event
 from rlhf_ledger.core.keys import Signer
@@ -69,7 +70,7 @@ class Sender:
         self.acked_seq = rec.acked_seq
         self.acks: list[Ack] = []  # every acknowledgement received by this process, in order
         self.error: DeliveryError | None = None
-        self.dead_letter_path = None
+        self.dead_letter_path: Path | None = None
         self.last_transient_error: str | None = None
         self.retries = 0
         self._stop = threading.Event()  # finish what is queued, then exit

@@ -74,7 +74,7 @@ def tensor_bytes(t: Any) -> memoryview:
     import numpy as np
 
     a = np.ascontiguousarray(t)
-    return memoryview(a.reshape(-1).view(np.uint8))
+    return a.reshape(-1).view(np.uint8).data  # ndarray.data: a memoryview of its bytes
 
 
 def _hash_leaf(name: str, t: Any) -> bytes:

@@ -94,6 +94,7 @@ def _drop_old_copies(ledger: Ledger) -> None:
         while True:
             with ledger.database.writer.connect() as conn:
                 raw = conn.connection.driver_connection
+                assert raw is not None  # a checked-out connection always holds its sqlite3 connection
                 busy, _, _ = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             if not busy:
                 return
