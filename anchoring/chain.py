@@ -468,11 +468,6 @@ class ChainClient:
                 return tx_hash
         raise ChainError(f"{what}: nonce kept being rejected after resync", where=self.rpc_url)
 
-    def reset_nonce(self) -> None:
-        """Forget the local nonce; the next send reads the node's pending count."""
-        with self._lock:
-            self._nonce = None
-
     def _pending_nonce(self) -> int:
         return _quantity(self.rpc("eth_getTransactionCount", [self.address, "pending"]),
                          "eth_getTransactionCount", "result", where=self.rpc_url)

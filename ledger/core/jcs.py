@@ -85,10 +85,6 @@ def canonicalize(value: Any) -> bytes:
         raise CanonicalError(f"value cannot be canonicalised with RFC 8785: {e}") from None
 
 
-def canonical_str(value: Any) -> str:
-    return canonicalize(value).decode("utf-8")
-
-
 def canonicalize_event(event: dict) -> bytes:
     """canonicalize() for an event whose top-level members already passed the schema checks.
 

@@ -40,7 +40,6 @@ RELEVANT = {
 }
 POLITE, FILLER, RUDE, GENERIC = ["please", "thanks"], ["um", "uh"], ["whatever", "dunno"], ["ok", "sure", "maybe", "now"]
 VOCAB = [w for t in TOPICS for w in RELEVANT[t]] + POLITE + FILLER + RUDE + GENERIC
-WORD = {w: i for i, w in enumerate(VOCAB)}
 V = len(VOCAB)
 RESPONSE_LEN = 6
 PROMPT_TEMPLATES = {"formal": "Could you kindly advise me about {t}?", "casual": "hey, {t} tips?"}

@@ -396,7 +396,3 @@ class Journal:
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)  # releases the flock
                 self._lock_fd = -1
-
-    @property
-    def closed(self) -> bool:
-        return self._lock_fd < 0

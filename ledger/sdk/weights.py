@@ -113,9 +113,6 @@ class WeightsDigest:
     def tensor_root(self) -> str:
         return DIGEST_PREFIX + self.root.hex()
 
-    def leaf_of(self, name: str) -> bytes:
-        return self.leaves[self.names.index(name)]
-
     def manifest(self) -> dict:
         """JSON form: every tensor's leaf hash, enough to point at a changed tensor later."""
         return {
