@@ -37,6 +37,7 @@ from eth_abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 from web3 import HTTPProvider, Web3
+from web3.contract import Contract
 from web3.exceptions import ProviderConnectionError, RequestTimedOut, TooManyRequests
 
 from rlhf_ledger.anchoring.keystore import account_from_private_key
@@ -184,7 +185,7 @@ class ChainClient:
         if self._active not in self._verified_chain and self._chain_id is not None:
             try:
                 answer = self.w3.provider.make_request("eth_chainId", [])  # type: ignore[arg-type]
-            except Exception:  # noqa: BLE001 - this endpoint may be down too; the retry loop decides
+            except Exception:  # this endpoint may be down too; the retry loop decides
                 return
             other = answer.get("result") if isinstance(answer, dict) else None
             try:
@@ -214,7 +215,7 @@ class ChainClient:
         return self._chain_id
 
     @property
-    def contract(self):  # type: ignore[no-untyped-def]
+    def contract(self) -> Contract:
         if self.contract_address is None:
             raise ChainError("no contract address: deploy() first or pass contract_address", where=self.rpc_url)
         return self.w3.eth.contract(address=self.contract_address, abi=self.artifact["abi"])
@@ -225,7 +226,7 @@ class ChainClient:
         for attempt in range(max(policy.attempts, len(self._w3s))):
             try:
                 return fn()
-            except Exception as exc:  # noqa: BLE001 - classified right below
+            except Exception as exc:  # classified right below
                 if not is_transient(exc):
                     raise
                 if attempt >= max(policy.attempts, len(self._w3s)) - 1:
@@ -440,7 +441,7 @@ class ChainClient:
         tx.update(self.fee_fields())
         del tx["from"]
         with self._lock:
-            for attempt in range(3):
+            for _attempt in range(3):
                 if self._nonce is None:
                     self._nonce = self._pending_nonce()
                 tx["nonce"] = self._nonce
@@ -466,11 +467,6 @@ class ChainClient:
                 self._nonce += 1
                 return tx_hash
         raise ChainError(f"{what}: nonce kept being rejected after resync", where=self.rpc_url)
-
-    def reset_nonce(self) -> None:
-        """Forget the local nonce; the next send reads the node's pending count."""
-        with self._lock:
-            self._nonce = None
 
     def _pending_nonce(self) -> int:
         return _quantity(self.rpc("eth_getTransactionCount", [self.address, "pending"]),

@@ -29,6 +29,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ANVIL_PACKAGE = "@foundry-rs/anvil-linux-amd64"
@@ -229,7 +230,7 @@ class Anvil:
         self._drain = threading.Thread(target=self._drain_output, args=(stdout,), daemon=True)
         self._drain.start()
 
-    def _drain_output(self, stdout) -> None:  # type: ignore[no-untyped-def]
+    def _drain_output(self, stdout: IO[str]) -> None:
         try:
             for line in stdout:
                 self._tail.append(line.rstrip("\n"))
@@ -339,7 +340,7 @@ class HardhatNode(Anvil):
         self._drain = threading.Thread(target=self._drain_keys_out, args=(stdout,), daemon=True)
         self._drain.start()
 
-    def _drain_keys_out(self, stdout) -> None:  # type: ignore[no-untyped-def]
+    def _drain_keys_out(self, stdout: IO[str]) -> None:
         try:
             for line in stdout:
                 if "Private Key" not in line:

@@ -45,10 +45,6 @@ class ChainWitness:
             self._cache[origin] = (now, ref)
         return ref
 
-    def forget(self) -> None:
-        with self._lock:
-            self._cache.clear()
-
 
 def witness_from_env(*, ttl: float = 10.0) -> ChainWitness | None:
     """A read-only witness from RLHF_CHAIN_RPC and RLHF_ANCHOR_CONTRACT (None if either is unset).

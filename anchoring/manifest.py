@@ -169,7 +169,7 @@ def root_from_range(prefix: Sequence[bytes], start: int, leaves: Sequence[bytes]
     if len(sizes) != len(prefix):
         raise ManifestError(f"prefix has {len(prefix)} hashes, a tree of size {start} needs {len(sizes)}",
                             where="manifest.prefix")
-    stack: list[tuple[int, bytes]] = list(zip(sizes, prefix))
+    stack: list[tuple[int, bytes]] = list(zip(sizes, prefix, strict=True))
     for h in leaves:
         merkle.compact_push(stack, h)
     return merkle.compact_root(stack)

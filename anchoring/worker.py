@@ -32,7 +32,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from rlhf_ledger.anchoring.chain import (
     ChainClient,
@@ -57,6 +57,16 @@ from rlhf_ledger.core.checkpoints import Checkpoint
 from rlhf_ledger.core.errors import LedgerError, NotFoundError
 from rlhf_ledger.store.anchors import AnchorRecord
 from rlhf_ledger.store.ledger import Ledger
+
+V = TypeVar("V")
+
+
+def _known(value: V | None, row: AnchorRecord, column: str) -> V:
+    """A column the row's status guarantees (a submitted row has its tx_hash, an on-chain row its
+    block); a row without it was not written by this worker, so say which."""
+    if value is None:
+        raise LedgerError(f"anchor record {row.id} is {row.status} but has no {column}", where=f"anchors.{column}")
+    return value
 
 log = logging.getLogger(__name__)
 
@@ -267,22 +277,23 @@ class AnchorWorker:
                 self._check_on_chain(row, head, finalized)
 
     def _check_submitted(self, row: AnchorRecord) -> AnchorRecord:
-        rcpt = self.chain.receipt(row.tx_hash)
+        tx_hash = _known(row.tx_hash, row, "tx_hash")
+        rcpt = self.chain.receipt(tx_hash)
         if rcpt is None or rcpt.get("blockNumber") is None:
-            if self.chain.transaction(row.tx_hash) is not None:
+            if self.chain.transaction(tx_hash) is not None:
                 return row  # still waiting in the node's pool
             return self._lost_transaction(row, "transaction is unknown to the node (dropped)")
         if int(rcpt["status"], 16) != 1:
             found = self._find_anchored(row.checkpoint_size)
             if found is not None:
                 return self._adopt(row, found)
-            return self._attempt_failed(row, f"transaction {row.tx_hash} reverted", status=PENDING, tx_hash=None,
+            return self._attempt_failed(row, f"transaction {tx_hash} reverted", status=PENDING, tx_hash=None,
                                         nonce=None)
         return self._record_inclusion(row, rcpt)
 
     def _record_inclusion(self, row: AnchorRecord, rcpt: dict[str, Any]) -> AnchorRecord:
         try:
-            evidence = build_evidence(self.chain, row.tx_hash, contract=self.chain.contract_address)
+            evidence = build_evidence(self.chain, _known(row.tx_hash, row, "tx_hash"), contract=self.chain.contract_address)
             verified = verify_evidence(evidence)
         except (EvidenceError, ChainError) as e:
             if isinstance(e, ChainUnavailable):
@@ -302,10 +313,11 @@ class AnchorWorker:
         )
 
     def _check_on_chain(self, row: AnchorRecord, head: int, finalized: int | None) -> AnchorRecord:
-        depth = head - row.block_number + 1
+        block_number = _known(row.block_number, row, "block_number")
+        depth = head - block_number + 1
         if finalized is None and row.status == CONFIRMED and depth > self.reorg_window:
             return row  # a chain without a finalized tag: deep enough to stop re-checking
-        block = self.chain.rpc("eth_getBlockByNumber", [hex(row.block_number), False])
+        block = self.chain.rpc("eth_getBlockByNumber", [hex(block_number), False])
         current = None if block is None else str(block["hash"]).lower()
         if current != row.block_hash:
             log.warning("anchoring %s: reorg: block %d of checkpoint %d anchor was %s, is now %s; anchoring again",
@@ -314,7 +326,7 @@ class AnchorWorker:
                                 error=f"block {row.block_number} hash changed from {row.block_hash} to {current}")
         if depth < self.depth:
             return row  # K confirmations first, whatever the tag says
-        if finalized is not None and row.block_number <= finalized:
+        if finalized is not None and block_number <= finalized:
             return self._update(row, status=FINALIZED)
         if row.status == INCLUDED and self.confirmations != FINALIZED_MODE:
             return self._update(row, status=CONFIRMED)
@@ -421,7 +433,7 @@ class AnchorWorker:
             self.chain.rpc("eth_sendRawTransaction", [raw])
         except RPCError as e:
             msg = str(e).lower()
-            if "already known" not in msg and self.chain.transaction(row.tx_hash) is None:
+            if "already known" not in msg and self.chain.transaction(_known(row.tx_hash, row, "tx_hash")) is None:
                 self._attempt_failed(row, f"node refused the transaction: {e}", tx_hash=None, nonce=None)
                 return
         self._update(row, status=SUBMITTED, error=None)
@@ -441,7 +453,7 @@ class AnchorWorker:
                                            cid, proof)._encode_transaction_data()
         tx: dict[str, Any] = {"from": c.address, "to": c.contract_address, "data": data, "value": 0,
                               "chainId": c.chain_id}
-        gas = c._estimate_gas(tx, "anchor")  # noqa: SLF001 - same package; decodes custom errors
+        gas = c._estimate_gas(tx, "anchor")  # same package; decodes custom errors
         tx["gas"] = int(gas * c.gas_margin)
         tx.update(c.fee_fields())  # type 2 (EIP-1559) or type 0 (legacy gasPrice), chain.py
         # The node's pending count: only the lease holder sends with this key for this log, and a

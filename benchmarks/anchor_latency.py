@@ -21,14 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rlhf_ledger.anchoring.chain import ChainClient  # noqa: E402
-from rlhf_ledger.anchoring.content_store import LocalContentStore  # noqa: E402
-from rlhf_ledger.anchoring.devchain import Anvil  # noqa: E402
-from rlhf_ledger.anchoring.worker import AnchorWorker  # noqa: E402
-from rlhf_ledger.core.events import make_event, sha256_hex, sign_event  # noqa: E402
-from rlhf_ledger.core.jcs import canonicalize  # noqa: E402
-from rlhf_ledger.core.keys import Signer  # noqa: E402
-from rlhf_ledger.store.ledger import Ledger  # noqa: E402
+from rlhf_ledger.anchoring.chain import ChainClient
+from rlhf_ledger.anchoring.content_store import LocalContentStore
+from rlhf_ledger.anchoring.devchain import Anvil
+from rlhf_ledger.anchoring.worker import AnchorWorker
+from rlhf_ledger.core.events import make_event, sha256_hex, sign_event
+from rlhf_ledger.core.jcs import canonicalize
+from rlhf_ledger.core.keys import Signer
+from rlhf_ledger.store.ledger import Ledger
 
 
 def main() -> None:

@@ -27,11 +27,11 @@ from pathlib import Path
 
 os.environ.setdefault("RLHF_LEDGER_PASSPHRASE", "benchmark-only-passphrase")
 
-from rlhf_ledger.core import sigverify  # noqa: E402
-from rlhf_ledger.core.events import make_event, sha256_hex, sign_event  # noqa: E402
-from rlhf_ledger.core.jcs import canonicalize  # noqa: E402
-from rlhf_ledger.core.keys import Signer, verify  # noqa: E402
-from rlhf_ledger.store.ledger import Ledger  # noqa: E402
+from rlhf_ledger.core import sigverify
+from rlhf_ledger.core.events import make_event, sha256_hex, sign_event
+from rlhf_ledger.core.jcs import canonicalize
+from rlhf_ledger.core.keys import Signer, verify
+from rlhf_ledger.store.ledger import Ledger
 
 
 def make_events(n: int, producers: int = 4) -> tuple[list[Signer], list[dict]]:
@@ -66,7 +66,7 @@ def verify_rate(triples, cores: int) -> float:
     parts = [triples[i : i + n] for i in range(0, len(triples), n)]
     with ThreadPoolExecutor(cores) as ex:
         t0 = time.perf_counter()
-        done = list(ex.map(lambda part: sum(sigverify.verify_many(*zip(*part))), parts))
+        done = list(ex.map(lambda part: sum(sigverify.verify_many(*zip(*part, strict=True))), parts))
         rate = len(triples) / (time.perf_counter() - t0)
     assert sum(done) == len(triples)
     return rate
@@ -134,10 +134,10 @@ def main() -> None:
     print(f"{'measure (events/s)':54s} {'rate':>10s}   target")
     print(f"{'Ed25519 verify bound, 1 core (PyNaCl)':54s} {bound1:10,.0f}")
     print(f"{'Ed25519 verify bound, 2 cores (libsodium, 2 threads)':54s} {bound2:10,.0f}")
-    print(f"{'ledger append, batches of %d, 1 core' % args.batch:54s} {one:10,.0f}   >= 10,000  ({one / bound1:.0%} of the 1-core bound)")
-    print(f"{'ledger append, batches of %d, 2 cores, 1 sig thread' % args.batch:54s} {one_thread:10,.0f}   >= 18,000  ({one_thread / bound2:.0%} of the 2-core bound)")
-    print(f"{'ledger append, batches of %d, 2 cores, 2 sig threads' % args.batch:54s} {two_threads:10,.0f}   >= 18,000  ({two_threads / bound2:.0%} of the 2-core bound)")
-    print(f"{'ledger append, batches of %d, 2 worker processes' % args.batch:54s} {two:10,.0f}   >= 18,000  ({two / bound2:.0%} of the 2-core bound)")
+    print(f"{f'ledger append, batches of {args.batch}, 1 core':54s} {one:10,.0f}   >= 10,000  ({one / bound1:.0%} of the 1-core bound)")
+    print(f"{f'ledger append, batches of {args.batch}, 2 cores, 1 sig thread':54s} {one_thread:10,.0f}   >= 18,000  ({one_thread / bound2:.0%} of the 2-core bound)")
+    print(f"{f'ledger append, batches of {args.batch}, 2 cores, 2 sig threads':54s} {two_threads:10,.0f}   >= 18,000  ({two_threads / bound2:.0%} of the 2-core bound)")
+    print(f"{f'ledger append, batches of {args.batch}, 2 worker processes':54s} {two:10,.0f}   >= 18,000  ({two / bound2:.0%} of the 2-core bound)")
     print(f"(signature checks: {sigverify.engine()})")
     print(f"{'pymerkle InmemoryTree.append_entry (no sigs, no disk)':54s} {pm:10,.0f}")
 

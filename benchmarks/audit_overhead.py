@@ -31,12 +31,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from rlhf_ledger.core.keys import Signer  # noqa: E402
-from rlhf_ledger.demo import rlhf as rl  # noqa: E402
-from rlhf_ledger.sdk import LocalSink, Run, weights_digest  # noqa: E402
-from rlhf_ledger.store.ledger import Ledger  # noqa: E402
+from rlhf_ledger.core.keys import Signer
+from rlhf_ledger.demo import rlhf as rl
+from rlhf_ledger.sdk import LocalSink, Run, weights_digest
+from rlhf_ledger.store.ledger import Ledger
 
 
 class Timed:

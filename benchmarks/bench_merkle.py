@@ -55,7 +55,7 @@ def main() -> None:
     _fig("inclusion_proof_us", t_incl / args.proofs * 1e6)
 
     t0 = time.perf_counter()
-    for i, p in zip(indices, proofs):
+    for i, p in zip(indices, proofs, strict=True):
         assert verify_inclusion(tree.leaf_hash(i), i, n, p, root_n)
     _fig("verify_inclusion_us", (time.perf_counter() - t0) / args.proofs * 1e6)
 
@@ -66,7 +66,7 @@ def main() -> None:
     t_cons = time.perf_counter() - t0
     print(f"consistency: {tree.store.reads / args.proofs:.1f} node reads/proof")
     _fig("consistency_proof_us", t_cons / args.proofs * 1e6)
-    for m, p in list(zip(ms, cproofs))[:200]:
+    for m, p in list(zip(ms, cproofs, strict=True))[:200]:
         assert verify_consistency(m, n, p, tree.root(m), root_n)
 
 

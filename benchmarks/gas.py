@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rlhf_ledger.anchoring.chain import ChainClient, log_id_for_origin  # noqa: E402
-from rlhf_ledger.anchoring.devchain import Anvil  # noqa: E402
-from tests.anchoring.simlog import LOG_KEY, synthetic_consistency  # noqa: E402
+from rlhf_ledger.anchoring.chain import ChainClient, log_id_for_origin
+from rlhf_ledger.anchoring.devchain import Anvil
+from tests.anchoring.simlog import LOG_KEY, synthetic_consistency
 
 LOG_SIZES = (1_000, 1_000_000, 2**40)
 BATCHES = (1, 100, 1_000, 100_000)

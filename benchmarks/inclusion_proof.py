@@ -21,11 +21,11 @@ from pathlib import Path
 
 os.environ.setdefault("RLHF_LEDGER_PASSPHRASE", "benchmark-only-passphrase")
 
-from rlhf_ledger.core import merkle  # noqa: E402
-from rlhf_ledger.core.events import make_event, sha256_hex, sign_event  # noqa: E402
-from rlhf_ledger.core.jcs import canonicalize  # noqa: E402
-from rlhf_ledger.core.keys import Signer  # noqa: E402
-from rlhf_ledger.store.ledger import Ledger  # noqa: E402
+from rlhf_ledger.core import merkle
+from rlhf_ledger.core.events import make_event, sha256_hex, sign_event
+from rlhf_ledger.core.jcs import canonicalize
+from rlhf_ledger.core.keys import Signer
+from rlhf_ledger.store.ledger import Ledger
 
 LOG = "bench"
 
@@ -56,7 +56,7 @@ def build(data: Path, events: int) -> Ledger:
     t0 = time.perf_counter()
     with ProcessPoolExecutor(2) as ex:
         jobs = [(sd, f"run-{k}", min(chunk, events - k * chunk), k) for k, sd in enumerate(seeds)]
-        for k, evs in enumerate(ex.map(_signed_chain, jobs)):
+        for evs in ex.map(_signed_chain, jobs):
             batches = [evs[i : i + 1000] for i in range(0, len(evs), 1000)]
             for _ in ledger.append_stream(batches, log_id=LOG, executor=ex):
                 pass

@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rlhf_ledger.anchoring.cid import cid_for_bytes  # noqa: E402
-from rlhf_ledger.anchoring.content_store import LocalContentStore  # noqa: E402
+from rlhf_ledger.anchoring.cid import cid_for_bytes
+from rlhf_ledger.anchoring.content_store import LocalContentStore
 
 SIZES = [("10 KB", 10_000), ("1 MB", 1_000_000), ("32 MB", 32_000_000)]
 

@@ -20,14 +20,14 @@ from pathlib import Path
 
 os.environ.setdefault("RLHF_LEDGER_PASSPHRASE", "benchmark-only-passphrase")
 
-import sqlalchemy as sa  # noqa: E402
+import sqlalchemy as sa
 
-from rlhf_ledger.core.events import make_event, sha256_hex, sign_event  # noqa: E402
-from rlhf_ledger.core.jcs import canonicalize  # noqa: E402
-from rlhf_ledger.core.keys import Signer  # noqa: E402
-from rlhf_ledger.store import db  # noqa: E402
-from rlhf_ledger.store.ledger import Ledger  # noqa: E402
-from rlhf_ledger.store.run_index import run_index  # noqa: E402
+from rlhf_ledger.core.events import make_event, sha256_hex, sign_event
+from rlhf_ledger.core.jcs import canonicalize
+from rlhf_ledger.core.keys import Signer
+from rlhf_ledger.store import db
+from rlhf_ledger.store.ledger import Ledger
+from rlhf_ledger.store.run_index import run_index
 
 LOG = "bench"
 

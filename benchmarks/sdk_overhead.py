@@ -36,9 +36,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rlhf_ledger.core.events import make_event, sign_event, validate_event  # noqa: E402
-from rlhf_ledger.core.keys import Signer  # noqa: E402
-from rlhf_ledger.sdk import LocalSink, Run  # noqa: E402
+from rlhf_ledger.core.events import make_event, sign_event, validate_event
+from rlhf_ledger.core.keys import Signer
+from rlhf_ledger.sdk import LocalSink, Run
 
 
 class AckingAppend:

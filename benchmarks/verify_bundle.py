@@ -55,14 +55,14 @@ def bundle_path(n: int) -> Path:
 def _init_signers() -> None:
     from rlhf_ledger.core.keys import Signer
 
-    _SIGNERS[:] = [Signer.from_seed(hashlib.sha256(b"bench-producer%d" % i).digest()) for i in range(PRODUCERS)]
+    _SIGNERS[:] = [Signer.from_seed(hashlib.sha256(f"bench-producer{i}".encode()).digest()) for i in range(PRODUCERS)]
 
 
 def _event(i: int, n: int, seq: int, prev: str | None) -> dict:
     """Event i of n: producer i % PRODUCERS, run i * RUNS // n (chains restart in every run)."""
-    return {"v": 1, "log_id": "bench", "run_id": "run-%d" % (i * RUNS // n), "type": "policy.update",
+    return {"v": 1, "log_id": "bench", "run_id": f"run-{i * RUNS // n}", "type": "policy.update",
             "producer": _SIGNERS[i % PRODUCERS].key_id, "seq": seq, "prev": prev,
-            "ts": "2026-01-31T12:%02d:%02d.%06dZ" % ((i // 60_000_000) % 60, (i // 1_000_000) % 60, i % 1_000_000),
+            "ts": f"2026-01-31T12:{(i // 60_000_000) % 60:02d}:{(i // 1_000_000) % 60:02d}.{i % 1_000_000:06d}Z",
             "body": {"step": i, "loss": 0.5 + (i % 97) / 1000, "kl": _j((i % 13) / 100), "reward_mean": _j((i % 89) / 50),
                      "reward_std": 1, "grad_norm": 1.25, "param_delta_norm": 0.015625}}
 

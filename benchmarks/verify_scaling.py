@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import itertools
 import json
 import resource
 import subprocess
@@ -58,7 +59,7 @@ def build(path: Path, *, checkpoints: int, runs: int) -> None:
     for s in sizes:
         lines.append({"kind": "checkpoint", "size": s, "root": _b64(tree.root(s)),
                       "note": sign_checkpoint(origin, s, tree.root(s), log)})
-    for a, b in zip(sizes, sizes[1:]):
+    for a, b in itertools.pairwise(sizes):
         lines.append({"kind": "consistency", "from": a, "to": b, "proof": [_b64(h) for h in tree.consistency_proof(a, b)]})
     for i, (env, _) in enumerate(events):
         lines.append({"kind": "event", "index": i, "envelope": env})

@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from rlhf_ledger.sdk.weights import tensor_bytes, weights_digest  # noqa: E402
+from rlhf_ledger.sdk.weights import tensor_bytes, weights_digest
 
 
 def build(gib: float) -> dict[str, torch.Tensor]:

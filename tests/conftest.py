@@ -24,7 +24,7 @@ def pg_server() -> str:
     try:
         with eng.connect() as c:
             c.execute(sa.text("SELECT 1"))
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is not reachable ({e}); scripts/services.sh starts it")
     finally:
         eng.dispose()

@@ -54,7 +54,7 @@ def migrate_command(data_dir, database_url, check, wait) -> None:
         try:
             upgrade_database(url)
             current, head = schema_state(url)
-        except Exception as e:  # noqa: BLE001 - unreachable server, bad URL: one line
+        except Exception as e:  # unreachable server, bad URL: one line
             raise CliError(_db_error(url, e)) from None
         click.echo(f"schema at revision {current} (newest {head})")
         return
@@ -66,7 +66,7 @@ def migrate_command(data_dir, database_url, check, wait) -> None:
             current, head = schema_state(url)
             why = None if current == head else (f"schema at revision {current or 'none'}, newest is {head} "
                                                 "(run `rlhf-ledger migrate`)")
-        except Exception as e:  # noqa: BLE001 - an unreachable database is "not yet" here
+        except Exception as e:  # an unreachable database is "not yet" here
             why = _db_error(url, e)
         if why is None:
             click.echo(f"schema at the newest revision {head}")

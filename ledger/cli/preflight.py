@@ -22,7 +22,7 @@ def require_passphrase(data_dir: Path) -> None:
     """The ledger passphrase is set and opens the key files already in `data_dir/keys`."""
     try:
         value = env_secret(PASSPHRASE_ENV)
-    except Exception as e:  # noqa: BLE001 - an unreadable *_FILE
+    except Exception as e:  # an unreadable *_FILE
         raise CliError(str(e)) from None
     if not value:
         raise CliError(f"{PASSPHRASE_ENV} is not set: the ledger's keys are encrypted with it; set it, or "
@@ -31,7 +31,7 @@ def require_passphrase(data_dir: Path) -> None:
     if keys:
         try:
             decrypt_key(json.loads(keys[0].read_text()), value, where=str(keys[0]))
-        except Exception:  # noqa: BLE001 - wrong passphrase or damaged file: one line either way
+        except Exception:  # wrong passphrase or damaged file: one line either way
             raise CliError(f"{PASSPHRASE_ENV} does not open {keys[0]} (wrong passphrase, or the file is damaged)") from None
 
 
@@ -44,7 +44,7 @@ def open_ledger(data_dir: str | None, database_url: str | None):
         return Ledger.open(data_dir, database_url)
     except LedgerError as e:
         raise CliError(str(e)) from None
-    except Exception as e:  # noqa: BLE001 - unreachable server, bad URL, unwritable directory
+    except Exception as e:  # unreachable server, bad URL, unwritable directory
         url = database_url or env_secret("DATABASE_URL") or f"sqlite in {data_dir or os.environ.get('RLHF_LEDGER_HOME', './data')}"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CliError(f"cannot open the ledger database {hide_password(url)}: {first[:300]} "

@@ -85,7 +85,7 @@ def flush_command(directory: Path, key_file: Path, passphrase_env: str, timeout:
         try:
             n = spool_tools.flush(p, signer, sink, timeout=timeout)
             click.echo(f"{p}: delivered {n} event(s) of run {meta['run_id']}; nothing pending")
-        except (TimeoutError, Exception) as e:  # noqa: BLE001 - one line per spool, go on with the next
+        except (TimeoutError, Exception) as e:  # one line per spool, go on with the next
             failed += 1
             click.echo(f"{p}: not delivered: {type(e).__name__}: {e}", err=True)
         finally:

@@ -22,7 +22,7 @@ class LedgerError(Exception):
         return (_rebuild, (type(self), self.message, self.where, self.code))
 
 
-def _rebuild(cls: type, message: str, where: str | None, code: str) -> LedgerError:
+def _rebuild(cls: type[LedgerError], message: str, where: str | None, code: str) -> LedgerError:
     err = cls.__new__(cls)
     LedgerError.__init__(err, message, where=where, code=code)
     return err

@@ -306,7 +306,7 @@ def _parsed_from_wire(header: tuple, sig: bytes, event_bytes: bytes, entry: byte
                       event_id: str, leaf: bytes, subjects: dict | None = None) -> ParsedEvent:
     """The receiving side of ParsedEvent.__reduce__: `event` holds the header members, no body."""
     p = object.__new__(ParsedEvent)
-    p.event = dict(zip(_HEADER, header))
+    p.event = dict(zip(_HEADER, header, strict=True))
     p.sig, p.event_bytes, p.entry, p.openings, p.event_id, p.leaf_hash = sig, event_bytes, entry, openings, event_id, leaf
     p.subjects = subjects
     p.producer = p.event["producer"]

@@ -85,10 +85,6 @@ def canonicalize(value: Any) -> bytes:
         raise CanonicalError(f"value cannot be canonicalised with RFC 8785: {e}") from None
 
 
-def canonical_str(value: Any) -> str:
-    return canonicalize(value).decode("utf-8")
-
-
 def canonicalize_event(event: dict) -> bytes:
     """canonicalize() for an event whose top-level members already passed the schema checks.
 
@@ -120,6 +116,7 @@ class DuplicateKeyError(EventError):
 
 class _Dup(dict):
     __slots__ = ("dup",)
+    dup: str  # the repeated name; _dup_of sets it before the object is seen anywhere
 
 
 def _dup_of(d: dict, pairs: list[tuple[str, Any]]) -> _Dup:

@@ -10,7 +10,6 @@ run-index note. rlhf_ledger.store.run_index computes them from stored entries.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -145,8 +144,3 @@ def sign_index(origin: str, size: int, records: Sequence[tuple[str, dict]], sign
     tree.extend_leaf_hashes([record_leaf(rec) for _, rec in records])
     root = tree.root()
     return RunIndex(size, tree.size, root, sign_note(origin, size, tree.size, root, signer)), tree
-
-
-def record_digest(record: dict) -> str:
-    """Short hex digest of a record, for messages."""
-    return hashlib.sha256(canonicalize(record)).hexdigest()[:16]

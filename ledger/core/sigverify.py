@@ -14,12 +14,14 @@ every signature goes through `keys.verify` (PyNaCl) one at a time: same verdicts
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rlhf_ledger.core.keys import verify
 
+_Loop = Callable[[int, Sequence[bytes], Sequence[bytes], Sequence[bytes]], bytes]
 
-def _find_loop() -> tuple[object, int] | None:
+
+def _find_loop() -> tuple[_Loop, int] | None:
     try:
         import nacl._sodium
         import nacl.bindings
@@ -29,7 +31,7 @@ def _find_loop() -> tuple[object, int] | None:
         nacl.bindings.sodium_init()
         fn = ctypes.CDLL(nacl._sodium.__file__).crypto_sign_verify_detached
         addr = ctypes.cast(fn, ctypes.c_void_p).value
-        return (_sigloop, addr) if addr else None
+        return (_sigloop.verify_many, addr) if addr else None
     except (ImportError, OSError, AttributeError):
         return None
 
@@ -47,5 +49,5 @@ def verify_many(keys: Sequence[bytes], messages: Sequence[bytes], signatures: Se
     """libsodium's verdict for each (key, message, signature), in order."""
     if _LOOP is None:
         return [verify(k, m, s) for k, m, s in zip(keys, messages, signatures, strict=True)]
-    mod, addr = _LOOP
-    return [b == 1 for b in mod.verify_many(addr, keys, messages, signatures)]  # type: ignore[attr-defined]
+    loop, addr = _LOOP
+    return [b == 1 for b in loop(addr, keys, messages, signatures)]

@@ -40,7 +40,6 @@ RELEVANT = {
 }
 POLITE, FILLER, RUDE, GENERIC = ["please", "thanks"], ["um", "uh"], ["whatever", "dunno"], ["ok", "sure", "maybe", "now"]
 VOCAB = [w for t in TOPICS for w in RELEVANT[t]] + POLITE + FILLER + RUDE + GENERIC
-WORD = {w: i for i, w in enumerate(VOCAB)}
 V = len(VOCAB)
 RESPONSE_LEN = 6
 PROMPT_TEMPLATES = {"formal": "Could you kindly advise me about {t}?", "casual": "hey, {t} tips?"}
@@ -200,7 +199,6 @@ class Recorder(Protocol):
                       reward_std: float | None, grad_norm: float | None, **kw: Any) -> Any: ...
     def privacy_spend(self, noise_multiplier: float, sample_rate: float, steps: int) -> Any: ...
     def checkpoint(self, step: int, model: Any, path: Any = None) -> Any: ...
-    def event(self, type: str, body: dict, **kw: Any) -> Any: ...
     def annotation_batch(self, **kw: Any) -> Any: ...
 
 
@@ -212,7 +210,6 @@ class NullRecorder:
     def policy_update(self, *a: Any, **kw: Any) -> None: ...
     def privacy_spend(self, *a: Any, **kw: Any) -> None: ...
     def checkpoint(self, *a: Any, **kw: Any) -> None: ...
-    def event(self, *a: Any, **kw: Any) -> None: ...
 
 
 def record_annotations(rec: Recorder, pairs: list[Pair], batch_size: int) -> None:
@@ -364,7 +361,7 @@ def train_policy(policy: Policy, ref: Policy, rm: RewardModel, cfg: Config, rec:
         opt.step()
         counters["policy_tokens"] = counters.get("policy_tokens", 0) + int(tokens.numel())
         if step % cfg.log_every == 0 or step == cfg.policy_steps:
-            util = sum(true_utility(int(t), s) for t, s in zip(topic, tokens.tolist())) / len(topic)
+            util = sum(true_utility(int(t), s) for t, s in zip(topic, tokens.tolist(), strict=True)) / len(topic)
             stats = {"loss": float(loss.detach()), "kl": float(kl.mean()), "reward_mean": float(reward.mean()),
                      "reward_std": float(reward.std())}
             rec.policy_update(step, stats["loss"], stats["kl"], stats["reward_mean"], stats["reward_std"], gnorm,
@@ -387,8 +384,8 @@ def evaluate(policy: Policy, ref: Policy, rm: RewardModel, heldout: list[Pair], 
     topic = torch.tensor([p[0] for p in PROMPTS]).repeat_interleave(per_prompt)
     group = torch.tensor([p[1] for p in PROMPTS]).repeat_interleave(per_prompt)
     pol, base = policy.sample(topic, group, gen), ref.sample(topic, group, gen)
-    up = torch.tensor([true_utility(int(t), s) for t, s in zip(topic, pol.tolist())])
-    ub = torch.tensor([true_utility(int(t), s) for t, s in zip(topic, base.tolist())])
+    up = torch.tensor([true_utility(int(t), s) for t, s in zip(topic, pol.tolist(), strict=True)])
+    ub = torch.tensor([true_utility(int(t), s) for t, s in zip(topic, base.tolist(), strict=True)])
     c, r = pair_tensors(heldout)
     truth = [true_utility(p.topic, p.a) > true_utility(p.topic, p.b) for p in heldout]
     pred_a = [bool(x) for x in ((rm(c) > rm(r)) == torch.tensor([p.chosen_a for p in heldout]))]
@@ -397,7 +394,7 @@ def evaluate(policy: Policy, ref: Policy, rm: RewardModel, heldout: list[Pair], 
         "win_rate_vs_reference": round(float((up > ub).float().mean() + 0.5 * (up == ub).float().mean()), 4),
         "kl_to_reference": round(float((policy.logprob(topic, group, pol) - ref.logprob(topic, group, pol)).mean()), 4),
         "rm_heldout_accuracy_vs_labels": round(float((rm(c) > rm(r)).float().mean()), 4),
-        "rm_heldout_accuracy_vs_truth": round(sum(a == t for a, t in zip(pred_a, truth)) / len(heldout), 4),
+        "rm_heldout_accuracy_vs_truth": round(sum(a == t for a, t in zip(pred_a, truth, strict=True)) / len(heldout), 4),
         "samples": int(len(topic)), "heldout_pairs": len(heldout),
     }
 
@@ -413,7 +410,7 @@ def bias_examination(policy: Policy, rm: RewardModel, pairs: list[Pair], seed: i
         topic = torch.arange(len(TOPICS)).repeat_interleave(per_prompt)
         group = torch.full_like(topic, gi)
         toks = policy.sample(topic, group, gen)
-        metrics[f"true_utility_{g}"] = round(sum(true_utility(int(t), s) for t, s in zip(topic, toks.tolist())) / len(topic), 4)
+        metrics[f"true_utility_{g}"] = round(sum(true_utility(int(t), s) for t, s in zip(topic, toks.tolist(), strict=True)) / len(topic), 4)
     # the reward model's score for the very same responses when only the phrasing group is swapped
     t = torch.tensor([p.topic for p in pairs])
     a = torch.tensor([p.a for p in pairs])

@@ -93,7 +93,7 @@ class BackgroundAnchoring:
     def pass_once(self) -> None:
         try:
             res = self.worker.run_once()
-        except Exception as e:  # noqa: BLE001 - keep anchoring; the final settle step reports what is still missing
+        except Exception as e:  # keep anchoring; the final settle step reports what is still missing
             res = None
             line = f"pass failed: {type(e).__name__}: {e}"
             if line not in self.errors:
@@ -232,8 +232,8 @@ def run_demo(out: Path, steps: str = "default", *, seed: int | None = None) -> O
             ]
             base_digest = weights_digest(models.base).digest
             run_id = f"demo-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(3)}"
-            declared = {"privacy_budget": {"epsilon": 8.0, "delta": cfg.dp_delta},
-                        "anchoring_delay_seconds": 600, "retention_days": 365}
+            budget = {"epsilon": 8.0, "delta": cfg.dp_delta}
+            declared = {"privacy_budget": budget, "anchoring_delay_seconds": 600, "retention_days": 365}
             ckpt_dir = out / "checkpoints"
             ckpt_dir.mkdir()
             counters: dict[str, int] = {}
@@ -257,8 +257,10 @@ def run_demo(out: Path, steps: str = "default", *, seed: int | None = None) -> O
                     rm_wd = weights_digest(models.rm)
                     run.event("reward_model.save", {"step": cfg.rm_steps, "weights_digest": rm_wd.digest,
                                                     "tensor_root": rm_wd.tensor_root})
-                    say(f"reward model trained; privacy spent: epsilon {run.privacy.epsilon:.3f} of "
-                        f"{declared['privacy_budget']['epsilon']} at delta {cfg.dp_delta}")
+                    privacy = run.privacy
+                    assert privacy is not None  # the run declares a privacy budget
+                    say(f"reward model trained; privacy spent: epsilon {privacy.epsilon:.3f} of "
+                        f"{budget['epsilon']} at delta {cfg.dp_delta}")
                     rl.train_policy(models.policy, models.ref, models.rm, cfg, run, counters, checkpoint_dir=ckpt_dir)
                     metrics = rl.evaluate(models.policy, models.ref, models.rm, heldout, cfg.seed + 3)
                     run.evaluation("policy-vs-reference", metrics, dataset_id="demo-preferences", step=cfg.policy_steps)

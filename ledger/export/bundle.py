@@ -9,6 +9,7 @@ store's anchors repository), so export imports only the core and the store.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -146,16 +147,16 @@ def iter_bundle_lines(
     for s in sizes:
         cp = ledger.get_checkpoint(log_id, s)
         yield emit({"kind": "checkpoint", "size": s, "root": _b64(cp.root), "note": cp.note})
-    for a, b in zip(sizes, sizes[1:]):
+    for a, b in itertools.pairwise(sizes):
         proof = ledger.consistency_proof(log_id, a, b)
         yield emit({"kind": "consistency", "from": a, "to": b, "proof": [_b64(h) for h in proof]})
     for s in sizes:
-        row = anchors.get(s)
-        if row is None:
+        anchor = anchors.get(s)
+        if anchor is None:
             continue
-        rec: dict[str, Any] = {"kind": "anchor", "checkpoint_size": s, "cid": row.cid, "evidence": row.evidence}
-        if content_store is not None and row.cid:
-            rec["manifest"] = _b64(content_store.get(row.cid))
+        rec: dict[str, Any] = {"kind": "anchor", "checkpoint_size": s, "cid": anchor.cid, "evidence": anchor.evidence}
+        if content_store is not None and anchor.cid:
+            rec["manifest"] = _b64(content_store.get(anchor.cid))
         yield emit(rec)
 
     # The log's key events below the final checkpoint, complete by their run-index record: what

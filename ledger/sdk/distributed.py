@@ -50,7 +50,7 @@ def detect() -> RankInfo:
         try:
             if td.is_available() and td.is_initialized():
                 return RankInfo(td.get_rank(), td.get_world_size(), _int(os.environ.get("LOCAL_RANK"), 0), "torch.distributed")
-        except Exception:  # noqa: BLE001 - a half-initialised backend: fall back to the environment
+        except Exception:  # a half-initialised backend: fall back to the environment
             pass
     env = os.environ
     for rank_var, size_var, local_var, source in _LAUNCHER_ENV:

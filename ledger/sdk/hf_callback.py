@@ -148,7 +148,7 @@ class LedgerCallback(TrainerCallback):
             "aborted" if isinstance(self._crashed, KeyboardInterrupt) else "failed")
         try:
             self.close(status)
-        except Exception as e:  # noqa: BLE001 - at exit there is nobody to raise to
+        except Exception as e:  # at exit there is nobody to raise to
             print(f"rlhf-ledger: run {self.run.run_id}: run.end recorded in the spool but not delivered: {e}",
                   file=sys.stderr)
 

@@ -41,12 +41,6 @@ def _lib() -> Any:
     return dp_accounting, rdp_privacy_accountant
 
 
-def __getattr__(name: str) -> Any:  # LIBRARY_VERSION stays importable without importing it eagerly
-    if name == "LIBRARY_VERSION":
-        return library_version()
-    raise AttributeError(name)
-
-
 class PrivacyBudgetExceeded(LedgerError):
     """A spend would take the run's epsilon past its declared budget (nothing was spent)."""
 
@@ -124,11 +118,6 @@ class PrivacyAccountant:
     def _after(self, noise_multiplier: float, sample_rate: float, steps: int) -> Any:
         self._check(noise_multiplier, sample_rate, steps)
         return self._rdp + steps * self._one_step(noise_multiplier, sample_rate)
-
-    def preview(self, noise_multiplier: float, sample_rate: float, steps: int) -> float:
-        """The cumulative epsilon this spend would lead to, without spending."""
-        eps, _ = self._impl.compute_epsilon(self._orders, self._after(noise_multiplier, sample_rate, steps), self.delta)
-        return float(eps)
 
     def body(self, noise_multiplier: float, sample_rate: float, steps: int, epsilon: float) -> dict:
         return {

@@ -174,7 +174,7 @@ class _Recorder:
         self.fsync = fsync
         self.exit_timeout = exit_timeout
         self.on_delivery_error = on_delivery_error
-        self._sender_opts = {"queue_size": queue_size, "backoff_base": backoff_base, "backoff_max": backoff_max}
+        self._queue_size, self._backoff_base, self._backoff_max = queue_size, backoff_base, backoff_max
         self._initial_model = model
         self._emit_lock = threading.Lock()
         self._ref_params: dict[str, Any] | None = None
@@ -195,7 +195,8 @@ class _Recorder:
                                    producer=self.signer.key_id, fsync=self.fsync)
             try:
                 self.sender = Sender(self.journal, self.signer, self.sink, log_id=self.log_id, run_id=self.run_id,
-                                     **self._sender_opts)
+                                     queue_size=self._queue_size, backoff_base=self._backoff_base,
+                                     backoff_max=self._backoff_max)
             except BaseException:
                 self.journal.close()
                 raise
@@ -588,7 +589,7 @@ class Run(_Recorder):
         status = "aborted" if issubclass(exc_type, KeyboardInterrupt) else "failed"
         try:
             self.end(status)
-        except Exception as e:  # noqa: BLE001 - never hide the training error behind a delivery error
+        except Exception as e:  # never hide the training error behind a delivery error
             print(f"rlhf-ledger: run.end recorded in the spool but not delivered: {e}", file=sys.stderr)
 
     def rank_recorder(self, signer: Signer, *, sink: Sink | None = None, **kwargs: Any) -> RankRecorder:
@@ -697,7 +698,7 @@ class RankRecorder(_Recorder):
             return
         try:
             self.close()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             print(f"rlhf-ledger: rank {self.rank_info.rank} events kept in the spool, not delivered: {e}", file=sys.stderr)
 
 

@@ -25,6 +25,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 from rlhf_ledger.core.events import EVENT_VERSION, validate_event
 from rlhf_ledger.core.keys import Signer
@@ -69,7 +70,7 @@ class Sender:
         self.acked_seq = rec.acked_seq
         self.acks: list[Ack] = []  # every acknowledgement received by this process, in order
         self.error: DeliveryError | None = None
-        self.dead_letter_path = None
+        self.dead_letter_path: Path | None = None
         self.last_transient_error: str | None = None
         self.retries = 0
         self._stop = threading.Event()  # finish what is queued, then exit
@@ -168,7 +169,7 @@ class Sender:
             for line in lines:
                 try:
                     self._unacked.append(self._build(line))
-                except Exception as e:  # noqa: BLE001 - a record that cannot become an event
+                except Exception as e:  # a record that cannot become an event
                     err = e if isinstance(e, DeliveryError) else PermanentDeliveryError(
                         f"cannot build event from journal record: {e}", where=str(self.journal.dir))
                     self._fail(err, [line.decode(errors="replace")])
@@ -186,7 +187,11 @@ class Sender:
             batch = self._unacked[: self.sink.max_batch]
             try:
                 acks = self.sink.send([b.envelope for b in batch])
-                for b, a in zip(batch, acks):
+                # the built-in sinks check this; a custom Sink might not, and a short list would
+                # otherwise mark the unacknowledged tail as delivered
+                if len(acks) != len(batch):
+                    raise PermanentDeliveryError(f"ledger acknowledged {len(acks)} of {len(batch)} events", where="ack")
+                for b, a in zip(batch, acks, strict=True):
                     if a.event_id != b.event_id:
                         raise PermanentDeliveryError(
                             f"ledger acknowledged event id {a.event_id[:16]}... for seq {b.seq}, expected {b.event_id[:16]}...",
@@ -233,5 +238,5 @@ class Sender:
             print(f"rlhf-ledger: delivery of run {self.run_id} (log {self.log_id}) stopped: {type(err).__name__}: {err}. "
                   f"Later events are kept in the spool {self.journal.dir}; fix the cause, then "
                   f"`rlhf-ledger spool flush {self.journal.dir}` delivers them", file=sys.stderr, flush=True)
-        except Exception:  # noqa: BLE001 - a closed stderr must not kill the sender
+        except Exception:  # a closed stderr must not kill the sender
             pass

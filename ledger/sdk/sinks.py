@@ -161,7 +161,8 @@ class HttpSink:
         if r.status_code in (408, 425, 429) or r.status_code >= 500:
             raise TransientDeliveryError(msg, where=self.url, retry_after=_retry_after(r))
         code = _problem_code(problem)
-        items = problem.get("errors") if isinstance(problem.get("errors"), list) else []
+        errors = problem.get("errors")
+        items = errors if isinstance(errors, list) else []
         inner = [x.get("code") for x in items if isinstance(x, dict) and isinstance(x.get("code"), str)]
         if inner and (code in (None, "batch_rejected")):
             code = inner[0]  # the first refused event's own reason names the error
@@ -228,7 +229,7 @@ class LocalSink:
                 i, e = errs[0]
             raise refusal(f"{e.code}: {e.message}", where=e.where, code=e.code,
                           problem={"code": e.code, "detail": e.message, "where": e.where}) from None
-        except Exception as e:  # noqa: BLE001 - anything else is an outage, retried with backoff
+        except Exception as e:  # anything else is an outage, retried with backoff
             raise TransientDeliveryError(f"{type(e).__name__}: {e}", where="LocalSink.append") from None
         if len(results) != len(envelopes):
             raise PermanentDeliveryError(f"ledger acknowledged {len(results)} of {len(envelopes)} events", where="LocalSink.append")

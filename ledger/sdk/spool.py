@@ -236,7 +236,7 @@ class Journal:
         types: set[str] = set(acked_types)
         expect: int | None = None
         segs = self.segments()
-        for i, (first, path) in enumerate(segs):
+        for i, (_first, path) in enumerate(segs):
             data = path.read_bytes()
             lines = data.split(b"\n")
             tail = lines.pop()  # b"" when the file ends with a newline
@@ -396,7 +396,3 @@ class Journal:
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)  # releases the flock
                 self._lock_fd = -1
-
-    @property
-    def closed(self) -> bool:
-        return self._lock_fd < 0

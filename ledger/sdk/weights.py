@@ -74,7 +74,7 @@ def tensor_bytes(t: Any) -> memoryview:
     import numpy as np
 
     a = np.ascontiguousarray(t)
-    return memoryview(a.reshape(-1).view(np.uint8))
+    return a.reshape(-1).view(np.uint8).data  # ndarray.data: a memoryview of its bytes
 
 
 def _hash_leaf(name: str, t: Any) -> bytes:
@@ -113,15 +113,12 @@ class WeightsDigest:
     def tensor_root(self) -> str:
         return DIGEST_PREFIX + self.root.hex()
 
-    def leaf_of(self, name: str) -> bytes:
-        return self.leaves[self.names.index(name)]
-
     def manifest(self) -> dict:
         """JSON form: every tensor's leaf hash, enough to point at a changed tensor later."""
         return {
             "format": WEIGHTS_DIGEST_VERSION,
             "weights_digest": self.digest,
-            "tensors": [{"name": n, "leaf_hash": l.hex()} for n, l in zip(self.names, self.leaves)],
+            "tensors": [{"name": n, "leaf_hash": leaf.hex()} for n, leaf in zip(self.names, self.leaves, strict=True)],
         }
 
 
@@ -171,7 +168,7 @@ def diff_tensors(a: WeightsDigest | Any, b: WeightsDigest | Any) -> list[str]:
     """Names whose tensors differ (changed, added or removed), sorted."""
     da = a if isinstance(a, WeightsDigest) else weights_digest(a)
     db = b if isinstance(b, WeightsDigest) else weights_digest(b)
-    la, lb = dict(zip(da.names, da.leaves)), dict(zip(db.names, db.leaves))
+    la, lb = dict(zip(da.names, da.leaves, strict=True)), dict(zip(db.names, db.leaves, strict=True))
     return sorted(n for n in set(la) | set(lb) if la.get(n) != lb.get(n))
 
 

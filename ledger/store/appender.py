@@ -330,12 +330,12 @@ class AppenderMixin(CheckpointerMixin, OpeningsMixin):
                 results.append(None)
                 continue
             changed_heads[key] = (seq, p.event_id)
-            r = AppendResult(size + len(new), p.event_id, p.leaf_hash, False)
-            in_batch[p.event_id] = r
-            new.append((r.index, p))
-            results.append(r)
+            res = AppendResult(size + len(new), p.event_id, p.leaf_hash, False)
+            in_batch[p.event_id] = res
+            new.append((res.index, p))
+            results.append(res)
             if p.event["type"] == "run.end":
-                newly_ended[key[0]] = r.index
+                newly_ended[key[0]] = res.index
         if errors:
             raise BatchRejected(errors)
         if new:

@@ -16,7 +16,7 @@ Everything outside the store calls typed methods of the gateway (`Ledger`, `ledg
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -88,7 +88,7 @@ class Database:
                 self._replica_failed()
         return self._snapshot(self.reader, fn)
 
-    def rows(self, q: Any, *, replica: bool = False) -> list[sa.Row]:
+    def rows(self, q: Any, *, replica: bool = False) -> Sequence[sa.Row]:
         """The rows of one statement. `replica`: rows the replica has are its answer; none is
         "not replayed yet" (or absent), and the primary decides."""
         if replica and (eng := self._replica_up()) is not None:

@@ -262,7 +262,7 @@ def make_engine(url: str, *, writer: bool = True) -> Engine:
         engine = sa.create_engine(url, connect_args={"timeout": 60, "isolation_level": None}, poolclass=sa.pool.QueuePool)
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
+        def _sqlite_pragmas(dbapi_conn, _record):
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit is on disk (WAL fsync) before it returns, so an acknowledged append
@@ -276,7 +276,7 @@ def make_engine(url: str, *, writer: bool = True) -> Engine:
             cur.close()
 
         @event.listens_for(engine, "begin")
-        def _sqlite_begin(conn):  # noqa: ANN001
+        def _sqlite_begin(conn):
             # Writers take the write lock at BEGIN: concurrent appenders queue here instead of
             # failing later with SQLITE_BUSY on lock upgrade. Readers take a WAL snapshot.
             conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")

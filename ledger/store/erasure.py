@@ -94,6 +94,7 @@ def _drop_old_copies(ledger: Ledger) -> None:
         while True:
             with ledger.database.writer.connect() as conn:
                 raw = conn.connection.driver_connection
+                assert raw is not None  # a checked-out connection always holds its sqlite3 connection
                 busy, _, _ = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             if not busy:
                 return
@@ -140,7 +141,7 @@ def _previous(conn: Connection, kind: str, target: str) -> list[tuple[str, int]]
         sa.select(e.log_id, e.idx).where(e.kind == kind, e.target == target).order_by(e.log_id, e.idx))]
 
 
-def _with_retries(fn):  # noqa: ANN001, ANN202
+def _with_retries(fn):
     for attempt in range(5):
         try:
             return fn()

@@ -76,10 +76,6 @@ class Lease:
 
     renew = acquire  # renewing is re-acquiring while we still hold it
 
-    def held(self) -> bool:
-        """True if our lease has not expired by our own clock (no database round trip)."""
-        return time.time() < self.expires_at
-
     def release(self) -> None:
         """Give the lease up now (only if we hold it), so another worker need not wait for expiry."""
         t = db.locks.c

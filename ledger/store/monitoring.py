@@ -27,9 +27,10 @@ def log_lags(database: Database) -> list[LogLag]:
 
     def read(conn: sa.Connection) -> list[LogLag]:
         sizes = {r.log_id: int(r.size) for r in conn.execute(sa.select(db.logs.c.log_id, db.logs.c.size))}
-        cps = dict(conn.execute(sa.select(c.log_id, sa.func.max(c.size)).group_by(c.log_id)).all())
-        anchored = dict(conn.execute(sa.select(a.log_id, sa.func.max(a.checkpoint_size))
-                                     .where(a.status.in_(settled)).group_by(a.log_id)).all())
+        cps: dict[str, int | None] = {log_id: size for log_id, size in conn.execute(
+            sa.select(c.log_id, sa.func.max(c.size)).group_by(c.log_id))}
+        anchored: dict[str, int | None] = {log_id: size for log_id, size in conn.execute(
+            sa.select(a.log_id, sa.func.max(a.checkpoint_size)).where(a.status.in_(settled)).group_by(a.log_id))}
         return [LogLag(log_id, n, int(cps.get(log_id) or 0), int(anchored.get(log_id) or 0)) for log_id, n in sorted(sizes.items())]
 
     return database.read(read)
@@ -43,8 +44,8 @@ def oldest_unanchored(database: Database) -> dict[str, float | None]:
 
     def read(conn: sa.Connection) -> dict[str, float | None]:
         logs = [r.log_id for r in conn.execute(sa.select(db.logs.c.log_id))]
-        settled = dict(conn.execute(sa.select(a.log_id, sa.func.max(a.checkpoint_size))
-                                    .where(a.status.in_(settled_statuses)).group_by(a.log_id)).all())
+        settled: dict[str, int | None] = {log_id: size for log_id, size in conn.execute(
+            sa.select(a.log_id, sa.func.max(a.checkpoint_size)).where(a.status.in_(settled_statuses)).group_by(a.log_id))}
         out: dict[str, float | None] = {}
         for log_id in logs:
             created = conn.execute(sa.select(sa.func.min(c.created_at)).where(

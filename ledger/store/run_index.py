@@ -97,11 +97,11 @@ def run_index(ledger: Ledger, log_id: str, size: int) -> RunIndex:
     rows = ledger.database.rows(q)  # the usual case: signed already, no write lock
     row = rows[0] if rows else None
     if row is not None:
-        return RunIndex(size, int(row.count), bytes(row.root), row.note)
+        return RunIndex(size, int(row._mapping["count"]), bytes(row.root), row.note)
     with ledger.database.write() as conn:
         row = conn.execute(q).first()  # another process may have signed it meanwhile
         if row is not None:
-            return RunIndex(size, int(row.count), bytes(row.root), row.note)
+            return RunIndex(size, int(row._mapping["count"]), bytes(row.root), row.note)
         info = ledger.log_info(log_id, conn)
         if size > info.size:
             raise LedgerError(f"tree size {size} is beyond the log's size {info.size}", where=f"log {log_id!r}")

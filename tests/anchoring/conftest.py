@@ -57,7 +57,7 @@ class EmulatedFlakyProxy:
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server naming
+            def do_POST(self) -> None:  # http.server naming
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 proxy.requests += 1
                 proxy.methods.append(body.decode(errors="replace"))

@@ -38,7 +38,7 @@ class EmulatedRecordedRpc:
         node = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server naming
+            def do_POST(self) -> None:  # http.server naming
                 request = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
                 answer = json.dumps(node.answer(request)).encode()
                 self.send_response(200)

@@ -73,7 +73,7 @@ def roots_from_consistency_proof(m: int, n: int, proof: list[bytes], first: byte
 
 def synthetic_consistency(m: int, n: int) -> tuple[bytes, bytes, list[bytes]]:
     """(root_m, root_n, proof) for any 0 < m < n: random proof hashes and the roots they imply."""
-    length = merkle._consistency_proof_length(m, n)  # noqa: SLF001 - the RFC's proof length
+    length = merkle._consistency_proof_length(m, n)  # the RFC's proof length
     proof = [os.urandom(32) for _ in range(length)]
     first = os.urandom(32)
     root_m, root_n = roots_from_consistency_proof(m, n, proof, first)

@@ -76,7 +76,7 @@ def test_node_coming_back_after_outage(owner, anvil, flaky_proxy) -> None:  # ty
             import urllib.request
 
             class Forward(http.server.BaseHTTPRequestHandler):
-                def do_POST(self) -> None:  # noqa: N802
+                def do_POST(self) -> None:
                     body = self.rfile.read(int(self.headers["content-length"]))
                     with urllib.request.urlopen(urllib.request.Request(
                             anvil.rpc_url, data=body, headers={"content-type": "application/json"})) as r:

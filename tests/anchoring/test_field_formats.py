@@ -215,7 +215,7 @@ def test_an_op_stack_block_after_canyon_rebuilds_its_receipts_root_and_proves_it
     assert receipts[0]["type"] == "0x7e" and len(rlp.decode(encoded[0][1:])) == 6
     _prove_on_both_sides(bytes.fromhex(block["receiptsRoot"][2:]), encoded, range(len(encoded)))
     count = 0
-    for n, root in zip(fixture["flashblock_tx_counts"], fixture["flashblock_receipts_roots"]):
+    for n, root in zip(fixture["flashblock_tx_counts"], fixture["flashblock_receipts_roots"], strict=True):
         count += n
         assert "0x" + build_receipt_trie(encoded[:count]).root_hash.hex() == root
     assert vev.decode_receipt(encoded[0])[:2] == (0x7E, 1)

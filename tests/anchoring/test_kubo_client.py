@@ -64,7 +64,7 @@ class _EmulatedKuboHttp:
         emulator = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+            def do_POST(self) -> None:  # http.server naming
                 url = urlsplit(self.path)
                 params = {k: v[-1] for k, v in parse_qs(url.query).items()}
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
@@ -76,7 +76,7 @@ class _EmulatedKuboHttp:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 # Kubo's RPC refuses GET (CSRF protection); the client must POST.
                 self.send_response(405)
                 self.end_headers()

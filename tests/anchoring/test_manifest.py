@@ -22,7 +22,7 @@ from rlhf_ledger.core import merkle
 from rlhf_ledger.core.errors import LedgerError, ProofError
 from rlhf_ledger.core.events import commit_fields
 from rlhf_ledger.core.jcs import canonicalize
-from tests.anchoring.fixtures import LOG, ledger, producer  # noqa: E402,F401  (shared fixtures)
+from tests.anchoring.fixtures import LOG, ledger, producer  # shared fixtures
 
 
 def test_root_from_range_matches_rfc_roots():
@@ -41,10 +41,7 @@ def test_root_from_range_matches_rfc_roots():
 def test_first_and_next_manifest_verify_and_carry_no_clear_data(ledger, producer, tmp_path):
     secret = "annotator alice@example.org says: tell me a secret"
     base = ledger.size(LOG)  # the producer's key event comes first (docs/keys.md)
-    events = []
-    for i in range(5):
-        env = producer.event()
-        events.append(env)
+    events = [producer.event() for _ in range(5)]
     ledger.append(events, log_id=LOG)
     first = ledger.checkpoint(LOG)
     doc1 = build_manifest(ledger, LOG, first, None)

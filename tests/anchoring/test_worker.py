@@ -21,10 +21,10 @@ from rlhf_ledger.anchoring.worker import AnchorWorker
 from rlhf_ledger.store import db
 from rlhf_ledger.store.ledger import Ledger
 from tests.anchoring.conftest import FAST_RETRY
+from tests.anchoring.fixtures import LOG, ledger, producer  # shared fixtures
 from tests.ledger.helpers import Producer
 
 pytestmark = pytest.mark.anvil
-from tests.anchoring.fixtures import LOG, ledger, producer  # noqa: E402,F401  (shared fixtures)
 
 
 @pytest.fixture
@@ -126,12 +126,12 @@ class Crash(Exception):
 
 
 class CrashBeforeBroadcast(AnchorWorker):
-    def _broadcast(self, row, raw):  # noqa: ANN001
+    def _broadcast(self, row, raw):
         raise Crash("killed after recording the signed transaction, before sending it")
 
 
 class CrashAfterBroadcast(AnchorWorker):
-    def _broadcast(self, row, raw):  # noqa: ANN001
+    def _broadcast(self, row, raw):
         self.chain.rpc("eth_sendRawTransaction", [raw])
         raise Crash("killed after sending, before recording 'submitted'")
 
@@ -190,7 +190,7 @@ class ForwardingProxy:
         upstream = self.upstream
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 req = urllib.request.Request(upstream, data=body, headers={"content-type": "application/json"})
                 with urllib.request.urlopen(req, timeout=10) as resp:
@@ -298,7 +298,7 @@ def test_watch_backs_off_while_unavailable_and_stops(anvil, owner, ledger, produ
     waits: list[float] = []
 
     class RecordingStop(threading.Event):
-        def wait(self, timeout=None):  # noqa: ANN001 - records the backoff instead of sleeping
+        def wait(self, timeout=None):  # records the backoff instead of sleeping
             waits.append(timeout)
             return False
 

@@ -11,7 +11,7 @@ from rlhf_ledger.anchoring.chain import ChainClient, log_id_for_origin
 from rlhf_ledger.anchoring.content_store import LocalContentStore
 from rlhf_ledger.anchoring.worker import AnchorWorker
 from tests.anchoring.conftest import FAST_RETRY
-from tests.anchoring.fixtures import LOG, ledger, producer  # noqa: F401  (shared fixtures)
+from tests.anchoring.fixtures import LOG, ledger, producer  # shared fixtures
 
 pytestmark = pytest.mark.anvil
 
@@ -50,7 +50,7 @@ def test_a_refused_consistency_proof_fails_once_with_its_reason(anvil, owner, le
     refused = ledger.checkpoint(LOG)
     real = worker._chain_proof
 
-    def forged(on_chain, size):  # noqa: ANN001 - a proof the contract must refuse
+    def forged(on_chain, size):  # a proof the contract must refuse
         proof = real(on_chain, size)
         return [bytes([proof[0][0] ^ 1]) + proof[0][1:]] + proof[1:]
 

@@ -20,10 +20,10 @@ from rlhf_ledger.store import db
 from rlhf_ledger.store.anchors import RetryRefused
 from rlhf_ledger.store.ledger import Ledger
 from tests.anchoring.conftest import FAST_RETRY
+from tests.anchoring.fixtures import LOG, ledger, producer  # shared fixtures
 from tests.ledger.helpers import Producer
 
 pytestmark = pytest.mark.anvil
-from tests.anchoring.fixtures import LOG, ledger, producer  # noqa: E402,F401  (shared fixtures)
 
 
 @pytest.fixture
@@ -154,7 +154,7 @@ def test_failover_refuses_an_endpoint_of_another_chain(anvil, owner):
         assert c.chain_id == 31337
         with pytest.raises(ChainError, match=r"eth_chainId: endpoint .* reports chain '0x1092', the first endpoint "
                                              r"reports 31337; all --rpc URLs must serve the same chain"):
-            c._fail_over(ConnectionError("emulated outage"))  # noqa: SLF001 - the switch a transient error causes
+            c._fail_over(ConnectionError("emulated outage"))  # the switch a transient error causes
 
 
 def test_anchor_once_releases_its_lease_and_anchors_lists_and_retries(anvil, tmp_path, monkeypatch):
@@ -197,7 +197,7 @@ def test_malformed_node_answers_end_the_pass_with_one_line_not_a_traceback(anvil
         return real_rpc(method, params)
     monkeypatch.setattr(c, "rpc", rpc)
     with pytest.raises(ChainError, match="eth_getLogs: answer = 'garbage' is not a list"):
-        w._find_anchored(cp.size)  # noqa: SLF001
+        w._find_anchored(cp.size)
     result = w.run_once()
     assert result.errors == [f"{c.rpc_url}: eth_getBlockByNumber(latest): number = '12' is not a 0x-hex quantity"]
 

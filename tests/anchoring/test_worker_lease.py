@@ -83,7 +83,7 @@ def test_two_workers_on_postgresql_anchor_each_checkpoint_once(anvil, owner, pg_
                     if leaders[w.lease.holder] % 3 == 0:
                         w.lease.release()  # hand over now and then, so both workers really anchor
                 time.sleep(0.01)
-        except BaseException as e:  # noqa: BLE001 - reported below
+        except BaseException as e:  # reported below
             errors.append(e)
 
     threads = [threading.Thread(target=loop, args=(w,)) for w in workers]

@@ -29,7 +29,7 @@ from rlhf_ledger.api.tokens import create_token
 from rlhf_ledger.cli.main import main as cli
 from rlhf_ledger.store import db
 from rlhf_ledger.store.ledger import Ledger, audit
-from tests.anchoring.conftest import FAST_RETRY, anvil, owner  # noqa: F401  (session anvil, fresh contract)
+from tests.anchoring.conftest import FAST_RETRY, anvil, owner  # session anvil, fresh contract
 from tests.conftest import PG_ADMIN_URL
 from tests.deploy import service
 from tests.ledger.helpers import Producer
@@ -86,7 +86,7 @@ def dbs():
         _drop(u)
 
 
-def test_restored_dump_never_forks_and_recovers(anvil, owner, dbs, tmp_path):  # noqa: F811
+def test_restored_dump_never_forks_and_recovers(anvil, owner, dbs, tmp_path):
     data = tmp_path / "data"
     live = dbs()
     lg = Ledger.open(data, live)

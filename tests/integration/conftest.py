@@ -1,3 +1,3 @@
 """Integration tests reuse the real-anvil fixtures of the anchoring suite."""
 
-from tests.anchoring.conftest import anvil, owner  # noqa: F401  (pytest fixtures)
+from tests.anchoring.conftest import anvil, owner  # pytest fixtures

@@ -129,7 +129,7 @@ def test_tampered_export_is_rejected(anchored, anvil, tmp_path):
     with open(path, "w") as f:
         export_bundle(led, LOG, f, Scope("run", run_id="run-a"), content_store=store)
     lines = path.read_text().splitlines()
-    i = next(k for k, l in enumerate(lines) if '"kind":"event"' in l and '"loss":0.25' in l)
+    i = next(k for k, line in enumerate(lines) if '"kind":"event"' in line and '"loss":0.25' in line)
     lines[i] = lines[i].replace('"loss":0.25', '"loss":0.26', 1)
     path.write_text("\n".join(lines) + "\n")
     res = _verify(path, led, owner, anvil)

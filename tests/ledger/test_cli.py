@@ -30,7 +30,7 @@ def ok(res: subprocess.CompletedProcess) -> str:
 def one_line_error(res: subprocess.CompletedProcess) -> str:
     assert res.returncode != 0
     assert "Traceback" not in res.stderr
-    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, res.stderr
     return lines[0]
 
@@ -75,7 +75,7 @@ def test_append_prove_show_audit(home, events_file):
     out = ok(run(home, "append", str(path)))
     assert "appended 10 events (0 already present)" in out
     again = ok(run(home, "append", "--json", str(path)))
-    results = [json.loads(l) for l in again.splitlines()]
+    results = [json.loads(line) for line in again.splitlines()]
     # index 0 is the producer's key event (docs/keys.md)
     assert [r["index"] for r in results] == list(range(1, 11)) and all(r["duplicate"] for r in results)
 

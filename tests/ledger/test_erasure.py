@@ -94,7 +94,7 @@ def test_subject_erasure_across_three_runs_and_two_logs(world):
     for log_id in ("log-a", "log-b"):
         ledger.checkpoint(log_id)
         root = ledger.latest_checkpoint(log_id).root
-        for k, (lg, i) in idx.items():
+        for lg, i in idx.values():
             if lg == log_id:
                 n, proof = ledger.inclusion_proof(log_id, i)
                 assert merkle.verify_inclusion(ledger.get_entry(log_id, i).leaf_hash, i, n, proof, root)
@@ -268,7 +268,7 @@ def test_appends_racing_a_subject_erasure_leave_nothing_readable_or_unrecorded(l
                 [r] = ledger.append([_batch(producers[log_id], f"r{n}", f"{log_id}-{n}", {"prompts": [ALICE], "responses": [BOB]})])
                 stored.append((log_id, r.index))
                 n += 1
-        except Exception as e:  # noqa: BLE001 - reported below
+        except Exception as e:  # reported below
             errors.append(e)
 
     threads = [threading.Thread(target=writer, args=(lg,)) for lg in ("race-b", "race-c")]

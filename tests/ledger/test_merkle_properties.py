@@ -10,6 +10,8 @@ other side's roots.
 
 from __future__ import annotations
 
+import itertools
+
 import pymerkle
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -183,7 +185,7 @@ def test_append_many_equals_append_nodes_equals_reference(entries: list[bytes], 
         single.put(append_nodes(i, h, single.get))
     batched = MemoryNodeStore()
     bounds = sorted({0, len(hashes), *(c for c in cuts if c <= len(hashes))})
-    for lo, hi in zip(bounds, bounds[1:]):
+    for lo, hi in itertools.pairwise(bounds):
         calls = batched.calls
         batched.put(append_many(lo, hashes[lo:hi], batched.get))
         assert batched.calls - calls <= 1

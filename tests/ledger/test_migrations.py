@@ -172,7 +172,7 @@ def test_subject_keys_migration_keeps_payloads_written_before(ledger):
     body, op = commit_fields({"prompt": "old secret"}, ["prompt"])
     [old] = ledger.append([{**p.event("r1", "annotation.batch", body), "openings": op}])
     # make the row what 0005's code wrote: JCS of the openings under the run key (v1)
-    crypto, rk, pl = ledger._payload_crypto(), db.run_keys.c, db.payloads.c
+    crypto, rk = ledger._payload_crypto(), db.run_keys.c
     with ledger.engine.begin() as c:
         key = crypto.unwrap(c.execute(sa.select(rk.wrapped_key)).scalar_one(), "default", "r1")
         nonce, ct = PayloadCrypto.seal(key, op, "default", old.index, old.event_id)

@@ -48,7 +48,7 @@ def test_verdicts_equal_pynacl(msgs, flips):
             ss[i] = bytes([ss[i][0] ^ 1]) + ss[i][1:]
         else:
             ss[i] = ss[i][:63]
-    assert sigverify.verify_many(ks, ms, ss) == [verify(k, m, s) for k, m, s in zip(ks, ms, ss)]
+    assert sigverify.verify_many(ks, ms, ss) == [verify(k, m, s) for k, m, s in zip(ks, ms, ss, strict=True)]
 
 
 def test_bad_arguments():

@@ -132,7 +132,7 @@ def test_permanent_refusal_goes_to_dead_letter_and_is_surfaced(tmp_path):
         with pytest.raises(PermanentDeliveryError):
             run.end("completed")
         assert len(api.requests) == n_requests  # no retry loop on a 4xx
-        dead = [json.loads(l) for l in (tmp_path / "spool" / "deadletter.jsonl").read_text().splitlines()]
+        dead = [json.loads(line) for line in (tmp_path / "spool" / "deadletter.jsonl").read_text().splitlines()]
         assert dead[0]["error"]["code"] == "unknown_key" and dead[0]["envelopes"][0]["event"]["type"] == "run.start"
         # the operator registers the key; a restart delivers everything that was kept
         app.keys[s.key_id] = s.public_key
@@ -177,7 +177,7 @@ def test_torn_final_line_is_dropped_and_order_checked(tmp_path):
     s = Signer.generate()
     d = tmp_path / "sp"
     j = Journal(d, log_id="l", run_id="r", producer=s.key_id)
-    for i in range(3):
+    for _ in range(3):
         j.append(lambda seq: b'{"seq":%d,"type":"x.y","ts":"2026-01-01T00:00:00.000000Z","body":{}}\n' % seq)
     j.close()
     seg = next(d.glob("journal-*.jsonl"))

@@ -21,14 +21,14 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 pytest.importorskip("torch")
 pytest.importorskip("trl")
 
-from rlhf_ledger.core.keys import Signer  # noqa: E402
-from rlhf_ledger.export.bundle import Scope, export_bundle  # noqa: E402
-from rlhf_ledger.sdk import DatasetManifest, LocalSink, Run, weights_digest  # noqa: E402
-from rlhf_ledger.sdk.hf_callback import LedgerCallback  # noqa: E402
-from rlhf_ledger.store.ledger import Ledger  # noqa: E402
-from rlhf_verifier.cli import main as verify_main  # noqa: E402
+from rlhf_ledger.core.keys import Signer
+from rlhf_ledger.export.bundle import Scope, export_bundle
+from rlhf_ledger.sdk import DatasetManifest, LocalSink, Run, weights_digest
+from rlhf_ledger.sdk.hf_callback import LedgerCallback
+from rlhf_ledger.store.ledger import Ledger
+from rlhf_verifier.cli import main as verify_main
 
-from .hf_jobs import dpo_trainer, tiny_policy, tiny_tokenizer  # noqa: E402
+from .hf_jobs import dpo_trainer, tiny_policy, tiny_tokenizer
 
 LOG = "dp-log"
 SIGMA, Q = 1.1, 0.01

@@ -41,7 +41,7 @@ class Captured:
 
     def __call__(self, envs):
         out = inner_out = self.inner(envs)
-        for env, r in zip(envs, inner_out):
+        for env, r in zip(envs, inner_out, strict=True):
             if "openings" in env:
                 self.openings[r["event_id"]] = (env["event"], env["openings"])
         return out
@@ -75,7 +75,7 @@ def test_full_run_sequence_bodies_and_chain(tmp_path):
                      "compute.usage", "privacy.spend", "run.end"]
     assert [e["seq"] for e in events] == list(range(13))
     assert {e["producer"] for e in events} == {s.key_id}
-    by = {t: e["body"] for t, e in zip(types, events)}
+    by = {t: e["body"] for t, e in zip(types, events, strict=True)}
     assert by["dataset.register"] == {"dataset_id": "ds-1", "name": "prefs", "source": "https://example.org/prefs",
                                       "licence": "CC-BY-4.0", "digest": "sha256:" + "ab" * 32, "size_bytes": 1234, "records": 10}
     st = by["run.start"]

@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from rlhf_ledger.core.keys import Signer  # noqa: E402
-from rlhf_ledger.sdk import DatasetManifest, HttpSink, Run  # noqa: E402
+from rlhf_ledger.core.keys import Signer
+from rlhf_ledger.sdk import DatasetManifest, HttpSink, Run
 
 
 def main() -> None:
@@ -56,7 +56,7 @@ def main() -> None:
                 time.sleep(0.3)  # the second writer's first events reach the ledger meanwhile
             run.end("completed")
             result["error"] = None
-        except Exception as e:  # noqa: BLE001 - reported to the test
+        except Exception as e:  # reported to the test
             result.update(error=type(e).__name__, code=getattr(e, "code", None), message=str(e))
         out.write_text(json.dumps(result))
         return

@@ -32,7 +32,7 @@ def _read_file(path: str, opt: str) -> str:
         raise UsageError(f"{opt} {path[:200]}: cannot read: {getattr(e, 'strerror', None) or e}") from None
 
 
-def _value_or_at(value: str, opt: str, file_opt: str) -> tuple[str, str]:
+def _value_or_at(value: str, opt: str) -> tuple[str, str]:
     """(text, source) of a key given as a value, or as `@path` (read from that file). A value is
     never read as a file because a file of that name happens to exist (docs/verifier.md)."""
     if value.startswith("@"):
@@ -49,7 +49,7 @@ def parse_log_key(text: str, what: str) -> VerifierKey:
 
 def load_log_key(value: str) -> VerifierKey:
     """A C2SP vkey value, or `@path`: kept for callers of the old API (tlog-proof)."""
-    text, _ = _value_or_at(value, "--log-key", "--log-key-file")
+    text, _ = _value_or_at(value, "--log-key")
     return parse_log_key(text, f"--log-key {value[:60]}")
 
 
@@ -74,7 +74,7 @@ def parse_producer_key(text: str, what: str) -> bytes:
 
 
 def load_producer_key(value: str) -> bytes:
-    text, _ = _value_or_at(value, "--producer-key", "--producer-key-file")
+    text, _ = _value_or_at(value, "--producer-key")
     return parse_producer_key(text, f"--producer-key {value[:60]}")
 
 
@@ -82,14 +82,14 @@ def trust_inputs(a: argparse.Namespace) -> tuple[list[VerifierKey], list[str], l
     """Keys and the exact source of each, for the report's "Trusted" section."""
     log_keys, log_src, prod_keys, prod_src = [], [], [], []
     for v in a.log_key:
-        text, src = _value_or_at(v, "--log-key", "--log-key-file")
+        text, src = _value_or_at(v, "--log-key")
         log_keys.append(parse_log_key(text, f"--log-key {v[:60]}"))
         log_src.append(src)
     for path in a.log_key_file:
         log_keys.append(parse_log_key(_read_file(path, "--log-key-file"), f"--log-key-file {path[:60]}"))
         log_src.append(f"--log-key-file {path} (file)")
     for v in a.producer_key:
-        text, src = _value_or_at(v, "--producer-key", "--producer-key-file")
+        text, src = _value_or_at(v, "--producer-key")
         prod_keys.append(parse_producer_key(text, f"--producer-key {v[:60]}"))
         prod_src.append(src)
     for path in a.producer_key_file:

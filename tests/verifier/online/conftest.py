@@ -9,5 +9,5 @@ import os
 
 os.environ.setdefault("RLHF_LEDGER_PASSPHRASE", "test-passphrase-not-a-secret")
 
-from tests.anchoring.conftest import anvil, owner  # noqa: E402,F401  (re-exported fixtures)
-from tests.anchoring.test_kubo_client import kubo_rpc  # noqa: E402,F401
+from tests.anchoring.conftest import anvil, owner  # re-exported fixtures
+from tests.anchoring.test_kubo_client import kubo_rpc

@@ -141,7 +141,7 @@ class EmulatedLyingRpcProxy:
         self.upstream = upstream
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 req = urllib.request.Request(proxy.upstream, data=body, headers={"content-type": "application/json"})
                 with urllib.request.urlopen(req, timeout=10) as resp:
@@ -228,7 +228,7 @@ class EmulatedLyingIpfsGateway:
         gateway = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 data = gateway.content.get(self.path.removeprefix("/ipfs/"))
                 if data is None:
                     self.send_response(404)

@@ -51,7 +51,6 @@ class RunFacts:
     end_count: int = 0
     events: int = 0
     invalid_events: list[Ref] = field(default_factory=list)
-    invalid_count: int = 0
     annotation_ok: int = 0
     annotation_bad: list[tuple[Ref, str]] = field(default_factory=list)
     annotation_bad_count: int = 0
@@ -152,7 +151,6 @@ class Collector:
         ref = Ref(index, event_id)
         r.events += 1
         if not valid:
-            r.invalid_count += 1
             capped_append(r.invalid_events, ref)
         if delay is None:
             r.unanchored_count += 1
