@@ -16,6 +16,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -110,22 +111,30 @@ def anchor_command(data_dir: str, database_url: str | None, log_ids: tuple[str, 
             w.lease.release()
 
 
-def _run(workers: list[AnchorWorker], once: bool, interval: float) -> None:
+def _run(workers: list[AnchorWorker], once: bool, interval: float, *, max_backoff: float = 300.0,
+         passes: int | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Passes over every log; with --watch the delay between rounds doubles (up to `max_backoff`)
+    while a chain or content store is unavailable, like AnchorWorker.watch (docs/anchoring.md)."""
+    delay, done = interval, 0
     while True:
+        unavailable = False
         for w in workers:
             r = w.run_once()
             if not r.leader:
                 click.echo(f"{w.log_id}: another worker holds the lease; skipped")
             elif r.unavailable:
+                unavailable = True
                 click.echo(f"{w.log_id}: {r.unavailable}", err=True)
             else:
                 for size in r.submitted:
                     click.echo(f"{w.log_id}: checkpoint {size} sent")
                 for err in r.errors:
                     click.echo(f"{w.log_id}: {err}", err=True)
-        if once:
+        done += 1
+        if once or (passes is not None and done >= passes):
             break
-        time.sleep(interval)
+        delay = min(max(delay * 2, interval), max_backoff) if unavailable else interval
+        sleep(delay)
 
 
 def _when(ts: float | int | None) -> str:

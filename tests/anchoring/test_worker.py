@@ -309,3 +309,23 @@ def test_watch_backs_off_while_unavailable_and_stops(anvil, owner, ledger, produ
     worker.chain = client(anvil, owner.contract_address)
     worker.watch(0.5, stop=RecordingStop(), passes=1)
     assert [r.status for r in ledger.anchors.for_log(LOG)] == ["included"]
+
+
+def test_cli_watch_backs_off_while_unavailable_like_the_worker(anvil, owner, ledger, producer, store, capsys):
+    """`rlhf-ledger anchor --watch` runs its own loop over several logs: it backs off the same way."""
+    from rlhf_ledger.cli.anchor import _run
+
+    with socket_closed_port() as port:
+        dead = ChainClient(f"http://127.0.0.1:{port}", anvil.private_keys[0], contract_address=owner.contract_address,
+                           retry=FAST_RETRY)
+    add(ledger, producer, 2)
+    worker = AnchorWorker(ledger, dead, store, LOG)
+    waits: list[float] = []
+    _run([worker], False, 0.5, max_backoff=3.0, passes=4, sleep=waits.append)
+    assert waits == [1.0, 2.0, 3.0]
+    assert "chain unavailable" in capsys.readouterr().err
+    worker.chain = client(anvil, owner.contract_address)
+    waits.clear()
+    _run([worker], False, 0.5, max_backoff=3.0, passes=2, sleep=waits.append)
+    assert waits == [0.5]  # reachable again: back to the interval
+    assert [r.status for r in ledger.anchors.for_log(LOG)][0] in ("included", "confirmed")
