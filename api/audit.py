@@ -145,7 +145,6 @@ class DenialRecorder:
         self._minute_records = 0
         self._overflow = {"records": 0, "denials": 0}
         self._stop = threading.Event()
-        self.dropped = 0  # denials not even aggregated (MAX_OPEN reached); counted in the overflow
         self.failed = 0
         self.records = 0
         self._thread = threading.Thread(target=self._loop, name="denial-recorder", daemon=True)
@@ -168,7 +167,6 @@ class DenialRecorder:
             elif len(self._open) < self.MAX_OPEN:
                 self._open[key] = _Aggregate(d, 1, d.ts)
             else:  # never block or grow without bound: counted, not itemised
-                self.dropped += 1
                 self._overflow["denials"] += 1
 
     def count_suppressed(self, client: str) -> None:

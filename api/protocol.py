@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 
 
 def _env_float(name: str, default: float) -> float:
@@ -33,7 +33,7 @@ class GuardedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._deadline: asyncio.TimerHandle | None = None
-        self._cycle_seen = None
+        self._cycle_seen: RequestResponseCycle | None = None  # the cycle whose head disarmed the deadline
         if len(self.connections) > self.max_connections:
             self.logger.warning("connection cap of %d reached; closing a new connection", self.max_connections)
             self.transport.close()

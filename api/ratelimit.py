@@ -31,13 +31,3 @@ class TokenBuckets:
             if len(self._state) > self.max_keys:  # forget idle keys (a full bucket is the default)
                 self._state = {k: v for k, v in self._state.items() if now - v[1] < self.burst / self.rate}
             return (cost - tokens) / self.rate
-
-    def peek(self, key: str, cost: float = 1.0, now: float | None = None) -> float:
-        """Seconds until `cost` tokens would be available (0.0: now), taking nothing."""
-        if self.rate <= 0:
-            return 0.0
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            tokens, last = self._state.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        return 0.0 if tokens >= cost else (cost - tokens) / self.rate

@@ -17,7 +17,7 @@ from rlhf_ledger.core.events import ParsedEvent
 from rlhf_ledger.store import db
 from rlhf_ledger.store.database import insert_many
 from rlhf_ledger.store.keyring import KeyringMixin
-from rlhf_ledger.store.payloads import Opened, PayloadCrypto, PayloadError
+from rlhf_ledger.store.payloads import ErasedError, Opened, PayloadCrypto, PayloadError
 from rlhf_ledger.store.reader import ReaderMixin
 
 
@@ -84,7 +84,7 @@ class OpeningsMixin(ReaderMixin, KeyringMixin):
         ).first()
         if row is not None:
             if row.wrapped_key is None:
-                raise PayloadError("run was erased: its data key is destroyed and it takes no new payloads", where=run_id)
+                raise ErasedError("run was erased: its data key is destroyed and it takes no new payloads", where=run_id)
             return crypto.unwrap(row.wrapped_key, log_id, run_id)
         if not self._sqlite:  # wrap under the current KEK, never one an erasure is replacing
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(727276, 1)"))
@@ -135,13 +135,13 @@ class OpeningsMixin(ReaderMixin, KeyringMixin):
 
     def read_payload(self, log_id: str, index: int) -> dict | None:
         """The readable openings of an entry (auditor access); None if the entry has none.
-        Raises PayloadError when the run was erased; openings of erased subjects are left out
+        Raises ErasedError when the run was erased; openings of erased subjects are left out
         (read_openings says which)."""
         opened = self.read_openings(log_id, index)
         if opened is None:
             return None
         if opened.run_erased:
-            raise PayloadError("the run's data key was erased: payload unreadable", where=f"entry {index}")
+            raise ErasedError("the run's data key was erased: payload unreadable", where=f"entry {index}")
         return opened.openings
 
 

@@ -53,6 +53,11 @@ class PayloadError(LedgerError):
     code = "payload_error"
 
 
+class ErasedError(PayloadError):
+    """The data asked for was erased (its run's data key destroyed): gone for good, not malformed
+    (the API answers 410). Same code as PayloadError, so its problem type is unchanged."""
+
+
 def _aad(log_id: str, idx: int, event_id: str) -> bytes:
     return f"rlhf-ledger-payload/v1\n{log_id}\n{idx}\n{event_id}".encode()
 

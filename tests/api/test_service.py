@@ -133,7 +133,7 @@ def test_garbage_in_gives_precise_4xx(world):
     assert_problem(pub.get(f"/v1/logs/{world.log_id}/entries/{2**70}"), 422)
     assert_problem(pub.get("/v1/logs/nosuchlog/checkpoints/latest"), 404)
     assert_problem(pub.get("/v1/nothing-here"), 404)
-    r = assert_problem(pub.put("/v1/logs"), 405)
+    assert_problem(pub.put("/v1/logs"), 405)
     assert_problem(world.server.client("rlt_" + "x" * 43).get("/v1/logs"), 401)
 
 

@@ -23,7 +23,7 @@ _raw_attacks = st.one_of(
     st.integers(min_value=60, max_value=5000).map(lambda n: b"[" * n + b"]" * n),
     st.integers(min_value=60, max_value=5000).map(lambda n: b'{"a":' * n + b"0" + b"}" * n),
     st.integers(min_value=4301, max_value=6000).map(lambda n: b'{"events":[' + b"7" * n + b"]}"),
-    st.text(max_size=50).map(lambda k: ('{"%s":1,"%s":2}' % (k, k)).encode("utf-8", "surrogatepass")),
+    st.text(max_size=50).map(lambda k: ('{"' + k + '":1,"' + k + '":2}').encode("utf-8", "surrogatepass")),
 )
 
 

@@ -97,7 +97,7 @@ def test_range_bundles_are_capped_and_paged(sec_server):
     log_id = unique("range")
     p, tok = setup_log(sec_server, log_id, ["*"])
     sub = sec_server.client(tok)
-    for i in range(2):
+    for _ in range(2):
         assert sub.post(f"/v1/logs/{log_id}/events", json={"events": p.events(log_id, "r", 600)}).status_code == 200
     pub = sec_server.client()
     b = assert_problem(pub.get(f"/v1/logs/{log_id}/bundle", params={"start": 0, "end": 1001}), 422)
