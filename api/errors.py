@@ -22,6 +22,8 @@ from rlhf_ledger.core.errors import (
     EventError,
     KeyFileError,
     LedgerError,
+    NoPassphraseError,
+    NotCoveredYetError,
     NotFoundError,
     ProofError,
     RevokedKeyError,
@@ -47,19 +49,17 @@ STATUS_BY_TYPE: tuple[tuple[type[LedgerError], int], ...] = (
     (ErasedError, 410),  # the data existed and was erased: gone for good
     (SigningRefused, 503),  # the server's state, not the request (docs/operations.md)
     (KeyFileError, 503),
+    (NoPassphraseError, 503),  # the server was started without its passphrase
+    (NotCoveredYetError, 404),  # the entry exists; no (anchored) checkpoint covers it yet
 )
 
-# Errors the store and the exporter raise as a plain LedgerError with only a code (no class of
-# their own): the server lacks its passphrase (503); an entry exists but no (anchored)
-# checkpoint covers it yet (404).
-STATUS_BY_CODE = {"no_passphrase": 503, "not_anchored": 404, "not_checkpointed": 404}
 
 
 def ledger_status(exc: LedgerError) -> int:
     for cls, status in STATUS_BY_TYPE:
         if isinstance(exc, cls):
             return status
-    return STATUS_BY_CODE.get(exc.code, 422)
+    return 422
 
 
 async def _api_problem(request: Request, exc: ApiProblem) -> Response:

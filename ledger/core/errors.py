@@ -84,3 +84,17 @@ class ReservedRunError(LedgerError):
     """The run id is reserved for the log's own records (docs/keys.md)."""
 
     code = "reserved_run"
+
+
+class NotCoveredYetError(LedgerError):
+    """The entry exists but no signed (code `not_checkpointed`) or no confirmed anchored (code
+    `not_anchored`) checkpoint covers it yet: asked too early, not malformed."""
+
+    code = "not_checkpointed"
+
+
+class NoPassphraseError(LedgerError):
+    """The ledger's keys are encrypted and the process was given no passphrase: the server's
+    configuration, not the request."""
+
+    code = "no_passphrase"

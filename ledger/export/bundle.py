@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from rlhf_ledger.core.errors import LedgerError, NotFoundError
+from rlhf_ledger.core.errors import LedgerError, NotCoveredYetError, NotFoundError
 from rlhf_ledger.core.events import now_ts
 from rlhf_ledger.core.key_events import KEYS_RUN
 from rlhf_ledger.store.ledger import EntryRecord, Ledger
@@ -108,10 +108,11 @@ def iter_bundle_lines(
         target = covering[0]
     else:
         if require_anchor:
-            raise LedgerError(f"no confirmed anchor covers index {last_index} yet", where=f"log {log_id!r}", code="not_anchored")
+            raise NotCoveredYetError(f"no confirmed anchor covers index {last_index} yet", where=f"log {log_id!r}",
+                                     code="not_anchored")
         later = [c.size for c in ledger.list_checkpoints(log_id, after=last_index, limit=1)]
         if not later:
-            raise LedgerError(
+            raise NotCoveredYetError(
                 f"no signed checkpoint covers index {last_index} yet; run `rlhf-ledger checkpoint`",
                 where=f"log {log_id!r}",
                 code="not_checkpointed",

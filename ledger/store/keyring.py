@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rlhf_ledger.core.errors import LedgerError
+from rlhf_ledger.core.errors import LedgerError, NoPassphraseError
 from rlhf_ledger.core.keys import PASSPHRASE_ENV, Signer, log_key_file_name, read_key_file
 from rlhf_ledger.store.base import LedgerBase
 from rlhf_ledger.store.payloads import KeyRing, PayloadCrypto
@@ -20,7 +20,7 @@ class KeyringMixin(LedgerBase):
 
             value = env_secret(PASSPHRASE_ENV)
             if not value:
-                raise LedgerError(f"the ledger's keys are encrypted: set {PASSPHRASE_ENV} (or {PASSPHRASE_ENV}_FILE, "
+                raise NoPassphraseError(f"the ledger's keys are encrypted: set {PASSPHRASE_ENV} (or {PASSPHRASE_ENV}_FILE, "
                                   "a file holding it)", code="no_passphrase")
             self._passphrase = value
         return self._passphrase

@@ -15,12 +15,14 @@ from rlhf_ledger.api import tokens as tok
 from rlhf_ledger.api.app import create_app
 from rlhf_ledger.api.config import Settings
 from rlhf_ledger.api.deps import authenticate
-from rlhf_ledger.api.errors import STATUS_BY_CODE, STATUS_BY_TYPE, ledger_status
+from rlhf_ledger.api.errors import STATUS_BY_TYPE, ledger_status
 from rlhf_ledger.core.errors import (
     ConflictError,
     EventError,
     KeyFileError,
     LedgerError,
+    NoPassphraseError,
+    NotCoveredYetError,
     NotFoundError,
     ProofError,
     RevokedKeyError,
@@ -41,21 +43,21 @@ API = Path(__file__).resolve().parents[2] / "api"
     (NotFoundError("x"), 404), (UnknownKeyError("x"), 404), (ConflictError("x"), 409), (RunEndedError("x"), 409),
     (RevokedKeyError("x"), 409), (EventError("x"), 422), (ProofError("x"), 422),
     (ErasedError("the run's data key was erased"), 410), (SigningRefused("x"), 503), (KeyFileError("x"), 503),
-    (LedgerError("x", code="no_passphrase"), 503), (LedgerError("x", code="not_anchored"), 404),
-    (LedgerError("x", code="not_checkpointed"), 404),
-    # Neither the class nor the code says otherwise: refused input. The wording never counts.
+    (NoPassphraseError("x"), 503), (NotCoveredYetError("x", code="not_anchored"), 404),
+    (NotCoveredYetError("x"), 404),
+    # No class says otherwise: refused input. Neither the wording nor a bare code counts.
+    (LedgerError("x", code="no_passphrase"), 422), (LedgerError("x", code="not_anchored"), 422),
     (PayloadError("the payload was erased, says the message"), 422), (LedgerError("x", code="not_found"), 422),
     (LedgerError("erased"), 422),
 ])
-def test_status_comes_from_the_class_or_code(exc, status):
+def test_status_comes_from_the_class(exc, status):
     assert ledger_status(exc) == status
 
 
 def test_erased_error_keeps_the_payload_problem_type():
     assert ErasedError.code == PayloadError.code == "payload_error"
     assert issubclass(ErasedError, PayloadError)  # callers catching PayloadError still catch it
-    assert all(issubclass(cls, LedgerError) for cls, _ in STATUS_BY_TYPE) and set(STATUS_BY_CODE) == {
-        "no_passphrase", "not_anchored", "not_checkpointed"}
+    assert all(issubclass(cls, LedgerError) for cls, _ in STATUS_BY_TYPE)
 
 
 def test_no_module_of_the_api_decides_by_message_text():
