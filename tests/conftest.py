@@ -73,7 +73,7 @@ def ledger(backend):
 FAST_SKIPPED_DIRS = {"deploy", "integration", "online"}
 SLOW_FIXTURES = {"anvil", "owner", "hardhat", "kubo_rpc", "api_server", "api_servers", "pg_url", "pg_server",
                  "server", "world", "srv", "service", "chromium", "demo", "anchored", "clusters", "failover",
-                 "install_venvs"}  # tests/install: venvs built with pip from the registry
+                 "install_venvs", "kubo"}  # kubo: a real Kubo node; tests/install: venvs built with pip from the registry
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -10,7 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.test_architecture import build_tree
+
+pytestmark = pytest.mark.slow  # the fast tier (`pytest --fast`) leaves these to the full suite
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -51,6 +51,7 @@ def kubo_add(node: Any, data: bytes, tmp: Path) -> str:
 SIZES = [0, 1, 1000, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 3 * 1024 * 1024 + 7, MAX_LINKS * CHUNK_SIZE]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES)
 def test_parity_with_kubo(kubo: Any, tmp_path: Path, size: int) -> None:
     data = random.Random(size).randbytes(size)

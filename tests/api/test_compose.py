@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,12 +95,11 @@ def test_service_role_is_not_the_superuser():
     assert "ledger_db_password" in pg["secrets"]
 
 
+@pytest.mark.slow
 def test_role_script_grants_what_the_service_needs_on_a_real_server():
     """The init script's SQL on the real PostgreSQL: the role migrates, appends, erases
     (VACUUM FULL of its own table), and is refused superuser actions."""
     import secrets as _s
-
-    import pytest
 
     from .conftest import PG_ADMIN, pg_available
 

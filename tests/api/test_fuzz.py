@@ -38,6 +38,7 @@ def fuzz_server(tmp_path_factory):
     srv.stop()
 
 
+@pytest.mark.slow
 def test_openapi_conformance(fuzz_server):
     """Every operation, as admin (admin operations get exercised; other roles' paths answer with
     documented problems). Driven through hypothesis directly: schemathesis 4.32's pytest plugin

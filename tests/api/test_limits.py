@@ -23,6 +23,7 @@ def limited(tmp_path_factory):
     srv.stop()
 
 
+@pytest.mark.slow
 def test_rate_limit_per_token(limited):
     admin = limited.client(limited.admin_token)
     codes = [admin.get("/v1/whoami").status_code for _ in range(4)]

@@ -135,6 +135,7 @@ def test_service_reads_do_not_wait_behind_a_held_write_lock(setup, what):
     assert returned_first, f"{what} waited for the write lock"
 
 
+@pytest.mark.slow
 def test_the_harness_catches_a_read_that_takes_the_write_lock(setup):
     """The same read on the writer engine (BEGIN IMMEDIATE, what token lookups, anchor listings
     and /readyz used before) queues until the holder lets go: the harness reports it."""

@@ -110,6 +110,7 @@ def _product_files() -> list[tuple[str, Path]]:
     return out
 
 
+@pytest.mark.slow
 def test_every_module_the_product_imports_comes_with_the_base_or_an_extra():
     unknown = {}
     for module, path in _product_files():

@@ -15,6 +15,8 @@ from rlhf_ledger.core import merkle
 from rlhf_ledger.core.keys import read_key_file
 from tests.ledger.helpers import Producer
 
+pytestmark = pytest.mark.slow  # the fast tier (`pytest --fast`) leaves these to the full suite
+
 
 def run(home, *args, stdin: str | None = None, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "RLHF_LEDGER_HOME": str(home), "RLHF_LEDGER_PASSPHRASE": "cli-test-passphrase", **(env_extra or {})}

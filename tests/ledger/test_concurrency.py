@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 
+import pytest
+
 from rlhf_ledger.core.keys import Signer
 from rlhf_ledger.store.ledger import Ledger, audit
 
@@ -24,6 +26,7 @@ def _writer(data_dir: str, url: str | None, seed: bytes, out: mp.Queue) -> None:
     out.put(indices)
 
 
+@pytest.mark.slow
 def test_concurrent_writers_one_consistent_log(backend):
     data_dir, url = backend
     ledger = Ledger.open(data_dir, url)

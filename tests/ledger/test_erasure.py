@@ -246,6 +246,7 @@ def test_tampered_sealed_payload_is_refused_not_misread(world):
         ledger.read_openings(log_id, i)
 
 
+@pytest.mark.slow
 def test_appends_racing_a_subject_erasure_leave_nothing_readable_or_unrecorded(ledger, tmp_path):
     """Two threads append openings naming Alice in a second and a third log (each batch in a new
     run, so logs and runs appear while the erasure runs) while the main thread erases her. After:

@@ -38,6 +38,7 @@ json_values = st.recursive(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=1500, deadline=None)
 @given(json_values)
 def test_canonicalize_agrees_with_rfc8785_package(value):
@@ -66,6 +67,7 @@ fast_values = st.recursive(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=1500, deadline=None)
 @given(fast_values)
 def test_fast_path_printer_equals_the_stdlib_encoder(value):

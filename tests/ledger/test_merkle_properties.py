@@ -104,6 +104,7 @@ def test_inclusion_agrees_with_pymerkle_and_verifies(data: st.DataObject, trees)
     pymerkle.verify_inclusion(ours.leaf_hash(index), root_hash, theirs, index=index + 1, size=size)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(data=st.data())
 def test_tampered_inclusion_fails(data: st.DataObject, trees) -> None:
@@ -146,6 +147,7 @@ def test_consistency_verifies_and_agrees_with_pymerkle_roots(data: st.DataObject
         assert theirs.retrieve_prior_state() == root_m
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(data=st.data())
 def test_tampered_consistency_fails(data: st.DataObject, trees) -> None:

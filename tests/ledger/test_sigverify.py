@@ -61,6 +61,7 @@ def test_bad_arguments():
     assert sigverify.verify_many([ks[0][:31]], ms[:1], ss[:1]) == [False]
 
 
+@pytest.mark.slow
 def test_lists_changed_by_another_thread_during_a_check_do_not_matter():
     ks, ms, ss = _items([b"x" * 100] * 3000)
     stop = threading.Event()

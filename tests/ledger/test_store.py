@@ -82,6 +82,7 @@ def test_resubmission_is_idempotent(log, producer):
     assert first[0].index == 1
 
 
+@pytest.mark.slow
 def test_checkpoint_notes_are_signed_c2sp_notes(log, producer):
     log.append(producer.events(3))
     cp = log.checkpoint("default")
@@ -302,6 +303,7 @@ def test_key_rotation_keeps_old_events_verifiable(log, producer):
     assert verify(pk, canonicalize(entry["event"]), base64.b64decode(entry["sig"]))
 
 
+@pytest.mark.slow
 def test_parallel_prepare_in_worker_processes(log, producer):
     """append_stream with a process pool: same results as inline, refusals still per event."""
     from concurrent.futures import ProcessPoolExecutor

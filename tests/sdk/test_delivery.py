@@ -41,6 +41,7 @@ def kill_child_after_calls(seed: bytes, url: str, spool: Path, n: int) -> None:
     assert child.returncode == -signal.SIGKILL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ledger_state", ["slow", "down"])
 def test_sigkill_after_calls_return_loses_nothing_and_duplicates_nothing(tmp_path, ledger_state):
     seed = os.urandom(32)
@@ -74,6 +75,7 @@ def test_sigkill_after_calls_return_loses_nothing_and_duplicates_nothing(tmp_pat
         api.close()
 
 
+@pytest.mark.slow
 def test_http_retries_with_backoff_then_succeeds(tmp_path):
     s = Signer.generate()
     app = RecordingAppendForTests(s)
@@ -90,6 +92,7 @@ def test_http_retries_with_backoff_then_succeeds(tmp_path):
         api.close()
 
 
+@pytest.mark.slow
 def test_connection_refused_is_retried_and_kept_in_the_spool(tmp_path):
     s = Signer.generate()
     app = RecordingAppendForTests(s)
@@ -117,6 +120,7 @@ def test_connection_refused_is_retried_and_kept_in_the_spool(tmp_path):
         api.close()
 
 
+@pytest.mark.slow
 def test_permanent_refusal_goes_to_dead_letter_and_is_surfaced(tmp_path):
     s = Signer.generate()
     app = RecordingAppendForTests()  # producer key not registered: the ledger refuses (422)
@@ -144,6 +148,7 @@ def test_permanent_refusal_goes_to_dead_letter_and_is_surfaced(tmp_path):
         api.close()
 
 
+@pytest.mark.slow
 def test_wrong_token_is_permanent(tmp_path):
     s = Signer.generate()
     api = EmulatedLedgerApiForTests(RecordingAppendForTests(s), token="tok", log_id="log-c")

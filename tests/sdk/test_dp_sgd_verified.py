@@ -55,6 +55,7 @@ def _privacy_rule(led: Ledger, run_id: str, signer: Signer, tmp_path, capsys) ->
     return report, rule["runs"][0]
 
 
+@pytest.mark.slow
 def test_callback_dp_steps_are_checked_against_the_spends(tmp_path, capsys):
     led = Ledger.open(tmp_path / "data")
     try:

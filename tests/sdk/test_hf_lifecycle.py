@@ -23,6 +23,8 @@ from rlhf_ledger.sdk.hf_callback import LedgerCallback  # noqa: E402
 from . import hf_jobs  # noqa: E402
 from .helpers import RecordingAppendForTests, check_chains  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the fast tier (`pytest --fast`) leaves these to the full suite
+
 ROOT = Path(__file__).resolve().parents[2]
 DS = DatasetManifest("prefs", "toy prefs", "generated in test", "CC0-1.0", "sha256:" + "2" * 64, 100, 16)
 

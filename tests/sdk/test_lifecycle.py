@@ -69,6 +69,7 @@ def test_a_second_opener_of_a_spool_is_refused_at_once(tmp_path):
         second.start()
 
 
+@pytest.mark.slow
 def test_permanent_failure_is_printed_when_it_happens_and_raised_at_the_next_call(tmp_path, capfd):
     s = Signer.generate()
     api = EmulatedLedgerApiForTests(RecordingAppendForTests(s), token="right", log_id="lc-log")
@@ -104,6 +105,7 @@ def test_permanent_failure_is_printed_when_it_happens_and_raised_at_the_next_cal
         make_run(tmp_path / "x", s, LocalSink(RecordingAppendForTests(s)), on_delivery_error="ignore")
 
 
+@pytest.mark.slow
 def test_one_sink_serves_several_runs_and_refuses_another_log(tmp_path):
     s = Signer.generate()
     app = RecordingAppendForTests(s)

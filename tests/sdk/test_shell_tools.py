@@ -41,6 +41,7 @@ def local(tmp_path):
     return data, key, s
 
 
+@pytest.mark.slow
 def test_record_and_runs_locally(tmp_path, local):
     data, key, s = local
     base = ["record", "--key", str(key), "--log", "sh", "--run", "review-1", "--data-dir", str(data),
@@ -78,6 +79,7 @@ def test_record_and_runs_locally(tmp_path, local):
     assert code == 1 and "nope" in out
 
 
+@pytest.mark.slow
 def test_spool_status_and_flush_deliver_a_crashed_runs_leftovers(tmp_path, local):
     data, key, s = local
 
@@ -157,6 +159,7 @@ def test_devchain_runs_the_pinned_anvil_with_a_block_time(tmp_path):
 api_conftest = pytest.importorskip("tests.api.conftest")
 
 
+@pytest.mark.slow
 def test_record_over_http_runs_route_and_offline_docs(tmp_path):
     srv = api_conftest.start_server(tmp_path / "api", None, env={"RLHF_API_RATE": "0"})
     try:

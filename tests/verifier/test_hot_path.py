@@ -130,6 +130,7 @@ def honest(tmp_path_factory):
     return worker._CTX, lines
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(data=st.data())
 def test_a_repeated_name_anywhere_is_never_read_the_fast_way(honest, data):
@@ -170,6 +171,7 @@ def _ts(t: datetime, digits: int) -> str:
 @given(log_id=_ids, run_id=_ids, typ=st.from_regex(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){0,3}", fullmatch=True),
        producer=_hex, seq=st.integers(0, 2**53 - 1), prev=_hex, t=_times, digits=st.integers(0, 6),
        body=st.dictionaries(st.text(max_size=8), values, max_size=6))
+@pytest.mark.slow
 def test_event_jcs_is_the_general_canonical_form(log_id, run_id, typ, producer, seq, prev, t, digits, body):
     ev = {"v": 1, "log_id": log_id, "run_id": run_id, "type": typ, "producer": producer, "seq": seq,
           "prev": prev if seq else None, "ts": _ts(t, digits), "body": body}
@@ -206,6 +208,7 @@ def _outcome(f, ts):
         return "invalid"
 
 
+@pytest.mark.slow
 @settings(max_examples=500, deadline=None)
 @given(t=_times, digits=st.integers(0, 6))
 def test_event_times_are_the_datetime_values(t, digits):

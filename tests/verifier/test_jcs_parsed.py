@@ -29,6 +29,7 @@ def _outcome(f, v):
         return ("error", type(e))
 
 
+@pytest.mark.slow
 @settings(max_examples=800, deadline=None)
 @given(st.dictionaries(strings, values, max_size=5) | st.lists(values, max_size=5))
 def test_same_bytes_as_the_general_path(v):

@@ -14,6 +14,7 @@ import base64
 import json
 import tracemalloc
 
+import pytest
 from factory import MEDIA_TYPE, b64, ts
 
 from rlhf_ledger.core.checkpoints import default_origin, sign_checkpoint
@@ -68,6 +69,7 @@ def _retained(path) -> tuple[int, object]:
     return after - before, v
 
 
+@pytest.mark.slow
 def test_memory_per_one_event_run_is_small(tmp_path):
     small, big = tmp_path / "small.jsonl", tmp_path / "big.jsonl"
     _one_event_runs(small, 300)

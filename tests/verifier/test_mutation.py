@@ -102,6 +102,7 @@ def _verify(data: bytes, opts: Options) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["inclusion", "tree"])
 def test_every_mutation_is_rejected(tmp_path, mode):
     events = run_events(1)[:4]

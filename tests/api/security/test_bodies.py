@@ -39,6 +39,7 @@ HOSTILE = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_hostile_submission_bodies_get_4xx_never_500(sec_server, name):
     p, token = _submitter(sec_server)
@@ -61,6 +62,7 @@ def _submitter(srv):
     return _LOG[2], _LOG[1]
 
 
+@pytest.mark.slow
 def test_crash_sequence_401_bundle_then_deep_nesting_server_keeps_serving(sec_server):
     """The three-request SIGSEGV: a 401, any public bundle request (imports web3 and py_ecc,
     which raises the recursion limit to 100,000), then 200,000 nested brackets to an admin
@@ -97,6 +99,7 @@ def test_admin_body_not_read_before_authorisation(sec_server):
     assert alive(sec_server)
 
 
+@pytest.mark.slow
 def test_recursion_limit_guarded_after_every_import_path():
     """Import every module of the product (what any route can load), then start the app:
     the service's limits are back, whatever the imports did."""

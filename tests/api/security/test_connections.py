@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 import time
 
+import pytest
+
 from .conftest import alive, start_serve
 
 
@@ -27,6 +29,7 @@ def _closed_within(sock: socket.socket, seconds: float) -> float | None:
     return None
 
 
+@pytest.mark.slow
 def test_silent_connection_is_closed_after_the_header_deadline(sec_server):
     s = socket.create_connection(("127.0.0.1", _port(sec_server)))
     took = _closed_within(s, 10)
@@ -35,6 +38,7 @@ def test_silent_connection_is_closed_after_the_header_deadline(sec_server):
     assert alive(sec_server)
 
 
+@pytest.mark.slow
 def test_trickled_headers_are_cut_off(sec_server):
     s = socket.create_connection(("127.0.0.1", _port(sec_server)))
     s.sendall(b"GET /healthz HTTP/1.1\r\n")
@@ -54,6 +58,7 @@ def test_trickled_headers_are_cut_off(sec_server):
     assert alive(sec_server)
 
 
+@pytest.mark.slow
 def test_idle_keep_alive_connection_is_closed_and_honest_requests_still_work(sec_server):
     s = socket.create_connection(("127.0.0.1", _port(sec_server)))
     s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -64,6 +69,7 @@ def test_idle_keep_alive_connection_is_closed_and_honest_requests_still_work(sec
     assert took is not None and took < 5, took
 
 
+@pytest.mark.slow
 def test_connection_cap(tmp_path):
     srv = start_serve(tmp_path / "cap", args=["--max-connections", "8", "--header-timeout", "30"])
     try:

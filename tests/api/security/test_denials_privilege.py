@@ -32,6 +32,7 @@ def _audit_events(srv, start: int = 0) -> list[dict]:
     return [pub.get(f"/v1/logs/audit/entries/{i}").json()["envelope"]["event"] for i in range(start, size)]
 
 
+@pytest.mark.slow
 def test_unknown_token_flood_is_rate_limited_and_aggregated(denial_server):
     before = denial_server.client().get("/v1/logs/audit").json()["size"]
     t0 = time.monotonic()
@@ -63,6 +64,7 @@ def test_unknown_token_flood_is_rate_limited_and_aggregated(denial_server):
     assert alive(denial_server)
 
 
+@pytest.mark.slow
 def test_audit_growth_cap_is_itself_recorded(denial_server):
     admin = denial_server.client(denial_server.admin_token)
     log_id = unique("cap")
@@ -104,6 +106,7 @@ def test_submitter_bound_to_runs(sec_server):
                                                   "run_ids": ["bad\nrun*"]}), 422)
 
 
+@pytest.mark.slow
 def test_audit_service_key_cannot_be_revoked_over_the_api_and_rotates_when_revoked_offline(tmp_path):
     srv = start_serve(tmp_path / "svc")
     try:
@@ -148,6 +151,7 @@ def test_anchor_errors_served_without_credentials(sec_server):
         assert leak not in text
 
 
+@pytest.mark.slow
 def test_log_ids_map_to_key_files_injectively_and_errors_show_no_paths(tmp_path):
     srv = start_serve(tmp_path / "paths")
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -39,6 +40,7 @@ _bodies = st.one_of(
 )
 
 
+@pytest.mark.slow
 def test_fuzz_submission_and_admin_routes(sec_server):
     log_id = unique("fuzzh")
     _, sub_token = setup_log(sec_server, log_id, ["*"])

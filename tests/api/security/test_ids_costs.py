@@ -68,6 +68,7 @@ def test_id_grammar_api(sec_server):
     assert alive(sec_server)
 
 
+@pytest.mark.slow
 def test_slow_canonicalisation_counts_against_the_batch(sec_server):
     log_id = unique("slow")
     p, tok = setup_log(sec_server, log_id, ["*"])
@@ -93,6 +94,7 @@ def test_slow_canonicalisation_counts_against_the_batch(sec_server):
     assert r.status_code == 200, r.text[:300]
 
 
+@pytest.mark.slow
 def test_range_bundles_are_capped_and_paged(sec_server):
     log_id = unique("range")
     p, tok = setup_log(sec_server, log_id, ["*"])
@@ -118,6 +120,7 @@ def test_hostile_query_numbers(sec_server, q):
     assert r.status_code == 422, r.text[:200]
 
 
+@pytest.mark.slow
 def test_nul_and_control_characters_never_500(any_server):
     admin = any_server.client(any_server.admin_token)
     log_id = unique("nul")
@@ -167,6 +170,7 @@ def test_duplicate_keys_refused_by_the_api(sec_server, where, path):
     assert sec_server.client(tok).post(f"/v1/logs/{log_id}/events", json={"events": [env]}).status_code == 200
 
 
+@pytest.mark.slow
 def test_duplicate_keys_refused_by_the_cli(tmp_path):
     import os
 
