@@ -142,3 +142,19 @@ def test_the_message_for_a_missing_module():
     # a module of the product itself missing is a broken installation, not a missing extra
     e = ModuleNotFoundError("No module named 'rlhf_ledger.gone'", name="rlhf_ledger.gone")
     assert missing_module_message("init", e) is None
+
+
+def test_every_package_folder_is_in_the_wheel():
+    """pyproject lists the packages explicitly (the namespace is mapped from three folders): a new
+    subpackage missing from the list works in the editable install and is absent from the wheel."""
+    tool = pyproject()["tool"]["setuptools"]
+    listed = set(tool["packages"])
+    found = set()
+    for package, folder in tool["package-dir"].items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder).parts
+            name = ".".join((package, *rel))
+            if not any(name.startswith(p + ".") for p in tool["package-dir"] if p != package and p.startswith(package)):
+                found.add(name)
+    assert found == listed, f"missing from [tool.setuptools] packages: {sorted(found - listed)}; " \
+                            f"listed without a folder: {sorted(listed - found)}"
