@@ -112,7 +112,11 @@ class HttpSink:
     max_batch = MAX_BATCH
 
     def __init__(self, base_url: str, token: str, log_id: str, *, timeout: float = 30.0, client: Any = None):
-        import httpx
+        try:
+            import httpx
+        except ModuleNotFoundError:  # imported here so that LocalSink users need no httpx
+            raise ModuleNotFoundError("HttpSink needs the [sdk] extra ('httpx' is not installed): "
+                                      "pip install 'rlhf-ledger[sdk]'", name="httpx") from None
 
         self.log_id = log_id
         self.url = f"{base_url.rstrip('/')}/v1/logs/{log_id}/events"

@@ -158,3 +158,21 @@ def test_every_package_folder_is_in_the_wheel():
                 found.add(name)
     assert found == listed, f"missing from [tool.setuptools] packages: {sorted(found - listed)}; " \
                             f"listed without a folder: {sorted(listed - found)}"
+
+
+@pytest.mark.parametrize(("module", "code", "what"), [
+    ("yaml", "import rlhf_ledger.sdk", "rlhf_ledger.sdk"),
+    ("httpx", "from rlhf_ledger.sdk import HttpSink\nHttpSink('http://127.0.0.1:1', 't', 'l')", "HttpSink"),
+])
+def test_the_sdk_without_its_extra_names_the_extra(module, code, what):
+    """The SDK without the [sdk] extra: one line naming it, not a bare module error. (The fresh
+    base install in tests/install/test_sdk_install.py checks the import for real.)"""
+    import subprocess
+
+    p = subprocess.run([sys.executable, "-c", f"import sys; sys.modules[{module!r}] = None\n{code}"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1
+    assert p.stderr.strip().splitlines()[-1] == (
+        f"ModuleNotFoundError: {what} needs the [sdk] extra ({module!r} is not installed): "
+        "pip install 'rlhf-ledger[sdk]'"), p.stderr
+    assert OPTIONAL_MODULES[module][1] == "sdk"  # the CLI's table says the same

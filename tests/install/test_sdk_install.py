@@ -272,3 +272,7 @@ def test_cli_names_the_extra_a_command_needs(install_venvs, tmp_path):
     ''')
     p = base.run([str(base.python), "-c", core], cwd=tmp_path)
     assert p.returncode == 0 and p.stdout.strip() == "0.1.0", p.stderr
+    p = base.run([str(base.python), "-c", "import rlhf_ledger.sdk"], cwd=tmp_path)
+    assert p.returncode == 1 and re.fullmatch(
+        r"ModuleNotFoundError: rlhf_ledger.sdk needs the \[sdk\] extra \('(yaml|httpx)' is not installed\): "
+        r"pip install 'rlhf-ledger\[sdk\]'", p.stderr.strip().splitlines()[-1]), p.stderr
