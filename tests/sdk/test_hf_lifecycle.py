@@ -5,6 +5,7 @@ process exit. The same tests run again under an older transformers/trl pair (las
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -179,7 +180,10 @@ def _older_venv() -> Path:
     import site
     import sysconfig
 
-    tag = "-".join(f"{k}{v}" for k, v in OLDER.items()) + "-v2"  # v2: parent site dirs read as site dirs
+    # v2: parent site dirs read as site dirs. The parent venv's path is part of the name: the .pth
+    # below points into it, and a cache made from another (since deleted) checkout would be broken.
+    parent_id = hashlib.sha256(sys.prefix.encode()).hexdigest()[:8]
+    tag = "-".join(f"{k}{v}" for k, v in OLDER.items()) + f"-v2-{parent_id}"
     venv = Path(os.environ.get("TMPDIR", "/tmp")) / f"rlhf-ledger-hf-{tag}"
     py = venv / "bin" / "python"
     if not (venv / ".complete").exists():
