@@ -17,7 +17,7 @@ from pathlib import Path
 from rlhf_ledger.core.keys import Signer
 from rlhf_ledger.sdk.sender import Sender
 from rlhf_ledger.sdk.sinks import Sink
-from rlhf_ledger.sdk.spool import _SEG_RE, Journal, SpoolError, lock_holder, read_meta
+from rlhf_ledger.sdk.spool import _SEG_RE, Journal, SpoolError, lock_holder, read_meta, valid_prefix
 
 
 def find_spools(root: str | os.PathLike) -> list[Path]:
@@ -53,7 +53,7 @@ class SpoolStatus:
 
 def _records(path: Path) -> Iterator[dict]:
     for _, seg in sorted((int(m.group(1)), p) for p in path.iterdir() if (m := _SEG_RE.match(p.name))):
-        for raw in seg.read_bytes().split(b"\n"):
+        for raw in valid_prefix(seg.read_bytes()).split(b"\n"):  # an open segment ends in reserved NULs
             if raw.strip():
                 try:
                     yield json.loads(raw)
