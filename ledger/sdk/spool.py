@@ -53,6 +53,7 @@ FSYNC_MODES = ("always", "batch", "none")
 _SEG_RE = re.compile(r"^journal-(\d{12})\.jsonl$")
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 ALLOC_STEP = 1024 * 1024  # reserve and map a segment's file in steps of this many bytes
+MAPPING_AVAILABLE = hasattr(os, "posix_fallocate")
 
 
 def valid_prefix(data: bytes) -> bytes:
@@ -184,6 +185,7 @@ class Journal:
         fsync: str = "batch",
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         trim_bytes: int = 1024 * 1024,
+        mapped: bool | None = None,
     ):
         if fsync not in FSYNC_MODES:
             raise ValueError(f"fsync must be one of {FSYNC_MODES}, got {fsync!r}")
@@ -191,6 +193,11 @@ class Journal:
         self.fsync_mode = fsync
         self.segment_bytes = segment_bytes
         self.trim_bytes = trim_bytes  # a fully acknowledged current segment this large is rotated away
+        # Without posix_fallocate (macOS) blocks cannot be reserved ahead of a mapping, and a full
+        # disk under a mapping is a SIGBUS: there each line is written with os.write instead.
+        self.mapped = MAPPING_AVAILABLE if mapped is None else mapped
+        if self.mapped and not MAPPING_AVAILABLE:
+            raise ValueError("a mapped journal needs os.posix_fallocate, which this platform lacks")
         self._lock = threading.Lock()
         self._timer: threading.Thread | None = None
         self._timer_stop = threading.Event()
@@ -311,14 +318,18 @@ class Journal:
             first, path = segs[-1]
         else:
             first, path = first_seq, self.dir / _seg_name(first_seq)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            size = os.fstat(fd).st_size  # recovery cut it to its last whole line
-            os.posix_fallocate(fd, size, ALLOC_STEP)
-            mm = mmap.mmap(fd, size + ALLOC_STEP, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        except BaseException:
-            os.close(fd)
-            raise
+        if not self.mapped:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            mm, size = None, os.fstat(fd).st_size
+        else:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                size = os.fstat(fd).st_size  # recovery cut it to its last whole line
+                os.posix_fallocate(fd, size, ALLOC_STEP)
+                mm = mmap.mmap(fd, size + ALLOC_STEP, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            except BaseException:
+                os.close(fd)
+                raise
         if self.fsync_mode != "none":
             _fsync_dir(self.dir)  # the new name itself must survive
         self._close_segment()
@@ -339,7 +350,7 @@ class Journal:
         if self._mm is not None:
             self._mm.close()  # the written pages stay in the page cache
             self._mm = None
-        os.ftruncate(self._fd, self._seg_size)
+            os.ftruncate(self._fd, self._seg_size)
         if self.fsync_mode != "none":
             os.fsync(self._fd)
         os.close(self._fd)
@@ -352,13 +363,18 @@ class Journal:
             line = encode_line(seq)
             if self._seg_size >= self.segment_bytes:
                 self._open_segment(seq)
-            start = self._seg_size
-            end = start + len(line)
-            if end > self._alloc:
-                self._grow(end)
-            assert self._mm is not None
-            self._mm[start:end] = line  # holds the GIL: no system call (module docstring)
-            self._seg_size = end
+            if self._mm is None:  # not mapped (MAPPING_AVAILABLE)
+                n = os.write(self._fd, line)
+                while n < len(line):  # regular files do not short-write in practice; be correct anyway
+                    n += os.write(self._fd, line[n:])
+                self._seg_size += len(line)
+            else:
+                start = self._seg_size
+                end = start + len(line)
+                if end > self._alloc:
+                    self._grow(end)
+                self._mm[start:end] = line  # holds the GIL: no system call (module docstring)
+                self._seg_size = end
             if self.fsync_mode == "always":
                 os.fsync(self._fd)
             self._seq = seq + 1

@@ -103,3 +103,25 @@ def test_a_line_longer_than_the_reserved_step_is_written_whole(tmp_path):
     j = Journal(d, log_id="l", run_id="r", producer=KEY)
     assert [len(x) for x in j.recovered.pending] == [len(line(0, big)), len(line(1))]
     j.close()
+
+
+def test_platforms_without_posix_fallocate_write_lines_and_both_kinds_read_each_other(tmp_path):
+    """Where blocks cannot be reserved (macOS), each line goes through os.write; a spool written
+    either way opens the other way, lines intact and seqs continuing."""
+    d = tmp_path / "sp"
+    j = Journal(d, log_id="l", run_id="r", producer=KEY, mapped=False)
+    assert j.mapped is False
+    for _ in range(3):
+        j.append(line)
+    assert segment_bytes_on_disk(d)[0] == sum(len(line(i)) for i in range(3))  # no reserved space
+    j.close()
+    j = Journal(d, log_id="l", run_id="r", producer=KEY, mapped=True)
+    assert len(j.recovered.pending) == 3
+    j.append(line)
+    j.close()
+    j = Journal(d, log_id="l", run_id="r", producer=KEY, mapped=False)
+    assert [json.loads(x)["seq"] for x in j.recovered.pending] == [0, 1, 2, 3]
+    j.append(line)
+    j.close()
+    [seg] = sorted(d.glob("journal-*.jsonl"))
+    assert seg.read_bytes() == b"".join(line(i) for i in range(5))
