@@ -318,29 +318,26 @@ class Journal:
             first, path = segs[-1]
         else:
             first, path = first_seq, self.dir / _seg_name(first_seq)
-        if not self.mapped:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            mm, size = None, os.fstat(fd).st_size
-        else:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                size = os.fstat(fd).st_size  # recovery cut it to its last whole line
-                os.posix_fallocate(fd, size, ALLOC_STEP)
-                mm = mmap.mmap(fd, size + ALLOC_STEP, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-            except BaseException:
-                os.close(fd)
-                raise
+        # Mapped or not, opening reserves nothing: a spool on a full disk still opens, so that
+        # what it holds can be delivered (`rlhf-ledger spool flush`). Space is reserved by the
+        # first line that needs it (_grow).
+        flags = os.O_RDWR | os.O_CREAT if self.mapped else os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        fd = os.open(path, flags, 0o600)
+        size = os.fstat(fd).st_size  # recovery cut it to its last whole line
         if self.fsync_mode != "none":
             _fsync_dir(self.dir)  # the new name itself must survive
         self._close_segment()
-        self._fd, self._mm, self._seg_first, self._seg_size, self._alloc = fd, mm, first, size, size + ALLOC_STEP
+        self._fd, self._mm, self._seg_first, self._seg_size, self._alloc = fd, None, first, size, size
 
     def _grow(self, end: int) -> None:
-        """Reserve blocks up to at least `end` (OSError on a full disk), then map them."""
+        """Reserve blocks up to at least `end` (OSError on a full disk, nothing written), then
+        map them."""
         new = max(end, self._alloc + ALLOC_STEP)
         os.posix_fallocate(self._fd, self._alloc, new - self._alloc)
-        assert self._mm is not None
-        self._mm.resize(new)
+        if self._mm is None:
+            self._mm = mmap.mmap(self._fd, new, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        else:
+            self._mm.resize(new)
         self._alloc = new
 
     def _close_segment(self) -> None:
@@ -350,7 +347,8 @@ class Journal:
         if self._mm is not None:
             self._mm.close()  # the written pages stay in the page cache
             self._mm = None
-            os.ftruncate(self._fd, self._seg_size)
+        if self.mapped:
+            os.ftruncate(self._fd, self._seg_size)  # drop what was reserved and not written
         if self.fsync_mode != "none":
             os.fsync(self._fd)
         os.close(self._fd)
@@ -363,7 +361,7 @@ class Journal:
             line = encode_line(seq)
             if self._seg_size >= self.segment_bytes:
                 self._open_segment(seq)
-            if self._mm is None:  # not mapped (MAPPING_AVAILABLE)
+            if not self.mapped:  # MAPPING_AVAILABLE
                 n = os.write(self._fd, line)
                 while n < len(line):  # regular files do not short-write in practice; be correct anyway
                     n += os.write(self._fd, line[n:])
@@ -373,6 +371,7 @@ class Journal:
                 end = start + len(line)
                 if end > self._alloc:
                     self._grow(end)
+                assert self._mm is not None
                 self._mm[start:end] = line  # holds the GIL: no system call (module docstring)
                 self._seg_size = end
             if self.fsync_mode == "always":

@@ -5,10 +5,13 @@ open segment. The SIGKILL-after-return case runs in tests/sdk/test_delivery.py."
 
 from __future__ import annotations
 
+import errno
 import json
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 from rlhf_ledger.core.keys import Signer
 from rlhf_ledger.sdk import spool_tools
@@ -125,3 +128,51 @@ def test_platforms_without_posix_fallocate_write_lines_and_both_kinds_read_each_
     j.close()
     [seg] = sorted(d.glob("journal-*.jsonl"))
     assert seg.read_bytes() == b"".join(line(i) for i in range(5))
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 4 MiB tmpfs: a real filesystem that runs out of space (needs root to mount)."""
+    mnt = tmp_path / "small-fs"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {res.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_disk_is_an_error_on_the_call_never_a_sigbus_and_the_spool_still_opens(full_disk):
+    """In a child (a SIGBUS would kill it, not the test run): append until the filesystem is full.
+    The call that does not fit raises ENOSPC and writes nothing; every earlier line is recovered;
+    the spool opens again on the still-full disk (its events can be delivered)."""
+    code = textwrap.dedent(f"""
+        import json
+        from rlhf_ledger.sdk.spool import Journal
+        from tests.sdk.test_spool_mapping import line
+        d = {str(full_disk / "sp")!r}
+        j = Journal(d, log_id="l", run_id="r", producer={KEY!r})
+        n = 0
+        try:
+            while True:
+                j.append(lambda s: line(s, 10_000))
+                n += 1
+        except OSError as e:
+            err = e.errno
+        try:
+            j.append(lambda s: line(s, 10_000))
+        except OSError as e:
+            again = e.errno
+        j.close()
+        j = Journal(d, log_id="l", run_id="r", producer={KEY!r})
+        print(json.dumps({{"written": n, "errno": err, "again": again, "recovered": len(j.recovered.pending),
+                          "next": j.next_seq}}))
+        j.close()
+    """)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, (p.returncode, p.stderr)  # -7 would be SIGBUS
+    out = json.loads(p.stdout)
+    assert out["errno"] == out["again"] == errno.ENOSPC and out["written"] > 100
+    assert out["recovered"] == out["next"] == out["written"]
