@@ -94,6 +94,12 @@ class PassResult:
     errors: list[str] = field(default_factory=list)
 
 
+def next_delay(delay: float, interval: float, max_backoff: float, *, unavailable: bool) -> float:
+    """The wait before the next pass: doubled (up to `max_backoff`) while a dependency is
+    unavailable, back to `interval` once it answers (AnchorWorker.watch, `anchor --watch`)."""
+    return min(max(delay * 2, interval), max_backoff) if unavailable else interval
+
+
 class AnchorWorker:
     """Anchors one log. Several workers may run against one database; the lease picks one."""
 
@@ -201,11 +207,9 @@ class AnchorWorker:
         while not stop.is_set() and (passes is None or done < passes):
             result = self.run_once()
             done += 1
+            delay = next_delay(delay, interval, max_backoff, unavailable=bool(result.unavailable))
             if result.unavailable:
-                delay = min(max(delay * 2, interval), max_backoff)
                 log.debug("anchoring %s: next try in %.1fs", self.log_id, delay)
-            else:
-                delay = interval
             if passes is not None and done >= passes:
                 break
             stop.wait(delay)

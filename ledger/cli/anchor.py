@@ -25,7 +25,7 @@ import click
 from rlhf_ledger.anchoring.chain import FEE_MODES, ChainClient
 from rlhf_ledger.anchoring.content_store import ContentStore, LocalContentStore
 from rlhf_ledger.anchoring.keystore import load_anchor_account
-from rlhf_ledger.anchoring.worker import FINALIZED_MODE, AnchorWorker
+from rlhf_ledger.anchoring.worker import FINALIZED_MODE, AnchorWorker, next_delay
 from rlhf_ledger.core.anchor_status import AnchorStatus
 from rlhf_ledger.core.errors import LedgerError
 from rlhf_ledger.store.ledger import Ledger
@@ -133,7 +133,7 @@ def _run(workers: list[AnchorWorker], once: bool, interval: float, *, max_backof
         done += 1
         if once or (passes is not None and done >= passes):
             break
-        delay = min(max(delay * 2, interval), max_backoff) if unavailable else interval
+        delay = next_delay(delay, interval, max_backoff, unavailable=unavailable)
         sleep(delay)
 
 

@@ -291,8 +291,7 @@ def test_unauthorized_key_fails_after_bounded_attempts(anvil, owner, ledger, pro
 
 def test_watch_backs_off_while_unavailable_and_stops(anvil, owner, ledger, producer, store, caplog):
     with socket_closed_port() as port:
-        dead = ChainClient(f"http://127.0.0.1:{port}", anvil.private_keys[0], contract_address=owner.contract_address,
-                           retry=FAST_RETRY)
+        dead = client(anvil, owner.contract_address, f"http://127.0.0.1:{port}")
     add(ledger, producer, 2)
     worker = AnchorWorker(ledger, dead, store, LOG)
     waits: list[float] = []
@@ -316,8 +315,7 @@ def test_cli_watch_backs_off_while_unavailable_like_the_worker(anvil, owner, led
     from rlhf_ledger.cli.anchor import _run
 
     with socket_closed_port() as port:
-        dead = ChainClient(f"http://127.0.0.1:{port}", anvil.private_keys[0], contract_address=owner.contract_address,
-                           retry=FAST_RETRY)
+        dead = client(anvil, owner.contract_address, f"http://127.0.0.1:{port}")
     add(ledger, producer, 2)
     worker = AnchorWorker(ledger, dead, store, LOG)
     waits: list[float] = []
