@@ -8,33 +8,7 @@ modules the product's code imports.
 
 from __future__ import annotations
 
-# top-level module -> (distribution, the extra that brings it)
-OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
-    "httpx": ("httpx", "sdk"),
-    "yaml": ("pyyaml", "sdk"),
-    "dp_accounting": ("dp-accounting", "privacy"),
-    "numpy": ("numpy", "privacy"),
-    "sqlalchemy": ("sqlalchemy", "store"),
-    "alembic": ("alembic", "store"),
-    "psycopg": ("psycopg", "store"),
-    "tqdm": ("tqdm", "store"),
-    "web3": ("web3", "anchoring"),
-    "eth_abi": ("eth-abi", "anchoring"),
-    "eth_account": ("eth-account", "anchoring"),
-    "eth_utils": ("eth-utils", "anchoring"),
-    "rlp": ("rlp", "anchoring"),
-    "trie": ("trie", "anchoring"),
-    "requests": ("requests", "anchoring"),
-    "fastapi": ("fastapi", "server"),
-    "fastapi_offline": ("fastapi-offline", "server"),
-    "starlette": ("starlette", "server"),
-    "pydantic": ("pydantic", "server"),
-    "uvicorn": ("uvicorn", "server"),
-    "prometheus_client": ("prometheus-client", "server"),
-    "torch": ("torch", "train"),
-    "transformers": ("transformers", "train"),
-    "safetensors": ("safetensors", "train"),
-}
+from rlhf_ledger.core.extras import OPTIONAL_MODULES, needs_extra
 
 # Commands whose extra is named whatever module is missing: installing it brings everything
 # the command needs (e.g. `serve` on a base install misses SQLAlchemy first, but [store] alone
@@ -68,5 +42,4 @@ def missing_module_message(command: str | None, exc: ModuleNotFoundError) -> str
     extra = extra_for(command, module)
     if extra is None:
         return f"{what}: the Python module {module!r} is not installed"
-    return (f"{what} needs the [{extra}] extra ({module!r} is not installed): "
-            f"pip install 'rlhf-ledger[{extra}]'")
+    return needs_extra(what, module, extra)

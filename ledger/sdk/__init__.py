@@ -3,9 +3,7 @@
 The Trainer callback lives in ``rlhf_ledger.sdk.hf_callback`` (imported on demand: it needs transformers).
 """
 
-# The modules the [sdk] extra brings (pyproject.toml; ledger/cli/extras.py has the same table for
-# the CLI, which the SDK may not import): without them, one line naming the extra.
-_SDK_EXTRA_MODULES = frozenset({"httpx", "yaml"})  # httpx: imported by HttpSink() only
+from rlhf_ledger.core.extras import OPTIONAL_MODULES, needs_extra
 
 try:
     from rlhf_ledger.sdk.distributed import RankInfo
@@ -25,11 +23,11 @@ try:
     )
     from rlhf_ledger.sdk.spool import SpoolError, SpoolLockedError
     from rlhf_ledger.sdk.weights import WeightsDigest, diff_tensors, file_digest, file_manifest, weights_digest
-except ModuleNotFoundError as e:
-    if (e.name or "").split(".")[0] not in _SDK_EXTRA_MODULES:
+except ModuleNotFoundError as e:  # without the [sdk] extra: one line naming it
+    missing = (e.name or "").split(".")[0]
+    if OPTIONAL_MODULES.get(missing, ("", ""))[1] != "sdk":
         raise
-    raise ModuleNotFoundError(f"rlhf_ledger.sdk needs the [sdk] extra ({e.name!r} is not installed): "
-                              "pip install 'rlhf-ledger[sdk]'", name=e.name) from None
+    raise ModuleNotFoundError(needs_extra("rlhf_ledger.sdk", missing, "sdk"), name=e.name) from None
 
 __all__ = [
     "Ack", "ChainConflictError", "DatasetManifest", "DeliveryAuthError", "DeliveryError", "HttpSink", "LocalSink",

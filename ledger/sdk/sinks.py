@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from rlhf_ledger.core.errors import LedgerError
+from rlhf_ledger.core.extras import needs_extra
 
 MAX_BATCH = 1000  # the API accepts at most 1000 envelopes per request
 
@@ -115,8 +116,7 @@ class HttpSink:
         try:
             import httpx
         except ModuleNotFoundError:  # imported here so that LocalSink users need no httpx
-            raise ModuleNotFoundError("HttpSink needs the [sdk] extra ('httpx' is not installed): "
-                                      "pip install 'rlhf-ledger[sdk]'", name="httpx") from None
+            raise ModuleNotFoundError(needs_extra("HttpSink", "httpx", "sdk"), name="httpx") from None
 
         self.log_id = log_id
         self.url = f"{base_url.rstrip('/')}/v1/logs/{log_id}/events"
