@@ -265,17 +265,15 @@ class Journal:
         segs = self.segments()
         for i, (_first, path) in enumerate(segs):
             raw_data = path.read_bytes()
-            data = valid_prefix(raw_data)
-            if len(data) != len(raw_data):  # reserved space of a segment whose writer died
-                with open(path, "r+b") as f:
-                    f.truncate(len(data))
+            data = valid_prefix(raw_data)  # without the NUL fill of a segment whose writer died
             lines = data.split(b"\n")
             tail = lines.pop()  # b"" when the file ends with a newline
-            if tail:
-                # A torn last line can only come from power loss mid-write (a process crash cannot
-                # split one write()); it was never acknowledged to the caller as durable on disk.
-                if i != len(segs) - 1:
-                    raise SpoolError("torn record in a non-final segment", where=str(path))
+            # A torn last line comes from power loss mid-write or from a process killed in the
+            # middle of its copy into the mapping: that call never returned, or returned without
+            # the line being durable on disk.
+            if tail and i != len(segs) - 1:
+                raise SpoolError("torn record in a non-final segment", where=str(path))
+            if len(data) - len(tail) != len(raw_data):  # cut the file to its last whole line
                 with open(path, "r+b") as f:
                     f.truncate(len(data) - len(tail))
             for ln, raw in enumerate(lines, 1):
